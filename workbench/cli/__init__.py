@@ -1,0 +1,92 @@
+"""The ``workbench`` command: the app when run bare, and a headless subcommand per pane.
+
+Each command group lives in its own module here and exposes ``register(subparsers)``; a
+command sets ``func(args, workspace) -> int``. User errors (``WorkbenchError``) are printed on
+one line with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ..errors import Cancelled, WorkbenchError
+from ..workspace import Workspace
+
+# Command-group modules, in the order `--help` lists them. A module missing here simply
+# contributes no commands, so groups can be developed independently.
+GROUPS = ["tokenizer", "data", "trace", "train", "eval", "runs", "generate", "export", "bench"]
+
+
+def quiet_native_logs() -> None:
+    """Native libraries write to fd 2 directly; keep them quiet before they are imported."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench",
+        description="A terminal workbench for building and studying tiny language models. "
+        "Run with no command to open the app.",
+    )
+    parser.add_argument(
+        "--workspace",
+        metavar="DIR",
+        default=None,
+        help="folder holding models/, tokenizers/, data/ and trained_models/ (default: current folder)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{group}_cmd")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{group}_cmd":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_native_logs()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        ws = Workspace.at(args.workspace)
+        if args.command is None:
+            return run_app(ws)
+        func = getattr(args, "func", None)
+        if func is None:  # a group given without its subcommand
+            parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+            return 2
+        return int(func(args, ws) or 0)
+    except WorkbenchError as e:
+        if isinstance(e, Cancelled):
+            print(f"cancelled: {e}", file=sys.stderr)
+            return 130
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def run_app(ws: Workspace) -> int:
+    try:
+        from ..tui.app import run
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("workbench.tui"):
+            print("the app is not built yet; see `workbench --help` for the commands", file=sys.stderr)
+            return 2
+        raise
+    return run(ws)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

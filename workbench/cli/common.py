@@ -1,0 +1,65 @@
+"""Helpers shared by the CLI command modules: JSON output and a one-line progress display."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or s != s or s == float("inf"):
+        return "--:--"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+class ProgressLine:
+    """One self-rewriting status line on stderr (only when stderr is a terminal).
+
+    ``update(done, total, text)`` shows a percentage and ETA when ``total`` is known.
+    Redraws are limited to ~10 per second so progress never slows the work.
+    """
+
+    def __init__(self, label: str, stream=None, min_interval: float = 0.1):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.min_interval = min_interval
+        self.width = 0
+
+    def update(self, done: float | None = None, total: float | None = None, text: str = "", force=False) -> None:
+        now = time.monotonic()
+        if not self.tty or (not force and now - self.last < self.min_interval):
+            return
+        self.last = now
+        elapsed = now - self.start
+        parts = [self.label]
+        if done is not None and total:
+            frac = min(max(done / total, 0.0), 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else None
+            parts.append(f"{frac * 100:5.1f}%")
+            parts.append(f"ETA {fmt_seconds(eta)}")
+        parts.append(f"elapsed {fmt_seconds(elapsed)}")
+        if text:
+            parts.append(text)
+        line = "  ".join(parts)
+        pad = max(0, self.width - len(line))
+        self.width = len(line)
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
