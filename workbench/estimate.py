@@ -1,0 +1,250 @@
+"""Estimates from a config alone, without building the model: parameters, FLOPs, memory, fit.
+
+The formulas mirror the model package layer by layer, so the parameter count is exact (a
+test checks it against ``sum(p.numel())`` for every variant combination) and the FLOPs match
+what ``FlopCounterMode`` counts. Activation memory counts the tensors autograd saves for the
+backward pass in this implementation (checked against saved-tensor hooks), plus the logits
+and their gradient, which dominate at large vocabularies.
+
+No torch import at module level: the app shows these numbers while the user types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from .config import ModelConfig
+
+GiB = 1024**3
+MiB = 1024**2
+
+# Resident memory of a process that has imported torch and run a step, before any model
+# tensor: measured ~220 MiB after `import torch` on Linux CPU builds, plus thread pools and
+# allocator slack. On CUDA the context costs about this much device memory too.
+RUNTIME_OVERHEAD = {"cpu": 260 * MiB, "cuda": 500 * MiB, "mps": 300 * MiB}
+
+# Below this share of the available memory a run "fits"; up to all of it is "tight".
+TIGHT_FRACTION = 0.8
+
+
+# ---------------------------------------------------------------- parameters
+
+def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
+    """Exact parameter count per part of the model (tied head counted once, in embedding)."""
+    C, V, L = cfg.dim, cfg.vocab_size, cfg.n_layers
+    H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
+    b = 1 if cfg.bias else 0
+    norm = C + (C * b if cfg.norm == "layernorm" else 0)
+    qkv_out = (H + 2 * Hkv) * D
+    attn = C * qkv_out + qkv_out * b + H * D * C + C * b
+    up = 2 * F if cfg.mlp == "swiglu" else F
+    mlp = C * up + up * b + F * C + C * b
+    return {
+        "embedding": V * C,
+        "positions": cfg.max_seq_len * C if cfg.pos == "learned" else 0,
+        "attention": L * attn,
+        "mlp": L * mlp,
+        "norms": (2 * L + 1) * norm,
+        "lm_head": 0 if cfg.tie_embeddings else V * C,
+    }
+
+
+def param_count(cfg: ModelConfig) -> int:
+    return sum(param_breakdown(cfg).values())
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Weights that take part in a matmul per token (embedding lookups and norms do not)."""
+    C, L = cfg.dim, cfg.n_layers
+    H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
+    up = 2 * F if cfg.mlp == "swiglu" else F
+    return L * (C * (H + 2 * Hkv) * D + H * D * C + C * up + F * C) + cfg.vocab_size * C
+
+
+# ---------------------------------------------------------------- FLOPs
+
+def flops_per_token(cfg: ModelConfig, seq_len: Optional[int] = None) -> dict[str, int]:
+    """Forward and training FLOPs per token at context length ``seq_len`` (default max).
+
+    Counts 2 FLOPs per multiply-add of every matmul, and attention's QK^T and AV over the
+    full T x T matrix (as FlopCounterMode and the PaLM paper do; a causal kernel may skip
+    about half of it). Training = forward + backward = 3 x forward.
+    """
+    T = cfg.max_seq_len if seq_len is None else seq_len
+    attention = 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T
+    forward = 2 * matmul_params(cfg) + attention
+    return {"forward": forward, "train": 3 * forward, "attention_forward": attention}
+
+
+# ---------------------------------------------------------------- memory
+
+def dtype_bytes(precision: str) -> int:
+    return 2 if precision in ("bf16", "fp16") else 4
+
+
+def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
+                     precision: str = "fp32") -> int:
+    """Memory live at the start of the backward pass: saved tensors plus logits and their grad."""
+    T = cfg.max_seq_len if seq_len is None else seq_len
+    C, V, L = cfg.dim, cfg.vocab_size, cfg.n_layers
+    H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
+    # one norm saves its input, its normalised value and output (rmsnorm: + rstd per token;
+    # layernorm: its fused kernel keeps mean and rstd but not the normalised value)
+    norm_extra = 2 * C + 1 if cfg.norm == "rmsnorm" else C + 2
+    attn = (H + 2 * Hkv) * D + H * D + H  # fused qkv output, attention output, logsumexp
+    if cfg.pos == "rope":
+        attn += H * D + Hkv * D + H * D  # rotated q and k, and the re-laid-out output
+    mlp = 4 * F if cfg.mlp == "swiglu" else 2 * F
+    per_layer = 2 * C + 2 * norm_extra + attn + mlp  # 2C: residual stream in and mid-block
+    if cfg.dropout > 0:
+        # masks (1 byte) and, because SDPA drops to its math path, the score matrices
+        per_layer += (3 * C + H * T) / 4 + 2 * H * T
+    top = C + norm_extra + V  # final norm, saved log-softmax
+    elems = batch_size * T * (L * per_layer + top)
+    b = dtype_bytes(precision)
+    logits_and_grad = 2 * batch_size * T * V * b
+    return int(elems * b + logits_and_grad + batch_size * T * 8)  # + int64 token ids
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes needed for one training step; ``total`` includes the runtime's own footprint."""
+
+    weights: int
+    grads: int
+    optimizer: int
+    activations: int
+    runtime: int
+    total: int
+    batch_size: int
+    seq_len: int
+    precision: str
+    device: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if device == "cuda" else "fp32"
+
+
+def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
+                    precision: str = "fp32", device: str = "cpu") -> MemoryEstimate:
+    """Peak memory of a training step with AdamW.
+
+    Master weights, gradients and both AdamW moments stay in fp32 under mixed precision;
+    autocast adds a half-precision copy of the weights and halves the activations.
+    """
+    device = "cpu" if device == "auto" else device
+    precision = resolve_precision(precision, device)
+    n = param_count(cfg)
+    weights = 4 * n + (2 * n if precision in ("bf16", "fp16") else 0)
+    grads = 4 * n
+    optimizer = 8 * n
+    T = cfg.max_seq_len if seq_len is None else seq_len
+    acts = activation_bytes(cfg, batch_size, T, precision)
+    runtime = RUNTIME_OVERHEAD.get(device, RUNTIME_OVERHEAD["cpu"])
+    total = weights + grads + optimizer + acts + runtime
+    return MemoryEstimate(weights, grads, optimizer, acts, runtime, total, batch_size, T,
+                          precision, device)
+
+
+def kv_cache_bytes(cfg: ModelConfig, batch_size: int = 1, seq_len: Optional[int] = None,
+                   precision: str = "fp32") -> int:
+    """Keys and values for every layer: 2 x L x B x Hkv x S x D elements."""
+    S = cfg.max_seq_len if seq_len is None else seq_len
+    return 2 * cfg.n_layers * batch_size * cfg.kv_heads * S * cfg.head_dim * dtype_bytes(precision)
+
+
+# ---------------------------------------------------------------- will it fit?
+
+def available_memory(device: str = "cpu") -> dict:
+    """Memory free right now for ``device`` (RAM via psutil; CUDA via torch, imported lazily)."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    out = {"device": device, "available": int(vm.available), "total": int(vm.total)}
+    if device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            out.update(available=int(free), total=int(total))
+        else:
+            out.update(available=0, total=0, note="CUDA is not available")
+    return out
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class Verdict:
+    verdict: str  # "fits", "tight" or "won't fit"
+    needed: int
+    available: int
+    device: str
+
+    @property
+    def message(self) -> str:
+        return (f"{self.verdict}: needs {fmt_bytes(self.needed)} of {fmt_bytes(self.available)} "
+                f"available on {self.device}")
+
+
+def verdict(needed: int, available: int, device: str = "cpu") -> Verdict:
+    if available <= 0 or needed > available:
+        v = "won't fit"
+    elif needed > TIGHT_FRACTION * available:
+        v = "tight"
+    else:
+        v = "fits"
+    return Verdict(v, int(needed), int(available), device)
+
+
+def fit(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
+        precision: str = "auto", device: str = "auto") -> tuple[MemoryEstimate, Verdict]:
+    """Training memory for ``device`` and the verdict against what is free there now."""
+    device = resolve_device(device)
+    mem = training_memory(cfg, batch_size, seq_len, precision, device)
+    avail = available_memory(device)["available"]
+    return mem, verdict(mem.total, avail, device)
+
+
+def summary(cfg: ModelConfig, train=None, device: str = "auto") -> dict:
+    """Everything a config pane shows, as plain numbers (JSON-friendly)."""
+    batch = train.batch_size if train is not None else 1
+    precision = train.precision if train is not None else "auto"
+    if train is not None and device == "auto":
+        device = train.device
+    mem, v = fit(cfg, batch, None, precision, device)
+    return {
+        "params": param_count(cfg),
+        "params_breakdown": param_breakdown(cfg),
+        "flops_per_token": flops_per_token(cfg),
+        "memory": mem.to_dict(),
+        "kv_cache_bytes": kv_cache_bytes(cfg, 1),
+        "verdict": {"verdict": v.verdict, "needed": v.needed, "available": v.available,
+                    "device": v.device, "message": v.message},
+    }
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"

@@ -1,0 +1,86 @@
+"""Position information: rotary (RoPE, real-valued), a learned table, or none (NoPE).
+
+RoPE is computed with real cos/sin tables instead of complex numbers so it runs on every
+backend (MPS has no complex support). The half-split layout (rotate the first half of each
+head against the second, as GPT-NeoX and Hugging Face do) avoids strided interleaving.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..trace import LoggingModule
+from .basic import Embedding
+
+Rotary = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, D/2)
+
+
+class NoPositions(LoggingModule):
+    """NoPE: the causal mask alone tells tokens apart."""
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x
+
+    def rotary(self, start: int, T: int) -> Rotary | None:
+        return None
+
+
+class LearnedPositions(LoggingModule):
+    """GPT-2: a learned vector per absolute position, added to the token embedding."""
+
+    def __init__(self, max_seq_len: int, dim: int):
+        super().__init__()
+        self.emb = Embedding(max_seq_len, dim)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:  # (B, T, C)
+        # a slice of the table rather than an index lookup: the positions are contiguous
+        return x + self.emb.weight[start:start + x.shape[1]]
+
+    def rotary(self, start: int, T: int) -> Rotary | None:
+        return None
+
+
+class RotaryPositions(LoggingModule):
+    """RoPE: rotates query/key pairs by a position-dependent angle inside attention."""
+
+    def __init__(self, max_seq_len: int, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (T, D/2)
+        # not persistent: derived from the config, so checkpoints stay free of them
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        return x
+
+    def rotary(self, start: int, T: int) -> Rotary:
+        return self.cos[start:start + T], self.sin[start:start + T]
+
+
+def apply_rotary(q: torch.Tensor, k: torch.Tensor, rope: Rotary) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = rope
+    return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def no_rotary(q: torch.Tensor, k: torch.Tensor, rope: Rotary | None):
+    return q, k
+
+
+def make_positions(cfg) -> LoggingModule:
+    if cfg.pos == "rope":
+        return RotaryPositions(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
+    if cfg.pos == "learned":
+        return LearnedPositions(cfg.max_seq_len, cfg.dim)
+    return NoPositions()
+
+
+def rotary_fn(cfg):
+    """The function attention uses on q and k, fixed when the model is built."""
+    return apply_rotary if cfg.pos == "rope" else no_rotary
