@@ -100,10 +100,10 @@ def fields_of(cls_or_obj) -> list[FieldInfo]:
 
 def _check_field(owner: str, info: FieldInfo, value: Any) -> Any:
     """Validate (and lightly normalise) one value; raise ConfigError naming field, value, rule."""
-    where = f"{owner}.{info.name}"
+    where, raw = f"{owner}.{info.name}", value  # report what the user wrote, not a coerced copy
 
-    def bad(extra: str = ""):
-        raise ConfigError(f"{where} = {value!r} is not allowed: expected {info.allowed()}{extra}")
+    def bad():
+        raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}")
 
     if value is None:
         if info.optional:

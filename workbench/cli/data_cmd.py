@@ -1,0 +1,84 @@
+"""``workbench data``: pretokenize a data source into token files, and inspect them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data import DEFAULT_HUB_ID
+from ..tokens import data_info, list_data, prepare_data
+from .common import ProgressLine, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="pretokenize data and inspect prepared data")
+    s = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    pr = s.add_parser("prepare", help="tokenize a source into train/val token files")
+    pr.add_argument("--tokenizer", required=True, metavar="NAME", help="a tokenizer under tokenizers/")
+    pr.add_argument("--data", default=DEFAULT_HUB_ID, metavar="SOURCE",
+                    help=f"hub dataset id or local .txt/.jsonl/.json/.parquet file or folder (default {DEFAULT_HUB_ID})")
+    pr.add_argument("--text-column", default="text")
+    pr.add_argument("--name", default=None, help="folder name under data/ (default TOKENIZER-SOURCE)")
+    pr.add_argument("--threads", type=int, default=None, help="encoding threads (default: one per core)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_prepare)
+
+    ls = s.add_parser("list", help="list prepared data")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    inf = s.add_parser("info", help="what a prepared data folder holds")
+    inf.add_argument("name")
+    inf.add_argument("--json", action="store_true")
+    inf.set_defaults(func=cmd_info)
+
+
+def cmd_prepare(args, ws) -> int:
+    line = ProgressLine("prepare")
+    try:
+        info = prepare_data(
+            ws, args.tokenizer, args.data, args.text_column, name=args.name, workers=args.threads,
+            progress=lambda split, done, total, msg: line.update(done, total, f"{split}: {msg}"),
+        )
+    finally:
+        line.close()
+    if args.json:
+        print_json(info.to_dict())
+    else:
+        print(f"prepared {info.name} in {info.meta['seconds']:.1f} s")
+        _print_info(info)
+    return 0
+
+
+def _print_info(info) -> None:
+    m = info.meta
+    print(f"  folder:    {info.path}")
+    print(f"  tokenizer: {m['tokenizer']['name']} (vocab {m['tokenizer']['vocab_size']}, sha256 {m['tokenizer']['sha256'][:12]})")
+    print(f"  source:    {m['source']['description']}")
+    print(f"  dtype:     {m['dtype']}")
+    for split, s in m["splits"].items():
+        print(f"  {split:5} {info.path / s['file']}: {s['tokens']:,} tokens, {s['documents']:,} documents, "
+              f"{s['bytes']:,} bytes ({s['bytes'] / max(1, s['tokens']):.2f} bytes/token)")
+
+
+def cmd_list(args, ws) -> int:
+    infos = list_data(ws)
+    if args.json:
+        print_json([i.to_dict() for i in infos])
+        return 0
+    if not infos:
+        print("no prepared data yet; run `workbench data prepare --tokenizer NAME --data SOURCE`")
+    for i in infos:
+        sp = i.meta["splits"]
+        print(f"{i.name:40} train {sp['train']['tokens']:>12,} tokens  val {sp['val']['tokens']:>10,} tokens")
+    return 0
+
+
+def cmd_info(args, ws) -> int:
+    info = data_info(ws, args.name)
+    if args.json:
+        print_json(info.to_dict())
+    else:
+        print(f"data {info.name}")
+        _print_info(info)
+    return 0

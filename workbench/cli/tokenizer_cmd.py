@@ -1,0 +1,112 @@
+"""``workbench tokenizer``: build, list, show and try character-pair BPE tokenizers."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data import DEFAULT_HUB_ID
+from ..tokenizer import TokenizerSettings, list_tokenizers, load_tokenizer, tokenizer_info
+from .common import ProgressLine, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tokenizer", help="build and inspect tokenizers")
+    s = p.add_subparsers(dest="tokenizer_command", metavar="SUBCOMMAND")
+
+    b = s.add_parser("build", help="build a character-pair BPE tokenizer with sentencepiece")
+    b.add_argument("--data", default=DEFAULT_HUB_ID, metavar="SOURCE",
+                   help=f"hub dataset id or local .txt/.jsonl/.json/.parquet file or folder (default {DEFAULT_HUB_ID})")
+    b.add_argument("--text-column", default="text", help="column holding the text in jsonl/json/parquet/hub data")
+    b.add_argument("--vocab-size", type=int, default=TokenizerSettings.vocab_size, metavar="N",
+                   help="number of pieces, specials and byte pieces included (default %(default)s)")
+    b.add_argument("--name", required=True, help="folder name under tokenizers/")
+    b.add_argument("--no-byte-fallback", action="store_true",
+                   help="no byte pieces: allows a character-level vocab, but unseen characters become <unk>")
+    b.add_argument("--sample-mb", type=float, default=TokenizerSettings.sample_mb, metavar="M",
+                   help="read at most this many MB of training text (default %(default)s)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing tokenizer of that name")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    b.set_defaults(func=cmd_build)
+
+    ls = s.add_parser("list", help="list built tokenizers")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    sh = s.add_parser("show", help="settings and stats of one tokenizer")
+    sh.add_argument("name")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+
+    en = s.add_parser("encode", help="ids and pieces of a text")
+    en.add_argument("name")
+    en.add_argument("text")
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(func=cmd_encode)
+
+
+def cmd_build(args, ws) -> int:
+    from ..tokenizer_build import build_tokenizer
+
+    settings = TokenizerSettings(
+        vocab_size=args.vocab_size, byte_fallback=not args.no_byte_fallback, sample_mb=args.sample_mb,
+        data=args.data, text_column=args.text_column,
+    )
+    line = ProgressLine(f"tokenizer {args.name}")
+
+    def on_event(ev):
+        if ev.kind == "progress":
+            line.update(ev.done, ev.total, f"{ev.phase}: {ev.message}")
+
+    try:
+        info = build_tokenizer(ws, args.name, settings, overwrite=args.overwrite, on_event=on_event)
+    finally:
+        line.close()
+    if args.json:
+        print_json(info.to_dict())
+    else:
+        st = info.stats
+        print(f"built tokenizer {info.name} at {info.path}")
+        print(f"  vocab {st['vocab_size']}, alphabet {st['alphabet_size']} characters, "
+              f"{st.get('bytes_per_token')} bytes/token on held-out text, {st['build_seconds']:.1f} s")
+    return 0
+
+
+def cmd_list(args, ws) -> int:
+    infos = list_tokenizers(ws)
+    if args.json:
+        print_json([i.to_dict() for i in infos])
+        return 0
+    if not infos:
+        print("no tokenizers yet; build one with `workbench tokenizer build --data SOURCE --name NAME`")
+        return 0
+    print(f"{'name':24} {'vocab':>6} {'alphabet':>8} {'bytes/tok':>9} {'build s':>8}  data")
+    for i in infos:
+        st = i.stats
+        print(f"{i.name:24} {st.get('vocab_size', '?'):>6} {st.get('alphabet_size', '?'):>8} "
+              f"{st.get('bytes_per_token') or '-':>9} {st.get('build_seconds', '-'):>8}  {i.settings.get('data', '')}")
+    return 0
+
+
+def cmd_show(args, ws) -> int:
+    info = tokenizer_info(ws, args.name)
+    if args.json:
+        print_json(info.to_dict())
+        return 0
+    print(f"tokenizer {info.name}  ({info.path})")
+    for title, d in (("settings", info.settings), ("stats", info.stats)):
+        print(f"{title}:")
+        for k, v in d.items():
+            print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_encode(args, ws) -> int:
+    tok = load_tokenizer(ws, args.name)
+    pieces = tok.pieces(args.text)
+    if args.json:
+        print_json({"ids": [i for i, _ in pieces], "pieces": [p for _, p in pieces], "count": len(pieces)})
+        return 0
+    print(f"{len(pieces)} tokens")
+    print("ids:    " + " ".join(str(i) for i, _ in pieces))
+    print("pieces: " + " | ".join(repr(p)[1:-1] for _, p in pieces))
+    return 0

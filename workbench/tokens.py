@@ -1,0 +1,295 @@
+"""Pretokenized data: token files written once, read as random windows or sequential passes.
+
+``prepare_data`` streams a source's documents in chunks and encodes each chunk as
+``bos + tokens + eos`` per document with sentencepiece's own thread pool (one thread per core;
+it scales better here than worker processes, which pay for pickling). The ids go to ``train.bin``
+and ``val.bin`` (``uint16``, or ``uint32`` past 65,535) under temporary names that are renamed
+into place at the end, with ``meta.json`` written last. Memory stays bounded: one chunk at a time.
+
+``TokenFile`` reads windows through an ``np.memmap`` opened per batch (a long-lived memmap
+grows the process's resident memory as pages are touched).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import fileio
+from .data import Source, resolve_source
+from .errors import Cancelled, WorkbenchError
+from .tokenizer import Tokenizer, load_tokenizer, tokenizer_info
+from .workspace import Workspace, check_name
+
+META_FILE = "meta.json"
+SPLIT_FILES = {"train": "train.bin", "val": "val.bin"}
+SOURCE_SPLIT = {"train": "train", "val": "validation"}
+CHUNK_BYTES = 1 << 19  # text per worker task
+META_VERSION = 1
+
+ProgressFn = Callable[[str, float, float | None, str], None]
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
+
+
+@dataclass
+class TokenFile:
+    """A flat file of token ids."""
+
+    path: Path
+    dtype: np.dtype
+    n_tokens: int
+
+    def __len__(self) -> int:
+        return self.n_tokens
+
+    def _open(self) -> np.memmap:
+        return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
+
+    def check_window(self, T: int) -> None:
+        if self.n_tokens < T + 1:
+            raise WorkbenchError(
+                f"{str(self.path)!r} holds {self.n_tokens} tokens, fewer than one window of "
+                f"max_seq_len + 1 = {T + 1}; use more data or a shorter max_seq_len"
+            )
+
+    def sample_batch(self, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
+        """``B`` random windows of ``T + 1`` tokens as int64 ``(B, T+1)``."""
+        self.check_window(T)
+        starts = rng.integers(0, self.n_tokens - T, size=B)
+        mm = self._open()
+        out = np.stack([mm[s : s + T + 1] for s in starts]).astype(np.int64)
+        del mm
+        return out
+
+    def n_windows(self, T: int) -> int:
+        return max(0, (self.n_tokens - 1) // T)
+
+    def windows(self, B: int, T: int, max_batches: int | None = None) -> Iterator[np.ndarray]:
+        """Sequential, non-overlapping windows (each token is a target exactly once), in
+        batches of up to ``B`` rows of ``T + 1`` tokens; for evaluation."""
+        self.check_window(T)
+        n = self.n_windows(T)
+        done = 0
+        for start in range(0, n, B):
+            if max_batches is not None and done >= max_batches:
+                return
+            rows = range(start, min(n, start + B))
+            mm = self._open()
+            batch = np.stack([mm[r * T : r * T + T + 1] for r in rows]).astype(np.int64)
+            del mm
+            done += 1
+            yield batch
+
+
+@dataclass
+class DataInfo:
+    """A prepared data folder: ``meta.json`` plus the token files it describes."""
+
+    name: str
+    path: Path
+    meta: dict
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.meta["dtype"])
+
+    def split(self, split: str) -> TokenFile:
+        s = self.meta["splits"][split]
+        return TokenFile(self.path / SPLIT_FILES[split], self.dtype, int(s["tokens"]))
+
+    @property
+    def train(self) -> TokenFile:
+        return self.split("train")
+
+    @property
+    def val(self) -> TokenFile:
+        return self.split("val")
+
+    def bytes_per_token(self, split: str = "val") -> float:
+        s = self.meta["splits"][split]
+        return s["bytes"] / max(1, s["tokens"])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), **self.meta}
+
+
+def read_data_info(path: Path) -> DataInfo:
+    import json
+
+    meta_path = Path(path) / META_FILE
+    if not meta_path.is_file():
+        raise WorkbenchError(f"{str(path)!r} is not a prepared data folder (no {META_FILE}); run `workbench data prepare`")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    info = DataInfo(name=Path(path).name, path=Path(path), meta=meta)
+    for split, fname in SPLIT_FILES.items():
+        f = info.path / fname
+        want = int(meta["splits"][split]["tokens"]) * info.dtype.itemsize
+        have = f.stat().st_size if f.exists() else -1
+        if have != want:
+            raise WorkbenchError(
+                f"{str(f)!r} does not match {META_FILE} ({have} bytes, expected {want}); "
+                "prepare the data again"
+            )
+    return info
+
+
+def list_data(ws: Workspace) -> list[DataInfo]:
+    root = ws.data_dir()
+    out = []
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if p.is_dir() and (p / META_FILE).is_file():
+                try:
+                    out.append(read_data_info(p))
+                except (WorkbenchError, KeyError, ValueError):
+                    continue
+    return out
+
+
+def data_info(ws: Workspace, name: str) -> DataInfo:
+    path = ws.data_path(name)
+    if not (path / META_FILE).is_file():
+        names = [d.name for d in list_data(ws)]
+        have = f"prepared: {', '.join(names)}" if names else "nothing is prepared yet"
+        raise WorkbenchError(f"data {name!r} not found in {str(ws.data_dir())!r} ({have})")
+    return read_data_info(path)
+
+
+def default_data_name(tokenizer_name: str, source: Source) -> str:
+    if source.kind == "hub":
+        slug = source.spec.replace("/", "_")
+    else:
+        slug = Path(source.path).stem if source.path else "data"
+    if source.text_column != "text":
+        slug += f"-{source.text_column}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{tokenizer_name}-{slug}").strip("._-")
+    return name[:64] or "data"
+
+
+# --- prepare ---------------------------------------------------------------------------------
+
+def _encode_chunk(tok: Tokenizer, docs: list[str], dtype: np.dtype, threads: int) -> tuple[np.ndarray, int]:
+    ids = tok.encode_batch(docs, bos=True, eos=True, num_threads=threads)
+    flat = np.concatenate([np.asarray(seq, dtype=dtype) for seq in ids])
+    return flat, sum(len(d.encode("utf-8")) for d in docs)
+
+
+def _chunks(docs: Iterator[str]) -> Iterator[tuple[list[str], int]]:
+    buf, size = [], 0
+    for d in docs:
+        buf.append(d)
+        size += len(d)
+        if size >= CHUNK_BYTES:
+            yield buf, size
+            buf, size = [], 0
+    if buf:
+        yield buf, size
+
+
+def prepare_data(
+    ws: Workspace,
+    tokenizer_name: str,
+    source_spec: str,
+    text_column: str = "text",
+    name: str | None = None,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel_event: threading.Event | None = None,
+) -> DataInfo:
+    """Tokenize a source into ``data/<name>/``; returns the prepared folder's info."""
+    tinfo = tokenizer_info(ws, tokenizer_name)
+    tok = load_tokenizer(ws, tokenizer_name)
+    source = resolve_source(source_spec, text_column)
+    name = check_name("data", name or default_data_name(tokenizer_name, source))
+    out = ws.data_path(name)
+    out.mkdir(parents=True, exist_ok=True)
+    fileio.remove_stale_temps(out)
+    dtype = token_dtype(tok.vocab_size)
+    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    t0 = time.monotonic()
+    splits: dict[str, dict] = {}
+    temps: dict[str, Path] = {}
+    try:
+        for split in SPLIT_FILES:
+            tmp = out / f".{SPLIT_FILES[split]}{fileio.TMP_MARK}{os.getpid()}"
+            temps[split] = tmp
+            splits[split] = _write_split(
+                source, SOURCE_SPLIT[split], tmp, dtype, tok, workers, progress, cancel_event, split
+            )
+            if splits[split]["documents"] == 0:
+                raise WorkbenchError(f"the {SOURCE_SPLIT[split]} split of {source.describe()} has no documents")
+        for split, tmp in temps.items():
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, out / SPLIT_FILES[split])
+        meta = {
+            "version": META_VERSION,
+            "tokenizer": {"name": tokenizer_name, "sha256": tok.sha256, "vocab_size": tok.vocab_size,
+                          "bos_id": tok.bos_id, "eos_id": tok.eos_id},
+            "source": {**source.to_dict(), "description": source.describe()},
+            "dtype": dtype.name,
+            "splits": splits,
+            "seconds": round(time.monotonic() - t0, 3),
+            "threads": workers,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "tokenizer_path": str(tinfo.path),
+        }
+        fileio.write_json(out / META_FILE, meta)
+    finally:
+        for tmp in temps.values():
+            if tmp.exists():
+                tmp.unlink()
+    return read_data_info(out)
+
+
+def _write_split(source, src_split, tmp: Path, dtype, tok, workers, progress, cancel_event, label) -> dict:
+    total = source.total_bytes(src_split)
+    ntok = nbytes = ndocs = done_chars = 0
+    last = 0.0
+    with open(tmp, "wb") as f:
+        for docs, size in _chunks(source.documents(src_split)):
+            if cancel_event is not None and cancel_event.is_set():
+                raise Cancelled("data preparation was cancelled; no token file was written")
+            flat, b = _encode_chunk(tok, docs, dtype, workers)
+            f.write(flat.tobytes())
+            ntok, nbytes, ndocs, done_chars = ntok + flat.size, nbytes + b, ndocs + len(docs), done_chars + size
+            if progress and time.monotonic() - last > 0.2:
+                last = time.monotonic()
+                progress(label, done_chars, total, f"{ndocs:,} documents, {ntok:,} tokens")
+    if progress:
+        progress(label, total or done_chars, total or done_chars, f"{ndocs:,} documents, {ntok:,} tokens")
+    return {"file": SPLIT_FILES[label], "tokens": int(ntok), "bytes": nbytes, "documents": ndocs}
+
+
+def ensure_prepared(
+    ws: Workspace, tokenizer_name: str, source_spec: str, text_column: str = "text", **kw
+) -> DataInfo:
+    """The prepared data for this tokenizer and source, preparing it only if needed."""
+    tok_sha = read_sha(ws, tokenizer_name)
+    source = resolve_source(source_spec, text_column)
+    name = kw.pop("name", None) or default_data_name(tokenizer_name, source)
+    path = ws.data_path(name)
+    if (path / META_FILE).is_file():
+        try:
+            info = read_data_info(path)
+            if info.meta["tokenizer"]["sha256"] == tok_sha and info.meta["source"]["id"] == source.to_dict()["id"]:
+                return info
+        except (WorkbenchError, KeyError, ValueError):
+            pass
+    return prepare_data(ws, tokenizer_name, source_spec, text_column, name=name, **kw)
+
+
+def read_sha(ws: Workspace, tokenizer_name: str) -> str:
+    from .tokenizer import file_sha256
+
+    return file_sha256(tokenizer_info(ws, tokenizer_name).model_path)
