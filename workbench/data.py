@@ -122,6 +122,10 @@ def resolve_source(spec: str | os.PathLike | None, text_column: str = "text") ->
     if path.exists():
         return _resolve_local(spec, path, text_column)
     if _HUB_RE.match(spec) and path.suffix.lower() not in ALL_EXTS and not spec.startswith((".", "/")):
+        # Fail here, within seconds, rather than deep inside datasets' retries.
+        reason = hub_offline_reason(spec)
+        if reason:
+            raise WorkbenchError(f"cannot load hub dataset {spec!r}: {reason}; {LOCAL_HINT}")
         return Source(spec=spec, kind="hub", text_column=text_column)
     raise WorkbenchError(
         f"--data {spec!r}: no such file or folder. A data source is a hub dataset id "
@@ -317,11 +321,10 @@ def _pick_split(names: list[str], split: str) -> str | None:
 
 def _split_stream(dsdict, split: str, where, text_column: str) -> Iterator[str]:
     names = list(dsdict.keys())
-    name = _pick_split(names, split)
-    if name is not None:
-        yield from _column_texts(dsdict[name], where, text_column)
+    if _pick_split(names, "validation") is not None:
+        yield from _column_texts(dsdict[_pick_split(names, split) or names[0]], where, text_column)
         return
-    # No matching split: hold out from train (or from the only split there is).
+    # No validation split: hold out from train (or from the only split there is), both ways.
     base = dsdict["train"] if "train" in names else dsdict[names[0]]
     want_val = split == "validation"
     for i, doc in enumerate(_column_texts(base, where, text_column)):
@@ -368,9 +371,6 @@ def hub_offline_reason(hub_id: str, timeout: float = HUB_PROBE_SECONDS) -> str |
 
 
 def _hub_documents(hub_id: str, split: str, text_column: str) -> Iterator[str]:
-    reason = hub_offline_reason(hub_id)
-    if reason:
-        raise WorkbenchError(f"cannot load hub dataset {hub_id!r}: {reason}; {LOCAL_HINT}")
     datasets = _import_datasets()
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")

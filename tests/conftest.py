@@ -1,0 +1,77 @@
+"""Shared test fixtures: hermetic corpora made by the tests, the real TinyStories sample when
+present (``WORKBENCH_TINYSTORIES``, default ``../shared/data/tinystories``), workspaces."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from workbench.workspace import Workspace
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = (
+    "once upon a time there was little girl boy named Lily Ben Tom Sue who liked to play with "
+    "her his big red ball dog cat park tree sun happy sad friends mom dad said \"Let's go!\" "
+    "they ran jumped laughed and the end. It was fun, very kind smiled found box toy"
+).split()
+
+
+def tinystories_dir() -> Path | None:
+    env = os.environ.get("WORKBENCH_TINYSTORIES")
+    p = Path(env) if env else REPO.parent / "shared" / "data" / "tinystories"
+    return p if (p / "train.txt").is_file() and (p / "valid.txt").is_file() else None
+
+
+def make_stories(n: int, seed: int = 0) -> list[str]:
+    """Short synthetic stories with paragraphs, punctuation and a few digits."""
+    rng = random.Random(seed)
+    stories = []
+    for i in range(n):
+        paras = []
+        for _ in range(rng.randint(1, 3)):
+            sent = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 25)))
+            paras.append(sent[0].upper() + sent[1:] + f". {rng.randint(0, 99)} days.")
+        stories.append("\n".join(paras))
+    return stories
+
+
+def write_txt(path: Path, stories: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(s + "\n<|endoftext|>\n" for s in stories), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace.at(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A folder with train.txt and valid.txt of synthetic stories."""
+    d = tmp_path_factory.mktemp("corpus")
+    write_txt(d / "train.txt", make_stories(600, seed=1))
+    write_txt(d / "valid.txt", make_stories(60, seed=2))
+    return d
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, corpus):
+    """A workspace holding tokenizer ``tok`` (vocab 400, byte fallback) built on ``corpus``."""
+    from workbench.tokenizer import TokenizerSettings
+    from workbench.tokenizer_build import build_tokenizer
+
+    w = Workspace.at(tmp_path_factory.mktemp("ws"))
+    build_tokenizer(w, "tok", TokenizerSettings(vocab_size=400, data=str(corpus), sample_mb=5))
+    return w
+
+
+@pytest.fixture(scope="session")
+def ts_dir() -> Path:
+    d = tinystories_dir()
+    if d is None:
+        pytest.skip("the TinyStories sample is not present (set WORKBENCH_TINYSTORIES)")
+    return d

@@ -1,0 +1,66 @@
+"""The tokenizer and data commands end to end, through `workbench` itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from workbench.cli import main
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_build_list_show_encode_prepare_info(tmp_path, corpus, capsys):
+    ws = tmp_path / "w"
+    assert main(["--workspace", str(ws), "tokenizer", "build", "--data", str(corpus), "--vocab-size", "420", "--name", "t1"]) == 0
+    assert "built tokenizer t1" in capsys.readouterr().out
+    assert sorted(p.name for p in ws.iterdir()) == ["tokenizers"]  # folders are made on demand
+
+    assert main(["--workspace", str(ws), "tokenizer", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in listed] == ["t1"] and listed[0]["stats"]["vocab_size"] == 420
+
+    assert main(["--workspace", str(ws), "tokenizer", "show", "t1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["data"] == str(corpus)
+
+    assert main(["--workspace", str(ws), "tokenizer", "encode", "t1", "Once upon a time", "--json"]) == 0
+    enc = json.loads(capsys.readouterr().out)
+    assert enc["count"] == len(enc["ids"]) == len(enc["pieces"]) and "".join(enc["pieces"]) == "Once upon a time"
+
+    assert main(["--workspace", str(ws), "data", "prepare", "--tokenizer", "t1", "--data", str(corpus), "--json"]) == 0
+    prepared = json.loads(capsys.readouterr().out)
+    assert prepared["name"].startswith("t1-corpus")
+    assert main(["--workspace", str(ws), "data", "info", prepared["name"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["splits"]["train"]["tokens"] > 0
+
+
+def test_workspace_defaults_to_current_folder(tmp_path, corpus):
+    r = run("tokenizer", "build", "--data", str(corpus), "--vocab-size", "400", "--name", "here", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tokenizers" / "here" / "tokenizer.model").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["tokenizer", "build", "--data", "/no/such/file.txt", "--name", "x"], "no such file or folder"),
+    (["tokenizer", "show", "missing"], "tokenizer 'missing' not found"),
+    (["data", "prepare", "--tokenizer", "missing", "--data", "/tmp"], "tokenizer 'missing' not found"),
+    (["data", "info", "nothing"], "data 'nothing' not found"),
+    (["tokenizer", "build", "--data", "/tmp", "--name", "a/b"], "is not allowed"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path, args, needle):
+    r = run("--workspace", str(tmp_path), *args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_help_everywhere():
+    for args in ([], ["tokenizer"], ["tokenizer", "build"], ["data", "prepare"], ["data", "info"]):
+        r = run(*args, "--help")
+        assert r.returncode == 0 and "usage:" in r.stdout

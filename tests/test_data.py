@@ -1,0 +1,187 @@
+"""Data sources: every source kind yields the same documents; bad input gets a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import make_stories, write_txt
+from workbench.data import HOLDOUT_STRIDE, resolve_source
+from workbench.errors import WorkbenchError
+
+
+def test_txt_splits_on_endoftext_lines(tmp_path):
+    stories = ["First story.\nSecond line.", "  Indented start\n\nwith blank line", "Third 😀 漢字"]
+    p = write_txt(tmp_path / "a.txt", stories)
+    src = resolve_source(str(p))
+    docs = list(src.documents("train")) + list(src.documents("validation"))
+    assert sorted(docs) == sorted(stories)
+
+
+def test_folder_uses_valid_files_for_validation(corpus):
+    src = resolve_source(str(corpus))
+    assert src.has_validation
+    assert [p.name for p in src.files["train"]] == ["train.txt"]
+    assert [p.name for p in src.files["validation"]] == ["valid.txt"]
+    assert list(src.documents("validation")) == make_stories(60, seed=2)
+
+
+def test_single_file_holds_out_every_hundredth_document(tmp_path):
+    stories = make_stories(350, seed=3)
+    src = resolve_source(str(write_txt(tmp_path / "one.txt", stories)))
+    val = list(src.documents("validation"))
+    train = list(src.documents("train"))
+    assert val == [s for i, s in enumerate(stories) if i % HOLDOUT_STRIDE == 1]
+    assert len(train) + len(val) == len(stories)
+    assert not set(val) & set(train) or len(set(stories)) < len(stories)
+
+
+def test_jsonl_and_parquet_folder_through_datasets(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    train, val = make_stories(40, seed=4), make_stories(10, seed=5)
+    d = tmp_path / "hf"
+    (d / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"story": train, "n": list(range(40))}), d / "data" / "train-00000-of-00001.parquet")
+    with open(d / "data" / "validation-00000-of-00001.jsonl", "w", encoding="utf-8") as f:
+        for s in val:
+            f.write(json.dumps({"story": s}) + "\n")
+    src = resolve_source(str(d), text_column="story")
+    assert list(src.documents("train")) == train
+    assert list(src.documents("validation")) == val
+
+
+def test_save_to_disk_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    train, val = make_stories(30, seed=6), make_stories(5, seed=7)
+    dd = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"text": train}),
+        "validation": datasets.Dataset.from_dict({"text": val}),
+    })
+    dd.save_to_disk(str(tmp_path / "saved"))
+    src = resolve_source(str(tmp_path / "saved"))
+    assert src.kind == "saved"
+    assert list(src.documents("train")) == train
+    assert list(src.documents("validation")) == val
+
+
+def test_real_sample_counts(ts_dir):
+    src = resolve_source(str(ts_dir))
+    assert sum(1 for _ in src.documents("validation")) == 6902
+    assert sum(1 for _ in src.documents("train")) == 11171
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _err(spec, **kw) -> str:
+    with pytest.raises(WorkbenchError) as e:
+        src = resolve_source(spec, **kw)
+        list(src.documents("train"))
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_path(tmp_path):
+    msg = _err(str(tmp_path / "nope.txt"))
+    assert "no such file or folder" in msg and "nope.txt" in msg
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.txt").write_text("")
+    assert "is empty" in _err(str(tmp_path / "e.txt"))
+
+
+def test_binary_file(tmp_path):
+    (tmp_path / "b.txt").write_bytes(b"abc\x00\x01\x02" * 100)
+    assert "binary" in _err(str(tmp_path / "b.txt"))
+
+
+def test_non_utf8_file(tmp_path):
+    (tmp_path / "l1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    msg = _err(str(tmp_path / "l1.txt"))
+    assert "not UTF-8" in msg and "0xe9" in msg
+
+
+def test_non_utf8_deep_in_file(tmp_path):
+    good = ("x" * 100 + "\n<|endoftext|>\n") * 2000
+    (tmp_path / "late.txt").write_bytes(good.encode() + b"bad \xff byte\n")
+    msg = _err(str(tmp_path / "late.txt"))
+    assert "not UTF-8" in msg and f"offset {len(good.encode()) + 4}" in msg
+
+
+def test_unsupported_extension(tmp_path):
+    (tmp_path / "x.csv").write_text("text\nhello\n")
+    msg = _err(str(tmp_path / "x.csv"))
+    assert "unsupported file type '.csv'" in msg and ".parquet" in msg
+
+
+def test_missing_column_jsonl(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"body": "hello"}\n{"body": "world"}\n')
+    msg = _err(str(tmp_path / "d.jsonl"))
+    assert "no column 'text'" in msg and "body" in msg and "--text-column" in msg
+
+
+def test_missing_column_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"content": ["a", "b"]}), tmp_path / "d.parquet")
+    msg = _err(str(tmp_path / "d.parquet"), text_column="text")
+    assert "no column 'text'" in msg and "content" in msg
+
+
+def test_folder_without_data_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.md").write_text("hi")
+    assert "holds no data files" in _err(str(tmp_path / "d"))
+
+
+def test_hub_offline_fails_fast_with_local_hint(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "workbench", "--workspace", str(tmp_path), "tokenizer", "build",
+         "--data", "roneneldan/TinyStories", "--name", "t"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 2
+    assert elapsed < 10
+    assert "Traceback" not in r.stderr
+    assert "roneneldan/TinyStories" in r.stderr and "--data path/to" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "tokenizers" / "t").exists()
+
+
+def test_hub_unreachable_host_fails_fast(monkeypatch):
+    # An endpoint nobody answers: the probe must give up on its own within its timeout.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    t0 = time.monotonic()
+    msg = _err("some-user/some-dataset")
+    assert time.monotonic() - t0 < 10
+    assert "cannot load hub dataset 'some-user/some-dataset'" in msg and "local copy" in msg
+
+
+def test_hub_split_selection_and_held_out_fallback():
+    # The same split logic serves hub and saved datasets; rows are dicts as datasets yields them.
+    from workbench.data import _split_stream
+
+    rows = [{"text": f"story {i}"} for i in range(250)]
+    only_train = {"train": rows}
+    val = list(_split_stream(only_train, "validation", "hub", "text"))
+    train = list(_split_stream(only_train, "train", "hub", "text"))
+    assert val == ["story 1", "story 101", "story 201"]
+    assert len(train) == 247 and not set(val) & set(train)
+    with_val = {"train": rows, "validation": [{"text": "v"}]}
+    assert list(_split_stream(with_val, "validation", "hub", "text")) == ["v"]
+    assert len(list(_split_stream(with_val, "train", "hub", "text"))) == 250
