@@ -1,0 +1,165 @@
+"""The workbench app: six panes in tabs, a Footer, a help screen, themes, and a clean quit.
+
+``run(ws)`` is what ``workbench`` with no subcommand calls. Heavy imports (torch,
+sentencepiece, datasets) happen only in the panes' workers or on first use, so the app
+paints in about a second.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane, Tabs
+
+from ..workspace import Workspace
+from .panes.config import ConfigPane
+from .panes.later import LaterPane
+from .panes.tokenizer import TokenizerPane
+from .sysinfo import SystemProbe
+from .widgets.modals import ConfirmScreen, HelpScreen
+
+PANES = (("tokenizer", "Tokenizer"), ("config", "Config"), ("train", "Train"),
+         ("trace", "Trace"), ("chat", "Chat"), ("runs", "Runs"))
+NARROW_WIDTH = 110  # below this the two-column panes stack
+PANES_GROUP = Binding.Group("panes", compact=True)
+
+
+class WorkbenchApp(App):
+    """From raw text to a model you can talk to."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "workbench"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
+        Binding("f2", "change_theme", "Theme", id="app.theme"),
+        Binding("escape", "focus_tabs", "Tabs", id="app.focus_tabs", show=False),
+        *[Binding(str(i + 1), f"show_pane('{key}')", title, id=f"app.pane.{key}",
+                  group=PANES_GROUP) for i, (key, title) in enumerate(PANES)],
+        # Pane actions live here (not on the panes) so the Footer shows them whatever has
+        # focus; check_action hides those of the other panes.
+        Binding("ctrl+b", "pane('tokenizer', 'build')", "Build", id="tokenizer.build"),
+        Binding("ctrl+g", "pane('tokenizer', 'cancel_build')", "Cancel build", id="tokenizer.cancel"),
+        Binding("ctrl+o", "pane('tokenizer', 'browse')", "Browse data", id="tokenizer.browse"),
+        Binding("ctrl+s", "pane('config', 'save')", "Save as", id="config.save"),
+        Binding("ctrl+l", "pane('config', 'focus_load')", "Load", id="config.load"),
+    ]
+
+    def __init__(self, ws: Workspace, probe=None, theme: str | None = None):
+        super().__init__()
+        self.ws = ws
+        self.probe = probe or SystemProbe()
+        if theme:
+            self.theme = theme
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial="tokenizer", id="panes"):
+            for i, (key, title) in enumerate(PANES):
+                with TabPane(f"{i + 1} {title}", id=key):
+                    if key == "tokenizer":
+                        yield TokenizerPane(self.ws, id="tokenizer-pane")
+                    elif key == "config":
+                        yield ConfigPane(self.ws, self.probe, id="config-pane")
+                    else:
+                        yield LaterPane(key, id=f"{key}-pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.ws.root)
+        self._apply_width(self.size.width)
+
+    def on_resize(self, event) -> None:
+        self._apply_width(event.size.width)
+
+    def _apply_width(self, width: int) -> None:
+        self.screen.set_class(width < NARROW_WIDTH, "narrow")
+
+    # --- panes ---------------------------------------------------------------------------
+
+    def action_show_pane(self, key: str) -> None:
+        self.query_one("#panes", TabbedContent).active = key
+
+    @property
+    def active_pane(self) -> str:
+        return str(self.query_one("#panes", TabbedContent).active)
+
+    def action_pane(self, pane: str, action: str) -> None:
+        target = self.query_one(f"#{pane}-pane")
+        getattr(target, f"action_{action}")()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "pane" and parameters:
+            if parameters[0] != self.active_pane or not isinstance(self.screen, Screen) \
+                    or self.screen is not self.screen_stack[0]:
+                return False
+            if parameters[1:] == ("cancel_build",):
+                return self.busy
+            if parameters[1:] == ("build",):
+                return None if self.busy else True  # shown, greyed out, while building
+        return True
+
+    @on(TabbedContent.TabActivated, "#panes")
+    def _pane_changed(self) -> None:
+        self.refresh_bindings()
+
+    def action_focus_tabs(self) -> None:
+        self.query_one("#panes", TabbedContent).query_one(Tabs).focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for i, (key, title) in enumerate(PANES):
+            yield SystemCommand(f"Go to {title}", f"Show the {title} pane (key {i + 1})",
+                                lambda key=key: self.action_show_pane(key))
+        yield SystemCommand("Help", "Every key the app answers (key ?)", self.action_help)
+        yield SystemCommand("Build tokenizer", "Build with the settings in the Tokenizer pane",
+                            self._palette_build)
+        yield SystemCommand("Save config", "Save the Config pane's form as models/<name>.yaml",
+                            self._palette_save)
+
+    def _palette_build(self) -> None:
+        self.action_show_pane("tokenizer")
+        self.query_one(TokenizerPane).action_build()
+
+    def _palette_save(self) -> None:
+        self.action_show_pane("config")
+        self.query_one(ConfigPane).action_save()
+
+    # --- quitting ------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self.query_one(TokenizerPane).building
+
+    async def action_quit(self) -> None:
+        if not self.busy:
+            self.exit(0)
+            return
+
+        async def answer(yes: bool | None) -> None:
+            if yes:
+                self.notify("stopping the build …")
+                await self.query_one(TokenizerPane).stop_build()
+                self.exit(0)
+
+        await self.push_screen(ConfirmScreen("A tokenizer build is running. Stop it and quit?",
+                                             "Stop and quit", "Keep working"), answer)
+
+    async def on_unmount(self) -> None:
+        # However the app ends, no build process outlives it.
+        pane = self.query(TokenizerPane)
+        if pane and pane.first().building:
+            await pane.first().stop_build()
+
+
+def run(ws: Workspace) -> int:
+    app = WorkbenchApp(ws)
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,366 @@
+"""The Config pane: a form generated from ``fields_of(ModelConfig)`` and ``fields_of(TrainConfig)``,
+with live estimates, a diff against the loaded preset, and save-as into ``models/``.
+
+Every field is checked as it is typed (``forms.parse_value``), then the whole config is built
+(cross-field rules such as "n_heads must divide dim"); any error blocks saving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.validation import ValidationResult, Validator
+from textual.widgets import Button, Input, Label, Select, Static, Switch
+
+from ... import estimate as est
+from ...config import Config, ModelConfig, TrainConfig, fields_of, load_config, preset_names, save_config
+from ...errors import ConfigError, WorkbenchError
+from ...workspace import check_name
+from ..forms import config_diff, format_value, parse_value
+
+SECTIONS = (("model", ModelConfig), ("train", TrainConfig))
+DEFAULT_PRESET = "debug"
+
+
+class FieldValidator(Validator):
+    def __init__(self, section: str, info):
+        super().__init__()
+        self.section, self.info = section, info
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            parse_value(self.section, self.info, value)
+        except ConfigError as e:
+            return self.failure(str(e))
+        return self.success()
+
+
+class ConfigPane(Vertical):
+    """Edit, check and save a model + training config."""
+
+    class Probed(Message):
+        def __init__(self, choice: str, device: str, memory: dict):
+            super().__init__()
+            self.choice, self.device, self.memory = choice, device, memory
+
+    def __init__(self, ws, probe, **kw):
+        super().__init__(**kw)
+        self.ws, self.probe = ws, probe
+        self.base: Config | None = None
+        self.base_label = ""
+        self.fields = {section: {f.name: f for f in fields_of(cls)} for section, cls in SECTIONS}
+        self.errors: dict[str, str] = {}
+        self.form_error = ""
+        self.machine: dict[str, tuple[str, dict]] = {}  # device choice -> (device, memory)
+        self._loading = False
+        self.saved_path = None
+
+    # --- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="cfg-top"):
+            yield Label("load", classes="top-label")
+            yield Select(self._load_options(), id="cfg-load", allow_blank=True, compact=True,
+                         prompt="preset or models/*.yaml")
+            yield Label("save as", classes="top-label")
+            yield Input("", id="cfg-save-name", compact=True, placeholder="name")
+            yield Button("Save", id="cfg-save", variant="primary", compact=True)
+        yield Static("", id="cfg-status")
+        with Horizontal(id="cfg-body"):
+            with VerticalScroll(id="cfg-form", can_focus=False):
+                for section, _ in SECTIONS:
+                    yield Label(section, classes="section-title")
+                    for info in self.fields[section].values():
+                        yield from self._field_row(section, info)
+                yield Static("", id="cfg-form-error", classes="error")
+            with VerticalScroll(id="cfg-side"):
+                yield Static("", id="cfg-estimates")
+                yield Static("", id="cfg-diff")
+        yield Static("", id="cfg-help")
+
+    def _field_row(self, section: str, info) -> ComposeResult:
+        wid = f"{section}-{info.name}"
+        with Horizontal(classes="form-row"):
+            yield Label(info.name, classes="field-label")
+            if info.type is bool:
+                yield Switch(bool(info.default), id=wid)
+            elif info.choices:
+                yield Select([(c, c) for c in info.choices], value=info.default, id=wid,
+                             allow_blank=False, compact=True)
+            else:
+                yield Input(format_value(info, info.default), id=wid, compact=True,
+                            placeholder=info.none_means or "", validators=[FieldValidator(section, info)],
+                            validate_on=["changed", "submitted"])
+        yield Static("", id=f"{wid}-error", classes="field-error")
+
+    def on_mount(self) -> None:
+        names = preset_names(self.ws)
+        start = DEFAULT_PRESET if DEFAULT_PRESET in names else (names[0] if names else None)
+        if start is not None:
+            self.query_one("#cfg-load", Select).value = start
+        self.probe_machine()
+
+    def _load_options(self) -> list[tuple[str, str]]:
+        mine = {p.stem for p in self.ws.models_dir().glob("*.yaml")} if self.ws.models_dir().is_dir() else set()
+        return [(f"{n}  (models/)" if n in mine else f"{n}  (preset)", n) for n in preset_names(self.ws)]
+
+    # --- loading -------------------------------------------------------------------------
+
+    @on(Select.Changed, "#cfg-load")
+    def _load_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.NULL and event.value is not None:
+            self.load(str(event.value))
+
+    def load(self, spec: str) -> None:
+        try:
+            cfg = load_config(spec, self.ws)
+        except WorkbenchError as e:
+            self.set_status(str(e), error=True)
+            return
+        self.base = cfg
+        where = "models/" if cfg.source and cfg.source.parent == self.ws.models_dir() else "preset"
+        self.base_label = f"{spec} ({where})"
+        self._loading = True
+        try:
+            for section, _ in SECTIONS:
+                values = getattr(cfg, section).to_dict()
+                for name, info in self.fields[section].items():
+                    self._set_widget(section, info, values[name])
+        finally:
+            self._loading = False
+        self.query_one("#cfg-save-name", Input).value = spec if where == "models/" else f"my-{spec}"
+        self.set_status(f"loaded {self.base_label}" + (f": {cfg.description}" if cfg.description else ""))
+        self.recompute()
+
+    def _set_widget(self, section: str, info, value: Any) -> None:
+        w = self.query_one(f"#{section}-{info.name}")
+        if isinstance(w, Switch):
+            w.value = bool(value)
+        elif isinstance(w, Select):
+            w.value = value
+        else:
+            w.value = format_value(info, value)
+
+    # --- reading the form ----------------------------------------------------------------
+
+    def read_form(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """Values by section, and an error message per field id that does not parse."""
+        values: dict[str, dict[str, Any]] = {}
+        errors: dict[str, str] = {}
+        for section, _ in SECTIONS:
+            values[section] = {}
+            for name, info in self.fields[section].items():
+                wid = f"{section}-{name}"
+                w = self.query_one(f"#{wid}")
+                if isinstance(w, (Switch, Select)):
+                    values[section][name] = w.value
+                    continue
+                try:
+                    values[section][name] = parse_value(section, info, w.value)
+                except ConfigError as e:
+                    errors[wid] = str(e)
+        return values, errors
+
+    def values(self) -> dict[str, dict[str, Any]]:
+        return self.read_form()[0]
+
+    def current(self) -> tuple[ModelConfig, TrainConfig]:
+        """The form as validated configs; raises ConfigError with the first problem."""
+        values, errors = self.read_form()
+        if errors:
+            raise ConfigError(next(iter(errors.values())))
+        return ModelConfig(**values["model"]), TrainConfig(**values["train"])
+
+    @on(Input.Changed, "#cfg-form Input")
+    @on(Select.Changed, "#cfg-form Select")
+    @on(Switch.Changed, "#cfg-form Switch")
+    def _field_changed(self, event) -> None:
+        event.stop()
+        if not self._loading:
+            self.recompute()
+            if event.control.id == "train-device":
+                self.probe_machine()
+
+    def recompute(self) -> None:
+        values, self.errors = self.read_form()
+        for section, _ in SECTIONS:
+            for name in self.fields[section]:
+                wid = f"{section}-{name}"
+                box = self.query_one(f"#{wid}-error", Static)
+                msg = self.errors.get(wid, "")
+                box.update(msg)
+                box.display = bool(msg)
+        model = train = None
+        self.form_error = ""
+        if not self.errors:
+            try:
+                model, train = ModelConfig(**values["model"]), TrainConfig(**values["train"])
+            except ConfigError as e:
+                self.form_error = str(e)
+        elif len(self.errors) > 1:
+            self.form_error = f"{len(self.errors)} fields have invalid values"
+        err = self.query_one("#cfg-form-error", Static)
+        err.update(self.form_error)
+        err.display = bool(self.form_error)
+        self.query_one("#cfg-estimates", Static).update(self._estimates_text(model, train))
+        self.query_one("#cfg-diff", Static).update(self._diff_text(values))
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors and not self.form_error
+
+    # --- estimates and diff --------------------------------------------------------------
+
+    def _estimates_text(self, model: ModelConfig | None, train: TrainConfig | None) -> str:
+        lines = ["[b]Estimates[/b]"]
+        if model is None or train is None:
+            lines.append("[dim]fix the invalid values to see estimates[/dim]")
+            return "\n".join(lines)
+        n = est.param_count(model)
+        parts = est.param_breakdown(model)
+        fl = est.flops_per_token(model)
+        lines += [
+            f"parameters      {_si(n)}  ({n:,})",
+            "  " + ", ".join(f"{k} {_si(v)}" for k, v in parts.items() if v),
+            f"FLOPs/token     {_si(fl['train'])} train, {_si(fl['forward'])} forward",
+            f"head_dim {model.head_dim}, ffn {model.ffn_dim}, kv heads {model.kv_heads}",
+        ]
+        probed = self.machine.get(train.device)
+        if probed is None:
+            lines.append("memory          [dim]checking the machine …[/dim]")
+            return "\n".join(lines)
+        device, memory = probed
+        mem = est.training_memory(model, train.batch_size, None, train.precision, device)
+        v = est.verdict(mem.total, memory.get("available", 0), device)
+        colour = {"fits": "green", "tight": "yellow"}.get(v.verdict, "red")
+        kind = "RAM" if device == "cpu" else f"{device} memory"
+        lines += [
+            f"training memory {est.fmt_bytes(mem.total)} at batch {train.batch_size} × "
+            f"{mem.seq_len} ({mem.precision}, {device})",
+            f"  weights+grads+adam {est.fmt_bytes(mem.weights + mem.grads + mem.optimizer)}, "
+            f"activations {est.fmt_bytes(mem.activations)}",
+            f"available {kind}   {est.fmt_bytes(memory.get('available', 0))} of "
+            f"{est.fmt_bytes(memory.get('total', 0))}" + (f" ({memory['note']})" if memory.get("note") else ""),
+            f"verdict         [b {colour}]{v.verdict}[/]",
+        ]
+        return "\n".join(lines)
+
+    def _diff_text(self, values: dict) -> str:
+        if self.base is None:
+            return ""
+        diff = config_diff(self.base, values)
+        head = f"[b]Changes vs {self.base_label}[/b]"
+        if not diff:
+            return head + "\n[dim]none[/dim]"
+        body = [f"{key}: {_show(old)} → [b]{_show(new)}[/b]" for key, old, new in diff]
+        return "\n".join([head, *body])
+
+    # --- the machine (may import torch for cuda/mps; never on the UI thread) --------------
+
+    def probe_machine(self) -> None:
+        try:
+            choice = str(self.query_one("#train-device", Select).value)
+        except Exception:
+            choice = "auto"
+        if choice not in self.machine:
+            self._probe_worker(choice)
+
+    @work(thread=True, group="config-probe", exit_on_error=False)
+    def _probe_worker(self, choice: str) -> None:
+        try:
+            device = self.probe.resolve_device(choice)
+            memory = self.probe.available(device)
+        except Exception as e:  # a broken driver must not take the pane down
+            device, memory = choice, {"available": 0, "total": 0, "note": f"unknown: {e}"}
+        self.post_message(self.Probed(choice, device, memory))
+
+    def on_config_pane_probed(self, msg: "ConfigPane.Probed") -> None:
+        self.machine[msg.choice] = (msg.device, msg.memory)
+        self.recompute()
+
+    # --- help for the focused field ------------------------------------------------------
+
+    def on_descendant_focus(self, event) -> None:
+        wid = getattr(event.widget, "id", None) or ""
+        section, _, name = wid.partition("-")
+        info = self.fields.get(section, {}).get(name)
+        help_box = self.query_one("#cfg-help", Static)
+        if info is None:
+            help_box.update("[dim]tab moves between fields; ctrl+s saves; ctrl+l loads a preset[/dim]")
+            return
+        default = "null" if info.default is None else format_value(info, info.default)
+        help_box.update(f"[b]{section}.{name}[/b]: {info.help}\n[dim]allowed: {info.allowed()}; "
+                        f"default {default}[/dim]")
+
+    # --- saving --------------------------------------------------------------------------
+
+    def action_focus_load(self) -> None:
+        self.query_one("#cfg-load", Select).focus()
+
+    @on(Button.Pressed, "#cfg-save")
+    def _save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Input.Submitted, "#cfg-save-name")
+    def _save_submitted(self) -> None:
+        self.action_save()
+
+    def action_save(self) -> None:
+        self.recompute()
+        if not self.valid:
+            first = self.form_error or next(iter(self.errors.values()))
+            self.set_status(f"not saved: {first}", error=True)
+            return
+        name = self.query_one("#cfg-save-name", Input).value.strip()
+        try:
+            check_name("config", name)
+        except WorkbenchError as e:
+            self.set_status(f"not saved: {e}", error=True)
+            return
+        path = self.ws.models_dir() / f"{name}.yaml"
+        if path.exists() and path not in (self.base.source if self.base else None, self.saved_path):
+            from ..widgets.modals import ConfirmScreen
+
+            self.app.push_screen(ConfirmScreen(f"models/{name}.yaml exists. Replace it?", "Replace",
+                                               "Keep"), lambda yes: yes and self.save(name))
+            return
+        self.save(name)
+
+    def save(self, name: str) -> None:
+        model, train = self.current()
+        base = self.base
+        cfg = Config(model, train, base.data if base else None, base.tokenizer if base else None,
+                     name=name, description=base.description if base else None)
+        path = self.ws.models_dir(create=True) / f"{name}.yaml"
+        try:
+            save_config(path, cfg)
+        except OSError as e:
+            self.set_status(f"not saved: cannot write {path}: {e.strerror}", error=True)
+            return
+        sel = self.query_one("#cfg-load", Select)
+        with sel.prevent(Select.Changed):
+            sel.set_options(self._load_options())
+            sel.value = name
+        self.set_status(f"saved models/{name}.yaml")
+        self.saved_path = path
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        box = self.query_one("#cfg-status", Static)
+        box.update(text)
+        box.set_class(error, "error")
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:g}"
+
+
+def _show(v: Any) -> str:
+    return "null" if v is None else str(v)

@@ -1,0 +1,332 @@
+"""The Tokenizer pane: build a char-pair BPE tokenizer with progress and cancel, list the
+built ones, and look at one (try it, vocabulary, bytes/token chart).
+
+The build runs in ``BuildJob``'s child process; a thread worker polls it and posts
+``BuildUpdate`` messages, so no widget is touched off the UI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.validation import Integer, Number
+from textual.widgets import (
+    Button, DataTable, Input, Label, ProgressBar, Static, Switch, TabbedContent, TabPane,
+)
+
+from ...data import DEFAULT_HUB_ID
+from ...errors import WorkbenchError
+from ...tokenizer import MAX_VOCAB, N_SPECIALS, TokenizerSettings, list_tokenizers
+from ..procs import ensure_resource_tracker
+from ..widgets.modals import PathPicker
+from ..widgets.tokenizer_views import BytesPerTokenChart, TryIt, VocabBrowser
+
+DEFAULT_VOCAB = 512
+DEFAULT_SAMPLE_MB = 10.0
+
+
+def default_name(data: str, vocab: int) -> str:
+    """A folder name from the source and the vocab size, e.g. ``tinystories-512``."""
+    stem = "tinystories" if data in ("", DEFAULT_HUB_ID) else Path(data.rstrip("/")).stem or "data"
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem.lower()).strip("-.") or "data"
+    return f"{stem[:50]}-{vocab}"
+
+
+class TokenizerPane(Vertical):
+    """Build, list and inspect tokenizers."""
+
+    class BuildUpdate(Message):
+        """A batch of build events from the worker (the last progress one is enough)."""
+
+        def __init__(self, kind: str, phase: str = "", done: float = 0, total=None,
+                     message: str = "", name: str = ""):
+            super().__init__()
+            self.kind, self.phase, self.done, self.total = kind, phase, done, total
+            self.message, self.name = message, name
+
+    def __init__(self, ws, **kw):
+        super().__init__(**kw)
+        self.ws = ws
+        self.building = False
+        self._cancel = threading.Event()
+        self._worker = None
+        self.infos = []
+        self.tokenizer = None
+        self._shown_name = None
+
+    # --- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="tok-columns"):
+            with VerticalScroll(id="tok-left", can_focus=False):
+                yield Label("Build a tokenizer", classes="section-title")
+                with Horizontal(classes="form-row"):
+                    yield Label("data", classes="field-label")
+                    yield Input(DEFAULT_HUB_ID, id="tok-data", compact=True,
+                                placeholder="hub id or local file/folder")
+                    yield Button("Browse", id="tok-browse", compact=True)
+                with Horizontal(classes="form-row"):
+                    yield Label("name", classes="field-label")
+                    yield Input("", id="tok-name", compact=True,
+                                placeholder=default_name(DEFAULT_HUB_ID, DEFAULT_VOCAB))
+                with Horizontal(classes="form-row"):
+                    yield Label("vocab size", classes="field-label")
+                    yield Input(str(DEFAULT_VOCAB), id="tok-vocab", compact=True, type="integer",
+                                validators=[Integer(N_SPECIALS + 1, MAX_VOCAB)])
+                with Horizontal(classes="form-row"):
+                    yield Label("sample MB", classes="field-label")
+                    yield Input(str(DEFAULT_SAMPLE_MB), id="tok-sample", compact=True,
+                                type="number", validators=[Number(0.001, 4096)])
+                with Horizontal(classes="form-row"):
+                    yield Label("byte fallback", classes="field-label")
+                    yield Switch(True, id="tok-bytefb")
+                    yield Label("", id="tok-bytefb-hint", classes="hint")
+                with Horizontal(classes="form-row buttons"):
+                    yield Button("Build", id="tok-build", variant="primary", compact=True)
+                    yield Button("Cancel", id="tok-cancel", variant="error", compact=True,
+                                 disabled=True)
+                yield ProgressBar(id="tok-progress", show_eta=False)
+                yield Static("", id="tok-status")
+                yield Static("", id="tok-error", classes="error")
+                yield Label("Built tokenizers", classes="section-title")
+                table = DataTable(id="tok-table", cursor_type="row", zebra_stripes=True)
+                table.add_columns("name", "vocab", "alphabet", "bytes/tok", "build s")
+                yield table
+            with TabbedContent(id="tok-views"):
+                with TabPane("Try it", id="tok-try"):
+                    yield TryIt(id="try-it")
+                with TabPane("Vocabulary", id="tok-vocab-tab"):
+                    yield VocabBrowser(id="vocab-browser")
+                with TabPane("Chart", id="tok-chart-tab"):
+                    yield BytesPerTokenChart(id="tok-chart")
+
+    def on_mount(self) -> None:
+        self._update_bytefb_hint(True)
+        self.query_one("#tok-progress", ProgressBar).display = False
+        self.refresh_tokenizers()
+
+    # --- the list of built tokenizers ----------------------------------------------------
+
+    def refresh_tokenizers(self, select: str | None = None) -> None:
+        try:
+            self.infos = list_tokenizers(self.ws)
+        except WorkbenchError as e:
+            self.infos = []
+            self.show_error(str(e))
+        table = self.query_one("#tok-table", DataTable)
+        table.clear()
+        for info in self.infos:
+            st = info.stats
+            table.add_row(
+                info.name, _num(st.get("vocab_size")), _num(st.get("alphabet_size")),
+                _num(st.get("bytes_per_token"), "{:.2f}"), _num(st.get("build_seconds"), "{:.2f}"),
+                key=info.name,
+            )
+        self.query_one("#tok-chart", BytesPerTokenChart).show(self.infos)
+        names = [i.name for i in self.infos]
+        target = select if select in names else (self._shown_name if self._shown_name in names
+                                                  else (names[0] if names else None))
+        if target is not None:
+            table.move_cursor(row=names.index(target))
+        self.show_tokenizer(target)
+
+    @on(DataTable.RowHighlighted, "#tok-table")
+    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self._shown_name:
+            self.show_tokenizer(event.row_key.value)
+
+    def show_tokenizer(self, name: str | None) -> None:
+        from ...tokenizer import load_tokenizer
+
+        self._shown_name = name
+        tok = None
+        if name is not None:
+            try:
+                tok = load_tokenizer(self.ws, name)
+            except WorkbenchError as e:
+                self.show_error(str(e))
+        self.tokenizer = tok
+        self.query_one(TryIt).set_tokenizer(tok)
+        self.query_one(VocabBrowser).set_tokenizer(tok)
+        views = self.query_one("#tok-views", TabbedContent)
+        views.get_tab("tok-try").label = f"Try it: {name}" if name else "Try it"
+
+    # --- building ------------------------------------------------------------------------
+
+    def settings(self) -> tuple[str, TokenizerSettings]:
+        """The build request from the form; raises WorkbenchError naming the bad field."""
+        data = self.query_one("#tok-data", Input).value.strip() or DEFAULT_HUB_ID
+        vocab = _parse(self.query_one("#tok-vocab", Input), "vocab size", int,
+                       f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}")
+        sample = _parse(self.query_one("#tok-sample", Input), "sample MB", float,
+                        "a number above 0, up to 4096")
+        name = self.query_one("#tok-name", Input).value.strip() or default_name(data, vocab)
+        s = TokenizerSettings(vocab_size=vocab, byte_fallback=self.query_one("#tok-bytefb", Switch).value,
+                              sample_mb=sample, data=data)
+        return name, s.validate()
+
+    def action_build(self) -> None:
+        if self.building:
+            self.notify("a build is already running", severity="warning")
+            return
+        self.show_error("")
+        try:
+            name, settings = self.settings()
+        except WorkbenchError as e:
+            self.show_error(str(e))
+            return
+        ensure_resource_tracker()
+        self._set_building(True)
+        self._cancel = threading.Event()
+        self._set_status(f"starting {name} …")
+        self._worker = self._build_worker(name, settings, self._cancel)
+
+    @work(thread=True, exclusive=True, group="tokenizer-build", exit_on_error=False)
+    def _build_worker(self, name: str, settings: TokenizerSettings, cancel: threading.Event) -> None:
+        from ...tokenizer_build import BuildJob
+
+        post = self.post_message
+        try:
+            job = BuildJob(self.ws, name, settings)  # checks the source (may touch the network)
+            if cancel.is_set():
+                post(self.BuildUpdate("cancelled", name=name))
+                return
+            job.start()
+        except WorkbenchError as e:
+            post(self.BuildUpdate("error", message=str(e), name=name))
+            return
+        except Exception as e:  # never a traceback in the user's face
+            post(self.BuildUpdate("error", message=f"{type(e).__name__}: {e}", name=name))
+            return
+        try:
+            while not job.finished:
+                if cancel.is_set():
+                    job.cancel()
+                    post(self.BuildUpdate("cancelled", name=name))
+                    return
+                events = job.poll(timeout=0.1)
+                progress = [e for e in events if e.kind == "progress"]
+                if progress:  # a few per second is plenty; drop the intermediate ones
+                    e = progress[-1]
+                    post(self.BuildUpdate("progress", e.phase, e.done, e.total, e.message, name))
+                for e in events:
+                    if e.kind in ("done", "error"):
+                        post(self.BuildUpdate(e.kind, e.phase, e.done, e.total, e.message, name))
+        finally:
+            if not job.finished:
+                job.cancel()
+
+    def on_tokenizer_pane_build_update(self, msg: "TokenizerPane.BuildUpdate") -> None:
+        bar = self.query_one("#tok-progress", ProgressBar)
+        if msg.kind == "progress":
+            bar.update(total=msg.total if msg.total else None, progress=msg.done)
+            self._set_status(f"{msg.name}: {msg.phase} — {msg.message}")
+            return
+        self._set_building(False)
+        if msg.kind == "done":
+            self._set_status(f"built {msg.name}")
+            self.refresh_tokenizers(select=msg.name)
+        elif msg.kind == "cancelled":
+            self._set_status(f"cancelled {msg.name}; nothing was written")
+        else:
+            self._set_status("")
+            self.show_error(msg.message)
+
+    def action_cancel_build(self) -> None:
+        if self.building:
+            self._cancel.set()
+            self._set_status("cancelling …")
+
+    async def stop_build(self) -> None:
+        """Cancel a running build and wait until its process is gone (used on quit)."""
+        self._cancel.set()
+        if self._worker is not None:
+            try:
+                await self._worker.wait()
+            except Exception:
+                pass
+
+    def _set_building(self, on: bool) -> None:
+        self.building = on
+        self.app.refresh_bindings()
+        self.query_one("#tok-build", Button).disabled = on
+        self.query_one("#tok-cancel", Button).disabled = not on
+        bar = self.query_one("#tok-progress", ProgressBar)
+        bar.display = on
+        if on:
+            bar.update(total=None, progress=0)
+
+    def _set_status(self, text: str) -> None:
+        self.query_one("#tok-status", Static).update(text)
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#tok-error", Static).update(text)
+
+    # --- small handlers ------------------------------------------------------------------
+
+    @on(Button.Pressed, "#tok-build")
+    def _build_pressed(self) -> None:
+        self.action_build()
+
+    @on(Button.Pressed, "#tok-cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel_build()
+
+    @on(Button.Pressed, "#tok-browse")
+    def _browse_pressed(self) -> None:
+        self.action_browse()
+
+    @on(Input.Submitted, "#tok-data, #tok-name, #tok-vocab, #tok-sample")
+    def _submitted(self) -> None:
+        self.action_build()
+
+    @on(Input.Changed, "#tok-data, #tok-vocab")
+    def _update_name_hint(self) -> None:
+        data = self.query_one("#tok-data", Input).value.strip()
+        try:
+            vocab = int(self.query_one("#tok-vocab", Input).value)
+        except ValueError:
+            vocab = DEFAULT_VOCAB
+        self.query_one("#tok-name", Input).placeholder = default_name(data, vocab)
+
+    @on(Switch.Changed, "#tok-bytefb")
+    def _bytefb_changed(self, event: Switch.Changed) -> None:
+        self._update_bytefb_hint(event.value)
+
+    def _update_bytefb_hint(self, on: bool) -> None:
+        self.query_one("#tok-bytefb-hint", Label).update(
+            "lossless: unseen chars become bytes" if on
+            else "unseen chars become <unk>")
+
+    def action_browse(self) -> None:
+        current = Path(self.query_one("#tok-data", Input).value.strip() or ".").expanduser()
+        start = current if current.is_dir() else (current.parent if current.parent.is_dir() else self.ws.root)
+
+        def picked(path: str | None) -> None:
+            if path:
+                field = self.query_one("#tok-data", Input)
+                field.value = path
+                field.focus()
+
+        self.app.push_screen(PathPicker(start.resolve()), picked)
+
+
+def _num(v, fmt: str = "{}") -> str:
+    return "—" if v is None else fmt.format(v)
+
+
+def _parse(field: Input, label: str, kind, allowed: str):
+    text = field.value.strip()
+    try:
+        value = kind(text)
+    except ValueError:
+        raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}") from None
+    result = field.validate(text)
+    if result is not None and not result.is_valid:
+        raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}")
+    return value

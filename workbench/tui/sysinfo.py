@@ -1,0 +1,53 @@
+"""What the machine offers a training run: the device ``auto`` means here, and free memory.
+
+Kept out of the panes so tests can inject fixed numbers (snapshots must not show this
+machine's RAM) and so torch is imported only when it can change the answer.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+
+
+def _might_have_accelerator() -> bool:
+    """Cheap check: without an NVIDIA driver or Apple silicon, ``auto`` is the CPU and we
+    need not import torch (seconds) to find that out."""
+    if os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl"):
+        return True
+    return sys.platform == "darwin" and platform.machine() == "arm64"
+
+
+class SystemProbe:
+    """The real machine. ``resolve_device`` may import torch: call it from a worker thread."""
+
+    def resolve_device(self, choice: str) -> str:
+        if choice != "auto":
+            return choice
+        if not _might_have_accelerator():
+            return "cpu"
+        from ..estimate import resolve_device
+
+        return resolve_device("auto")
+
+    def available(self, device: str) -> dict:
+        from ..estimate import available_memory
+
+        return available_memory(device)
+
+
+@dataclass
+class FixedProbe:
+    """A machine with fixed numbers, for tests and snapshots."""
+
+    device: str = "cpu"
+    free: int = 8 * 1024**3
+    total: int = 16 * 1024**3
+
+    def resolve_device(self, choice: str) -> str:
+        return self.device if choice == "auto" else choice
+
+    def available(self, device: str) -> dict:
+        return {"device": device, "available": self.free, "total": self.total}

@@ -1,0 +1,1 @@
+"""Reusable bits of the app: modal screens and small display widgets."""

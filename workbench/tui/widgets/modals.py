@@ -1,0 +1,145 @@
+"""Modal screens: the help screen, a yes/no question, and a file or folder picker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, DirectoryTree, Input, Label, Static
+
+HELP_TEXT = """\
+[b]workbench[/b] — build and study tiny language models.
+
+[b]Anywhere[/b]
+  [b]1[/b]–[b]6[/b]        switch pane: Tokenizer, Config, Train, Trace, Chat, Runs
+                (when a text box has focus, press [b]esc[/b] first to leave it)
+  [b]esc[/b]          leave a text box: focus the pane tabs (←/→ switch panes there)
+  [b]tab[/b] / [b]shift+tab[/b]  move between fields
+  [b]ctrl+p[/b]       command palette: panes, themes, help, quit
+  [b]f2[/b]           choose a theme
+  [b]?[/b]            this help
+  [b]ctrl+q[/b]       quit (asks first while a build is running, then stops it)
+
+[b]Tokenizer[/b]
+  data source: a hub id (roneneldan/TinyStories) or a local .txt/.jsonl/.json/.parquet
+  file or folder; [b]ctrl+o[/b] browses for one.
+  [b]ctrl+b[/b]       build with the settings shown      [b]ctrl+x[/b]  cancel the build
+  built tokenizers: move the cursor to a row to try it and browse its vocabulary
+  try it: type in the box; tokens show in alternating colours, with ids and the count
+  vocabulary: pieces in merge order; type in the search box to filter
+
+[b]Config[/b]
+  load a preset or a YAML file from models/ with the selector at the top
+  every field checks its value as you type; the help of the focused field shows below
+  [b]ctrl+s[/b]       save as models/<name>.yaml (blocked while a value is invalid)
+  the estimates and the diff against the loaded preset update as you edit
+
+[dim]Press esc or ? to close.[/dim]"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key the app answers, in one place."""
+
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "Close help", id="help.close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Static(HELP_TEXT, id="help-text")
+
+    def action_dismiss(self, result=None) -> None:  # type: ignore[override]
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; ``y``/``n`` answer it, and so do the buttons."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No"):
+        super().__init__()
+        self.question, self.yes, self.no = question, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Label(self.question, id="confirm-question")
+            with Horizontal(id="confirm-buttons"):
+                yield Button(self.yes, variant="error", id="confirm-yes")
+                yield Button(self.no, variant="primary", id="confirm-no")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class PathPicker(ModalScreen["str | None"]):
+    """Browse for a data file or folder. Enter on a file picks it; ``ctrl+u`` picks the
+    highlighted folder; the path box at the top can be typed into and re-rooted."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="picker.cancel"),
+        Binding("ctrl+u", "use_folder", "Use folder", id="picker.folder"),
+        Binding("backspace", "up", "Parent folder", id="picker.up"),
+    ]
+
+    def __init__(self, start: Path):
+        super().__init__()
+        self.start = start if start.is_dir() else Path.home()
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box"):
+            yield Label("Choose a data file (.txt/.jsonl/.json/.parquet) or a folder of them",
+                        id="picker-title")
+            yield Input(str(self.start), id="picker-root", compact=True)
+            yield DirectoryTree(self.start, id="picker-tree")
+            yield Label("enter: pick file · ctrl+u: use highlighted folder · backspace: "
+                        "parent · esc: cancel", id="picker-hint")
+
+    def on_mount(self) -> None:
+        self.query_one(DirectoryTree).focus()
+
+    @property
+    def tree(self) -> DirectoryTree:
+        return self.query_one(DirectoryTree)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        p = Path(event.value).expanduser()
+        if p.is_file():
+            self.dismiss(str(p))
+        elif p.is_dir():
+            self.tree.path = p
+            self.tree.focus()
+        else:
+            self.notify(f"{event.value!r} does not exist", severity="error")
+
+    def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
+        event.stop()
+        self.dismiss(str(event.path))
+
+    def action_use_folder(self) -> None:
+        node = self.tree.cursor_node
+        path = node.data.path if node is not None and node.data is not None else Path(self.tree.path)
+        self.dismiss(str(path if path.is_dir() else path.parent))
+
+    def action_up(self) -> None:
+        if self.focused is self.tree:
+            parent = Path(self.tree.path).resolve().parent
+            self.tree.path = parent
+            self.query_one("#picker-root", Input).value = str(parent)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
