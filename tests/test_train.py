@@ -1,0 +1,292 @@
+"""The training engine: exact resume, crash safety under SIGKILL, NaN stops, bad input, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench import checkpoint
+from workbench.cli import main
+from workbench.config import load_config
+from workbench.errors import WorkbenchError
+from workbench.model import build_model
+from workbench.runs import get_run, list_runs, run_config
+from workbench.train import Trainer
+
+SETS = ["--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--set", "train.batch_size=4"]
+
+
+def tiny_cfg(**train):
+    cfg = load_config("debug")
+    cfg.model = cfg.model.replace(vocab_size=400, max_seq_len=32, dim=32, n_layers=2)
+    base = dict(batch_size=4, max_steps=12, warmup_steps=2, eval_interval=6, eval_batches=2,
+                log_interval=1, checkpoint_interval=6, keep_last=2, num_threads=1)
+    cfg.train = cfg.train.replace(**{**base, **train})
+    return cfg
+
+
+def losses(events):
+    return [e.data["loss"] for e in events if e.kind == "step"]
+
+
+def train_new(ws, corpus, name, **train):
+    evs = []
+    t = Trainer.new(ws, tiny_cfg(**train), "tok", str(corpus), name=name, on_event=evs.append)
+    return t, evs
+
+
+def test_exact_resume(built, corpus):
+    straight, ev1 = train_new(built, corpus, "straight", max_steps=12)
+    assert straight.run()["state"] == "finished"
+    half, ev2 = train_new(built, corpus, "half", max_steps=12)
+    half.setup()
+    orig = half._checkpoint
+
+    def stop_at_6():
+        orig()
+        if half.step == 6:
+            half.stop()
+    half._checkpoint = stop_at_6
+    assert half.run()["state"] == "stopped"
+    assert half.step == 6
+    ev3 = []
+    resumed = Trainer.resume(built, "half", on_event=ev3.append)
+    assert resumed.run()["state"] == "finished"
+    a, b = losses(ev1), losses(ev2) + losses(ev3)
+    assert len(a) == len(b) == 12
+    assert a == b  # bit-for-bit, not approximately
+    # The log is one history: no step appears twice.
+    steps = [r["step"] for r in get_run(built, "half").metrics() if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) == list(range(1, 13))
+
+
+def test_events_metrics_and_run_folder(built, corpus):
+    t, evs = train_new(built, corpus, "folder", max_steps=6, eval_interval=3, checkpoint_interval=3)
+    s = t.run()
+    assert s["state"] == "finished" and s["checkpoint"] == "step_000006"
+    run = get_run(built, "folder")
+    assert (run.path / "config.yaml").is_file() and (run.tokenizer_path() / "tokenizer.model").is_file()
+    assert run.checkpoints() == ["step_000003", "step_000006"]
+    rows = run.metrics()
+    ev = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in ev] == [3, 6]
+    for r in ev:
+        assert math.isclose(r["val_ppl"], math.exp(r["val_loss"]), rel_tol=1e-9)
+        assert 0 <= r["top1"] <= r["top5"] <= 1
+        bpt = t.data.bytes_per_token("val")
+        assert math.isclose(r["bpb"], r["val_loss"] / math.log(2) / bpt, rel_tol=1e-9)
+    assert len(run.samples()) == 4
+    kinds = {e.kind for e in evs}
+    assert {"start", "step", "log", "eval", "sample", "checkpoint", "done"} <= kinds
+    assert run.status()["state"] == "finished"
+    # Weights load with weights_only and as safetensors.
+    import torch
+
+    st = torch.load(run.path / "checkpoints/step_000006/state.pt", weights_only=True)
+    assert st["step"] == 6
+    from safetensors.torch import load_file
+
+    assert load_file(str(run.path / "checkpoints/step_000006/model.safetensors"))
+
+
+def test_eval_is_fixed_and_dropout_free(built, corpus):
+    from workbench.evaluate import evaluate
+    from workbench.runs import load_run_model
+
+    t, _ = train_new(built, corpus, "evalfix", max_steps=3)
+    t.run()
+    model, tok, cfg, _ = load_run_model(get_run(built, "evalfix"))
+    model.train()  # evaluate must switch dropout off itself
+    import torch
+
+    a = evaluate(model, t.data.val, 4, 32, 2, 4.0, torch.device("cpu"))
+    b = evaluate(model, t.data.val, 4, 32, 2, 4.0, torch.device("cpu"))
+    assert a == b and model.training
+
+
+def test_injected_nan_stops_and_keeps_checkpoint(built, corpus):
+    import torch
+
+    t, evs = train_new(built, corpus, "nan", max_steps=20, checkpoint_interval=5, eval_interval=100)
+    t.setup()
+    def poison(module, inputs, output):
+        if t.step == 7:
+            return output * float("nan")
+        return output
+
+    t.raw_model.register_forward_hook(poison)
+    s = t.run()
+    assert s["state"] == "failed"
+    assert "loss became nan at step 8" in s["message"] and "step_000005" in s["message"]
+    run = get_run(built, "nan")
+    assert run.latest_checkpoint() == "step_000005"
+    assert run.status()["state"] == "failed"
+    assert [e for e in evs if e.kind == "error"][0].data["message"] == s["message"]
+    model = build_model(t.cfg.model)
+    checkpoint.load_weights(model, run.path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# --- bad input: a clear error and nothing half-done -------------------------------------------
+
+
+def _cli(ws, *args):
+    return main(["--workspace", str(ws.root), "train", *args])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--config", "debug", "--tokenizer", "missing"], "tokenizer 'missing' not found"),
+    (["--config", "debug", "--tokenizer", "tok"], "model.vocab_size = 512 does not match tokenizer 'tok', which has 400"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.bogus=1"], "unknown train key(s) 'bogus'; valid keys: batch_size"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.lr=-1"], "train.lr = -1 is not allowed"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "model.n_heads=3"], "model.n_heads = 3 is not allowed"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "nosection"], "is not SECTION.FIELD=VALUE"),
+    (["--config", "nope", "--tokenizer", "tok"], "no config or preset named 'nope'"),
+])
+def test_bad_input(built, corpus, capsys, args, needle):
+    before = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
+    assert _cli(built, *args, "--data", str(corpus)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    after = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
+    assert after == before
+
+
+def test_data_shorter_than_one_window(built, tmp_path, capsys):
+    from conftest import write_txt
+
+    write_txt(tmp_path / "s" / "train.txt", ["a b"] * 3)
+    write_txt(tmp_path / "s" / "valid.txt", ["c"])
+    assert _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(tmp_path / "s"), "--name", "short") == 2
+    assert "fewer than one window of model.max_seq_len + 1 = 33" in capsys.readouterr().err
+    assert not built.run_path("short").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_run_folder(built, corpus, capsys):  # pragma: no cover - not as root
+    built.runs_dir().mkdir(exist_ok=True)
+    os.chmod(built.runs_dir(), 0o500)
+    try:
+        assert _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus)) == 2
+        assert "cannot write the run folder" in capsys.readouterr().err
+    finally:
+        os.chmod(built.runs_dir(), 0o700)
+
+
+def test_run_folder_that_is_a_file(tmp_path, built, corpus, capsys):
+    import shutil
+
+    from workbench.workspace import Workspace
+
+    w = Workspace.at(tmp_path / "w")
+    shutil.copytree(built.tokenizers_dir(), w.tokenizers_dir())
+    w.root.mkdir(exist_ok=True)
+    (w.root / "trained_models").write_text("not a folder")
+    assert _cli(w, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus)) == 2
+    assert "cannot write the run folder" in capsys.readouterr().err
+
+
+def test_resume_refuses_model_changes(built, corpus, capsys):
+    t, _ = train_new(built, corpus, "r1", max_steps=2)
+    t.run()
+    assert _cli(built, "--resume", "r1", "--set", "model.dim=64") == 2
+    assert "only train.* fields may be changed" in capsys.readouterr().err
+
+
+# --- crash safety ----------------------------------------------------------------------------
+
+
+def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
+    rng = random.Random(1234)
+    base = [sys.executable, "-m", "workbench", "--workspace", str(built.root), "train"]
+    sets = [*SETS, "--set", "train.max_steps=100000", "--set", "train.checkpoint_interval=1",
+            "--set", "train.keep_last=2", "--set", "train.eval_interval=1000000", "--set", "train.log_interval=1",
+            "--set", "train.num_threads=1"]
+    first = base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "crash", *sets]
+    run_dir = built.run_path("crash")
+    kills, last_step = 0, 0
+    cmd = first
+    while kills < 10:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Wait until it has made progress past where it started, then kill at a random moment.
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            latest = checkpoint.latest_name(run_dir) if run_dir.exists() else None
+            if latest and int(latest.split("_")[1]) > last_step:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        run = get_run(built, "crash")
+        latest = run.latest_checkpoint()
+        assert latest is not None
+        model = build_model(run_config(run).model)
+        checkpoint.load_weights(model, run.path)
+        st = checkpoint.load_state(run.path, latest)
+        assert st["step"] >= last_step
+        last_step = st["step"]
+        cmd = base + ["--resume", "crash"]
+    # A final resume runs to a (short) end cleanly.
+    r = subprocess.run(base + ["--resume", "crash", "--set", f"train.max_steps={last_step + 2}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert get_run(built, "crash").latest_checkpoint() == f"step_{last_step + 2:06d}"
+    ckdir = run_dir / "checkpoints"
+    assert all(not p.name.startswith(".") for p in ckdir.iterdir())  # leftovers were cleaned
+
+
+# --- distributed ------------------------------------------------------------------------------
+
+
+def test_ddp_two_gloo_processes(built, corpus):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--name", "ddp", *SETS, "--set", "train.max_steps=30", "--set", "train.log_interval=5",
+           "--set", "train.eval_interval=30", "--set", "train.checkpoint_interval=30", "--set", "train.num_threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [x.name for x in list_runs(built) if x.name.startswith("ddp")]
+    assert runs == ["ddp"]
+    rows = get_run(built, "ddp").metrics()
+    train = [x for x in rows if x["kind"] == "train"]
+    assert [x["step"] for x in train] == [5, 10, 15, 20, 25, 30]  # written once, by rank 0
+    assert train[-1]["tokens"] == 30 * 4 * 32 * 2  # both ranks' tokens count
+    assert train[-1]["loss"] < train[0]["loss"]
+    assert len([x for x in rows if x["kind"] == "eval"]) == 1
+    assert get_run(built, "ddp").checkpoints() == ["step_000030"]
+
+
+# --- the real sample --------------------------------------------------------------------------
+
+
+def test_debug_preset_on_tinystories_beats_unigram_entropy(ts_dir, tmp_path):
+    from workbench.tokenizer import TokenizerSettings
+    from workbench.tokenizer_build import build_tokenizer
+    from workbench.workspace import Workspace
+
+    w = Workspace.at(tmp_path)
+    t0 = time.monotonic()
+    build_tokenizer(w, "ts512", TokenizerSettings(vocab_size=512, data=str(ts_dir / "train.txt")))
+    trainer = Trainer.new(w, load_config("debug"), "ts512", str(ts_dir))
+    s = trainer.run()
+    assert s["state"] == "finished"
+    assert time.monotonic() - t0 < 60
+    val = np.fromfile(trainer.data.val.path, dtype=trainer.data.val.dtype)
+    p = np.bincount(val, minlength=512) / len(val)
+    unigram = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    final = [r for r in get_run(w, s["run"]).metrics() if r["kind"] == "eval"][-1]["val_loss"]
+    assert final < unigram, (final, unigram)

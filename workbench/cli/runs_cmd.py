@@ -1,0 +1,89 @@
+"""``workbench runs``: list, show and compare training runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="list, show and compare runs")
+    s = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    ls = s.add_parser("list", help="one line per run")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    sh = s.add_parser("show", help="config, status, checkpoints and latest metrics of a run")
+    sh.add_argument("run")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+    cp = s.add_parser("compare", help="compare runs' validation loss, optionally against a baseline")
+    cp.add_argument("runs", nargs="+")
+    cp.add_argument("--baseline", default=None)
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(func=cmd_compare)
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def cmd_list(args, ws) -> int:
+    from ..runs import list_runs
+
+    rows = [r.summary() for r in list_runs(ws)]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no runs yet; start one with `workbench train --config debug --tokenizer NAME --data SOURCE`")
+        return 0
+    print(f"{'run':32} {'preset':12} {'params':>9} {'tokens':>11} {'best val':>8} {'bpb':>6} {'tok/s':>8} {'status':11} created")
+    for r in rows:
+        print(f"{r['name']:32} {r['preset'] or '-':12} {_fmt(r['params'], ',d'):>9} {r['tokens']:>11,} "
+              f"{_fmt(r['best_val_loss'], '.4f'):>8} {_fmt(r['best_bpb'], '.3f'):>6} {_fmt(r['tok_s'], ',.0f'):>8} "
+              f"{r['status'] or '-':11} {r['created'] or '-'}")
+    return 0
+
+
+def cmd_show(args, ws) -> int:
+    from ..runs import get_run
+
+    run = get_run(ws, args.run)
+    out = {"summary": run.summary(), "status": run.status(), "checkpoints": run.checkpoints(),
+           "config": run.raw_config(), "last_samples": run.samples()[-2:]}
+    if args.json:
+        print_json(out)
+        return 0
+    s = out["summary"]
+    print(f"run {run.name}  ({run.path})")
+    print(f"  status {s['status']}, step {s['steps']}, {s['tokens']:,} tokens, params {_fmt(s['params'], ',d')}")
+    print(f"  best val loss {_fmt(s['best_val_loss'], '.4f')}, bits/byte {_fmt(s['best_bpb'], '.4f')}, "
+          f"median tok/s {_fmt(s['tok_s'], ',.0f')}")
+    print(f"  checkpoints: {', '.join(out['checkpoints']) or 'none'} (latest {s['checkpoint']})")
+    for smp in out["last_samples"]:
+        print(f"  sample @ step {smp['step']}: {smp['text'][:200]!r}")
+    return 0
+
+
+def cmd_compare(args, ws) -> int:
+    from ..runs import compare, get_run
+
+    runs = [get_run(ws, n) for n in args.runs]
+    base = get_run(ws, args.baseline) if args.baseline else None
+    out = compare(runs, base)
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{'run':32} {'tokens':>11} {'final val':>9} {'best val':>9} {'bpb':>6}")
+    for r in out["runs"]:
+        print(f"{r['name']:32} {r['tokens']:>11,} {_fmt(r['final_val_loss'], '.4f'):>9} "
+              f"{_fmt(r['best_val_loss'], '.4f'):>9} {_fmt(r['best_bpb'], '.3f'):>6}")
+    if base is not None:
+        print(f"\nbaseline {base.name}: final val loss {out['baseline_final_loss']:.4f}")
+        for r in out["vs_baseline"]:
+            t = r["tokens_to_baseline_final"]
+            last = r["diff_vs_baseline"][-1][1] if r["diff_vs_baseline"] else None
+            print(f"  {r['name']:32} reaches it at {_fmt(t, ',.0f')} tokens; "
+                  f"difference at the last shared point {_fmt(last, '+.4f')}")
+    return 0

@@ -1,0 +1,138 @@
+"""``workbench train``: train a model (or resume a run) with one live progress line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from ..data import DEFAULT_HUB_ID
+from ..errors import WorkbenchError
+from .common import ProgressLine, fmt_seconds, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model, or resume a run")
+    p.add_argument("--config", metavar="PATH|PRESET", help="a YAML config or preset name (models/ first, then shipped presets)")
+    p.add_argument("--tokenizer", metavar="NAME", help="a tokenizer under tokenizers/")
+    p.add_argument("--data", metavar="SOURCE", default=DEFAULT_HUB_ID,
+                   help=f"hub dataset id or local .txt/.jsonl/.json/.parquet file or folder (default {DEFAULT_HUB_ID})")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--name", metavar="RUN", help="run folder name under trained_models/ (default PRESET-DATE-TIME)")
+    p.add_argument("--set", metavar="SECTION.FIELD=VALUE", action="append", default=[],
+                   help="override a config field, e.g. --set train.max_steps=500 (repeatable)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its latest checkpoint (only train.* may be --set)")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.set_defaults(func=cmd_train)
+
+
+def parse_sets(items: list[str]) -> dict[str, dict]:
+    import yaml
+
+    out: dict[str, dict] = {"model": {}, "train": {}}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        section, dot, fname = key.strip().partition(".")
+        if not eq or not dot or not fname:
+            raise WorkbenchError(f"--set {item!r} is not SECTION.FIELD=VALUE (e.g. train.max_steps=500)")
+        if section not in out:
+            raise WorkbenchError(f"--set {item!r}: unknown section {section!r}; valid sections: model, train")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[section][fname] = value
+    return out
+
+
+def apply_sets(cfg, sets: dict[str, dict]):
+    from ..config import ModelConfig, TrainConfig
+
+    if sets["model"]:
+        cfg.model = ModelConfig.from_dict({**cfg.model.to_dict(), **sets["model"]})
+    if sets["train"]:
+        cfg.train = TrainConfig.from_dict({**cfg.train.to_dict(), **sets["train"]})
+    return cfg
+
+
+def cmd_train(args, ws) -> int:
+    from ..config import TrainConfig, load_config
+    from ..train import Trainer, init_distributed
+
+    init_distributed()
+    sets = parse_sets(args.set)
+    line = ProgressLine("train")
+    state = {"loss": None, "tok_s": None, "val": None}
+
+    def on_event(ev):
+        d = ev.data
+        if ev.kind == "log":
+            state["loss"], state["tok_s"] = d["loss"], d["tok_s"]
+        elif ev.kind == "eval":
+            state["val"] = d["val_loss"]
+        elif ev.kind in ("message",):
+            line.close()
+            print(d["text"], file=sys.stderr)
+        if ev.kind in ("step", "log", "eval", "checkpoint"):
+            frac = trainer._budget_fraction() if trainer is not None else 0
+            parts = [f"step {ev.step}"]
+            if state["loss"] is not None:
+                parts.append(f"loss {state['loss']:.4f}")
+            if state["val"] is not None:
+                parts.append(f"val {state['val']:.4f}")
+            if state["tok_s"]:
+                parts.append(f"{state['tok_s']:,.0f} tok/s")
+            line.update(frac, 1.0, "  ".join(parts), force=ev.kind != "step")
+
+    trainer = None
+    if args.resume:
+        if sets["model"]:
+            raise WorkbenchError("--set model.* cannot change a run being resumed (its weights have that shape); "
+                                 "only train.* fields may be changed")
+        train_over = {}
+        if sets["train"]:
+            from ..runs import get_run, run_config
+
+            base = run_config(get_run(ws, args.resume)).train
+            train_over = TrainConfig.from_dict({**base.to_dict(), **sets["train"]}).to_dict()
+        trainer = Trainer.resume(ws, args.resume, train_over or None, on_event=on_event)
+    else:
+        if not args.config or not args.tokenizer:
+            raise WorkbenchError("train needs --config PATH|PRESET and --tokenizer NAME (or --resume RUN)")
+        cfg = apply_sets(load_config(args.config, ws), sets)
+        prep = ProgressLine("prepare data")
+        try:
+            trainer = Trainer.new(ws, cfg, args.tokenizer, args.data, name=args.name, text_column=args.text_column,
+                                  on_event=on_event,
+                                  prepare_progress=lambda split, done, total, msg: prep.update(done, total, f"{split}: {msg}"))
+        finally:
+            prep.close()
+    if trainer.rank == 0:
+        print(f"run {trainer.run_folder.name}: {trainer.run_folder.path}", file=sys.stderr)
+
+    # First Ctrl+C stops between steps and keeps a checkpoint; a second one aborts.
+    def on_sigint(signum, frame):
+        if trainer._stop.is_set():
+            raise KeyboardInterrupt
+        line.close()
+        print("stopping after this step (Ctrl+C again to abort)...", file=sys.stderr)
+        trainer.stop()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        summary = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, old)
+        line.close()
+    if trainer.rank != 0:
+        return 0 if summary["state"] != "failed" else 1
+    if args.json:
+        print_json(summary)
+    elif summary["state"] == "failed":
+        print(f"error: {summary['message']}", file=sys.stderr)
+    else:
+        best = summary.get("best_val_loss")
+        print(f"{summary['state']}: run {summary['run']}, step {summary['step']}, {summary['tokens']:,} tokens, "
+              f"{fmt_seconds(summary['elapsed'])}" + (f", best val loss {best:.4f}" if best is not None else "")
+              + f", checkpoint {summary['checkpoint']}")
+    return 1 if summary["state"] == "failed" else 0

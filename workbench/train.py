@@ -1,0 +1,554 @@
+"""The training loop, one engine for the app and the CLI.
+
+A ``Trainer`` is made with :meth:`Trainer.new` (checks every input, prepares data if needed,
+creates the run folder) or :meth:`Trainer.resume` (reloads a run's latest checkpoint: weights,
+optimizer, schedule position, RNG and data position, so the continued run is step-for-step the
+run that was never stopped). :meth:`run` trains until the budget is spent or :meth:`stop` is
+called; :meth:`pause` holds it between steps. It never touches a UI: every event (step, log,
+eval, sample, checkpoint, message, done, error) goes to ``on_event`` and to ``buffer``, which a UI
+drains a few times per second. Metrics also go to the run's append-only ``metrics.jsonl``.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same code trains with DistributedDataParallel:
+each rank draws its own batches, gradients are averaged, and rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import checkpoint
+from .config import Config
+from .device import memory_in_use, resolve_device, resolve_precision
+from .errors import WorkbenchError
+from .evaluate import evaluate
+from .optim import lr_at, make_optimizer
+from .runs import SAMPLES, Run, append_jsonl, create_run, get_run, new_run_name, read_jsonl, run_config
+from .tokenizer import Tokenizer, tokenizer_info
+from .tokens import DataInfo, data_info, ensure_prepared
+from .workspace import Workspace
+from . import fileio
+
+SAMPLE_COUNT = 2
+SAMPLE_TOKENS = 48
+
+
+@dataclass
+class Event:
+    kind: str  # start | prepare | step | log | eval | sample | checkpoint | message | done | error
+    step: int = 0
+    data: dict = field(default_factory=dict)
+
+
+class EventBuffer:
+    """Thread-safe queue of events that a UI drains on a timer (bounded: old events drop)."""
+
+    def __init__(self, maxlen: int = 20000):
+        self._q: collections.deque = collections.deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def put(self, ev: Event) -> None:
+        with self._lock:
+            self._q.append(ev)
+
+    def drain(self) -> list[Event]:
+        with self._lock:
+            out = list(self._q)
+            self._q.clear()
+        return out
+
+
+class TrainingFailed(WorkbenchError):
+    pass
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+class Trainer:
+    def __init__(self, ws: Workspace, run: Run | None, cfg: Config, data: DataInfo, tok: Tokenizer,
+                 on_event: Callable[[Event], None] | None = None, resume_from: str | None = None):
+        self.ws, self.run_folder, self.cfg, self.data, self.tok = ws, run, cfg, data, tok
+        self.on_event = on_event
+        self.buffer = EventBuffer()
+        self.resume_from = resume_from
+        self._stop = threading.Event()
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+        self.rank, self.local_rank, self.world = _dist_info()
+        self.state = "ready"
+        self.step = 0
+        self.tokens = 0
+        self.elapsed = 0.0
+        self.model = None
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def new(cls, ws: Workspace, cfg: Config, tokenizer: str, data: str, name: str | None = None,
+            text_column: str = "text", on_event=None, prepare_progress=None) -> "Trainer":
+        """Check every input, prepare data if needed, then create the run folder. Nothing is
+        written to trained_models/ unless every check passed."""
+        rank, _, world = _dist_info()
+        tinfo = tokenizer_info(ws, tokenizer)
+        tok = Tokenizer.load(tinfo.model_path)
+        m = cfg.model
+        if m.vocab_size != tok.vocab_size:
+            raise WorkbenchError(
+                f"model.vocab_size = {m.vocab_size} does not match tokenizer {tokenizer!r}, which has "
+                f"{tok.vocab_size} pieces; pass --set model.vocab_size={tok.vocab_size} (or pick another tokenizer)"
+            )
+        device = resolve_device(cfg.train.device)
+        resolve_precision(cfg.train.precision, device)
+        if name is not None:
+            from .workspace import check_name
+
+            check_name("run", name)
+            if ws.run_path(name).exists():
+                raise WorkbenchError(f"run {name!r} already exists; choose another --name or --resume {name}")
+        if rank == 0:
+            dinfo = ensure_prepared(ws, tokenizer, data, text_column, progress=prepare_progress)
+        _barrier(world)
+        if rank != 0:
+            dinfo = ensure_prepared(ws, tokenizer, data, text_column)
+        for split in ("train", "val"):
+            tf = dinfo.split(split)
+            if len(tf) < m.max_seq_len + 1:
+                raise WorkbenchError(
+                    f"the {split} data holds {len(tf)} tokens, fewer than one window of model.max_seq_len + 1 = "
+                    f"{m.max_seq_len + 1}; use more data or a smaller --set model.max_seq_len"
+                )
+        run = None
+        if rank == 0:
+            run_name = name or new_run_name(ws, f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
+            data_meta = {"name": dinfo.name, "source": data, "text_column": text_column,
+                         "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256}
+            run = create_run(ws, run_name, cfg, tinfo.path, data_meta)
+        run = _broadcast_run(ws, run, world)
+        return cls(ws, run, cfg, dinfo, tok, on_event)
+
+    @classmethod
+    def resume(cls, ws: Workspace, run_name: str, train_overrides: dict | None = None, on_event=None) -> "Trainer":
+        run = get_run(ws, run_name)
+        cfg = run_config(run)
+        if train_overrides:
+            cfg.train = cfg.train.replace(**train_overrides)
+        latest = run.latest_checkpoint()
+        if latest is None:
+            raise WorkbenchError(f"run {run_name!r} has no checkpoint to resume from")
+        checkpoint.load_state(run.path, latest)  # fail now, with the file named, if it is damaged
+        tok = Tokenizer.load(run.tokenizer_path())
+        meta = run.raw_config().get("data") or {}
+        try:
+            dinfo = data_info(ws, meta["name"])
+        except (KeyError, WorkbenchError):
+            src = meta.get("source")
+            raise WorkbenchError(
+                f"run {run_name!r} was trained on data {meta.get('name')!r}, which is missing from "
+                f"{str(ws.data_dir())!r}; prepare it again with `workbench data prepare --tokenizer "
+                f"{meta.get('tokenizer')} --data {src}`"
+            ) from None
+        if dinfo.meta["tokenizer"]["sha256"] != tok.sha256:
+            raise WorkbenchError(f"data {dinfo.name!r} was made with another tokenizer than run {run_name!r}")
+        return cls(ws, run, cfg, dinfo, tok, on_event, resume_from=latest)
+
+    # --- control (from any thread) -----------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._unpaused.set()
+
+    def pause(self) -> None:
+        self._unpaused.clear()
+
+    def unpause(self) -> None:
+        self._unpaused.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._unpaused.is_set()
+
+    def emit(self, event_kind: str, **data) -> None:
+        ev = Event(event_kind, self.step, data)
+        self.buffer.put(ev)
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Build model and optimizer on the device (and restore them when resuming)."""
+        import numpy as np
+        import torch
+
+        from .model import build_model
+
+        tc, mc = self.cfg.train, self.cfg.model
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        self.device = resolve_device(tc.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        self.precision = resolve_precision(tc.precision, self.device)
+        torch.manual_seed(tc.seed)
+        self.raw_model = build_model(mc, device=self.device, seed=tc.seed)
+        self.optimizer = make_optimizer(self.raw_model, tc, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.use_scaler else None
+        self.np_rng = np.random.default_rng([tc.seed, self.rank])
+        self.best_val = math.inf
+        if self.resume_from:
+            self._restore(self.resume_from)
+        self.model = self.raw_model
+        if tc.compile:
+            self.model = self._try_compile(self.raw_model)
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(self.model, device_ids=ids)
+        self.model.train()
+
+    def _try_compile(self, model):
+        import torch
+
+        try:
+            compiled = torch.compile(model)
+            x = torch.zeros(1, min(8, self.cfg.model.max_seq_len), dtype=torch.long, device=self.device)
+            with self.precision.autocast(self.device):
+                compiled(x)
+            return compiled
+        except Exception as e:  # compile support varies by platform; training goes on without it
+            self.emit("message", text=f"torch.compile is not available here ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:120] if str(e) else ''}); training without it")
+            return model
+
+    def _restore(self, name: str) -> None:
+        import torch
+
+        checkpoint.load_weights(self.raw_model, self.run_folder.path, name)
+        st = checkpoint.load_state(self.run_folder.path, name)
+        self.optimizer.load_state_dict(st["optimizer"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.step, self.tokens, self.elapsed = st["step"], st["tokens"], st["elapsed"]
+        self.best_val = st.get("best_val", math.inf)
+        torch.set_rng_state(st["torch_rng"])
+        if self.device.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+        rng_states = st["data_rng"]
+        self.np_rng.bit_generator.state = rng_states[self.rank] if self.rank < len(rng_states) else rng_states[0]
+        if self.rank == 0:
+            # Steps logged after this checkpoint are redone: drop them so the log stays one history.
+            for fname in ("metrics.jsonl", SAMPLES):
+                path = self.run_folder.path / fname
+                rows = [r for r in read_jsonl(path) if r.get("step", 0) <= self.step]
+                fileio.write_text(path, "".join(_dumps(r) + "\n" for r in rows))
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _progress(self) -> float:
+        tc = self.cfg.train
+        fr = [0.0]
+        if tc.max_steps:
+            fr.append((self.step - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps))
+        if tc.max_tokens:
+            fr.append(self.tokens / tc.max_tokens)
+        if tc.max_minutes:
+            fr.append(self.elapsed / (tc.max_minutes * 60))
+        return max(fr)
+
+    def _budget_fraction(self) -> float:
+        tc = self.cfg.train
+        fr = [0.0]
+        if tc.max_steps:
+            fr.append(self.step / tc.max_steps)
+        if tc.max_tokens:
+            fr.append(self.tokens / tc.max_tokens)
+        if tc.max_minutes:
+            fr.append(self.elapsed / (tc.max_minutes * 60))
+        return min(1.0, max(fr))
+
+    def _budget_spent(self) -> bool:
+        return self._budget_fraction() >= 1.0
+
+    def run(self) -> dict:
+        """Train until the budget is spent, stop() is called, or something fails. Returns a
+        summary dict with ``state`` finished, stopped or failed."""
+        try:
+            if self.model is None:
+                self.setup()
+            return self._loop()
+        except TrainingFailed as e:
+            return self._fail(str(e))
+        except WorkbenchError as e:
+            return self._fail(str(e))
+        except Exception as e:
+            if _is_oom(e):
+                return self._fail(
+                    f"out of memory at train.batch_size = {self.cfg.train.batch_size} on {self.device}: "
+                    "lower train.batch_size, model.max_seq_len or the model size (see the estimate in the Config pane)"
+                )
+            raise
+        finally:
+            if self.world > 1:
+                import torch.distributed as dist
+
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+
+    def _loop(self) -> dict:
+        import torch
+
+        from .model import lm_loss
+
+        tc, mc = self.cfg.train, self.cfg.model
+        B, T, accum = tc.batch_size, mc.max_seq_len, tc.grad_accum
+        step_tokens = B * T * accum * self.world
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        writer = self.rank == 0
+        if writer:
+            self.run_folder.set_status("running", step=self.step)
+        self.emit("start", run=self.run_folder.name, params=self.raw_model.num_params(), device=str(self.device),
+                  precision=self.precision.name, world=self.world, resumed_from=self.resume_from,
+                  tokens_per_step=step_tokens, data=self.data.name)
+        last_ckpt_step = self.step if self.resume_from else None
+        win_loss, win_n, win_t0, win_tokens = 0.0, 0, time.perf_counter(), 0
+        t_last = time.perf_counter()
+        reason = "budget"
+        while not self._budget_spent():
+            if self._stop.is_set():
+                reason = "stopped"
+                break
+            if not self._unpaused.is_set():
+                if writer:
+                    self.run_folder.set_status("paused", step=self.step)
+                self.emit("message", text="paused")
+                self._unpaused.wait()
+                t_last = win_t0 = time.perf_counter()
+                win_loss, win_n, win_tokens = 0.0, 0, 0
+                if writer:
+                    self.run_folder.set_status("running", step=self.step)
+                continue
+            lr = lr_at(tc, self.step, self._progress())
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for micro in range(accum):
+                batch = torch.from_numpy(self.data.train.sample_batch(B, T, self.np_rng)).to(self.device, non_blocking=True)
+                x, y = batch[:, :-1], batch[:, 1:]
+                sync = contextlib.nullcontext()
+                if self.world > 1 and micro < accum - 1:
+                    sync = self.model.no_sync()
+                with sync:
+                    with self.precision.autocast(self.device):
+                        logits = self.model(x)
+                    loss = lm_loss(logits.float(), y) / accum
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+                loss_sum += loss.item()
+            if self.world > 1:
+                loss_sum = _all_reduce_mean(loss_sum, self.device)
+            if not math.isfinite(loss_sum):
+                raise TrainingFailed(self._nan_message("loss", loss_sum))
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf")).item()
+            if not math.isfinite(gnorm) and self.scaler is None:
+                raise TrainingFailed(self._nan_message("gradient norm", gnorm))
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            now = time.perf_counter()
+            self.elapsed += now - t_last
+            t_last = now
+            self.step += 1
+            self.tokens += step_tokens
+            win_loss += loss_sum
+            win_n += 1
+            win_tokens += step_tokens
+            self.emit("step", loss=loss_sum, lr=lr, tokens=self.tokens, grad_norm=gnorm, elapsed=self.elapsed)
+            if self.step % tc.log_interval == 0:
+                dt = max(1e-9, now - win_t0)
+                row = {"kind": "train", "step": self.step, "tokens": self.tokens, "loss": win_loss / win_n,
+                       "lr": lr, "grad_norm": gnorm, "tok_s": win_tokens / dt, "elapsed": round(self.elapsed, 3),
+                       "mem": memory_in_use(self.device), "progress": self._budget_fraction()}
+                if writer:
+                    append_jsonl(self.run_folder.path / "metrics.jsonl", row)
+                self.emit("log", **row)
+                win_loss, win_n, win_tokens, win_t0 = 0.0, 0, 0, time.perf_counter()
+            done = self._budget_spent()
+            if self.step % tc.eval_interval == 0 or done:
+                self._evaluate()
+                t_last = time.perf_counter()
+            if self.step % tc.checkpoint_interval == 0 or done:
+                self._checkpoint()
+                last_ckpt_step = self.step
+                t_last = time.perf_counter()
+        if last_ckpt_step != self.step:
+            self._checkpoint()
+        state = "finished" if reason == "budget" else "stopped"
+        if writer:
+            self.run_folder.set_status(state, step=self.step, tokens=self.tokens)
+        summary = {"state": state, "run": self.run_folder.name, "step": self.step, "tokens": self.tokens,
+                   "elapsed": self.elapsed, "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
+                   "checkpoint": self.run_folder.latest_checkpoint()}
+        self.emit("done", **summary)
+        self.state = state
+        return summary
+
+    def _nan_message(self, what: str, value: float) -> str:
+        latest = self.run_folder.latest_checkpoint()
+        kept = f"the last good checkpoint ({latest}) is kept" if latest else "no checkpoint had been written yet"
+        return (f"training stopped: the {what} became {value} at step {self.step + 1}; {kept}. "
+                "Try a lower train.lr, more train.warmup_steps or train.grad_clip")
+
+    def _fail(self, message: str) -> dict:
+        self.state = "failed"
+        if self.rank == 0 and self.run_folder is not None:
+            self.run_folder.set_status("failed", step=self.step, message=message)
+        self.emit("error", message=message)
+        return {"state": "failed", "run": self.run_folder.name if self.run_folder else None,
+                "step": self.step, "message": message, "checkpoint": self.run_folder.latest_checkpoint() if self.run_folder else None}
+
+    def _evaluate(self) -> None:
+        if self.rank != 0:
+            return
+        tc, mc = self.cfg.train, self.cfg.model
+        m = evaluate(self.raw_model, self.data.val, tc.batch_size, mc.max_seq_len, tc.eval_batches,
+                     self.data.bytes_per_token("val"), self.device, self.precision)
+        self.best_val = min(self.best_val, m["val_loss"])
+        row = {"kind": "eval", "step": self.step, "tokens": self.tokens, "elapsed": round(self.elapsed, 3), **m}
+        append_jsonl(self.run_folder.path / "metrics.jsonl", row)
+        self.emit("eval", **row)
+        texts = self._samples()
+        for t in texts:
+            append_jsonl(self.run_folder.path / SAMPLES, {"step": self.step, "tokens": self.tokens, "text": t})
+        self.emit("sample", texts=texts)
+
+    def _samples(self) -> list[str]:
+        """A few continuations from BOS with their own RNG, so training randomness is untouched."""
+        import torch
+
+        from .model import KVCache
+
+        model = self.raw_model
+        was = model.training
+        model.eval()
+        g = torch.Generator(device="cpu").manual_seed(self.cfg.train.seed * 1_000_003 + self.step)
+        out = []
+        n_new = min(SAMPLE_TOKENS, self.cfg.model.max_seq_len - 1)
+        try:
+            with torch.no_grad():
+                for _ in range(SAMPLE_COUNT):
+                    cache = KVCache.for_model(model, 1, max_seq_len=n_new + 1)
+                    ids = [self.tok.bos_id]
+                    x = torch.tensor([ids], device=self.device)
+                    for _ in range(n_new):
+                        logits = model(x, kv_cache=cache)[0, -1].float().cpu() / 0.8
+                        v, i = logits.topk(min(40, logits.numel()))
+                        nxt = int(i[torch.multinomial(torch.softmax(v, -1), 1, generator=g)])
+                        if nxt == self.tok.eos_id:
+                            break
+                        ids.append(nxt)
+                        x = torch.tensor([[nxt]], device=self.device)
+                    out.append(self.tok.decode(ids[1:]))
+        finally:
+            model.train(was)
+        return out
+
+    def _checkpoint(self) -> None:
+        import torch
+
+        if self.rank == 0:
+            st = {
+                "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "best_val": self.best_val,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "data_rng": _gather_rng(self.np_rng, self.world),
+            }
+            name = checkpoint.save_checkpoint(self.run_folder.path, self.step, self.raw_model, st, self.cfg.train.keep_last)
+            self.run_folder.set_status("running", step=self.step)
+            self.emit("checkpoint", name=name)
+        elif self.world > 1:
+            _gather_rng(self.np_rng, self.world)
+        _barrier(self.world)
+
+
+# --- distributed helpers -----------------------------------------------------------------------
+
+
+def init_distributed() -> None:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    _, _, world = _dist_info()
+    if world <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+
+
+def _broadcast_run(ws: Workspace, run: Run | None, world: int) -> Run:
+    if world <= 1:
+        return run
+    import torch.distributed as dist
+
+    names = [run.name if run is not None else None]
+    dist.broadcast_object_list(names, src=0)
+    return Run(names[0], ws.run_path(names[0]))
+
+
+def _all_reduce_mean(x: float, device) -> float:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def _gather_rng(rng, world: int) -> list:
+    if world <= 1:
+        return [rng.bit_generator.state]
+    import torch.distributed as dist
+
+    states = [None] * world
+    dist.all_gather_object(states, rng.bit_generator.state)
+    return states
+
+
+def _is_oom(e: Exception) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _dumps(r: dict) -> str:
+    import json
+
+    return json.dumps(r)
+
+
+__all__ = ["Trainer", "Event", "EventBuffer", "TrainingFailed", "init_distributed"]
