@@ -2,9 +2,9 @@
 
 The formulas mirror the model package layer by layer, so the parameter count is exact (a
 test checks it against ``sum(p.numel())`` for every variant combination) and the FLOPs match
-what ``FlopCounterMode`` counts. Activation memory counts the tensors autograd saves for the
-backward pass in this implementation (checked against saved-tensor hooks), plus the logits
-and their gradient, which dominate at large vocabularies.
+what ``FlopCounterMode`` counts. Activation memory starts from the tensors autograd saves for
+the backward pass in this implementation (exact; checked against saved-tensor hooks) and adds
+the backward pass's working memory and the logits' copies, which dominate at large vocabularies.
 
 No torch import at module level: the app shows these numbers while the user types.
 """
@@ -83,9 +83,9 @@ def dtype_bytes(precision: str) -> int:
     return 2 if precision in ("bf16", "fp16") else 4
 
 
-def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
-                     precision: str = "fp32") -> int:
-    """Memory live at the start of the backward pass: saved tensors plus logits and their grad."""
+def saved_activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
+                           precision: str = "fp32") -> int:
+    """Bytes autograd saves for the backward pass in this implementation (tested exactly)."""
     T = cfg.max_seq_len if seq_len is None else seq_len
     C, V, L = cfg.dim, cfg.vocab_size, cfg.n_layers
     H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
@@ -94,7 +94,7 @@ def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] =
     norm_extra = 2 * C + 1 if cfg.norm == "rmsnorm" else C + 2
     attn = (H + 2 * Hkv) * D + H * D + H  # fused qkv output, attention output, logsumexp
     if cfg.pos == "rope":
-        attn += H * D + Hkv * D + H * D  # rotated q and k, and the re-laid-out output
+        attn += (H + Hkv) * D  # rotated q and k
     mlp = 4 * F if cfg.mlp == "swiglu" else 2 * F
     per_layer = 2 * C + 2 * norm_extra + attn + mlp  # 2C: residual stream in and mid-block
     if cfg.dropout > 0:
@@ -102,9 +102,24 @@ def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] =
         per_layer += (3 * C + H * T) / 4 + 2 * H * T
     top = C + norm_extra + V  # final norm, saved log-softmax
     elems = batch_size * T * (L * per_layer + top)
-    b = dtype_bytes(precision)
-    logits_and_grad = 2 * batch_size * T * V * b
-    return int(elems * b + logits_and_grad + batch_size * T * 8)  # + int64 token ids
+    return int(elems * dtype_bytes(precision) + batch_size * T * 8)  # + int64 token ids
+
+
+# Backward working memory, on top of what is saved: the gradient flowing through a block and
+# the kernels' temporaries keep about half as much again alive (plus allocator slack), and
+# the logits exist four times at the start of backward (logits, saved log-softmax, and the
+# gradients of both). Fitted to peak RSS on CPU; the benchmark checks it stays within 25%.
+BACKWARD_FACTOR = 1.5
+LOGIT_COPIES_BEYOND_SAVED = 3
+
+
+def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
+                     precision: str = "fp32") -> int:
+    """Peak activation memory of a training step: saved tensors plus backward working memory."""
+    T = cfg.max_seq_len if seq_len is None else seq_len
+    saved = saved_activation_bytes(cfg, batch_size, T, precision)
+    logits = batch_size * T * cfg.vocab_size * dtype_bytes(precision)
+    return int(BACKWARD_FACTOR * saved + LOGIT_COPIES_BEYOND_SAVED * logits)
 
 
 @dataclass

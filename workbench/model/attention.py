@@ -23,9 +23,8 @@ class Attention(LoggingModule):
         self.layer_idx = layer_idx
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        self.sizes = (H * D, Hkv * D, Hkv * D)
         # q, k and v come from one matmul: one big GEMM beats three small ones on CPU
-        self.wqkv = Linear(cfg.dim, sum(self.sizes), bias=cfg.bias)
+        self.wqkv = Linear(cfg.dim, (H + 2 * Hkv) * D, bias=cfg.bias)
         self.wo = Linear(H * D, cfg.dim, bias=cfg.bias)
         self.rotate = rotary_fn(cfg)
         self.attn_dropout = cfg.dropout
@@ -36,11 +35,11 @@ class Attention(LoggingModule):
                 kv_cache=None) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.wqkv(x).split(self.sizes, dim=-1)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
-        q, k = self.rotate(q, k, rope)
+        qk, v = self.wqkv(x).view(B, T, H + 2 * Hkv, D).split((H + Hkv, Hkv), dim=2)
+        q, k = self.rotate(qk, rope).split((H, Hkv), dim=2)
+        # transposed views, not copies: SDPA takes strided inputs, and its output then comes
+        # back in (B, T, H, D) order so the reshape below is free
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, S, D), S = cache pos + T
         p = self.attn_dropout if self.training else 0.0

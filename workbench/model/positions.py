@@ -12,7 +12,7 @@ import torch
 from ..trace import LoggingModule
 from .basic import Embedding
 
-Rotary = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, D/2)
+Rotary = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, 1, D/2), broadcast over heads
 
 
 class NoPositions(LoggingModule):
@@ -55,22 +55,23 @@ class RotaryPositions(LoggingModule):
         return x
 
     def rotary(self, start: int, T: int) -> Rotary:
-        return self.cos[start:start + T], self.sin[start:start + T]
+        return self.cos[start:start + T, None], self.sin[start:start + T, None]
 
 
-def apply_rotary(q: torch.Tensor, k: torch.Tensor, rope: Rotary) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rotary(qk: torch.Tensor, rope: Rotary) -> torch.Tensor:
+    """Rotate queries and keys together, (B, T, H + Hkv, D), in the layout the matmul wrote.
+
+    One pass over both (rather than q and k separately, after transposing) halves the
+    elementwise kernels, which dominate RoPE's cost on CPU.
+    """
     cos, sin = rope
-    return _rotate(q, cos, sin), _rotate(k, cos, sin)
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    cos, sin = cos.to(qk.dtype), sin.to(qk.dtype)
+    x1, x2 = qk.chunk(2, dim=-1)  # (B, T, H + Hkv, D/2) each
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-def no_rotary(q: torch.Tensor, k: torch.Tensor, rope: Rotary | None):
-    return q, k
+def no_rotary(qk: torch.Tensor, rope: Rotary | None) -> torch.Tensor:
+    return qk
 
 
 def make_positions(cfg) -> LoggingModule:
