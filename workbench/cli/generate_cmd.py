@@ -1,0 +1,140 @@
+"""``workbench generate`` (one prompt, N samples) and ``workbench chat`` (a line-by-line
+conversation that streams replies; Ctrl+C stops the current reply, not the program)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .common import print_json
+
+
+def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("run")
+    p.add_argument("--checkpoint", default=None, help="checkpoint name (default: latest)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--max-tokens", type=int, default=max_tokens, metavar="N")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=None, metavar="K")
+    p.add_argument("--top-p", type=float, default=None, metavar="P")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
+    p.add_argument("--seed", type=int, default=None, metavar="S")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop when this text appears (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-text token")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a run's model")
+    _sampling_args(p, 200)
+    p.add_argument("--prompt", required=True, metavar="TEXT")
+    p.add_argument("--n", type=int, default=1, metavar="N", help="number of samples (seeds S, S+1, ...)")
+    p.add_argument("--json", action="store_true", help="print results (with per-token probabilities) as JSON")
+    p.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("chat", help="talk to a run's model line by line (/quit or Ctrl+D exits)")
+    _sampling_args(c, 200)
+    c.set_defaults(func=cmd_chat)
+
+
+def _params(args, seed):
+    from ..sampling import SamplingParams
+
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                          top_k=args.top_k, top_p=args.top_p,
+                          repetition_penalty=args.repetition_penalty, seed=seed,
+                          stop=tuple(args.stop), stop_at_eos=not args.ignore_eos).validate()
+
+
+def cmd_generate(args, ws) -> int:
+    import os
+
+    from ..errors import WorkbenchError
+    from ..generate import Generation, load_for_generation
+
+    if args.n < 1:
+        raise WorkbenchError(f"--n {args.n} is not allowed: expected an integer >= 1")
+    _params(args, args.seed)  # bad settings fail before the model loads
+    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device)
+    base = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    results = []
+    for i in range(args.n):
+        gen = Generation(model, tok, args.prompt, _params(args, base + i))
+        if args.json:
+            for _ in gen.steps():
+                pass
+        else:
+            if args.n > 1:
+                print(f"--- sample {i + 1} (seed {base + i})")
+            sys.stdout.write(args.prompt)
+            for delta in gen:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            for note in gen.result.notes:
+                print(f"note: {note}", file=sys.stderr)
+        results.append(gen.result)
+    if args.json:
+        print_json({"run": args.run, "checkpoint": ckpt,
+                    "samples": [r.to_dict() for r in results]})
+    return 0
+
+
+def cmd_chat(args, ws) -> int:
+    from ..generate import Generation, load_for_generation
+
+    _params(args, args.seed)
+    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device)
+    interactive = sys.stdin.isatty()
+    print(f"chatting with {args.run} @ {ckpt} — /quit or Ctrl+D exits, /reset forgets, "
+          "Ctrl+C stops a reply", file=sys.stderr)
+    history = ""  # the transcript so far; the model continues it (the context keeps the end)
+    turn = 0
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl+C at the prompt: not a way out, say what is
+            print("\n(use /quit or Ctrl+D to leave)", file=sys.stderr)
+            continue
+        if not line:  # EOF
+            if interactive:
+                sys.stdout.write("\n")
+            return 0
+        line = line.rstrip("\r\n")
+        if line.strip() == "/quit":
+            return 0
+        if line.strip() == "/reset":
+            history = ""
+            print("(history cleared)", file=sys.stderr)
+            continue
+        if not line.strip():
+            continue
+        history += line + "\n"
+        seed = None if args.seed is None else args.seed + turn
+        turn += 1
+        reply, reason = _stream_reply(Generation(model, tok, history, _params(args, seed)))
+        history += reply + "\n"
+        if reason == "cancelled":
+            print("[stopped]", file=sys.stderr)
+
+
+def _stream_reply(gen) -> tuple[str, str]:
+    """Print a reply as it is generated; Ctrl+C ends the reply (not the program)."""
+    stop = threading.Event()
+    gen.loop.stop_event = stop
+    prev = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        for delta in gen:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    finally:
+        signal.signal(signal.SIGINT, prev)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return gen.result.text, gen.result.stop_reason

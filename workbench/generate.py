@@ -1,0 +1,262 @@
+"""Text generation: the decode loop, streaming, and loading a run's checkpoint to generate with.
+
+Public API::
+
+    model, tok, cfg, ckpt = load_for_generation(ws, "my-run", checkpoint=None, device="auto")
+    params = SamplingParams(max_tokens=100, temperature=0.8, top_k=40, seed=1)
+    result = generate(model, tok, "Once upon a time", params)      # -> Completion
+    gen = Generation(model, tok, "Once upon a time", params, stop_event=ev)
+    for delta in gen: print(delta, end="")                           # text deltas
+    for step in gen.steps(): ...                                     # or TokenStep per token
+    gen.result                                                       # -> Completion
+
+    for tok_id, step in token_loop(model, prompt_ids, params): ...   # ids only, no tokenizer
+
+The cached path (a pre-allocated ``KVCache``, one token per forward) is what runs; the plain
+path (the whole window through the model each step, ``use_cache=False``) is the reference the
+tests hold it to. Both follow one context rule: the model sees at most ``max_seq_len`` tokens.
+A longer prompt keeps its most recent ``max_seq_len`` tokens (``Completion.prompt_dropped``
+and ``notes`` say so); when the reply fills the context, the window restarts with the most
+recent half (``context_shifts``), so generation never stops or crashes for lack of room.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+from .errors import WorkbenchError
+from .sampling import SamplingParams, choose
+from .streaming import StopStrings, TextDeltas
+
+
+@dataclass
+class TokenStep:
+    """One generated token. ``prob`` and ``top`` come from the model's own distribution
+    (softmax of the raw logits, before temperature, penalty and filters) — the confidence
+    the Chat pane colours by. ``text`` is the text this token made visible (may be ""). A
+    final step with ``id == -1`` is not a token: it carries text released only at the end."""
+
+    id: int
+    prob: float
+    top: list[tuple[int, float]]       # (id, prob), most likely first
+    piece: str = ""                    # Tokenizer.surface(id), for display
+    top_pieces: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
+class Completion:
+    prompt: str
+    text: str                          # decode(ids), cut before a stop string if one hit
+    ids: list[int]                     # generated ids (no EOS)
+    prompt_ids: list[int]              # the prompt ids the model saw (after any truncation)
+    stop_reason: str                   # eos | stop | max_tokens | cancelled
+    prompt_dropped: int = 0            # oldest prompt tokens dropped to fit the context
+    context_shifts: int = 0
+    notes: list[str] = field(default_factory=list)
+    seed: int | None = None
+    tokens: list[TokenStep] = field(default_factory=list)
+    ttft_s: float | None = None        # call to first token (prefill included)
+    decode_tok_s: float | None = None  # tokens after the first, per second
+
+    def to_dict(self, tokens: bool = True) -> dict:
+        d = asdict(self)
+        if not tokens:
+            d.pop("tokens")
+        return d
+
+
+class _Window:
+    """Which tokens the model sees; shared by the cached and plain paths so they agree."""
+
+    def __init__(self, prompt_ids: list[int], max_seq_len: int):
+        self.L = max_seq_len
+        self.seq = list(prompt_ids[-max_seq_len:])
+        self.dropped = len(prompt_ids) - len(self.seq)
+        self.start = 0
+        self.shifts = 0
+
+    def fit(self) -> bool:
+        """Make room for the next forward; True when the window moved."""
+        if len(self.seq) - self.start <= self.L:
+            return False
+        self.start = len(self.seq) - max(1, self.L // 2)
+        self.shifts += 1
+        return True
+
+
+class _Loop:
+    """The decode loop over ids. Iterate ``run()``; afterwards read the window and stop reason."""
+
+    def __init__(self, model, prompt_ids, params: SamplingParams, eos_id: int | None = None,
+                 generator=None, stop_event: threading.Event | None = None, use_cache: bool = True):
+        if not prompt_ids:
+            raise WorkbenchError("the prompt is empty: give at least one token (e.g. BOS)")
+        self.model, self.params, self.eos_id = model, params.validate(), eos_id
+        self.stop_event, self.use_cache = stop_event, use_cache
+        self.cfg = model.config
+        self.window = _Window([int(i) for i in prompt_ids], self.cfg.max_seq_len)
+        self.seed = params.seed
+        if generator is None:
+            import torch
+
+            if self.seed is None:  # a fresh seed, reported so the text can be reproduced
+                self.seed = int.from_bytes(os.urandom(8), "little") >> 1
+            generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        self.generator = generator
+        self.stop_reason = "max_tokens"
+        self.halt = False  # set by a consumer (e.g. a stop string) to end after this token
+
+    def run(self) -> Iterator[TokenStep]:
+        import torch
+
+        p, w, model = self.params, self.window, self.model
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            seen = None
+            if p.repetition_penalty != 1.0:
+                seen = torch.zeros(self.cfg.vocab_size, dtype=torch.bool)
+                seen[torch.tensor(w.seq)] = True
+            cache = None
+            if self.use_cache:
+                from .model import KVCache
+
+                # the window never outgrows prompt + max_tokens, so the cache need not either
+                S = min(w.L, len(w.seq) + max(1, p.max_tokens))
+                cache = KVCache.for_model(model, 1, max_seq_len=S)
+        n = 0
+        while n < p.max_tokens:
+            if self.stop_event is not None and self.stop_event.is_set():
+                self.stop_reason = "cancelled"
+                return
+            with torch.inference_mode():
+                moved = w.fit()
+                if cache is None:
+                    x = w.seq[w.start:]
+                else:
+                    if moved:
+                        cache.reset()
+                    x = w.seq[w.start + cache.pos:]  # only what the cache has not seen
+                logits = model(torch.tensor([x], device=device), kv_cache=cache)[0, -1]
+                logits = logits.float().cpu()
+                tok = choose(logits, p, self.generator, seen)
+                step = self._step(logits, tok)
+                if seen is not None:  # inference tensors are only written in inference mode
+                    seen[tok] = True
+            if tok == self.eos_id and p.stop_at_eos:
+                self.stop_reason = "eos"
+                return
+            w.seq.append(tok)
+            n += 1
+            yield step
+            if self.halt:
+                return
+
+    def _step(self, logits, tok: int) -> TokenStep:
+        import torch
+
+        probs = torch.softmax(logits, dim=-1)
+        top = []
+        if self.params.alternatives:
+            v, i = torch.topk(probs, min(self.params.alternatives, probs.shape[-1]))
+            top = list(zip(i.tolist(), v.tolist()))
+        return TokenStep(tok, float(probs[tok]), top)
+
+
+def token_loop(model, prompt_ids, params: SamplingParams, eos_id: int | None = None, generator=None,
+               stop_event=None, use_cache: bool = True) -> Iterator[TokenStep]:
+    """Generated tokens as ``TokenStep``s (ids and probabilities, no text)."""
+    return _Loop(model, prompt_ids, params, eos_id, generator, stop_event, use_cache).run()
+
+
+class Generation:
+    """One generation with text: iterate for deltas, or ``steps()`` for per-token detail.
+
+    The concatenated deltas equal ``result.text``: ``decode(result.ids)``, cut before the first
+    stop string when one appears. ``stop_event`` ends it between tokens.
+    """
+
+    def __init__(self, model, tok, prompt: str, params: SamplingParams | None = None, *,
+                 stop_event: threading.Event | None = None, use_cache: bool = True,
+                 generator=None, bos: bool = True, prompt_ids: list[int] | None = None):
+        self.tok, self.prompt = tok, prompt
+        self.params = (params or SamplingParams()).validate()
+        ids = prompt_ids if prompt_ids is not None else tok.encode(prompt, bos=bos)
+        self._t0 = time.perf_counter()
+        self.loop = _Loop(model, ids or [tok.bos_id], self.params, tok.eos_id, generator,
+                          stop_event, use_cache)
+        self._prompt_len = len(ids or [tok.bos_id])
+        self.result: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for step in self.steps():
+            if step.text:
+                yield step.text
+
+    def steps(self) -> Iterator[TokenStep]:
+        if self.result is not None:
+            raise WorkbenchError("this generation has already run; start a new one")
+        tok, loop = self.tok, self.loop
+        deltas, stops = TextDeltas(tok.decode), StopStrings(self.params.stop)
+        w = loop.window
+        prompt_seen = list(w.seq)
+        steps: list[TokenStep] = []
+        t_first = t_last = None
+        for step in loop.run():
+            t_last = time.perf_counter()
+            t_first = t_first or t_last
+            step.piece = tok.surface(step.id)
+            step.top_pieces = [tok.surface(i) for i, _ in step.top]
+            step.text = stops.push(deltas.push(step.id))
+            if stops.hit:
+                loop.halt = True
+            steps.append(step)
+            yield step
+        tail = stops.push(deltas.flush()) + stops.flush()
+        if tail:
+            # text released only at the end (a character whose bytes never completed, or a
+            # held-back stop-string prefix): a last step that is not a token, so that the
+            # concatenated step texts are still the whole text
+            yield TokenStep(-1, 0.0, [], text=tail)
+        n = len(steps)
+        ids = [s.id for s in steps]
+        reason = "stop" if stops.hit else loop.stop_reason
+        notes = []
+        if w.dropped:
+            notes.append(f"the prompt ({self._prompt_len} tokens) is longer than the context "
+                         f"(max_seq_len {w.L}): kept its most recent {w.L} tokens, dropped "
+                         f"the first {w.dropped}")
+        if w.shifts:
+            notes.append(f"the context filled up {w.shifts} time(s): each time the model "
+                         f"continued from the most recent {max(1, w.L // 2)} tokens")
+        self.result = Completion(
+            prompt=self.prompt, text=stops.text, ids=ids, prompt_ids=prompt_seen,
+            stop_reason=reason, prompt_dropped=w.dropped, context_shifts=w.shifts, notes=notes,
+            seed=loop.seed, tokens=steps,
+            ttft_s=(t_first - self._t0) if t_first else None,
+            decode_tok_s=(n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else None)
+
+
+def generate(model, tok, prompt: str, params: SamplingParams | None = None, **kw) -> Completion:
+    """Run a generation to the end and return its ``Completion``."""
+    g = Generation(model, tok, prompt, params, **kw)
+    for _ in g.steps():
+        pass
+    return g.result
+
+
+def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device: str = "auto"):
+    """A run's model (eval mode) with a checkpoint's weights, on ``device``: (model, tok, cfg, ckpt).
+
+    Loading is strict; a corrupt, truncated or mismatched checkpoint raises a ``WorkbenchError``
+    naming the file.
+    """
+    from .device import resolve_device
+    from .runs import get_run, load_run_model
+
+    dev = resolve_device(device)
+    return load_run_model(get_run(ws, run_name), checkpoint, device=str(dev))
