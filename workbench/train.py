@@ -440,32 +440,19 @@ class Trainer:
         """A few continuations from BOS with their own RNG, so training randomness is untouched."""
         import torch
 
-        from .model import KVCache
+        from .generate import generate
+        from .sampling import SamplingParams
 
         model = self.raw_model
         was = model.training
         model.eval()
         g = torch.Generator(device="cpu").manual_seed(self.cfg.train.seed * 1_000_003 + self.step)
-        out = []
         n_new = min(SAMPLE_TOKENS, self.cfg.model.max_seq_len - 1)
+        params = SamplingParams(max_tokens=n_new, temperature=0.8, top_k=40, alternatives=0)
         try:
-            with torch.no_grad():
-                for _ in range(SAMPLE_COUNT):
-                    cache = KVCache.for_model(model, 1, max_seq_len=n_new + 1)
-                    ids = [self.tok.bos_id]
-                    x = torch.tensor([ids], device=self.device)
-                    for _ in range(n_new):
-                        logits = model(x, kv_cache=cache)[0, -1].float().cpu() / 0.8
-                        v, i = logits.topk(min(40, logits.numel()))
-                        nxt = int(i[torch.multinomial(torch.softmax(v, -1), 1, generator=g)])
-                        if nxt == self.tok.eos_id:
-                            break
-                        ids.append(nxt)
-                        x = torch.tensor([[nxt]], device=self.device)
-                    out.append(self.tok.decode(ids[1:]))
+            return [generate(model, self.tok, "", params, generator=g).text for _ in range(SAMPLE_COUNT)]
         finally:
             model.train(was)
-        return out
 
     def _checkpoint(self) -> None:
         import torch
