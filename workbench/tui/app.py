@@ -37,7 +37,7 @@ class WorkbenchApp(App):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
         Binding("f2", "change_theme", "Theme", id="app.theme"),
-        Binding("escape", "focus_tabs", "Tabs", id="app.focus_tabs", show=False),
+        Binding("escape", "focus_tabs", "Tabs", id="app.focus_tabs"),
         *[Binding(str(i + 1), f"show_pane('{key}')", title, id=f"app.pane.{key}",
                   group=PANES_GROUP) for i, (key, title) in enumerate(PANES)],
         # Pane actions live here (not on the panes) so the Footer shows them whatever has

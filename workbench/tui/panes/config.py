@@ -13,6 +13,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
@@ -39,6 +41,19 @@ class FieldValidator(Validator):
         return self.success()
 
 
+class HelpLine(Widget):
+    """A fixed-height line of help: changing it repaints, without re-laying out the screen
+    (a Static would, on every focus change)."""
+
+    text = reactive("", layout=False)
+
+    def render(self) -> str:
+        return self.text
+
+    def update(self, text: str) -> None:
+        self.text = text
+
+
 class ConfigPane(Vertical):
     """Edit, check and save a model + training config."""
 
@@ -58,6 +73,7 @@ class ConfigPane(Vertical):
         self.machine: dict[str, tuple[str, dict]] = {}  # device choice -> (device, memory)
         self._loading = False
         self.saved_path = None
+        self._shown_errors: dict[str, str] = {}
 
     # --- layout --------------------------------------------------------------------------
 
@@ -80,7 +96,7 @@ class ConfigPane(Vertical):
             with VerticalScroll(id="cfg-side"):
                 yield Static("", id="cfg-estimates")
                 yield Static("", id="cfg-diff")
-        yield Static("", id="cfg-help")
+        yield HelpLine(id="cfg-help")
 
     def _field_row(self, section: str, info) -> ComposeResult:
         wid = f"{section}-{info.name}"
@@ -88,6 +104,7 @@ class ConfigPane(Vertical):
             yield Label(info.name, classes="field-label")
             if info.type is bool:
                 yield Switch(bool(info.default), id=wid)
+                yield Label(_show(info.default).lower(), id=f"{wid}-state", classes="hint")
             elif info.choices:
                 yield Select([(c, c) for c in info.choices], value=info.default, id=wid,
                              allow_blank=False, compact=True)
@@ -141,6 +158,7 @@ class ConfigPane(Vertical):
         w = self.query_one(f"#{section}-{info.name}")
         if isinstance(w, Switch):
             w.value = bool(value)
+            self.query_one(f"#{w.id}-state", Label).update(str(bool(value)).lower())
         elif isinstance(w, Select):
             w.value = value
         else:
@@ -181,6 +199,8 @@ class ConfigPane(Vertical):
     @on(Switch.Changed, "#cfg-form Switch")
     def _field_changed(self, event) -> None:
         event.stop()
+        if isinstance(event.control, Switch):
+            self.query_one(f"#{event.control.id}-state", Label).update(str(event.value).lower())
         if not self._loading:
             self.recompute()
             if event.control.id == "train-device":
@@ -191,10 +211,12 @@ class ConfigPane(Vertical):
         for section, _ in SECTIONS:
             for name in self.fields[section]:
                 wid = f"{section}-{name}"
-                box = self.query_one(f"#{wid}-error", Static)
                 msg = self.errors.get(wid, "")
-                box.update(msg)
-                box.display = bool(msg)
+                if msg != self._shown_errors.get(wid, ""):  # touch only what changed
+                    box = self.query_one(f"#{wid}-error", Static)
+                    box.update(msg)
+                    box.display = bool(msg)
+        self._shown_errors = dict(self.errors)
         model = train = None
         self.form_error = ""
         if not self.errors:
@@ -289,7 +311,7 @@ class ConfigPane(Vertical):
         wid = getattr(event.widget, "id", None) or ""
         section, _, name = wid.partition("-")
         info = self.fields.get(section, {}).get(name)
-        help_box = self.query_one("#cfg-help", Static)
+        help_box = self.query_one("#cfg-help", HelpLine)
         if info is None:
             help_box.update("[dim]tab moves between fields; ctrl+s saves; ctrl+l loads a preset[/dim]")
             return

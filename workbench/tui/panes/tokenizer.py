@@ -231,6 +231,7 @@ class TokenizerPane(Vertical):
         if msg.kind == "done":
             self._set_status(f"built {msg.name}")
             self.refresh_tokenizers(select=msg.name)
+            self.query_one("#tok-table", DataTable).focus()
         elif msg.kind == "cancelled":
             self._set_status(f"cancelled {msg.name}; nothing was written")
         else:

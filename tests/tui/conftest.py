@@ -1,0 +1,55 @@
+"""Fixtures for the app tests: a synthetic corpus, a workspace with one tokenizer built from
+it (stats pinned so snapshots do not show timings), and an app with fixed machine numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from workbench.workspace import Workspace
+
+from .corpus import write_corpus
+
+SNAPSHOT_SIZE = (120, 36)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "stories.txt")
+
+
+@pytest.fixture(scope="session")
+def built_root(tmp_path_factory, corpus):
+    """A workspace folder holding tokenizer ``stories-400``, built once per session."""
+    from workbench.tokenizer import TokenizerSettings
+    from workbench.tokenizer_build import build_tokenizer
+
+    root = tmp_path_factory.mktemp("built")
+    info = build_tokenizer(Workspace.at(root), "stories-400",
+                           TokenizerSettings(vocab_size=400, sample_mb=1, data=str(corpus)))
+    stats_path = info.path / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats.update(build_seconds=1.25, train_seconds=1.0, created="2024-01-01T00:00:00+0000")
+    stats_path.write_text(json.dumps(stats))
+    return root
+
+
+@pytest.fixture
+def built_ws(built_root, tmp_path):
+    """A private copy of the built workspace, so a test may add to it."""
+    root = tmp_path / "ws"
+    shutil.copytree(built_root, root)
+    return Workspace.at(root)
+
+
+@pytest.fixture
+def make_app():
+    from workbench.tui.app import WorkbenchApp
+    from workbench.tui.sysinfo import FixedProbe
+
+    def make(ws):
+        return WorkbenchApp(ws, probe=FixedProbe(), theme="textual-dark")
+
+    return make

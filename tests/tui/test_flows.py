@@ -1,0 +1,180 @@
+"""Keyboard-only flows through the app, driven with Pilot; waits are on conditions."""
+
+from __future__ import annotations
+
+import time
+
+
+from workbench.config import read_config
+from workbench.workspace import Workspace
+
+from .corpus import write_big_corpus
+
+
+async def wait_for(pilot, cond, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def type_into(pilot, text: str):
+    await pilot.press("ctrl+u")  # clear an Input (delete everything left of the cursor)
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+async def focus(pilot, app, widget_id: str, limit: int = 60):
+    """Press tab (or shift+tab, whichever is shorter) until the widget has focus: keyboard
+    only, like a user who can see the screen."""
+    for _ in range(limit):
+        if app.focused is not None and app.focused.id == widget_id:
+            return
+        chain = app.screen.focus_chain
+        ids = [w.id for w in chain]
+        here = chain.index(app.focused) if app.focused in chain else 0
+        there = ids.index(widget_id) if widget_id in ids else here + 1
+        forward = (there - here) % len(chain)
+        await pilot.press("tab" if forward <= len(chain) - forward else "shift+tab")
+    raise AssertionError(f"could not reach #{widget_id} with tab")
+
+
+async def test_build_tokenizer_then_try_it(tmp_path, corpus, make_app):
+    from textual.widgets import DataTable, Static
+
+    app = make_app(Workspace.at(tmp_path / "ws"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await focus(pilot, app, "tok-data")
+        await type_into(pilot, str(corpus))
+        await focus(pilot, app, "tok-name")
+        await type_into(pilot, "tiny")
+        await focus(pilot, app, "tok-vocab")
+        await pilot.press("ctrl+e", "ctrl+u", "4", "0", "0")
+        await focus(pilot, app, "tok-sample")
+        await pilot.press("ctrl+e", "ctrl+u", "1")
+        await pilot.press("ctrl+b")
+        table = app.query_one("#tok-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1, what="the built tokenizer in the table")
+        row = table.get_row_at(0)
+        assert row[0] == "tiny" and row[1] == "400"
+        assert app.query_one("#tok-error", Static).render().plain == ""
+        assert (tmp_path / "ws" / "tokenizers" / "tiny" / "tokenizer.model").is_file()
+
+        # try it: type and watch the count follow
+        await focus(pilot, app, "try-input")
+        await pilot.press("pageup", "ctrl+a", *["delete"] * 100)  # an empty box
+        count = app.query_one("#try-count", Static)
+        await wait_for(pilot, lambda: str(count.render()).startswith("0 tokens"), what="empty count")
+        await pilot.press(*"the", "space", *"cat", "space", *"played")
+        await wait_for(pilot, lambda: " tokens · 14 chars" in str(count.render()),
+                       what="the token count of the typed text")
+        n = int(str(count.render()).split()[0])
+        tok = app.query_one("#tokenizer-pane").tokenizer
+        assert n == len(tok.encode("the cat played"))
+        ids = str(app.query_one("#try-ids", Static).render())
+        assert ids.split() == [str(i) for i in tok.encode("the cat played")]
+
+
+async def test_bad_vocab_shown_in_place(tmp_path, corpus, make_app):
+    from textual.widgets import Static
+
+    app = make_app(Workspace.at(tmp_path / "ws"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await focus(pilot, app, "tok-data")
+        await type_into(pilot, str(corpus))
+        await focus(pilot, app, "tok-vocab")
+        await pilot.press("ctrl+e", "ctrl+u", "9", "9", "9", "9", "9", "9")
+        await pilot.press("enter")
+        err = app.query_one("#tok-error", Static)
+        await wait_for(pilot, lambda: "vocab size" in str(err.render()), what="the error")
+        assert "32768" in str(err.render())
+        assert not app.query_one("#tokenizer-pane").building
+
+
+async def test_vocab_browser_search(built_ws, make_app):
+    from textual.widgets import DataTable
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one("#vocab-table", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 400, what="the vocabulary")
+        assert table.get_row_at(0)[0] == "0"
+        app.query_one("#tok-views").active = "tok-vocab-tab"
+        await focus(pilot, app, "vocab-search")
+        await pilot.press(*"the")
+        await wait_for(pilot, lambda: 0 < table.row_count < 400, what="filtered rows")
+        assert all("the" in table.get_row_at(r)[2].lower() for r in range(table.row_count))
+
+
+async def test_config_edit_refuse_save(tmp_path, make_app):
+    from textual.widgets import Input, Static
+
+    ws = Workspace.at(tmp_path / "ws")
+    app = make_app(ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        pane = app.query_one("#config-pane")
+        await wait_for(pilot, lambda: pane.base is not None, what="the preset to load")
+        await focus(pilot, app, "model-n_layers")
+        await type_into(pilot, "abc")
+        err = app.query_one("#model-n_layers-error", Static)
+        await wait_for(pilot, lambda: "model.n_layers = 'abc' is not allowed" in str(err.render()),
+                       what="the inline message")
+        assert "an integer >= 1" in str(err.render())
+        assert not app.query_one("#model-n_layers", Input).is_valid
+        await pilot.press("ctrl+s")
+        status = app.query_one("#cfg-status", Static)
+        await wait_for(pilot, lambda: str(status.render()).startswith("not saved"), what="refusal")
+        assert not ws.models_dir().exists() or not list(ws.models_dir().glob("*.yaml"))
+
+        # a cross-field rule: n_heads must divide dim
+        await type_into(pilot, "3")
+        await focus(pilot, app, "model-n_heads")
+        await type_into(pilot, "5")
+        form_err = app.query_one("#cfg-form-error", Static)
+        await wait_for(pilot, lambda: "must divide" in str(form_err.render()), what="cross-field error")
+        await type_into(pilot, "8")
+        await focus(pilot, app, "train-batch_size")
+        await type_into(pilot, "4")
+        await wait_for(pilot, lambda: pane.valid, what="a valid form")
+        assert "model.n_layers: 2 → 3" in str(app.query_one("#cfg-diff", Static).render())
+
+        await focus(pilot, app, "cfg-save-name")
+        await type_into(pilot, "mine")
+        await pilot.press("ctrl+s")
+        path = ws.models_dir() / "mine.yaml"
+        await wait_for(pilot, path.is_file, what="the saved YAML")
+        saved = read_config(path)
+        shown = pane.values()
+        assert saved.model.to_dict() == shown["model"]
+        assert saved.train.to_dict() == shown["train"]
+        assert saved.model.n_layers == 3 and saved.model.n_heads == 8 and saved.train.batch_size == 4
+
+
+async def test_quit_while_building_stops_it(tmp_path, corpus, make_app):
+    app = make_app(Workspace.at(tmp_path / "ws"))
+    big = write_big_corpus(tmp_path / "big.txt")  # seconds of work
+    async with app.run_test(size=(120, 40)) as pilot:
+        await focus(pilot, app, "tok-data")
+        await type_into(pilot, str(big))
+        await focus(pilot, app, "tok-vocab")
+        await pilot.press("ctrl+e", "ctrl+u", *"20000")
+        await pilot.press("ctrl+b")
+        pane = app.query_one("#tokenizer-pane")
+        t = time.monotonic()
+        await wait_for(pilot, lambda: pane._worker is not None and pane.building, what="the build")
+        status = app.query_one("#tok-status")
+        await wait_for(pilot, lambda: "reading sample" in str(status.render())
+                       or "merging" in str(status.render()), what="the child's progress")
+        assert pane.building
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        t0 = time.monotonic()
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running or app._exit_renderables is not None
+                       or app.return_code is not None, what="the app to exit", timeout=15)
+    assert time.monotonic() - t0 < 10
+    assert app.return_code == 0
+    tok_dir = tmp_path / "ws" / "tokenizers"
+    leftovers = list(tok_dir.iterdir()) if tok_dir.exists() else []
+    assert leftovers == [], leftovers  # cancelled: nothing behind, not even the temp folder
