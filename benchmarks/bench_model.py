@@ -230,13 +230,12 @@ def rot(x, cos, sin):
 class PlainMLP(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.hidden = cfg.ffn_dim
-        self.w13 = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x):
-        g, u = self.w13(x).split(self.hidden, dim=-1)
-        return self.w2(F.silu(g) * u)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class PlainBlock(nn.Module):

@@ -19,7 +19,7 @@ from workbench.trace import LoggingModule, register_cpu_sdpa_flops, render_text,
 B, T, H, HKV, D = 2, 5, 4, 2, 8
 CFG = ModelConfig(vocab_size=50, dim=H * D, n_layers=2, n_heads=H, n_kv_heads=HKV, max_seq_len=16)
 
-LAYER_PATHS = ["attn_norm", "attn", "attn.wqkv", "attn.wo", "mlp_norm", "mlp", "mlp.w13", "mlp.w2"]
+LAYER_PATHS = ["attn_norm", "attn", "attn.wqkv", "attn.wo", "mlp_norm", "mlp", "mlp.w1", "mlp.w3", "mlp.w2"]
 EXPECTED_PATHS = (["", "tok_emb", "pos"]
                   + [p for i in range(2) for p in [f"layers.{i}"] + [f"layers.{i}.{q}" for q in LAYER_PATHS]]
                   + ["norm", "lm_head"])

@@ -23,15 +23,15 @@ class GeluMLP(LoggingModule):
 class SwiGLU(LoggingModule):
     def __init__(self, cfg):
         super().__init__()
-        # gate (w1) and up (w3) projections fused into one matmul; split after
-        self.hidden = cfg.ffn_dim
-        self.w13 = Linear(cfg.dim, 2 * cfg.ffn_dim, bias=cfg.bias)
+        # gate (w1) and up (w3) as separate matmuls (llama's names): a fused one would need
+        # its output split, and the split's backward copies the whole gradient (measured slower)
+        self.w1 = Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias)
+        self.w3 = Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias)
         self.w2 = Linear(cfg.ffn_dim, cfg.dim, bias=cfg.bias)
         self.drop = dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        gate, up = self.w13(x).split(self.hidden, dim=-1)
-        return self.drop(self.w2(F.silu(gate) * up))
+        return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
 MLPS = {"gelu": GeluMLP, "swiglu": SwiGLU}
