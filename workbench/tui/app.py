@@ -12,6 +12,7 @@ from typing import Iterable
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane, Tabs
 
@@ -36,15 +37,15 @@ class WorkbenchApp(App):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
-        Binding("f2", "change_theme", "Theme", id="app.theme"),
+        Binding("f2", "change_theme", "Theme", id="app.theme", show=False),
         Binding("escape", "focus_tabs", "Tabs", id="app.focus_tabs"),
         *[Binding(str(i + 1), f"show_pane('{key}')", title, id=f"app.pane.{key}",
                   group=PANES_GROUP) for i, (key, title) in enumerate(PANES)],
         # Pane actions live here (not on the panes) so the Footer shows them whatever has
         # focus; check_action hides those of the other panes.
         Binding("ctrl+b", "pane('tokenizer', 'build')", "Build", id="tokenizer.build"),
-        Binding("ctrl+g", "pane('tokenizer', 'cancel_build')", "Cancel build", id="tokenizer.cancel"),
-        Binding("ctrl+o", "pane('tokenizer', 'browse')", "Browse data", id="tokenizer.browse"),
+        Binding("ctrl+g", "pane('tokenizer', 'cancel_build')", "Cancel", id="tokenizer.cancel"),
+        Binding("ctrl+o", "pane('tokenizer', 'browse')", "Browse", id="tokenizer.browse"),
         Binding("ctrl+s", "pane('config', 'save')", "Save as", id="config.save"),
         Binding("ctrl+l", "pane('config', 'focus_load')", "Load", id="config.load"),
     ]
@@ -63,7 +64,8 @@ class WorkbenchApp(App):
                     if key == "tokenizer":
                         yield TokenizerPane(self.ws, id="tokenizer-pane")
                     elif key == "config":
-                        yield ConfigPane(self.ws, self.probe, id="config-pane")
+                        # mounted after the first paint: the app opens faster
+                        yield Lazy(ConfigPane(self.ws, self.probe, id="config-pane"))
                     else:
                         yield LaterPane(key, id=f"{key}-pane")
         yield Footer()

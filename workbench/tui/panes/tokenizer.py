@@ -108,6 +108,8 @@ class TokenizerPane(Vertical):
     def on_mount(self) -> None:
         self._update_bytefb_hint(True)
         self.query_one("#tok-progress", ProgressBar).display = False
+        self._set_status("")
+        self.show_error("")
         self.refresh_tokenizers()
 
     # --- the list of built tokenizers ----------------------------------------------------
@@ -263,10 +265,14 @@ class TokenizerPane(Vertical):
             bar.update(total=None, progress=0)
 
     def _set_status(self, text: str) -> None:
-        self.query_one("#tok-status", Static).update(text)
+        box = self.query_one("#tok-status", Static)
+        box.update(text)
+        box.display = bool(text)
 
     def show_error(self, text: str) -> None:
-        self.query_one("#tok-error", Static).update(text)
+        box = self.query_one("#tok-error", Static)
+        box.update(text)
+        box.display = bool(text)
 
     # --- small handlers ------------------------------------------------------------------
 

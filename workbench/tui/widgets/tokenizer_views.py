@@ -101,6 +101,7 @@ class BytesPerTokenChart(PlotextPlot):
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             plt.plot(xs, ys, marker="braille")
             plt.scatter(xs, ys, marker="●")
+            plt.xticks(xs, [str(x) for x in xs])
             if len(set(xs)) == 1:
                 plt.xlim(xs[0] - 1, xs[0] + 1)
             plt.ylim(0, max(ys) * 1.15)
