@@ -14,28 +14,31 @@ HELP_TEXT = """\
 [b]workbench[/b] — build and study tiny language models.
 
 [b]Anywhere[/b]
-  [b]1[/b]–[b]6[/b]        switch pane: Tokenizer, Config, Train, Trace, Chat, Runs
-                (when a text box has focus, press [b]esc[/b] first to leave it)
-  [b]esc[/b]          leave a text box: focus the pane tabs (←/→ switch panes there)
-  [b]tab[/b] / [b]shift+tab[/b]  move between fields
-  [b]ctrl+p[/b]       command palette: panes, themes, help, quit
+  [b]1[/b]-[b]6[/b]          switch pane: Tokenizer, Config, Train, Trace, Chat, Runs
+  [b]esc[/b]          leave a text box (focus the pane tabs; ←/→ switch there);
+               number keys type digits while a text box has focus
+  [b]tab[/b]          next field ([b]shift+tab[/b]: previous)
+  [b]ctrl+p[/b]       command palette: panes, themes, help, build, save, quit
   [b]f2[/b]           choose a theme
   [b]?[/b]            this help
-  [b]ctrl+q[/b]       quit (asks first while a build is running, then stops it)
+  [b]ctrl+q[/b]       quit (asks first while a build runs, then stops it)
 
 [b]Tokenizer[/b]
-  data source: a hub id (roneneldan/TinyStories) or a local .txt/.jsonl/.json/.parquet
-  file or folder; [b]ctrl+o[/b] browses for one.
-  [b]ctrl+b[/b]       build with the settings shown      [b]ctrl+x[/b]  cancel the build
-  built tokenizers: move the cursor to a row to try it and browse its vocabulary
-  try it: type in the box; tokens show in alternating colours, with ids and the count
-  vocabulary: pieces in merge order; type in the search box to filter
+  data: a hub id (roneneldan/TinyStories) or a local .txt/.jsonl/.json/
+  .parquet file or folder of them
+  [b]ctrl+o[/b]       browse for a data file or folder
+  [b]ctrl+b[/b]       build with the settings shown
+  [b]ctrl+g[/b]       cancel the build (nothing is written)
+  table        move the cursor to a tokenizer to try it and browse it
+  Try it       type: tokens in alternating colours, their ids, the count
+  Vocabulary   pieces in merge order; the search box filters them
+  Chart        bytes per token (held-out text) across built vocab sizes
 
 [b]Config[/b]
-  load a preset or a YAML file from models/ with the selector at the top
-  every field checks its value as you type; the help of the focused field shows below
-  [b]ctrl+s[/b]       save as models/<name>.yaml (blocked while a value is invalid)
-  the estimates and the diff against the loaded preset update as you edit
+  [b]ctrl+l[/b]       load a preset or a YAML file from models/
+  fields       checked as you type; the focused field's help shows below
+  [b]ctrl+s[/b]       save as models/<name>.yaml (blocked while a value is bad)
+  estimates and the diff against the loaded preset follow your edits
 
 [dim]Press esc or ? to close.[/dim]"""
 
