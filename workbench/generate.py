@@ -141,7 +141,7 @@ class _Loop:
                     if moved:
                         cache.reset()
                     x = w.seq[w.start + cache.pos:]  # only what the cache has not seen
-                logits = model(torch.tensor([x], device=device), kv_cache=cache)[0, -1]
+                logits = model(torch.tensor([x], device=device), kv_cache=cache, logits_to_keep=1)[0, -1]
                 logits = logits.float().cpu()
                 tok = choose(logits, p, self.generator, seen)
                 step = self._step(logits, tok)

@@ -32,7 +32,9 @@ class Transformer(LoggingModule):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-    def forward(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, kv_cache=None, logits_to_keep: int = 0) -> torch.Tensor:
+        """Logits (B, T, V); with ``logits_to_keep`` n > 0 only the last n positions' (B, n, V),
+        which spares a prefill the output layer for every prompt token (generation needs one)."""
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.max_seq_len:
@@ -46,6 +48,8 @@ class Transformer(LoggingModule):
             T, start + T, dtype=torch.bool, device=idx.device).tril(start)
         for layer in self.layers:
             x = layer(x, rope, mask, kv_cache)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         if kv_cache is not None:
             kv_cache.advance(T)
