@@ -25,6 +25,7 @@ from typing import Callable
 from . import fileio
 from .data import resolve_source
 from .errors import Cancelled, WorkbenchError
+from .procs import ensure_resource_tracker
 from .tokenizer import (
     BOS_ID, EOS_ID, MODEL_FILE, PAD_ID, SETTINGS_FILE, SPACE_MARK, STATS_FILE, UNK_ID,
     Tokenizer, TokenizerInfo, TokenizerSettings, min_vocab_size, read_info,
@@ -74,6 +75,7 @@ class BuildJob:
     def start(self) -> "BuildJob":
         root = self.ws.tokenizers_dir(create=True)
         self.tmp = root / f".{self.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}"
+        ensure_resource_tracker()
         ctx = mp.get_context("spawn")
         self._q = ctx.Queue()
         self.proc = ctx.Process(

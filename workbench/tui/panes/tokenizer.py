@@ -22,7 +22,7 @@ from textual.widgets import (
 from ...data import DEFAULT_HUB_ID
 from ...errors import WorkbenchError
 from ...tokenizer import MAX_VOCAB, N_SPECIALS, TokenizerSettings, list_tokenizers
-from ..procs import ensure_resource_tracker
+from ...procs import ensure_resource_tracker
 from ..widgets.modals import PathPicker
 from ..widgets.tokenizer_views import BytesPerTokenChart, TryIt, VocabBrowser
 
