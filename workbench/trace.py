@@ -116,6 +116,8 @@ class Trace:
     device: str
     # (path, name) of every record in the order it was made; used to find where NaN appeared
     events: list = field(default_factory=list)
+    # (path, name) -> CPU copy of the logged tensors named in trace_model(keep=...); not in to_dict
+    tensors: dict = field(default_factory=dict)
 
     def calls(self) -> Iterator[Call]:
         return self.root.walk()
@@ -161,8 +163,9 @@ def _named_inputs(module: nn.Module, args: tuple, kwargs: dict) -> dict:
 
 
 class _Tracer:
-    def __init__(self, model: nn.Module, flops: bool):
+    def __init__(self, model: nn.Module, flops: bool, keep: tuple = ()):
         self.model = model
+        self.keep, self.tensors = set(keep), {}
         self.paths = {id(m): (name or "") for name, m in model.named_modules()}
         self.stack: list[Call] = []
         self.root: Optional[Call] = None
@@ -208,12 +211,19 @@ class _Tracer:
         rec = tensor_record(tensor, where)
         if self.stack:
             self.stack[-1].logs[name] = rec
-        self.events.append((self.paths.get(id(module), ""), name, rec))
+        path = self.paths.get(id(module), "")
+        self.events.append((path, name, rec))
+        if name in self.keep and tensor.device.type != "meta":
+            self.tensors[(path, name)] = tensor.detach().to("cpu", copy=True)
 
 
-def trace_model(model: nn.Module, idx: torch.Tensor, flops: bool = True, **forward_kwargs) -> Trace:
-    """Run ``model(idx, **forward_kwargs)`` once without gradients and return its trace."""
-    tracer = _Tracer(model, flops)
+def trace_model(model: nn.Module, idx: torch.Tensor, flops: bool = True, keep: tuple = (),
+                **forward_kwargs) -> Trace:
+    """Run ``model(idx, **forward_kwargs)`` once without gradients and return its trace.
+
+    ``keep`` names logged intermediates (e.g. ``("probs",)``) whose values are kept, on the
+    CPU, in ``Trace.tensors`` — for views such as an attention heatmap."""
+    tracer = _Tracer(model, flops, keep)
     handles = []
     modules = list(model.modules())
     try:
@@ -237,7 +247,7 @@ def trace_model(model: nn.Module, idx: torch.Tensor, flops: bool = True, **forwa
             if isinstance(m, LoggingModule):
                 m.__dict__.pop("_tracer", None)
     assert tracer.root is not None
-    return Trace(tracer.root, tracer._flops_now(), str(idx.device), tracer.events)
+    return Trace(tracer.root, tracer._flops_now(), str(idx.device), tracer.events, tracer.tensors)
 
 
 # ---------------------------------------------------------------- FLOPs for CPU attention
