@@ -44,8 +44,9 @@ class Attention(LoggingModule):
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, S, D), S = cache pos + T
         p = self.attn_dropout if self.training else 0.0
         if self._tracer is None:
+            # one query (a decode step) is the newest position and sees every key: no mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                               is_causal=mask is None, enable_gqa=self.gqa)
+                                               is_causal=mask is None and T > 1, enable_gqa=self.gqa)
         else:
             y = self._explicit(q, k, v, mask, p)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, C)

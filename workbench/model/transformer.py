@@ -43,8 +43,9 @@ class Transformer(LoggingModule):
         x = self.drop(self.pos(self.tok_emb(idx), start))  # (B, T, C)
         rope = self.pos.rotary(start, T)
         # with cached keys the query block sits at the end of the key range; SDPA's is_causal
-        # aligns top-left, so pass an explicit mask there (and only there)
-        mask = None if start == 0 else torch.ones(
+        # aligns top-left, so pass an explicit mask there (and only there); a single query
+        # (a decode step) sees every key and needs none
+        mask = None if start == 0 or T == 1 else torch.ones(
             T, start + T, dtype=torch.bool, device=idx.device).tril(start)
         for layer in self.layers:
             x = layer(x, rope, mask, kv_cache)
