@@ -255,4 +255,4 @@ def test_cli_trace_run_loads_latest_checkpoint_strictly(tmp_path, capsys):
     wrong = build_model(cfg.replace(dim=64), seed=0)
     save_model(wrong, str(run / "checkpoints" / "step_000100" / "model.safetensors"))
     assert main([*ws, "trace", "--run", "r1"]) == 2
-    assert "does not match the run's config" in capsys.readouterr().err
+    assert "does not match the model config" in capsys.readouterr().err

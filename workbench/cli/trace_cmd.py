@@ -80,7 +80,9 @@ def run(args, ws) -> int:
     model = build_model(mc, device=device, seed=args.seed)
     checkpoint = None
     if run_dir is not None and not args.meta:
-        checkpoint = _load_run_weights(model, run_dir)
+        from ..checkpoint import load_weights
+
+        checkpoint = load_weights(model, run_dir)
     model.eval()
 
     if ids is not None:
@@ -133,27 +135,3 @@ def _input_ids(args, ws, run_dir, mc) -> list[int] | None:
     if not ids:
         raise WorkbenchError("--text encodes to no tokens")
     return ids
-
-
-def _load_run_weights(model, run_dir: Path) -> str:
-    from safetensors.torch import load_file
-
-    latest = run_dir / "latest"
-    if not latest.is_file():
-        raise WorkbenchError(f"run {run_dir.name!r} has no checkpoint yet ({latest} is missing)")
-    name = latest.read_text(encoding="utf-8").strip()
-    weights = run_dir / "checkpoints" / name / "model.safetensors"
-    if not name or not weights.is_file():
-        raise WorkbenchError(f"checkpoint {name!r} of run {run_dir.name!r} is missing: "
-                             f"{weights} does not exist")
-    state = load_file(str(weights))
-    if model.config.tie_embeddings:  # safetensors stores a shared tensor under one name only
-        for a, b in (("lm_head.weight", "tok_emb.weight"), ("tok_emb.weight", "lm_head.weight")):
-            if a not in state and b in state:
-                state[a] = state[b]
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise WorkbenchError(f"checkpoint {weights} does not match the run's config: "
-                             f"{str(e).splitlines()[0]}") from None
-    return name
