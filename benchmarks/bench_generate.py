@@ -127,12 +127,13 @@ def main() -> int:
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--presets", nargs="*", default=["stories260K", "stories15M"])
+    ap.add_argument("--threads", type=int, default=THREADS, help=f"torch threads (default {THREADS})")
     ap.add_argument("--json", metavar="FILE", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {THREADS} threads, "
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads, "
           f"batch 1, fp32, greedy, prompt {args.prompt_len}, new {args.new_tokens}, "
           f"median of {args.reps}")
     out = []

@@ -167,6 +167,23 @@ def test_same_seed_same_text(tok):
     assert generate(model, tok, "Once upon", SamplingParams(**{**p, "seed": d.seed})).ids == d.ids
 
 
+def test_out_of_range_prompt_ids_are_refused():
+    model = build_model(ModelConfig(vocab_size=64, dim=16, n_layers=1, n_heads=2, max_seq_len=16))
+    with pytest.raises(WorkbenchError, match="prompt token id 64 is out of range"):
+        list(token_loop(model, [1, 64], SamplingParams()))
+    with pytest.raises(WorkbenchError, match="empty"):
+        list(token_loop(model, [], SamplingParams()))
+
+
+def test_model_vocab_beyond_the_tokenizer_is_never_sampled(tok):
+    model = byte_happy(build_model(ModelConfig(vocab_size=512, dim=32, n_layers=1, n_heads=4, max_seq_len=64)).eval(),
+                       tok)
+    with torch.no_grad():
+        model.lm_head.bias[400:] = 50.0  # the padded ids are by far the likeliest
+    r = generate(model, tok, "Once", SamplingParams(max_tokens=30, temperature=1.0, seed=0, stop_at_eos=False))
+    assert len(r.ids) == 30 and max(r.ids) < tok.vocab_size
+
+
 def test_bad_settings_name_the_field():
     for kw, field in [({"top_p": 0.0}, "top_p"), ({"top_k": 0}, "top_k"),
                       ({"temperature": -1}, "temperature"), ({"repetition_penalty": 0}, "repetition_penalty")]:

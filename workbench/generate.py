@@ -99,6 +99,10 @@ class _Loop:
         self.model, self.params, self.eos_id = model, params.validate(), eos_id
         self.stop_event, self.use_cache = stop_event, use_cache
         self.cfg = model.config
+        bad = [i for i in prompt_ids if not 0 <= int(i) < self.cfg.vocab_size]
+        if bad:
+            raise WorkbenchError(f"prompt token id {int(bad[0])} is out of range: the model's "
+                                 f"vocab_size is {self.cfg.vocab_size} (ids 0 to {self.cfg.vocab_size - 1})")
         self.window = _Window([int(i) for i in prompt_ids], self.cfg.max_seq_len)
         self.seed = params.seed
         if generator is None:
@@ -108,6 +112,7 @@ class _Loop:
                 self.seed = int.from_bytes(os.urandom(8), "little") >> 1
             generator = torch.Generator(device="cpu").manual_seed(self.seed)
         self.generator = generator
+        self.vocab_limit = self.cfg.vocab_size
         self.stop_reason = "max_tokens"
         self.halt = False  # set by a consumer (e.g. a stop string) to end after this token
 
@@ -142,7 +147,8 @@ class _Loop:
                         cache.reset()
                     x = w.seq[w.start + cache.pos:]  # only what the cache has not seen
                 logits = model(torch.tensor([x], device=device), kv_cache=cache, logits_to_keep=1)[0, -1]
-                logits = logits.float().cpu()
+                # ids past the tokenizer's vocab (a padded model vocab) cannot be decoded
+                logits = logits[:self.vocab_limit].float().cpu()
                 tok = choose(logits, p, self.generator, seen)
                 step = self._step(logits, tok)
                 if seen is not None:  # inference tensors are only written in inference mode
@@ -189,6 +195,7 @@ class Generation:
         self._t0 = time.perf_counter()
         self.loop = _Loop(model, ids or [tok.bos_id], self.params, tok.eos_id, generator,
                           stop_event, use_cache)
+        self.loop.vocab_limit = min(self.loop.vocab_limit, tok.vocab_size)
         self._prompt_len = len(ids or [tok.bos_id])
         self.result: Completion | None = None
 
