@@ -290,3 +290,21 @@ def test_debug_preset_on_tinystories_beats_unigram_entropy(ts_dir, tmp_path):
     unigram = float(-(p[p > 0] * np.log(p[p > 0])).sum())
     final = [r for r in get_run(w, s["run"]).metrics() if r["kind"] == "eval"][-1]["val_loss"]
     assert final < unigram, (final, unigram)
+
+
+def test_runs_list_summary_and_compare(built, corpus, capsys):
+    t, _ = train_new(built, corpus, "cmp-a", max_steps=6, eval_interval=3)
+    t.run()
+    t, _ = train_new(built, corpus, "cmp-b", max_steps=6, eval_interval=3, lr=3e-3)
+    t.run()
+    s = get_run(built, "cmp-a").summary()
+    assert s["params"] == tiny_cfg().model.n_params and s["steps"] == 6 and s["status"] == "finished"
+    assert s["best_val_loss"] is not None and s["tokens"] == 6 * 4 * 32
+    assert main(["--workspace", str(built.root), "runs", "compare", "cmp-a", "cmp-b", "--baseline", "cmp-a", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in out["vs_baseline"]}
+    assert rows["cmp-a"]["tokens_to_baseline_final"] <= 6 * 4 * 32
+    assert all(abs(d) < 1e-12 for _, d in rows["cmp-a"]["diff_vs_baseline"])
+    assert main(["--workspace", str(built.root), "eval", "cmp-a", "--json", "--batches", "2"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["checkpoint"] == "step_000006" and math.isclose(ev["val_ppl"], math.exp(ev["val_loss"]))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint, fileio
-from .config import Config, config_from_dict, read_config
+from .config import Config, config_from_dict
 from .errors import WorkbenchError
 from .workspace import Workspace, check_name
 
@@ -38,7 +38,7 @@ class Run:
         return self.path / CONFIG
 
     def config(self) -> Config:
-        return read_config(self.config_path)
+        return run_config(self)
 
     def raw_config(self) -> dict:
         import yaml
