@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Callable
 from . import checkpoint
 from .config import Config
 from .device import memory_in_use, resolve_device, resolve_precision
+from .distributed import all_reduce_mean, barrier, broadcast_run, dist_info, gather_rng, init_distributed
 from .errors import WorkbenchError
 from .evaluate import evaluate
 from .optim import lr_at, make_optimizer
@@ -68,11 +68,6 @@ class TrainingFailed(WorkbenchError):
     pass
 
 
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
 class Trainer:
     def __init__(self, ws: Workspace, run: Run | None, cfg: Config, data: DataInfo, tok: Tokenizer,
                  on_event: Callable[[Event], None] | None = None, resume_from: str | None = None):
@@ -83,7 +78,7 @@ class Trainer:
         self._stop = threading.Event()
         self._unpaused = threading.Event()
         self._unpaused.set()
-        self.rank, self.local_rank, self.world = _dist_info()
+        self.rank, self.local_rank, self.world = dist_info()
         self.state = "ready"
         self.step = 0
         self.tokens = 0
@@ -97,7 +92,7 @@ class Trainer:
             text_column: str = "text", on_event=None, prepare_progress=None) -> "Trainer":
         """Check every input, prepare data if needed, then create the run folder. Nothing is
         written to trained_models/ unless every check passed."""
-        rank, _, world = _dist_info()
+        rank, _, world = dist_info()
         tinfo = tokenizer_info(ws, tokenizer)
         tok = Tokenizer.load(tinfo.model_path)
         m = cfg.model
@@ -116,7 +111,7 @@ class Trainer:
                 raise WorkbenchError(f"run {name!r} already exists; choose another --name or --resume {name}")
         if rank == 0:
             dinfo = ensure_prepared(ws, tokenizer, data, text_column, progress=prepare_progress)
-        _barrier(world)
+        barrier(world)
         if rank != 0:
             dinfo = ensure_prepared(ws, tokenizer, data, text_column)
         for split in ("train", "val"):
@@ -132,7 +127,7 @@ class Trainer:
             data_meta = {"name": dinfo.name, "source": data, "text_column": text_column,
                          "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256}
             run = create_run(ws, run_name, cfg, tinfo.path, data_meta)
-        run = _broadcast_run(ws, run, world)
+        run = broadcast_run(ws, run, world)
         return cls(ws, run, cfg, dinfo, tok, on_event)
 
     @classmethod
@@ -356,7 +351,7 @@ class Trainer:
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
                 loss_sum += loss.item()
             if self.world > 1:
-                loss_sum = _all_reduce_mean(loss_sum, self.device)
+                loss_sum = all_reduce_mean(loss_sum, self.device)
             if not math.isfinite(loss_sum):
                 raise TrainingFailed(self._nan_message("loss", loss_sum))
             if self.scaler:
@@ -464,66 +459,14 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                "data_rng": _gather_rng(self.np_rng, self.world),
+                "data_rng": gather_rng(self.np_rng, self.world),
             }
             name = checkpoint.save_checkpoint(self.run_folder.path, self.step, self.raw_model, st, self.cfg.train.keep_last)
             self.run_folder.set_status("running", step=self.step)
             self.emit("checkpoint", name=name)
         elif self.world > 1:
-            _gather_rng(self.np_rng, self.world)
-        _barrier(self.world)
-
-
-# --- distributed helpers -----------------------------------------------------------------------
-
-
-def init_distributed() -> None:
-    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    _, _, world = _dist_info()
-    if world <= 1:
-        return
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.barrier()
-
-
-def _broadcast_run(ws: Workspace, run: Run | None, world: int) -> Run:
-    if world <= 1:
-        return run
-    import torch.distributed as dist
-
-    names = [run.name if run is not None else None]
-    dist.broadcast_object_list(names, src=0)
-    return Run(names[0], ws.run_path(names[0]))
-
-
-def _all_reduce_mean(x: float, device) -> float:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([x], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / dist.get_world_size()
-
-
-def _gather_rng(rng, world: int) -> list:
-    if world <= 1:
-        return [rng.bit_generator.state]
-    import torch.distributed as dist
-
-    states = [None] * world
-    dist.all_gather_object(states, rng.bit_generator.state)
-    return states
+            gather_rng(self.np_rng, self.world)
+        barrier(self.world)
 
 
 def _is_oom(e: Exception) -> bool:
