@@ -1,0 +1,511 @@
+"""The Trace pane: one traced forward pass of a config (random init) or a run's checkpoint,
+as a tree of calls with repeated blocks folded, a detail panel, the attention heatmap,
+anomalies, meta-device mode, saving (JSON and text) and a diff against a baseline trace.
+
+The forward runs in a thread worker that posts one message when done; the tree is filled on
+the UI thread. Saved traces go to ``traces/`` in the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, Input, Label, Select, Static, Switch, Tree
+
+from ...errors import WorkbenchError
+from ..widgets import trace_views as tv
+
+DEFAULT_TEXT = "Once upon a time, there was a little girl named Lily."
+INIT = "@init"          # checkpoint choice: freshly initialised weights
+RANDOM_IDS = "@random"  # tokenizer choice: random token ids instead of text
+RUN_TOK = "@run"        # tokenizer choice: the run's own
+NO_BASE, PINNED = "@none", "@pinned"
+N_RANDOM = 8
+
+
+def traces_dir(ws) -> Path:
+    return Path(ws.root) / "traces"
+
+
+class TracePane(Vertical):
+    """Trace a model and look inside it."""
+
+    class Done(Message):
+        def __init__(self, result: dict | None = None, tensors: dict | None = None, error: str = ""):
+            super().__init__()
+            self.result, self.tensors, self.error = result, tensors or {}, error
+
+    def __init__(self, ws, probe, **kw):
+        super().__init__(**kw)
+        self.ws, self.probe = ws, probe
+        self.tracing = False
+        self.result: dict | None = None   # header + Trace.to_dict()
+        self.tensors: dict = {}           # (path, "probs") -> (B, H, T, T)
+        self.baseline: tuple[str, dict] | None = None
+        self.pinned: tuple[str, dict] | None = None
+        self.head = 0
+        self.attn_layer = 0
+        self._node: tv.Node | None = None
+
+    # --- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="tr-row first"):
+            yield Label("model", classes="top-label")
+            yield Select([], id="tr-source", allow_blank=True, compact=True, prompt="config or run")
+            yield Label("weights", classes="top-label")
+            yield Select([("random init", INIT)], id="tr-ckpt", value=INIT, allow_blank=False,
+                         compact=True)
+            yield Label("meta", classes="top-label")
+            yield Switch(False, id="tr-meta")
+            yield Button("Trace", id="tr-run", variant="primary", compact=True)
+        with Horizontal(classes="tr-row"):
+            yield Label("text", classes="top-label")
+            yield Input(DEFAULT_TEXT, id="tr-text", compact=True, placeholder="input text")
+            yield Label("tokenizer", classes="top-label")
+            yield Select([], id="tr-tok", allow_blank=True, compact=True, prompt="tokenizer")
+        yield Static("", id="tr-status")
+        with Horizontal(id="tr-body"):
+            tree: Tree = Tree("no trace yet: choose a model and press ctrl+g", id="tr-tree")
+            tree.show_root = True
+            tree.guide_depth = 2
+            yield tree
+            with VerticalScroll(id="tr-side"):
+                yield Static("", id="tr-detail")
+                yield Static("", id="tr-heatmap")
+        with Horizontal(classes="tr-row", id="tr-bottom"):
+            yield Label("save as", classes="top-label")
+            yield Input("", id="tr-save-name", compact=True, placeholder="name")
+            yield Label("diff vs", classes="top-label")
+            yield Select([("none", NO_BASE)], id="tr-base", value=NO_BASE, allow_blank=False,
+                         compact=True)
+
+    def on_mount(self) -> None:
+        self.refresh_sources()
+        self._set_status("")
+
+    def on_show(self) -> None:
+        self.refresh_sources()  # runs trained since the pane was last shown
+
+    # --- choices -------------------------------------------------------------------------
+
+    def refresh_sources(self) -> None:
+        from ...config import preset_names
+        from ...runs import list_runs
+
+        opts = [(f"{r.name}  (run)", f"run:{r.name}") for r in list_runs(self.ws)]
+        opts += [(f"{n}  (config)", f"config:{n}") for n in preset_names(self.ws)]
+        src = self.query_one("#tr-source", Select)
+        current = src.value
+        values = [v for _, v in opts]
+        if opts != getattr(self, "_source_opts", None):
+            self._source_opts = opts
+            with self.prevent(Select.Changed):
+                src.set_options(opts)
+            if current in values:
+                with self.prevent(Select.Changed):
+                    src.value = current
+            else:
+                default = "config:debug" if "config:debug" in values else (values[0] if values else None)
+                if default is not None:
+                    src.value = default
+                    self._source_changed_to(default)
+        self._refresh_baselines()
+
+    @on(Select.Changed, "#tr-source")
+    def _source_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if isinstance(event.value, str):
+            self._source_changed_to(event.value)
+
+    def _source_changed_to(self, value: str, checkpoint: str | None = None) -> None:
+        from ...runs import get_run
+        from ...tokenizer import list_tokenizers
+
+        kind, _, name = value.partition(":")
+        ckpt = self.query_one("#tr-ckpt", Select)
+        tok = self.query_one("#tr-tok", Select)
+        if kind == "run":
+            try:
+                names = list(reversed(get_run(self.ws, name).checkpoints()))
+            except WorkbenchError as e:
+                self.show_error(str(e))
+                names = []
+            ckpt.set_options([(n, n) for n in names] + [("random init", INIT)])
+            ckpt.value = checkpoint if checkpoint in names else (names[0] if names else INIT)
+            ckpt.disabled = False
+            tok.set_options([("the run's own", RUN_TOK)])
+            tok.value = RUN_TOK
+            tok.disabled = True
+        else:
+            ckpt.set_options([("random init", INIT)])
+            ckpt.value = INIT
+            ckpt.disabled = True
+            try:
+                toks = [i.name for i in list_tokenizers(self.ws)]
+            except WorkbenchError:
+                toks = []
+            prev = tok.value
+            tok.set_options([(t, t) for t in toks] + [(f"{N_RANDOM} random ids", RANDOM_IDS)])
+            tok.value = prev if prev in toks else (toks[0] if toks else RANDOM_IDS)
+            tok.disabled = False
+        self.query_one("#tr-save-name", Input).placeholder = self._default_name()
+
+    def open_run(self, run_name: str, checkpoint: str | None = None) -> None:
+        """Select a run (its latest checkpoint unless one is named), ready to trace."""
+        self.refresh_sources()
+        src = self.query_one("#tr-source", Select)
+        value = f"run:{run_name}"
+        if value not in [v for _, v in self._source_opts]:
+            self.show_error(f"run {run_name!r} not found in {self.ws.runs_dir()}")
+            return
+        with self.prevent(Select.Changed):
+            src.value = value
+        self._source_changed_to(value, checkpoint)
+        self._set_status(f"run {run_name} selected: press ctrl+g to trace it")
+
+    def _default_name(self) -> str:
+        src = self.query_one("#tr-source", Select).value
+        name = str(src).partition(":")[2] if isinstance(src, str) else "trace"
+        ck = self.query_one("#tr-ckpt", Select).value
+        return f"{name}-{'init' if ck == INIT else ck}"
+
+    def request(self) -> dict:
+        """The trace request from the form; raises WorkbenchError naming the bad field."""
+        src = self.query_one("#tr-source", Select).value
+        if not isinstance(src, str):
+            raise WorkbenchError("model: choose a config or a run to trace")
+        kind, _, name = src.partition(":")
+        text = self.query_one("#tr-text", Input).value
+        tok = self.query_one("#tr-tok", Select).value
+        if tok != RANDOM_IDS and not text.strip():
+            raise WorkbenchError("text is empty: type some input text, or choose "
+                                 f"'{N_RANDOM} random ids' as the tokenizer")
+        return {"kind": kind, "name": name, "checkpoint": self.query_one("#tr-ckpt", Select).value,
+                "text": text, "tokenizer": tok, "meta": self.query_one("#tr-meta", Switch).value}
+
+    # --- tracing -------------------------------------------------------------------------
+
+    def action_trace(self) -> None:
+        if self.tracing:
+            return
+        self.show_error("")
+        try:
+            req = self.request()
+        except WorkbenchError as e:
+            self.show_error(str(e))
+            return
+        self.tracing = True
+        self.app.refresh_bindings()
+        self.query_one("#tr-run", Button).disabled = True
+        self._set_status(f"tracing {req['name']} …")
+        self._trace_worker(req)
+
+    @work(thread=True, exclusive=True, group="trace", exit_on_error=False)
+    def _trace_worker(self, req: dict) -> None:
+        try:
+            result, tensors = run_trace(self.ws, self.probe, req)
+        except WorkbenchError as e:
+            self.post_message(self.Done(error=str(e)))
+        except Exception as e:  # never a traceback in the user's face
+            self.post_message(self.Done(error=f"{type(e).__name__}: {e}"))
+        else:
+            self.post_message(self.Done(result, tensors))
+
+    def on_trace_pane_done(self, msg: "TracePane.Done") -> None:
+        self.tracing = False
+        self.app.refresh_bindings()
+        self.query_one("#tr-run", Button).disabled = False
+        if msg.error:
+            self._set_status("")
+            self.show_error(msg.error)
+            return
+        self.result, self.tensors = msg.result, msg.tensors
+        self.show_trace()
+        self.query_one("#tr-tree", Tree).focus()
+
+    def show_trace(self) -> None:
+        r = self.result
+        tree = self.query_one("#tr-tree", Tree)
+        tree.clear()
+        root = r["root"]
+        total = r.get("total_flops", 0)
+        tree.root.set_label(tv.call_label(root, "", total))
+        tree.root.data = tv.Node("call", call=root)
+        self._add_children(tree.root, root, total)
+        tree.root.expand()
+        tree.move_cursor(tree.root)
+        anomalies = tv.anomaly_list(root)
+        B, T = r["input_shape"]
+        where = r["device"] + (" (shapes only)" if r["device"] == "meta" else "")
+        text = (f"{r['source']}{', ' + r['checkpoint'] if r.get('checkpoint') else ''}: input ({B}, {T}) on "
+                f"{where} · {r['params']:,} parameters · {tv.fmt_count(total)} FLOPs")
+        if anomalies:
+            first = r.get("first_nonfinite")
+            text += f"\n[b red]!! {len(anomalies)} anomalies[/]: " + "; ".join(
+                f"{p} {f}" for p, f in anomalies[:3])
+            if first:
+                text += f" — first non-finite: {first['name']} at {first['path'] or '(model)'}"
+        else:
+            text += " · no anomalies"
+        self._set_status(text)
+        self.query_one("#tr-save-name", Input).placeholder = self._default_name()
+        self._show_node(tree.root.data)
+
+    def _add_children(self, parent, call: dict, total: int) -> None:
+        for name, rec in call.get("logs", {}).items():
+            parent.add_leaf(tv.log_label(name, rec), data=tv.Node("log", call=call, name=name, rec=rec))
+        for item in tv.fold(call.get("children", [])):
+            if item.kind == "group":
+                g = parent.add(tv.group_label(item, call["path"], total), data=item)
+                for c in item.calls:
+                    self._add_call(g, c, call["path"], total)
+            else:
+                self._add_call(parent, item.call, call["path"], total)
+
+    def _add_call(self, parent, c: dict, parent_path: str, total: int) -> None:
+        label, data = tv.call_label(c, parent_path, total), tv.Node("call", call=c)
+        if c.get("children") or c.get("logs"):
+            self._add_children(parent.add(label, data=data), c, total)
+        else:
+            parent.add_leaf(label, data=data)
+
+    # --- the detail panel and heatmap ----------------------------------------------------
+
+    @on(Tree.NodeHighlighted, "#tr-tree")
+    def _highlighted(self, event: Tree.NodeHighlighted) -> None:
+        event.stop()
+        if isinstance(event.node.data, tv.Node):
+            self._show_node(event.node.data)
+
+    def _show_node(self, node: tv.Node) -> None:
+        from rich.console import Group
+
+        self._node = node
+        if self.result is None:
+            return
+        base = tv.calls_by_path(self.baseline[1]) if self.baseline else None
+        parts = []
+        if self.baseline and node.kind == "call" and node.call is self.result["root"]:
+            parts.append(tv.diff_summary(self.baseline[1], self.result, self.baseline[0]))
+        parts.append(tv.detail(node, self.result, base))
+        self.query_one("#tr-detail", Static).update(Group(*parts))
+        layer = tv.layer_of(node.path)
+        if layer is not None:
+            self.attn_layer = layer
+        self._show_heatmap()
+
+    def _show_heatmap(self) -> None:
+        box = self.query_one("#tr-heatmap", Static)
+        r = self.result
+        if r is None:
+            box.update("")
+            return
+        key = next((k for k in self.tensors if k[1] == "probs" and tv.layer_of(k[0]) == self.attn_layer), None)
+        if key is None:
+            why = ("shapes only on the meta device" if r["device"] == "meta"
+                   else "no attention values in this trace")
+            box.update(f"[dim]attention heatmap: {why}[/dim]")
+            return
+        probs = self.tensors[key]
+        H = probs.shape[1]
+        self.head %= H
+        box.update(tv.heatmap(probs[0, self.head], r.get("labels", []), self.attn_layer, self.head, H))
+
+    def action_head(self, step: int) -> None:
+        self.head += step
+        self._show_heatmap()
+
+    # --- save and diff -------------------------------------------------------------------
+
+    def action_save(self) -> None:
+        from ... import fileio
+        from ...trace import render_text
+        from ...workspace import check_name
+
+        self.show_error("")
+        if self.result is None:
+            self.show_error("nothing to save yet: trace a model first (ctrl+g)")
+            return
+        field = self.query_one("#tr-save-name", Input)
+        try:
+            name = check_name("trace", field.value.strip() or self._default_name())
+        except WorkbenchError as e:
+            self.show_error(f"save as: {e}")
+            return
+        folder = traces_dir(self.ws)
+        try:
+            fileio.write_json(folder / f"{name}.json", self.result)
+            fileio.write_text(folder / f"{name}.txt", header_text(self.result) + "\n"
+                              + render_text(self.result) + "\n")
+        except OSError as e:
+            self.show_error(f"cannot write {folder}: {e.strerror or e}")
+            return
+        self._refresh_baselines()
+        self.notify(f"saved traces/{name}.json and traces/{name}.txt")
+        self._set_status(f"saved {folder / name}.json and .txt")
+
+    def action_pin(self) -> None:
+        if self.result is None:
+            self.show_error("nothing to pin yet: trace a model first (ctrl+g)")
+            return
+        self.pinned = (f"pinned {self._default_name()}", self.result)
+        self._refresh_baselines()
+        self.query_one("#tr-base", Select).value = PINNED
+        self.notify("pinned as the diff baseline: trace another model or checkpoint to compare")
+
+    def _refresh_baselines(self) -> None:
+        sel = self.query_one("#tr-base", Select)
+        opts = [("none", NO_BASE)]
+        if self.pinned:
+            opts.append((self.pinned[0], PINNED))
+        folder = traces_dir(self.ws)
+        if folder.is_dir():
+            opts += [(f"traces/{p.name}", str(p)) for p in sorted(folder.glob("*.json"))]
+        if opts == getattr(self, "_base_opts", None):
+            return
+        self._base_opts = opts
+        current = sel.value
+        with self.prevent(Select.Changed):
+            sel.set_options(opts)
+            sel.value = current if current in [v for _, v in opts] else NO_BASE
+
+    @on(Select.Changed, "#tr-base")
+    def _base_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        v = event.value
+        self.show_error("")
+        if v == PINNED and self.pinned:
+            self.baseline = self.pinned
+        elif isinstance(v, str) and v not in (NO_BASE, PINNED):
+            try:
+                d = json.loads(Path(v).read_text(encoding="utf-8"))
+                if "root" not in d:
+                    raise ValueError("no 'root' call")
+                self.baseline = (f"traces/{Path(v).name}", d)
+            except (OSError, ValueError) as e:
+                self.baseline = None
+                self.show_error(f"diff vs: cannot read {v}: {e}")
+        else:
+            self.baseline = None
+        if self._node is not None:
+            self._show_node(self._node)
+
+    # --- small handlers ------------------------------------------------------------------
+
+    def check_pane_action(self, action: str) -> bool | None:
+        if action == "trace":
+            return None if self.tracing else True
+        if action in ("head_prev", "head_next"):
+            return bool(self.tensors)
+        return True
+
+    def action_head_prev(self) -> None:
+        self.action_head(-1)
+
+    def action_head_next(self) -> None:
+        self.action_head(1)
+
+    @on(Button.Pressed, "#tr-run")
+    def _run_pressed(self) -> None:
+        self.action_trace()
+
+    @on(Input.Submitted, "#tr-text")
+    def _text_submitted(self) -> None:
+        self.action_trace()
+
+    @on(Input.Submitted, "#tr-save-name")
+    def _name_submitted(self) -> None:
+        self.action_save()
+
+    @on(Select.Changed, "#tr-ckpt")
+    def _ckpt_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.query_one("#tr-save-name", Input).placeholder = self._default_name()
+
+    def _set_status(self, text: str) -> None:
+        box = self.query_one("#tr-status", Static)
+        box.remove_class("error")
+        box.update(text)
+
+    def show_error(self, text: str) -> None:
+        box = self.query_one("#tr-status", Static)
+        box.set_class(bool(text), "error")
+        box.update(text)
+
+
+def header_text(r: dict) -> str:
+    B, T = r["input_shape"]
+    return (f"{r['source']}{', checkpoint ' + r['checkpoint'] if r.get('checkpoint') else ''}: "
+            f"{r['params']:,} parameters, input ({B}, {T}) on {r['device']}"
+            + (f"\ntext: {r['text']!r}" if r.get("text") else ""))
+
+
+def run_trace(ws, probe, req: dict) -> tuple[dict, dict]:
+    """Build the model, load weights, encode the text and trace one forward (worker thread)."""
+    import torch
+
+    from ...checkpoint import load_weights
+    from ...config import load_config
+    from ...estimate import fmt_bytes, param_count
+    from ...model import build_model
+    from ...runs import get_run, run_config
+    from ...tokenizer import Tokenizer, load_tokenizer
+    from ...trace import trace_model
+
+    run = None
+    if req["kind"] == "run":
+        run = get_run(ws, req["name"])
+        cfg = run_config(run)
+        tok = Tokenizer.load(run.tokenizer_path())
+        source = f"run {req['name']}"
+    else:
+        cfg = load_config(req["name"], ws)
+        tok = None if req["tokenizer"] == RANDOM_IDS else load_tokenizer(ws, req["tokenizer"])
+        source = f"config {req['name']}"
+    mc = cfg.model
+    if tok is not None:
+        if tok.vocab_size > mc.vocab_size:
+            raise WorkbenchError(f"tokenizer: it has {tok.vocab_size} pieces but the model's "
+                                 f"vocab_size is {mc.vocab_size}; choose another tokenizer or "
+                                 f"'{N_RANDOM} random ids'")
+        ids = tok.encode(req["text"])
+        if not ids:
+            raise WorkbenchError("text encodes to no tokens")
+        labels = [tok.surface(i) for i in ids]
+    else:
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, mc.vocab_size, (N_RANDOM,), generator=g).tolist()
+        labels = [str(i) for i in ids]
+    if len(ids) > mc.max_seq_len:
+        raise WorkbenchError(f"text: it has {len(ids)} tokens but the model's max_seq_len is "
+                             f"{mc.max_seq_len}; shorten it")
+    n_params = param_count(mc)
+    meta = bool(req["meta"])
+    if not meta:
+        need, have = 4 * n_params, probe.available("cpu")["available"]
+        if need > 0.8 * have:
+            raise WorkbenchError(f"the weights alone need {fmt_bytes(need)} and only "
+                                 f"{fmt_bytes(have)} of RAM is free: switch on meta to trace shapes")
+    device = "meta" if meta else "cpu"
+    model = build_model(mc, device=device, seed=0)
+    checkpoint = None
+    if run is not None and req["checkpoint"] != INIT:
+        if meta:
+            checkpoint = "not loaded (meta)"
+        else:
+            checkpoint = load_weights(model, run.path, req["checkpoint"])
+    elif run is not None:
+        checkpoint = "random init"
+    model.eval()
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    trace = trace_model(model, idx, keep=("probs",))
+    result = {"source": source, "checkpoint": checkpoint, "model": mc.to_dict(), "params": n_params,
+              "input_shape": [1, len(ids)], "text": req["text"] if tok is not None else None,
+              "tokens": ids, "labels": labels, **trace.to_dict()}
+    return result, trace.tensors
