@@ -17,9 +17,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane, Tabs
 
 from ..workspace import Workspace
+from .panes.chat import ChatPane
 from .panes.config import ConfigPane
 from .panes.later import LaterPane
 from .panes.tokenizer import TokenizerPane
+from .panes.trace import TracePane
 from .sysinfo import SystemProbe
 from .widgets.modals import ConfirmScreen, HelpScreen
 
@@ -38,6 +40,8 @@ class WorkbenchApp(App):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
         Binding("f2", "change_theme", "Theme", id="app.theme", show=False),
+        # before focus_tabs: while a reply streams, esc stops it
+        Binding("escape", "pane('chat', 'stop')", "Stop", id="chat.stop"),
         Binding("escape", "focus_tabs", "Tabs", id="app.focus_tabs"),
         *[Binding(str(i + 1), f"show_pane('{key}')", title, id=f"app.pane.{key}",
                   group=PANES_GROUP) for i, (key, title) in enumerate(PANES)],
@@ -48,6 +52,18 @@ class WorkbenchApp(App):
         Binding("ctrl+o", "pane('tokenizer', 'browse')", "Browse", id="tokenizer.browse"),
         Binding("ctrl+s", "pane('config', 'save')", "Save as", id="config.save"),
         Binding("ctrl+l", "pane('config', 'focus_load')", "Load", id="config.load"),
+        Binding("ctrl+g", "pane('trace', 'trace')", "Trace", id="trace.run"),
+        Binding("left_square_bracket", "pane('trace', 'head_prev')", "Head-", id="trace.head_prev",
+                key_display="["),
+        Binding("right_square_bracket", "pane('trace', 'head_next')", "Head+", id="trace.head_next",
+                key_display="]"),
+        Binding("ctrl+b", "pane('trace', 'pin')", "Pin for diff", id="trace.pin"),
+        Binding("ctrl+s", "pane('trace', 'save')", "Save", id="trace.save"),
+        Binding("ctrl+g", "pane('chat', 'generate')", "Generate", id="chat.generate"),
+        Binding("ctrl+r", "pane('chat', 'regenerate')", "Regenerate", id="chat.regenerate"),
+        Binding("ctrl+t", "pane('chat', 'probs')", "Probs", id="chat.probs"),
+        Binding("ctrl+o", "pane('chat', 'copy')", "Copy", id="chat.copy"),
+        Binding("ctrl+l", "pane('chat', 'clear')", "Clear", id="chat.clear"),
     ]
 
     def __init__(self, ws: Workspace, probe=None, theme: str | None = None):
@@ -66,6 +82,10 @@ class WorkbenchApp(App):
                     elif key == "config":
                         # mounted after the first paint: the app opens faster
                         yield Lazy(ConfigPane(self.ws, self.probe, id="config-pane"))
+                    elif key == "trace":
+                        yield TracePane(self.ws, self.probe, id="trace-pane")
+                    elif key == "chat":
+                        yield ChatPane(self.ws, self.probe, id="chat-pane")
                     else:
                         yield LaterPane(key, id=f"{key}-pane")
         yield Footer()
@@ -102,6 +122,10 @@ class WorkbenchApp(App):
                 return self.busy
             if parameters[1:] == ("build",):
                 return None if self.busy else True  # shown, greyed out, while building
+            # a pane may say which of its actions apply now (e.g. Pause vs Resume)
+            target = self.query(f"#{parameters[0]}-pane")
+            if len(parameters) > 1 and target and hasattr(target.first(), "check_pane_action"):
+                return target.first().check_pane_action(parameters[1])
         return True
 
     @on(TabbedContent.TabActivated, "#panes")
@@ -155,6 +179,9 @@ class WorkbenchApp(App):
                                              "Stop and quit", "Keep working"), answer)
 
     async def on_unmount(self) -> None:
+        chat = self.query(ChatPane)
+        if chat:
+            await chat.first().stop_and_wait()
         # However the app ends, no build process outlives it.
         pane = self.query(TokenizerPane)
         if pane and pane.first().building:
