@@ -103,6 +103,10 @@ class WorkbenchApp(App):
     # --- panes ---------------------------------------------------------------------------
 
     def action_show_pane(self, key: str) -> None:
+        # Move focus to the tabs first: when the focused widget's pane is hidden, Textual hands
+        # focus to a focusable sibling inside that hidden pane, and the pane comes straight back.
+        if self.active_pane != key and not isinstance(self.focused, Tabs):
+            self.action_focus_tabs()
         self.query_one("#panes", TabbedContent).active = key
 
     @property
