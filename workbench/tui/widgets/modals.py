@@ -40,6 +40,25 @@ HELP_TEXT = """\
   [b]ctrl+s[/b]       save as models/<name>.yaml (blocked while a value is bad)
   estimates and the diff against the loaded preset follow your edits
 
+[b]Trace[/b]
+  model        a config (random init) or a run and checkpoint
+  meta         shapes only, for configs too large for RAM
+  [b]ctrl+g[/b]       trace one forward pass of the text
+  tree         ↑/↓ move, space unfolds layers ×N, a block, attention's
+               q k v scores probs; the right side details the node
+  [b][[/b] [b]][/b]          previous / next head of the attention heatmap
+  [b]ctrl+b[/b]       pin this trace as the diff baseline (or pick a saved one)
+  [b]ctrl+s[/b]       save traces/<name>.json and traces/<name>.txt
+
+[b]Chat[/b]
+  [b]ctrl+g[/b]       generate from the prompt (enter adds a line)
+  [b]esc[/b]          stop the reply that is streaming
+  [b]ctrl+r[/b]       regenerate (a fixed seed moves to the next one)
+  [b]ctrl+t[/b]       colour tokens by probability; in a reply, ←/→ pick a
+               token to see the model's top 5 choices there
+  [b]ctrl+o[/b]       copy the reply · [b]ctrl+l[/b] clear
+  side by side: a second checkpoint answers the same prompt
+
 [dim]Press esc or ? to close.[/dim]"""
 
 
