@@ -20,8 +20,10 @@ from ..workspace import Workspace
 from .panes.chat import ChatPane
 from .panes.config import ConfigPane
 from .panes.later import LaterPane
+from .panes.runs import RunsPane
 from .panes.tokenizer import TokenizerPane
 from .panes.trace import TracePane
+from .panes.train import TrainPane
 from .sysinfo import SystemProbe
 from .widgets.modals import ConfirmScreen, HelpScreen
 
@@ -52,6 +54,20 @@ class WorkbenchApp(App):
         Binding("ctrl+o", "pane('tokenizer', 'browse')", "Browse", id="tokenizer.browse"),
         Binding("ctrl+s", "pane('config', 'save')", "Save as", id="config.save"),
         Binding("ctrl+l", "pane('config', 'focus_load')", "Load", id="config.load"),
+        Binding("ctrl+r", "pane('train', 'start')", "Start", id="train.start"),
+        Binding("ctrl+t", "pane('train', 'pause')", "Pause", id="train.pause"),
+        Binding("ctrl+t", "pane('train', 'unpause')", "Resume", id="train.unpause"),
+        Binding("ctrl+g", "pane('train', 'stop')", "Stop", id="train.stop"),
+        Binding("ctrl+y", "pane('train', 'toggle_log_y')", "Log y", id="train.log_y"),
+        Binding("ctrl+n", "pane('train', 'next_x_axis')", "X axis", id="train.x_axis"),
+        Binding("space", "pane('runs', 'toggle_select')", "Select", id="runs.select"),
+        Binding("ctrl+b", "pane('runs', 'baseline')", "Baseline", id="runs.baseline"),
+        Binding("ctrl+r", "pane('runs', 'resume')", "Resume", id="runs.resume"),
+        Binding("ctrl+t", "pane('runs', 'trace')", "Trace", id="runs.trace"),
+        Binding("ctrl+o", "pane('runs', 'chat')", "Chat", id="runs.chat"),
+        Binding("ctrl+e", "pane('runs', 'export')", "Export", id="runs.export"),
+        Binding("ctrl+n", "pane('runs', 'rename')", "Rename", id="runs.rename"),
+        Binding("ctrl+d", "pane('runs', 'delete')", "Delete", id="runs.delete"),
         Binding("ctrl+g", "pane('trace', 'trace')", "Trace", id="trace.run"),
         Binding("left_square_bracket", "pane('trace', 'head_prev')", "Head-", id="trace.head_prev",
                 key_display="["),
@@ -82,6 +98,10 @@ class WorkbenchApp(App):
                     elif key == "config":
                         # mounted after the first paint: the app opens faster
                         yield Lazy(ConfigPane(self.ws, self.probe, id="config-pane"))
+                    elif key == "train":
+                        yield TrainPane(self.ws, self.probe, id="train-pane")
+                    elif key == "runs":
+                        yield RunsPane(self.ws, id="runs-pane")
                     elif key == "trace":
                         yield TracePane(self.ws, self.probe, id="trace-pane")
                     elif key == "chat":
@@ -136,6 +156,17 @@ class WorkbenchApp(App):
     def _pane_changed(self) -> None:
         self.refresh_bindings()
 
+    def open_run_in(self, pane_key: str, run_name: str) -> None:
+        """Show pane ``pane_key`` ("trace" or "chat") with run ``run_name`` in it: the hook the
+        Runs pane uses. The pane (mounted as ``#<pane_key>-pane``) opts in by defining
+        ``open_run(run_name: str)``; until it does, the user is told plainly."""
+        self.action_show_pane(pane_key)
+        target = self.query(f"#{pane_key}-pane")
+        if target and hasattr(target.first(), "open_run"):
+            target.first().open_run(run_name)
+        else:
+            self.notify(f"the {pane_key} pane cannot open runs yet", severity="warning")
+
     def action_focus_tabs(self) -> None:
         self.query_one("#panes", TabbedContent).query_one(Tabs).focus()
 
@@ -169,6 +200,17 @@ class WorkbenchApp(App):
         return self.query_one(TokenizerPane).building
 
     async def action_quit(self) -> None:
+        train = self.query(TrainPane)
+        if train and train.first().running:
+            async def stop_training(yes: bool | None) -> None:
+                if yes:
+                    self.notify("stopping training (a checkpoint is kept) …")
+                    await train.first().stop_and_wait()
+                    self.exit(0)
+
+            await self.push_screen(ConfirmScreen("Training is running. Stop it (a checkpoint is kept) "
+                                                 "and quit?", "Stop and quit", "Keep training"), stop_training)
+            return
         if not self.busy:
             self.exit(0)
             return
@@ -190,6 +232,9 @@ class WorkbenchApp(App):
         pane = self.query(TokenizerPane)
         if pane and pane.first().building:
             await pane.first().stop_build()
+        train = self.query(TrainPane)
+        if train:
+            await train.first().stop_and_wait()
 
 
 def run(ws: Workspace) -> int:

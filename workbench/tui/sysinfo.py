@@ -37,6 +37,12 @@ class SystemProbe:
 
         return available_memory(device)
 
+    def devices(self) -> list[dict]:
+        """Every device torch can use (imports torch: call it from a worker thread)."""
+        from ..device import describe_devices
+
+        return describe_devices()
+
 
 @dataclass
 class FixedProbe:
@@ -51,3 +57,7 @@ class FixedProbe:
 
     def available(self, device: str) -> dict:
         return {"device": device, "available": self.free, "total": self.total}
+
+    def devices(self) -> list[dict]:
+        return [{"device": "cpu", "name": "Test CPU", "cores": 2, "memory_bytes": self.total,
+                 "available": True}]

@@ -1,0 +1,62 @@
+"""Recorded training streams and run folders for the Train and Runs pane tests: fixed numbers,
+so snapshots are the same on every machine."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from workbench.config import load_config
+from workbench.train import Event
+
+
+def log_row(step: int, seed: float = 0.0, scale: float = 1.0) -> dict:
+    loss = scale * (1.0 + 5.0 * math.exp(-step / 40)) + 0.15 * math.sin(step * 1.7 + seed)
+    lr = 0.003 * min(1.0, step / 10) * (0.55 + 0.45 * math.cos(math.pi * step / 200))
+    return {"kind": "train", "step": step, "tokens": step * 512, "loss": loss, "lr": lr,
+            "grad_norm": 0.5 + 0.1 * math.cos(step), "tok_s": 9000 + 400 * math.sin(step / 7),
+            "elapsed": step * 0.06, "mem": 300 * 2**20, "progress": step / 200}
+
+
+def eval_row(step: int, scale: float = 1.0) -> dict:
+    v = scale * (1.1 + 5.0 * math.exp(-step / 45))
+    return {"kind": "eval", "step": step, "tokens": step * 512, "elapsed": step * 0.06, "val_loss": v,
+            "val_ppl": math.exp(v), "bpb": v / math.log(2) / 2.5, "top1": 0.3, "top5": 0.6}
+
+
+def train_events(upto: int = 120) -> list[Event]:
+    evs = [Event("start", 0, {"run": "debug-recorded", "params": 30_000, "device": "cpu",
+                              "precision": "fp32", "world": 1, "resumed_from": None,
+                              "tokens_per_step": 512, "data": "stories"})]
+    for step in range(1, upto + 1):
+        r = log_row(step)
+        evs.append(Event("step", step, {"loss": r["loss"], "lr": r["lr"], "tokens": r["tokens"],
+                                        "grad_norm": r["grad_norm"], "elapsed": r["elapsed"]}))
+        if step % 5 == 0:
+            evs.append(Event("log", step, r))
+        if step % 50 == 0:
+            evs.append(Event("eval", step, eval_row(step)))
+            evs.append(Event("sample", step, {"texts": ["Once upon a time, there was a little cat named Tom.",
+                                                        "Lily liked to play in the park with her ball."]}))
+        if step % 100 == 0:
+            evs.append(Event("checkpoint", step, {"name": f"step_{step:06d}"}))
+    return evs
+
+
+def write_run(ws, name: str, scale: float, steps: int = 200, created: str = "2024-01-02T03:04:05") -> None:
+    """A finished run folder with fixed metrics (no checkpoint weights)."""
+    path = ws.run_path(name)
+    path.mkdir(parents=True)
+    cfg = load_config("debug", ws).to_dict()
+    cfg["data"] = {"name": "stories", "source": "stories.txt", "tokenizer": "stories-400"}
+    cfg["created"] = created
+    import yaml
+
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rows = []
+    for step in range(5, steps + 1, 5):
+        rows.append({**log_row(step, seed=scale, scale=scale), "progress": step / steps})
+        if step % 25 == 0:
+            rows.append(eval_row(step, scale))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "status.json").write_text(json.dumps({"state": "finished", "pid": 0, "step": steps}))

@@ -1,0 +1,61 @@
+"""The Runs pane with two recorded runs: the table, the overlay, a baseline comparison, rename
+and delete by keyboard, and a snapshot."""
+
+from __future__ import annotations
+
+from .conftest import SNAPSHOT_SIZE
+from .recorded import write_run
+from .test_flows import type_into, wait_for
+
+
+def _two_runs(ws):
+    write_run(ws, "base-run", scale=1.0, created="2024-01-02T03:04:05")
+    write_run(ws, "wide-run", scale=0.9, created="2024-01-03T04:05:06")
+
+
+async def _open(pilot, app):
+    await pilot.press("6")
+    pane = app.query_one("#runs-pane")
+    await wait_for(pilot, lambda: pane.loaded and pane.query_one("#runs-table").row_count == 2,
+                   what="two runs in the table")
+    pane.query_one("#runs-table").focus()
+    return pane
+
+
+async def test_compare_rename_delete(built_ws, make_app):
+    _two_runs(built_ws)
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _open(pilot, app)
+        row = pane.query_one("#runs-table").get_row_at(0)
+        assert row[1:4] == ["base-run", "debug", "30.6K"] or row[1] == "base-run"
+        await pilot.press("ctrl+b", "down", "space")
+        assert pane.baseline == "base-run" and pane.selected == {"wide-run"}
+        assert [s.label for s in pane.query_one("#runs-curves").series] == ["base-run", "wide-run"]
+        diff = pane.query_one("#runs-diff").series
+        assert len(diff) == 1 and all(d < 0 for d in diff[0].ys)  # wide-run is lower everywhere
+        reach = pane.query_one("#runs-reach")
+        assert reach.row_count == 2 and reach.get_row_at(0)[2] == "1.00"
+        assert float(reach.get_row_at(1)[2]) < 1.0
+
+        await pilot.press("ctrl+n")
+        await type_into(pilot, "renamed-run")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "renamed-run" in [r["name"] for r in pane.rows], what="the rename")
+        assert not built_ws.run_path("wide-run").exists()
+
+        await pilot.press("ctrl+d")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(pane.rows) == 1, what="the delete")
+        assert not built_ws.run_path(pane.rows[0]["name"] == "base-run" and "renamed-run" or "base-run").exists()
+
+
+def test_runs_pane_snapshot(snap_compare, built_ws, make_app):
+    _two_runs(built_ws)
+
+    async def run_before(pilot):
+        pane = await _open(pilot, pilot.app)
+        await pilot.press("ctrl+b", "down", "space")
+        await pilot.pause()
+
+    assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)

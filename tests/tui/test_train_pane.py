@@ -1,0 +1,105 @@
+"""The Train pane driven by keys: train the debug preset to completion and see the charts
+filled; stop a run mid-way and resume it from the Runs pane; a snapshot from a recorded stream."""
+
+from __future__ import annotations
+
+from .conftest import SNAPSHOT_SIZE
+from .recorded import train_events
+from .test_flows import focus, type_into, wait_for
+
+
+async def _form(pilot, app, **fields):
+    """Set Config pane fields (section-name ids) by keyboard."""
+    await pilot.press("2")
+    pane = app.query_one("#config-pane")
+    await wait_for(pilot, lambda: pane.base is not None, what="the preset to load")
+    for wid, value in fields.items():
+        await focus(pilot, app, wid)
+        await type_into(pilot, value)
+        await pilot.press("ctrl+e", "ctrl+k")
+    await wait_for(pilot, lambda: pane.valid, what="a valid form")
+
+
+async def test_train_debug_to_completion(built_ws, make_app):
+    from workbench.runs import list_runs
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # the debug preset, with the vocab of the test's tokenizer and one torch thread
+        await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1"})
+        await pilot.press("escape", "3")
+        pane = app.query_one("#train-pane")
+        await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
+                       what="the tokenizer choice")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: pane.running, what="training to start")
+        await wait_for(pilot, lambda: not pane.running, timeout=90, what="training to finish")
+        assert pane.state == "finished", str(pane.query_one("#train-error").render())
+        assert pane.history.train[-1]["step"] == 200
+        assert len(pane.history.evals) == 4
+        # the charts hold the series they were given and drew them
+        loss = pane.query_one("#chart-loss")
+        assert [len(s.xs) for s in loss.series] == [40, 40, 4]
+        assert all(len(s.xs) == 40 for s in (pane.query_one("#chart-lr").series[0],
+                                              pane.query_one("#chart-toks").series[0]))
+        header = str(pane.query_one("#train-header").render())
+        assert "step 200/200" in header and "tok/s" in header
+        assert "samples at step 200" in str(pane.query_one("#train-samples").render())
+        # log-y and the x axis by keyboard
+        await pilot.press("ctrl+y", "ctrl+n")
+        assert pane.log_y and pane.x_mode == "tokens" and loss.log_y
+        runs = list_runs(built_ws)
+        assert len(runs) == 1 and runs[0].latest_checkpoint() == "step_000200"
+
+
+async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
+    from workbench.runs import list_runs
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1",
+                                   "train-max_steps": "100000", "train-eval_interval": "100000"})
+        await pilot.press("escape", "3")
+        pane = app.query_one("#train-pane")
+        await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
+                       what="the tokenizer choice")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: pane._step() >= 10, timeout=60, what="ten steps")
+        await pilot.press("ctrl+t")  # pause, then resume
+        await wait_for(pilot, lambda: pane.job.paused, what="pause")
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: not pane.job.paused, what="unpause")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: not pane.running, timeout=30, what="the stop")
+        assert pane.state == "stopped"
+        stopped_at = pane._step()
+        run = list_runs(built_ws)[0]
+        assert run.latest_checkpoint() == f"step_{stopped_at:06d}"
+
+        await pilot.press("6")
+        runs = app.query_one("#runs-pane")
+        await wait_for(pilot, lambda: runs.cursor_run == run.name, what="the run in the table")
+        await pilot.press("ctrl+r")
+        assert app.active_pane == "train"
+        await wait_for(pilot, lambda: pane.running, what="the resume to start")
+        await wait_for(pilot, lambda: pane._step() >= stopped_at + 5, timeout=60, what="steps after the resume")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: not pane.running, timeout=30, what="the second stop")
+        assert pane.state == "stopped"
+        log = "\n".join(pane.notices)
+        assert f"resumed from step_{stopped_at:06d}" in log
+        assert [r.name for r in list_runs(built_ws)] == [run.name]  # the same run went on
+
+
+def test_train_pane_snapshot(snap_compare, built_ws, make_app):
+    async def run_before(pilot):
+        await pilot.press("escape", "3")
+        await pilot.app.workers.wait_for_complete()
+        pane = pilot.app.query_one("#train-pane")
+        pane.query_one("#train-data").value = "stories.txt"
+        pane.total_steps = 200
+        pane.feed(train_events(120))
+        pane.redraw_charts()
+        await pilot.pause()
+
+    assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)

@@ -1,0 +1,198 @@
+"""A training run in a child process (``torchrun`` with N processes), followed from its files.
+
+The Train pane treats it like an in-process ``Trainer``: ``buffer.drain()`` gives the same
+events (log, eval, sample, checkpoint, message, done, error), made here by tailing the run's
+``metrics.jsonl`` and ``samples.jsonl`` and watching its checkpoints and the process. Pause and
+resume are SIGSTOP/SIGCONT to the process group; stop is SIGINT to the workers, which the
+``train`` command turns into "stop after this step and keep a checkpoint".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..runs import METRICS, SAMPLES, get_run, read_jsonl
+from ..train import Event, EventBuffer
+from ..workspace import Workspace
+
+
+def torchrun_argv(ws: Workspace, nproc: int, train_args: list[str]) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=N -m workbench --workspace WS train ...``."""
+    exe = Path(sys.executable).with_name("torchrun")
+    head = [str(exe)] if exe.is_file() else (
+        [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"])
+    return [*head, "--standalone", f"--nproc_per_node={nproc}", "-m", "workbench",
+            "--workspace", str(ws.root), "train", *train_args]
+
+
+class ChildRun:
+    """A ``workbench train`` under torchrun, followed by tailing the run folder."""
+
+    def __init__(self, ws: Workspace, run_name: str, nproc: int, train_args: list[str],
+                 config_yaml: str | None = None):
+        self.ws, self.run_name, self.nproc = ws, run_name, nproc
+        self.buffer = EventBuffer()
+        self.paused = False
+        self._tmp = Path(tempfile.mkdtemp(prefix="workbench-torchrun-"))
+        args = list(train_args)
+        if config_yaml is not None:  # the Config pane's form, unsaved: hand it over as a file
+            cfg_path = self._tmp / "config.yaml"
+            cfg_path.write_text(config_yaml, encoding="utf-8")
+            args = ["--config", str(cfg_path), *args]
+        self.argv = torchrun_argv(ws, nproc, args)
+        self.proc: subprocess.Popen | None = None
+        self._offsets = {METRICS: 0, SAMPLES: 0}
+        self._partial = {METRICS: "", SAMPLES: ""}
+        self._ckpt: str | None = None
+        self._finished = False
+        self._stop_at: float | None = None
+
+    # --- process control -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._log = open(self._tmp / "stderr.log", "wb")
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                                               str(max(1, (os.cpu_count() or 1) // self.nproc)))}
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        self.buffer.put(Event("message", 0, {"text": "started: " + " ".join(self.argv)}))
+        run_path = self.ws.run_path(self.run_name)
+        if (run_path / "checkpoints").is_dir():  # resuming: only what comes after counts
+            self._skip_existing(run_path)
+
+    def _skip_existing(self, run_path: Path) -> None:
+        from ..checkpoint import latest_name
+
+        self._ckpt = latest_name(run_path)
+
+    def _workers(self) -> list:
+        import psutil
+
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def pause(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+            self.paused = True
+            self.buffer.put(Event("message", 0, {"text": "paused"}))
+
+    def unpause(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            self.paused = False
+
+    def stop(self) -> None:
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.unpause()
+        for p in self._workers():  # the workers checkpoint and exit; torchrun then exits
+            try:
+                p.send_signal(signal.SIGINT)
+            except Exception:
+                pass
+        self._stop_at = time.monotonic()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGCONT)
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    # --- following -----------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read what the run wrote since the last call into ``buffer`` (cheap; call a few
+        times per second from a worker or a timer)."""
+        if self._finished or self.proc is None:
+            return
+        path = self.ws.run_path(self.run_name)
+        for row in self._tail(path / METRICS, METRICS):
+            kind = "eval" if row.get("kind") == "eval" else "log"
+            self.buffer.put(Event(kind, int(row.get("step", 0)), row))
+        by_step: dict[int, list[str]] = {}
+        for row in self._tail(path / SAMPLES, SAMPLES):
+            by_step.setdefault(int(row.get("step", 0)), []).append(row.get("text", ""))
+        for step, texts in by_step.items():
+            self.buffer.put(Event("sample", step, {"texts": texts}))
+        from ..checkpoint import latest_name
+
+        ck = latest_name(path) if path.is_dir() else None
+        if ck and ck != self._ckpt:
+            self._ckpt = ck
+            self.buffer.put(Event("checkpoint", 0, {"name": ck}))
+        if self._stop_at is not None and time.monotonic() - self._stop_at > 60:
+            self.kill()  # workers that did not stop together (DDP) are ended the hard way
+        rc = self.proc.poll()
+        if rc is None:
+            return
+        self._finished = True
+        self._log.close()
+        if rc == 0:
+            state = "stopped" if self._stop_at is not None else "finished"
+            self.buffer.put(Event("done", 0, {"state": state, "run": self.run_name}))
+        else:
+            self.buffer.put(Event("error", 0, {"message": self._failure(rc)}))
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _tail(self, path: Path, key: str) -> list[dict]:
+        import json
+
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._offsets[key])
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self._offsets[key] += len(chunk)
+        text = self._partial[key] + chunk.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        self._partial[key] = lines.pop()  # a line still being written
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def _failure(self, rc: int) -> str:
+        try:
+            lines = (self._tmp / "stderr.log").read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for line in reversed(lines):
+            if line.startswith("error: "):
+                return line[len("error: "):]
+        try:
+            st = get_run(self.ws, self.run_name).status()
+            if st.get("message"):
+                return st["message"]
+        except Exception:
+            pass
+        tail = " | ".join(line.strip() for line in lines[-3:] if line.strip())
+        return f"torchrun exited with status {rc}" + (f": {tail[-300:]}" if tail else "")
+
+
+def read_history(ws: Workspace, run_name: str) -> list[Event]:
+    """A run's recorded metrics as events (to show a resumed run's past)."""
+    out = []
+    for row in read_jsonl(ws.run_path(run_name) / METRICS):
+        out.append(Event("eval" if row.get("kind") == "eval" else "log", int(row.get("step", 0)), row))
+    return out

@@ -1,0 +1,380 @@
+"""The Runs pane: every run in a table, their validation curves overlaid against tokens, and a
+comparison against a chosen baseline (run − baseline on log-x tokens, tokens to reach the
+baseline's final loss). Actions on the run under the cursor: resume, open in Trace or Chat,
+export, rename, delete.
+
+Run folders are read in a thread worker (metrics files can be long); actions that change the
+disk are refused for a run that is still training.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Static
+
+from ...errors import WorkbenchError
+from ..widgets.charts import LineChart, Series
+
+COLORS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
+MAX_OVERLAY = len(COLORS)
+HINT = ("space: select for the overlay · ctrl+b: baseline · ctrl+r: resume · ctrl+e: export · "
+        "ctrl+n: rename · ctrl+d: delete")
+
+
+class RunsPane(Vertical):
+    """List, compare and act on runs."""
+
+    class Loaded(Message):
+        def __init__(self, rows: list[dict], curves: dict[str, list]):
+            super().__init__()
+            self.rows, self.curves = rows, curves
+
+    class Exported(Message):
+        def __init__(self, text: str, error: bool):
+            super().__init__()
+            self.text, self.error = text, error
+
+    def __init__(self, ws, **kw):
+        super().__init__(**kw)
+        self.ws = ws
+        self.rows: list[dict] = []
+        self.curves: dict[str, list[tuple[float, float]]] = {}
+        self.selected: set[str] = set()
+        self.baseline: str | None = None
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(HINT, id="runs-status")
+        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        table.add_columns(" ", "name", "preset", "params", "tokens", "best val", "bits/byte",
+                          "tok/s", "date", "status")
+        yield table
+        with Horizontal(id="runs-charts"):
+            yield LineChart("validation loss vs tokens", id="runs-curves")
+            with Vertical(id="runs-vs"):
+                yield LineChart("run − baseline", id="runs-diff")
+                reach = DataTable(id="runs-reach", cursor_type="none", show_cursor=False)
+                reach.add_columns("run", "tokens to baseline's final", "× baseline")
+                yield reach
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-curves", LineChart).empty_text = "no evaluations yet"
+        self.query_one("#runs-diff", LineChart).empty_text = "pick a baseline: ctrl+b"
+        self.refresh_runs()
+
+    def on_show(self) -> None:
+        self.refresh_runs()
+
+    # --- loading -------------------------------------------------------------------------
+
+    def refresh_runs(self) -> None:
+        self._load_worker()
+
+    @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
+    def _load_worker(self) -> None:
+        from ...runs import eval_curve, list_runs
+
+        rows, curves = [], {}
+        try:
+            for run in list_runs(self.ws):
+                try:
+                    rows.append(run.summary())
+                    curves[run.name] = eval_curve(run)
+                except Exception as e:  # one damaged run must not hide the others
+                    rows.append({"name": run.name, "status": f"unreadable: {type(e).__name__}"})
+        except OSError as e:
+            rows = [{"name": "?", "status": f"cannot list runs: {e.strerror}"}]
+        self.post_message(self.Loaded(rows, curves))
+
+    def on_runs_pane_loaded(self, msg: "RunsPane.Loaded") -> None:
+        self.rows, self.curves = msg.rows, msg.curves
+        names = {r["name"] for r in self.rows}
+        self.selected &= names
+        if self.baseline not in names:
+            self.baseline = None
+        self._fill_table()
+        self.loaded = True
+        self.redraw()
+
+    def _fill_table(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        keep = self.cursor_run
+        table.clear()
+        for r in self.rows:
+            table.add_row(self._mark(r["name"]), r["name"], r.get("preset") or "—", _si(r.get("params")),
+                          _si(r.get("tokens")), _num(r.get("best_val_loss"), "{:.4f}"),
+                          _num(r.get("best_bpb"), "{:.3f}"), _si(r.get("tok_s")),
+                          (r.get("created") or "—").replace("T", " ")[:16], r.get("status") or "—",
+                          key=r["name"])
+        names = [r["name"] for r in self.rows]
+        if keep in names:
+            table.move_cursor(row=names.index(keep))
+
+    def _mark(self, name: str) -> str:
+        return ("B" if name == self.baseline else "") + ("●" if name in self.selected else "")
+
+    @property
+    def cursor_run(self) -> str | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        except Exception:
+            return None
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _highlighted(self) -> None:
+        if not self.selected:
+            self.redraw()  # with nothing selected the overlay follows the cursor
+
+    # --- charts --------------------------------------------------------------------------
+
+    def shown_runs(self) -> list[str]:
+        names = [r["name"] for r in self.rows]
+        picked = [n for n in names if n in self.selected] or ([self.cursor_run] if self.cursor_run else [])
+        if self.baseline and self.baseline not in picked:
+            picked = [self.baseline] + picked
+        return picked[:MAX_OVERLAY]
+
+    def redraw(self) -> None:
+        from ...runs import interp, tokens_to_reach
+
+        shown = self.shown_runs()
+        colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(shown)}
+        curves = self.query_one("#runs-curves", LineChart)
+        curves.set_series([Series(n, [float(x) for x, _ in self.curves.get(n, [])],
+                                  [y for _, y in self.curves.get(n, [])], color=colors[n])
+                           for n in shown], xlabel="tokens")
+        curves.redraw()
+        diff = self.query_one("#runs-diff", LineChart)
+        reach = self.query_one("#runs-reach", DataTable)
+        reach.clear()
+        base = self.curves.get(self.baseline or "", [])
+        if not self.baseline:
+            diff.title = "run − baseline"
+            diff.empty_text = "pick a baseline: ctrl+b"
+            diff.set_series([])
+        elif not base:
+            diff.title = f"run − {self.baseline}"
+            diff.empty_text = "the baseline has no evaluations yet"
+            diff.set_series([])
+        else:
+            target = base[-1][1]
+            series = []
+            for n in shown:
+                if n == self.baseline:
+                    continue
+                c = self.curves.get(n, [])
+                pts = [(x, interp(c, x) - y) for x, y in base if x > 0 and interp(c, x) is not None]
+                series.append(Series(n, [float(x) for x, _ in pts], [d for _, d in pts], color=colors[n]))
+            diff.title = f"run − {self.baseline} (val loss)"
+            diff.empty_text = "select runs that overlap the baseline's tokens"
+            diff.set_series(series, xlabel="tokens (log)", log_x=True, zero_line=True)
+            base_tokens = tokens_to_reach(base, target)
+            for n in shown:
+                c = self.curves.get(n, [])
+                t = tokens_to_reach(c, target) if c else None
+                ratio = f"{t / base_tokens:.2f}" if t and base_tokens else "—"
+                reach.add_row(n, _si(t) if t is not None else "not reached", ratio)
+        diff.redraw()
+
+    # --- actions -------------------------------------------------------------------------
+
+    def action_toggle_select(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        self.selected ^= {name}
+        self._update_mark(name)
+        self.redraw()
+
+    def action_baseline(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        old, self.baseline = self.baseline, (None if self.baseline == name else name)
+        for n in {old, name} - {None}:
+            self._update_mark(n)
+        self.set_status(f"baseline: {self.baseline}" if self.baseline else "no baseline")
+        self.redraw()
+
+    def _update_mark(self, name: str) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        try:
+            table.update_cell(name, table.ordered_columns[0].key, self._mark(name))
+        except Exception:
+            pass
+
+    def action_resume(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        from .train import TrainPane
+
+        train = self.app.query(TrainPane)
+        if not train:
+            self.set_status("the Train pane is not available", error=True)
+            return
+        if train.first().running:
+            self.set_status("training is already running in the Train pane; stop it first", error=True)
+            return
+        self.app.action_show_pane("train")
+        train.first().resume_run(name)
+
+    def action_trace(self) -> None:
+        self._open_in("trace")
+
+    def action_chat(self) -> None:
+        self._open_in("chat")
+
+    def _open_in(self, pane: str) -> None:
+        name = self.cursor_run
+        if name is not None:
+            self.app.open_run_in(pane, name)
+
+    def action_export(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        from ..widgets.prompt import PromptScreen
+
+        dest = str(self.ws.root / "exports" / name)
+
+        def answer(path: str | None) -> None:
+            if path:
+                self.set_status(f"exporting {name} to {path} …")
+                self._export_worker(name, path)
+
+        self.app.push_screen(PromptScreen(f"Export run {name!r} to folder:", dest,
+                                          "a transformers Llama folder when the model allows it, "
+                                          "else plain weights · enter: export · esc: cancel"), answer)
+
+    @work(thread=True, group="runs-export", exit_on_error=False)
+    def _export_worker(self, name: str, path: str) -> None:
+        from ...export import export_run, hf_incompatibilities
+        from ...runs import get_run, run_config
+
+        try:
+            fmt = "weights" if hf_incompatibilities(run_config(get_run(self.ws, name)).model) else "hf"
+            out = export_run(self.ws, name, path, fmt=fmt)
+            self.post_message(self.Exported(f"exported {name} ({out['checkpoint']}, {fmt}) to {out['path']}", False))
+        except WorkbenchError as e:
+            self.post_message(self.Exported(f"not exported: {e}", True))
+        except Exception as e:
+            self.post_message(self.Exported(f"not exported: {type(e).__name__}: {e}", True))
+
+    def on_runs_pane_exported(self, msg: "RunsPane.Exported") -> None:
+        self.set_status(msg.text, error=msg.error)
+
+    def _busy_reason(self, name: str) -> str | None:
+        from ...runs import get_run
+        from .train import TrainPane
+
+        train = self.app.query(TrainPane)
+        if train and train.first().running and train.first().run_name == name:
+            return f"run {name!r} is training in the Train pane; stop it first"
+        try:
+            state = get_run(self.ws, name).status().get("state")
+        except WorkbenchError:
+            return None
+        if state in ("running", "paused"):
+            return f"run {name!r} is {state} in another process; stop it first"
+        return None
+
+    def action_rename(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        if (why := self._busy_reason(name)):
+            self.set_status(why, error=True)
+            return
+        from ..widgets.prompt import PromptScreen
+
+        def answer(new: str | None) -> None:
+            if new and new != name:
+                self.rename(name, new)
+
+        self.app.push_screen(PromptScreen(f"Rename run {name!r} to:", name), answer)
+
+    def rename(self, name: str, new: str) -> None:
+        from ...workspace import check_name
+
+        try:
+            check_name("run", new)
+            if self.ws.run_path(new).exists():
+                raise WorkbenchError(f"run {new!r} already exists; choose another name")
+            os.rename(self.ws.run_path(name), self.ws.run_path(new))
+        except WorkbenchError as e:
+            self.set_status(f"not renamed: {e}", error=True)
+            return
+        except OSError as e:
+            self.set_status(f"not renamed: {e.strerror}", error=True)
+            return
+        self.selected = {new if n == name else n for n in self.selected}
+        if self.baseline == name:
+            self.baseline = new
+        self.set_status(f"renamed {name} → {new}")
+        self.refresh_runs()
+
+    def action_delete(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        if (why := self._busy_reason(name)):
+            self.set_status(why, error=True)
+            return
+        from ..widgets.modals import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.delete(name)
+
+        self.app.push_screen(ConfirmScreen(f"Delete run {name!r} and all its checkpoints? This cannot be undone.",
+                                           "Delete", "Keep"), answer)
+
+    def delete(self, name: str) -> None:
+        path = self.ws.run_path(name)
+        # rename first, so a half-deleted folder never looks like a run
+        trash = path.parent / f".{name}.deleting-{os.getpid()}"
+        try:
+            os.rename(path, trash)
+        except OSError as e:
+            self.set_status(f"not deleted: {e.strerror}", error=True)
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+        self.selected.discard(name)
+        self.set_status(f"deleted {name}")
+        self.refresh_runs()
+
+    def check_pane_action(self, action: str) -> bool | None:
+        if action in ("resume", "trace", "chat", "export", "rename", "delete", "toggle_select", "baseline"):
+            return True if self.rows else None
+        return True
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        box = self.query_one("#runs-status", Static)
+        from rich.markup import escape
+
+        box.update(escape(text))
+        box.set_class(error, "error")
+
+
+def _si(n) -> str:
+    if n is None:
+        return "—"
+    n = float(n)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _num(v, fmt: str) -> str:
+    return "—" if v is None else fmt.format(v)

@@ -1,0 +1,591 @@
+"""The Train pane: pick a config, tokenizer and data (or a run to resume), train with live
+charts, pause/resume/stop, and read samples and notices as they come.
+
+One process trains in a Textual thread worker (``Trainer.run``); N processes train under
+``torchrun`` in a child process (``ChildRun``) followed through the run folder. Either way the
+pane drains an event buffer on a 4 Hz timer and redraws the charts at most twice a second, so
+the UI thread stays light while torch uses the cores.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.validation import Integer
+from textual.widgets import Button, Input, Label, Select, Static
+
+from ...data import DEFAULT_HUB_ID
+from ...errors import WorkbenchError
+from ...estimate import fmt_bytes
+from ...procs import ensure_resource_tracker
+from ..widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
+
+FORM = "@form"  # the Config pane's current form
+NEW = "@new"  # a new run (not a resume)
+DRAIN_PERIOD = 0.25
+CHART_PERIOD = 0.5
+MAX_PROCS = 64
+NOTICE_LINES = 12  # the newest notices shown (the box is bottom-aligned)
+
+
+class TrainPane(Vertical):
+    """Train a model and watch it learn."""
+
+    class Finished(Message):
+        """The training worker returned (its summary: state finished|stopped|failed)."""
+
+        def __init__(self, summary: dict):
+            super().__init__()
+            self.summary = summary
+
+    class Devices(Message):
+        def __init__(self, devices: list[dict]):
+            super().__init__()
+            self.devices = devices
+
+    def __init__(self, ws, probe, **kw):
+        super().__init__(**kw)
+        self.ws, self.probe = ws, probe
+        self.history = MetricsHistory()
+        self.notices: collections.deque[str] = collections.deque(maxlen=200)
+        self.job = None  # a Trainer or a ChildRun while running
+        self.running = False
+        self.state = "idle"
+        self.run_name: str | None = None
+        self.total_steps: int | None = None
+        self.x_mode = "steps"
+        self.log_y = False
+        self._worker = None
+        self._stop_requested = False
+        self._prepare: tuple | None = None
+        self._last_step: dict = {}
+        self._last_log: dict = {}
+        self._last_eval: dict = {}
+        self._dirty = False
+        self._drawn_at = 0.0
+
+    # --- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="train-row"):
+            yield Label("config", classes="train-label")
+            yield Select([("Config pane's form", FORM)], value=FORM, id="train-config",
+                         allow_blank=False, compact=True)
+            yield Label("tokenizer", classes="train-label")
+            yield Select([], id="train-tokenizer", compact=True, prompt="build one first")
+            yield Label("data", classes="train-label")
+            yield Input("", id="train-data", compact=True, placeholder=DEFAULT_HUB_ID)
+        with Horizontal(classes="train-row", id="train-row2"):
+            yield Label("resume", classes="train-label")
+            yield Select([("new run", NEW)], value=NEW, id="train-resume", allow_blank=False, compact=True)
+            yield Label("processes", classes="train-label")
+            yield Input("1", id="train-procs", compact=True, type="integer",
+                        validators=[Integer(1, MAX_PROCS)])
+            yield Button("Start", id="train-start", variant="primary", compact=True)
+            yield Button("Pause", id="train-pause", compact=True, disabled=True)
+            yield Button("Stop", id="train-stop", variant="error", compact=True, disabled=True)
+        yield Static("devices: checking …", id="train-devices")
+        yield Static("", id="train-header")
+        yield Static("", id="train-error", classes="error")
+        with Horizontal(id="train-charts"):
+            yield LineChart("loss", id="chart-loss")
+            with Vertical(id="train-side"):
+                yield LineChart("learning rate", id="chart-lr")
+                yield LineChart("tokens/s", id="chart-toks")
+        with Horizontal(id="train-bottom"):
+            yield Static("", id="train-samples")
+            yield Static("", id="train-log")
+
+    def on_mount(self) -> None:
+        self.show_error("")
+        self._timer = self.set_interval(DRAIN_PERIOD, self._tick, pause=True)
+        self.refresh_choices()
+        self._render_header()
+        self.redraw_charts()
+        self._devices_worker()
+
+    def on_show(self) -> None:
+        if not self.running:
+            self.refresh_choices()
+        if self._dirty:
+            self.redraw_charts()
+
+    # --- choices -------------------------------------------------------------------------
+
+    def refresh_choices(self) -> None:
+        from ...config import preset_names
+        from ...runs import list_runs
+        from ...tokenizer import list_tokenizers
+
+        sel = self.query_one("#train-config", Select)
+        opts = [("Config pane's form", FORM)] + [(n, n) for n in preset_names(self.ws)]
+        keep = sel.value if sel.value in [v for _, v in opts] else FORM
+        with sel.prevent(Select.Changed):
+            sel.set_options(opts)
+            sel.value = keep
+        try:
+            self.tokenizers = {t.name: t for t in list_tokenizers(self.ws)}
+        except WorkbenchError as e:
+            self.tokenizers = {}
+            self.show_error(str(e))
+        tsel = self.query_one("#train-tokenizer", Select)
+        keep = tsel.value
+        tsel.set_options([(n, n) for n in self.tokenizers])
+        if keep in self.tokenizers:
+            tsel.value = keep
+        elif self.tokenizers:
+            tsel.value = next(iter(self.tokenizers))
+        rsel = self.query_one("#train-resume", Select)
+        runs = self._resumable = [r.name for r in list_runs(self.ws) if r.latest_checkpoint()]
+        keep = rsel.value if rsel.value in runs else NEW
+        with rsel.prevent(Select.Changed):
+            rsel.set_options([("new run", NEW)] + [(n, n) for n in runs])
+            rsel.value = keep
+
+    @on(Select.Changed, "#train-tokenizer")
+    def _tokenizer_changed(self, event: Select.Changed) -> None:
+        info = self.tokenizers.get(event.value) if event.value is not Select.NULL else None
+        data = self.query_one("#train-data", Input)
+        src = (info.settings.get("data") if info else None) or ""
+        if src and (not data.value or data.value == getattr(self, "_auto_data", None)):
+            data.value = src  # train on what the tokenizer was built from, unless told otherwise
+            self._auto_data = src
+
+    def _chosen_config(self):
+        from ...config import Config, load_config
+
+        spec = self.query_one("#train-config", Select).value
+        if spec == FORM:
+            from .config import ConfigPane
+
+            panes = self.app.query(ConfigPane)
+            if not panes:
+                raise WorkbenchError("the Config pane is not ready yet; choose a preset instead")
+            pane = panes.first()
+            model, train = pane.current()
+            if pane.form_error:
+                raise WorkbenchError(f"the Config pane's form is invalid: {pane.form_error}")
+            base = pane.base
+            return Config(model, train, name=base.name if base else "run",
+                          description=base.description if base else None)
+        return load_config(str(spec), self.ws)
+
+    # --- starting ------------------------------------------------------------------------
+
+    def resume_run(self, name: str) -> None:
+        """Resume run ``name`` (from the Runs pane)."""
+        self.refresh_choices()
+        rsel = self.query_one("#train-resume", Select)
+        if name not in self._resumable:
+            self.show_error(f"run {name!r} has no checkpoint to resume from")
+            return
+        rsel.value = name
+        self.action_start()
+
+    def action_start(self) -> None:
+        if self.running:
+            self.notify("training is already running", severity="warning")
+            return
+        self.show_error("")
+        resume = self.query_one("#train-resume", Select).value
+        try:
+            nproc = self._procs()
+            if resume != NEW:
+                from ...runs import get_run, run_config
+
+                cfg = run_config(get_run(self.ws, str(resume)))
+                job = {"resume": str(resume)}
+            else:
+                cfg = self._chosen_config()
+                tok = self.query_one("#train-tokenizer", Select).value
+                if tok is Select.NULL or tok is None:
+                    raise WorkbenchError("choose a tokenizer (build one in the Tokenizer pane first)")
+                data = self.query_one("#train-data", Input).value.strip() or DEFAULT_HUB_ID
+                job = {"cfg": cfg, "tokenizer": str(tok), "data": data}
+        except WorkbenchError as e:
+            self.show_error(str(e))
+            return
+        ensure_resource_tracker()  # data preparation and torchrun start child processes
+        self.history.clear()
+        self._last_step, self._last_log, self._last_eval = {}, {}, {}
+        self.query_one("#train-samples", Static).update("")
+        self.notices.clear()
+        self.query_one("#train-log", Static).update("")
+        self.total_steps = cfg.train.max_steps
+        self._stop_requested = False
+        self._prepare = None
+        if "resume" in job:
+            self._load_history(job["resume"])
+        self.run_name = job.get("resume")
+        self._set_running(True, "preparing")
+        if nproc > 1:
+            self._start_child(job, nproc)
+        else:
+            self.job = None
+            self._worker = self._train_worker(job)
+        self._timer.resume()
+
+    def _procs(self) -> int:
+        field = self.query_one("#train-procs", Input)
+        text = field.value.strip() or "1"
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= MAX_PROCS:
+            raise WorkbenchError(f"processes {text!r} is not allowed: expected an integer from 1 to {MAX_PROCS}")
+        return n
+
+    def _load_history(self, run_name: str) -> None:
+        from ...checkpoint import latest_name
+        from ..child_run import read_history
+
+        ck = latest_name(self.ws.run_path(run_name)) or ""
+        upto = int(ck.rsplit("_", 1)[-1]) if ck.rsplit("_", 1)[-1].isdigit() else None
+        events = [e for e in read_history(self.ws, run_name) if upto is None or e.step <= upto]
+        self.feed(events)
+
+    def _start_child(self, job: dict, nproc: int) -> None:
+        import time as _t
+
+        from ...runs import new_run_name
+        from ..child_run import ChildRun
+
+        try:
+            if "resume" in job:
+                run, args, yaml_text = job["resume"], ["--resume", job["resume"]], None
+            else:
+                import yaml
+
+                cfg = job["cfg"]
+                run = new_run_name(self.ws, f"{cfg.name or 'run'}-{_t.strftime('%Y%m%d-%H%M%S')}")
+                args = ["--tokenizer", job["tokenizer"], "--data", job["data"], "--name", run]
+                yaml_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            child = ChildRun(self.ws, run, nproc, args, yaml_text)
+            child.start()
+        except (WorkbenchError, OSError) as e:
+            self._set_running(False, "failed")
+            self.show_error(f"could not start torchrun: {e}")
+            return
+        self.job = child
+        self.run_name = run
+        self._set_running(True, "running")
+        self._follow_worker(child)
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
+    def _follow_worker(self, child) -> None:
+        # Tailing touches the disk: keep it off the UI thread too.
+        while not child.finished:
+            child.poll()
+            time.sleep(DRAIN_PERIOD)
+        self.post_message(self.Finished({"state": "child"}))
+
+    @work(thread=True, exclusive=True, group="train", exit_on_error=False)
+    def _train_worker(self, job: dict) -> None:
+        from ...train import Trainer
+
+        try:
+            if "resume" in job:
+                trainer = Trainer.resume(self.ws, job["resume"])
+            else:
+                trainer = Trainer.new(self.ws, job["cfg"], job["tokenizer"], job["data"],
+                                      prepare_progress=self._on_prepare)
+        except WorkbenchError as e:
+            self.post_message(self.Finished({"state": "failed", "message": str(e)}))
+            return
+        except Exception as e:  # never a traceback in the user's face
+            self.post_message(self.Finished({"state": "failed", "message": f"{type(e).__name__}: {e}"}))
+            return
+        self.job = trainer
+        if self._stop_requested:
+            trainer.stop()
+        try:
+            summary = trainer.run()
+        except Exception as e:
+            summary = {"state": "failed", "message": f"{type(e).__name__}: {e}"}
+        self.post_message(self.Finished(summary))
+
+    def _on_prepare(self, split, done, total, msg) -> None:
+        self._prepare = (split, done, total, msg)  # read by the timer; no widget touched here
+
+    # --- control -------------------------------------------------------------------------
+
+    def action_pause(self) -> None:
+        if self.running and self.job is not None and not self.job.paused:
+            self.job.pause()
+            self.state = "paused"
+            self._update_buttons()
+
+    def action_unpause(self) -> None:
+        if self.running and self.job is not None and self.job.paused:
+            self.job.unpause()
+            self.state = "running"
+            self._update_buttons()
+
+    def action_toggle_pause(self) -> None:
+        if self.job is not None and self.job.paused:
+            self.action_unpause()
+        else:
+            self.action_pause()
+
+    def action_stop(self) -> None:
+        if not self.running:
+            return
+        self._stop_requested = True
+        if self.job is not None:
+            self.job.stop()
+        self.state = "stopping"
+        self._render_header()
+        self._update_buttons()
+
+    async def stop_and_wait(self) -> None:
+        """Stop training and wait for the worker (used on quit: a checkpoint is kept)."""
+        if not self.running:
+            return
+        self.action_stop()
+        if self._worker is not None:
+            try:
+                await self._worker.wait()
+            except Exception:
+                pass
+        if self.job is not None and hasattr(self.job, "kill"):
+            self.job.kill()
+
+    def action_toggle_log_y(self) -> None:
+        self.log_y = not self.log_y
+        self.redraw_charts()
+
+    def action_next_x_axis(self) -> None:
+        self.x_mode = X_MODES[(X_MODES.index(self.x_mode) + 1) % len(X_MODES)]
+        self.redraw_charts()
+
+    def check_pane_action(self, action: str) -> bool | None:
+        """Which of this pane's actions the Footer shows now (None: shown greyed out)."""
+        paused = self.job is not None and self.job.paused
+        if action == "pause":
+            return (self.running and self.job is not None) if not paused else False
+        if action == "unpause":
+            return self.running and paused
+        if action == "stop":
+            return self.running or None
+        if action == "start":
+            return None if self.running else True
+        return True
+
+    def _set_running(self, on: bool, state: str) -> None:
+        self.running, self.state = on, state
+        self._update_buttons()
+        self._render_header()
+
+    def _update_buttons(self) -> None:
+        paused = self.job is not None and self.job.paused
+        self.query_one("#train-start", Button).disabled = self.running
+        pause = self.query_one("#train-pause", Button)
+        pause.disabled = not self.running or self.job is None
+        pause.label = "Resume" if paused else "Pause"
+        self.query_one("#train-stop", Button).disabled = not self.running
+        self.app.refresh_bindings()
+
+    @on(Button.Pressed, "#train-start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#train-pause")
+    def _pause_pressed(self) -> None:
+        self.action_toggle_pause()
+
+    @on(Button.Pressed, "#train-stop")
+    def _stop_pressed(self) -> None:
+        self.action_stop()
+
+    @on(Input.Submitted, "#train-data, #train-procs")
+    def _submitted(self) -> None:
+        self.action_start()
+
+    # --- events --------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        job = self.job
+        if job is not None:
+            self.feed(job.buffer.drain())
+        elif self._prepare is not None:
+            split, done, total, msg = self._prepare
+            pct = f" {100 * done / total:.0f}%" if total else ""
+            self.query_one("#train-header", Static).update(f"preparing data: {split}{pct} {msg}")
+        if self._dirty and time.monotonic() - self._drawn_at >= CHART_PERIOD and self.is_on_screen:
+            self.redraw_charts()
+
+    def feed(self, events) -> None:
+        """Take a batch of training events (from a buffer, a tail, or a recording)."""
+        if not events:
+            return
+        log = self.notices
+        n_notices = len(log)
+        step_ev = None
+        for ev in events:
+            d = ev.data
+            k = ev.kind
+            if k == "step":
+                step_ev = ev
+            elif k == "log":
+                self.history.add_train(d)
+                self._last_log = d
+                self._dirty = True
+            elif k == "eval":
+                self.history.add_eval(d)
+                self._last_eval = d
+                self._dirty = True
+                log.append(f"step {ev.step}: val loss {d['val_loss']:.4f}, ppl {d.get('val_ppl', 0):.2f}"
+                          + (f", {d['bpb']:.3f} bits/byte" if d.get("bpb") is not None else ""))
+            elif k == "start":
+                self.run_name = d.get("run") or self.run_name
+                self.state = "running"
+                resumed = f", resumed from {d['resumed_from']}" if d.get("resumed_from") else ""
+                log.append(f"run {d.get('run')}: {d.get('params', 0):,} parameters on {d.get('device')} "
+                          f"({d.get('precision')}), {d.get('world', 1)} process(es){resumed}")
+                self._update_buttons()
+            elif k == "sample":
+                texts = d.get("texts") or []
+                body = "\n".join(f"› {t.strip()[:400]}" for t in texts)
+                self.query_one("#train-samples", Static).update(
+                    f"[b]samples at step {ev.step}[/b]\n" + _escape(body))
+            elif k == "checkpoint":
+                log.append(f"checkpoint saved: {d.get('name')}")
+            elif k == "message":
+                text = d.get("text", "")
+                if text != "paused":
+                    log.append(text)
+            elif k == "done":
+                self.state = d.get("state", "finished")
+                log.append(f"{self.state}: step {d.get('step', self._step())}"
+                          + (f", checkpoint {d['checkpoint']}" if d.get("checkpoint") else ""))
+            elif k == "error":
+                self.state = "failed"
+                self.show_error(d.get("message", "training failed"))
+                log.append(f"error: {d.get('message')}")
+        if step_ev is not None:
+            self._last_step = {"step": step_ev.step, **step_ev.data}
+        if len(log) != n_notices or (log and log[-1] is not getattr(self, "_shown_notice", None)):
+            self._shown_notice = log[-1] if log else None
+            self.query_one("#train-log", Static).update(_escape("\n".join(list(log)[-NOTICE_LINES:])))
+        self._render_header()
+
+    def on_train_pane_finished(self, msg: "TrainPane.Finished") -> None:
+        if self.job is not None:
+            self.feed(self.job.buffer.drain())
+        s = msg.summary
+        if s.get("state") == "failed" and s.get("message"):
+            self.show_error(s["message"])
+            self.state = "failed"
+        elif s.get("state") in ("finished", "stopped"):
+            self.state = s["state"]
+        self._timer.pause()
+        self._set_running(False, self.state)
+        self.job = None
+        self.redraw_charts()
+        self.refresh_choices()
+        runs = self.app.query("#runs-pane")
+        if runs and hasattr(runs.first(), "refresh_runs"):
+            runs.first().refresh_runs()
+
+    def on_train_pane_devices(self, msg: "TrainPane.Devices") -> None:
+        parts = []
+        for d in msg.devices:
+            mem = fmt_bytes(d["memory_bytes"]) if d.get("memory_bytes") else "?"
+            if d["device"] == "cpu":
+                parts.append(f"cpu: {d.get('cores')} cores, {mem} RAM")
+            else:
+                parts.append(f"{d['device']}: {d.get('name')}, {mem}")
+        self.query_one("#train-devices", Static).update("devices  " + " · ".join(parts))
+
+    @work(thread=True, group="train-devices", exit_on_error=False)
+    def _devices_worker(self) -> None:
+        try:
+            devices = self.probe.devices()
+        except Exception as e:  # a broken driver must not take the pane down
+            devices = [{"device": "cpu", "name": f"(could not list devices: {e})", "cores": "?"}]
+        self.post_message(self.Devices(devices))
+
+    # --- drawing -------------------------------------------------------------------------
+
+    def _step(self) -> int:
+        return int(self._last_step.get("step") or self._last_log.get("step") or 0)
+
+    def _render_header(self) -> None:
+        s, lg, ev = self._last_step, self._last_log, self._last_eval
+        step = self._step()
+        tokens = s.get("tokens") or lg.get("tokens") or 0
+        elapsed = s.get("elapsed") or lg.get("elapsed") or 0.0
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        frac = lg.get("progress") or (step / self.total_steps if self.total_steps else 0)
+        eta = elapsed * (1 - frac) / frac if frac and 0 < frac < 1 and self.state == "running" else None
+        gn = s.get("grad_norm", lg.get("grad_norm"))
+        parts = [f"[b]{self.state}[/b]" + (f" {self.run_name}" if self.run_name else ""),
+                 f"step {step}{total}", f"{_si(tokens)} tokens",
+                 f"{_si(lg['tok_s'])} tok/s" if lg.get("tok_s") else "— tok/s",
+                 f"elapsed {_clock(elapsed)}", f"ETA {_clock(eta) if eta is not None else '—'}",
+                 f"grad norm {gn:.3f}" if isinstance(gn, (int, float)) else "grad norm —",
+                 f"mem {fmt_bytes(lg['mem'])}" if lg.get("mem") else "mem —"]
+        loss = s.get("loss", lg.get("loss"))
+        line2 = []
+        if isinstance(loss, (int, float)):
+            line2.append(f"loss {loss:.4f}")
+        if self.history._ema:
+            line2.append(f"ema {self.history._ema[-1]:.4f}")
+        if ev:
+            line2.append(f"val {ev['val_loss']:.4f}")
+            if ev.get("bpb") is not None:
+                line2.append(f"{ev['bpb']:.3f} bits/byte")
+        line2.append(f"x: {self.x_mode}" + (" · log y" if self.log_y else ""))
+        self.query_one("#train-header", Static).update(" · ".join(parts) + "\n" + " · ".join(line2))
+
+    def redraw_charts(self) -> None:
+        self._dirty = False
+        self._drawn_at = time.monotonic()
+        h, mode = self.history, self.x_mode
+        xl = x_label(mode)
+        loss = self.query_one("#chart-loss", LineChart)
+        loss.set_series([
+            Series("train", *h.series("loss", mode), color="gray"),
+            Series("ema", *h.series("ema", mode), color="cyan"),
+            Series("val", *h.series("val_loss", mode), color="orange", marker="●", scatter=True),
+        ], xlabel=xl, log_y=self.log_y)
+        loss.title = "loss (log y)" if self.log_y else "loss"
+        loss.redraw()
+        lr = self.query_one("#chart-lr", LineChart)
+        lr.set_series([Series("lr", *h.series("lr", mode), color="green")], xlabel=xl)
+        lr.redraw()
+        toks = self.query_one("#chart-toks", LineChart)
+        toks.set_series([Series("tok/s", *h.series("tok_s", mode), color="magenta")], xlabel=xl)
+        toks.redraw()
+
+    def show_error(self, text: str) -> None:
+        box = self.query_one("#train-error", Static)
+        box.update(_escape(text))
+        box.display = bool(text)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _si(n) -> str:
+    n = float(n or 0)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def _clock(seconds) -> str:
+    s = int(seconds or 0)
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,156 @@
+"""Terminal line charts for training metrics: a history of log/eval rows, a debiased EMA,
+thinning to the plot's width, and a ``PlotextPlot`` that redraws only when asked.
+
+The Train pane calls ``LineChart.set_series`` as often as it likes; the (pure-Python, slow)
+plotext build runs only when ``redraw`` is called, which the pane throttles to a few per second.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from textual_plotext import PlotextPlot
+
+X_MODES = ("steps", "tokens", "time")
+X_KEYS = {"steps": "step", "tokens": "tokens", "time": "elapsed"}
+EMA_BETA = 0.9
+
+
+def debiased_ema(values: list[float], beta: float = EMA_BETA) -> list[float]:
+    """Exponential moving average divided by (1 - beta^n), so early points are not pulled to 0."""
+    out, ema = [], 0.0
+    for n, v in enumerate(values, 1):
+        ema = beta * ema + (1 - beta) * v
+        out.append(ema / (1 - beta ** n))
+    return out
+
+
+def thin(xs: list[float], ys: list[float], max_points: int) -> tuple[list[float], list[float]]:
+    """At most ``max_points`` points: consecutive points averaged in equal buckets (the shape of a
+    noisy curve survives, unlike striding); the last point is always the last one seen."""
+    n = len(xs)
+    if max_points < 2 or n <= max_points:
+        return list(xs), list(ys)
+    ox, oy = [], []
+    for b in range(max_points):
+        lo, hi = b * n // max_points, (b + 1) * n // max_points
+        if hi <= lo:
+            continue
+        ox.append(sum(xs[lo:hi]) / (hi - lo))
+        oy.append(sum(ys[lo:hi]) / (hi - lo))
+    ox[-1], oy[-1] = xs[-1], ys[-1]
+    return ox, oy
+
+
+@dataclass
+class MetricsHistory:
+    """Rows of one run as they arrive (train ``log`` rows and ``eval`` rows)."""
+
+    train: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    _ema: list[float] = field(default_factory=list)
+    _ema_state: float = 0.0
+
+    def clear(self) -> None:
+        self.train.clear()
+        self.evals.clear()
+        self._ema.clear()
+        self._ema_state = 0.0
+
+    def add_train(self, row: dict) -> None:
+        loss = row.get("loss")
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            return
+        self.train.append(row)
+        self._ema_state = EMA_BETA * self._ema_state + (1 - EMA_BETA) * loss
+        self._ema.append(self._ema_state / (1 - EMA_BETA ** len(self.train)))
+
+    def add_eval(self, row: dict) -> None:
+        v = row.get("val_loss")
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            self.evals.append(row)
+
+    def xs(self, rows: list[dict], mode: str) -> list[float]:
+        key = X_KEYS[mode]
+        return [float(r.get(key) or 0) for r in rows]
+
+    def series(self, name: str, mode: str) -> tuple[list[float], list[float]]:
+        if name == "ema":
+            return self.xs(self.train, mode), list(self._ema)
+        if name == "val_loss":
+            return self.xs(self.evals, mode), [float(r["val_loss"]) for r in self.evals]
+        rows = [r for r in self.train if isinstance(r.get(name), (int, float))]
+        return self.xs(rows, mode), [float(r[name]) for r in rows]
+
+
+@dataclass
+class Series:
+    label: str
+    xs: list[float]
+    ys: list[float]
+    color: str = "cyan"
+    marker: str = "braille"
+    scatter: bool = False
+
+
+class LineChart(PlotextPlot):
+    """A titled chart of a few series; ``redraw`` rebuilds it, thinned to the current width."""
+
+    def __init__(self, title: str, **kw):
+        super().__init__(**kw)
+        self.title = title
+        self.series: list[Series] = []
+        self.xlabel = ""
+        self.log_y = False
+        self.log_x = False
+        self.zero_line = False
+        self.empty_text = "no data yet"
+
+    def set_series(self, series: list[Series], xlabel: str = "", log_y: bool = False,
+                   log_x: bool = False, zero_line: bool = False) -> None:
+        self.series, self.xlabel = series, xlabel
+        self.log_y, self.log_x, self.zero_line = log_y, log_x, zero_line
+
+    @property
+    def max_points(self) -> int:
+        # braille packs two points per column; leave room for the y tick labels
+        return max(8, 2 * (self.size.width - 10))
+
+    def redraw(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.title)
+        if self.xlabel:
+            plt.xlabel(self.xlabel)
+        drawn = False
+        all_x: list[float] = []
+        for s in self.series:
+            pts = [(x, y) for x, y in zip(s.xs, s.ys) if math.isfinite(y)
+                   and (not self.log_y or y > 0) and (not self.log_x or x > 0)]
+            if not pts:
+                continue
+            xs, ys = thin([p[0] for p in pts], [p[1] for p in pts], self.max_points)
+            all_x += xs
+            if s.scatter:
+                plt.scatter(xs, ys, marker=s.marker, color=s.color, label=s.label)
+            else:
+                plt.plot(xs, ys, marker=s.marker, color=s.color, label=s.label)
+            drawn = True
+        if drawn:
+            if self.log_y:
+                plt.yscale("log")
+            if self.log_x:
+                plt.xscale("log")
+            if self.zero_line:
+                plt.hline(0, "gray")
+            if len(set(all_x)) == 1:
+                plt.xlim(all_x[0] - 1, all_x[0] + 1)
+        else:
+            plt.title(f"{self.title} — {self.empty_text}")
+        self.refresh()
+
+
+def x_label(mode: str) -> str:
+    return {"steps": "step", "tokens": "tokens", "time": "seconds"}[mode]
