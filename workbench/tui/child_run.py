@@ -53,6 +53,7 @@ class ChildRun:
         self._ckpt: str | None = None
         self._finished = False
         self._stop_at: float | None = None
+        self._seen: set = set()
 
     # --- process control -----------------------------------------------------------------
 
@@ -64,13 +65,11 @@ class ChildRun:
                                      stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.buffer.put(Event("message", 0, {"text": "started: " + " ".join(self.argv)}))
         run_path = self.ws.run_path(self.run_name)
-        if (run_path / "checkpoints").is_dir():  # resuming: only what comes after counts
-            self._skip_existing(run_path)
+        if run_path.is_dir():  # resuming: what is already there was shown; only new rows count
+            from ..checkpoint import latest_name
 
-    def _skip_existing(self, run_path: Path) -> None:
-        from ..checkpoint import latest_name
-
-        self._ckpt = latest_name(run_path)
+            self._ckpt = latest_name(run_path)
+            self._seen = {_row_key(r) for f in (METRICS, SAMPLES) for r in read_jsonl(run_path / f)}
 
     def _workers(self) -> list:
         import psutil
@@ -156,6 +155,9 @@ class ChildRun:
 
         try:
             with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self._offsets[key]:
+                    # a resume rewrote the file without the rows after its checkpoint: reread
+                    self._offsets[key], self._partial[key] = 0, ""
                 f.seek(self._offsets[key])
                 chunk = f.read()
         except FileNotFoundError:
@@ -167,9 +169,13 @@ class ChildRun:
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 continue
+            k = _row_key(row)
+            if k not in self._seen:
+                self._seen.add(k)
+                out.append(row)
         return out
 
     def _failure(self, rc: int) -> str:
@@ -188,6 +194,10 @@ class ChildRun:
             pass
         tail = " | ".join(line.strip() for line in lines[-3:] if line.strip())
         return f"torchrun exited with status {rc}" + (f": {tail[-300:]}" if tail else "")
+
+
+def _row_key(row: dict) -> tuple:
+    return (row.get("kind"), row.get("step"), row.get("text"))
 
 
 def read_history(ws: Workspace, run_name: str) -> list[Event]:

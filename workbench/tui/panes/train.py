@@ -28,7 +28,10 @@ from ..widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
 FORM = "@form"  # the Config pane's current form
 NEW = "@new"  # a new run (not a resume)
 DRAIN_PERIOD = 0.25
-CHART_PERIOD = 0.5
+# plotext builds in pure Python and holds the GIL, which a tiny model's training thread needs
+# too: redraw the loss chart once a second and the side charts every other time.
+CHART_PERIOD = 1.0
+SIDE_EVERY = 2
 MAX_PROCS = 64
 NOTICE_LINES = 12  # the newest notices shown (the box is bottom-aligned)
 
@@ -358,10 +361,12 @@ class TrainPane(Vertical):
 
     def action_toggle_log_y(self) -> None:
         self.log_y = not self.log_y
-        self.redraw_charts()
+        self._render_header()
+        self.redraw_charts(side=False)  # log-y is the loss chart's only
 
     def action_next_x_axis(self) -> None:
         self.x_mode = X_MODES[(X_MODES.index(self.x_mode) + 1) % len(X_MODES)]
+        self._render_header()
         self.redraw_charts()
 
     def check_pane_action(self, action: str) -> bool | None:
@@ -418,7 +423,8 @@ class TrainPane(Vertical):
             pct = f" {100 * done / total:.0f}%" if total else ""
             self.query_one("#train-header", Static).update(f"preparing data: {split}{pct} {msg}")
         if self._dirty and time.monotonic() - self._drawn_at >= CHART_PERIOD and self.is_on_screen:
-            self.redraw_charts()
+            self._draws = getattr(self, "_draws", 0) + 1
+            self.redraw_charts(side=self._draws % SIDE_EVERY == 0)
 
     def feed(self, events) -> None:
         """Take a batch of training events (from a buffer, a tail, or a recording)."""
@@ -544,8 +550,8 @@ class TrainPane(Vertical):
         line2.append(f"x: {self.x_mode}" + (" · log y" if self.log_y else ""))
         self.query_one("#train-header", Static).update(" · ".join(parts) + "\n" + " · ".join(line2))
 
-    def redraw_charts(self) -> None:
-        self._dirty = False
+    def redraw_charts(self, side: bool = True) -> None:
+        self._dirty = self._dirty and not side
         self._drawn_at = time.monotonic()
         h, mode = self.history, self.x_mode
         xl = x_label(mode)
@@ -557,6 +563,8 @@ class TrainPane(Vertical):
         ], xlabel=xl, log_y=self.log_y)
         loss.title = "loss (log y)" if self.log_y else "loss"
         loss.redraw()
+        if not side:
+            return
         lr = self.query_one("#chart-lr", LineChart)
         lr.set_series([Series("lr", *h.series("lr", mode), color="green")], xlabel=xl)
         lr.redraw()
