@@ -308,3 +308,19 @@ def test_runs_list_summary_and_compare(built, corpus, capsys):
     assert main(["--workspace", str(built.root), "eval", "cmp-a", "--json", "--batches", "2"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["checkpoint"] == "step_000006" and math.isclose(ev["val_ppl"], math.exp(ev["val_loss"]))
+
+
+def test_ddp_wall_clock_budget_ends_every_rank_together(built, corpus):
+    # Each rank measures its own time; without agreeing on the budget one rank would leave
+    # the loop a step early and the other would hang in its next all-reduce.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--name", "ddp-time", *SETS, "--set", "train.max_steps=null", "--set", "train.max_minutes=0.05",
+           "--set", "train.checkpoint_interval=7", "--set", "train.eval_interval=5", "--set", "train.num_threads=1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = get_run(built, "ddp-time")
+    assert run.status()["state"] == "finished"
+    last = run.status()["step"]
+    assert last > 0 and run.latest_checkpoint() == f"step_{last:06d}"
+    assert [x for x in run.metrics() if x["kind"] == "eval"][-1]["step"] == last

@@ -53,6 +53,16 @@ def all_reduce_mean(x: float, device) -> float:
     return t.item() / dist.get_world_size()
 
 
+def any_rank(flags, device) -> tuple[bool, ...]:
+    """Each flag, true if it is true on any rank (one collective for all of them)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in t.tolist())
+
+
 def gather_rng(rng, world: int) -> list:
     if world <= 1:
         return [rng.bit_generator.state]

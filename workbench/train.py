@@ -25,7 +25,7 @@ from typing import Callable
 from . import checkpoint
 from .config import Config
 from .device import memory_in_use, resolve_device, resolve_precision
-from .distributed import all_reduce_mean, barrier, broadcast_run, dist_info, gather_rng, init_distributed
+from .distributed import all_reduce_mean, any_rank, barrier, broadcast_run, dist_info, gather_rng, init_distributed
 from .errors import WorkbenchError
 from .evaluate import evaluate
 from .optim import lr_at, make_optimizer
@@ -315,12 +315,17 @@ class Trainer:
         self.emit("start", run=self.run_folder.name, params=self.raw_model.num_params(), device=str(self.device),
                   precision=self.precision.name, world=self.world, resumed_from=self.resume_from,
                   tokens_per_step=step_tokens, data=self.data.name)
-        last_ckpt_step = self.step if self.resume_from else None
+        last_ckpt_step = last_eval_step = self.step if self.resume_from else None
         win_loss, win_n, win_t0, win_tokens = 0.0, 0, time.perf_counter(), 0
         t_last = time.perf_counter()
         reason = "budget"
-        while not self._budget_spent():
-            if self._stop.is_set():
+        while True:
+            # Under DDP every rank must leave the loop at the same step, or the next collective
+            # hangs: stop and budget (a wall-clock budget differs per rank) are agreed each step.
+            stop_now, done = self._agreed(self._stop.is_set(), self._budget_spent())
+            if done:
+                break
+            if stop_now:
                 reason = "stopped"
                 break
             if not self._unpaused.is_set():
@@ -382,14 +387,14 @@ class Trainer:
                     append_jsonl(self.run_folder.path / "metrics.jsonl", row)
                 self.emit("log", **row)
                 win_loss, win_n, win_tokens, win_t0 = 0.0, 0, 0, time.perf_counter()
-            done = self._budget_spent()
-            if self.step % tc.eval_interval == 0 or done:
+            if self.step % tc.eval_interval == 0:
                 self._evaluate()
-                t_last = time.perf_counter()
-            if self.step % tc.checkpoint_interval == 0 or done:
+                last_eval_step, t_last = self.step, time.perf_counter()
+            if self.step % tc.checkpoint_interval == 0:
                 self._checkpoint()
-                last_ckpt_step = self.step
-                t_last = time.perf_counter()
+                last_ckpt_step, t_last = self.step, time.perf_counter()
+        if reason == "budget" and last_eval_step != self.step:
+            self._evaluate()
         if last_ckpt_step != self.step:
             self._checkpoint()
         state = "finished" if reason == "budget" else "stopped"
@@ -401,6 +406,9 @@ class Trainer:
         self.emit("done", **summary)
         self.state = state
         return summary
+
+    def _agreed(self, *flags: bool) -> tuple[bool, ...]:
+        return flags if self.world <= 1 else any_rank(flags, self.device)
 
     def _nan_message(self, what: str, value: float) -> str:
         latest = self.run_folder.latest_checkpoint()
