@@ -19,7 +19,6 @@ from textual.widgets import Footer, TabbedContent, TabPane, Tabs
 from ..workspace import Workspace
 from .panes.chat import ChatPane
 from .panes.config import ConfigPane
-from .panes.later import LaterPane
 from .panes.runs import RunsPane
 from .panes.tokenizer import TokenizerPane
 from .panes.trace import TracePane
@@ -95,20 +94,21 @@ class WorkbenchApp(App):
                 with TabPane(f"{i + 1} {title}", id=key):
                     if key == "tokenizer":
                         yield TokenizerPane(self.ws, id="tokenizer-pane")
-                    elif key == "config":
-                        # mounted after the first paint: the app opens faster
-                        yield Lazy(ConfigPane(self.ws, self.probe, id="config-pane"))
-                    elif key == "train":
-                        yield TrainPane(self.ws, self.probe, id="train-pane")
-                    elif key == "runs":
-                        yield RunsPane(self.ws, id="runs-pane")
-                    elif key == "trace":
-                        yield TracePane(self.ws, self.probe, id="trace-pane")
-                    elif key == "chat":
-                        yield ChatPane(self.ws, self.probe, id="chat-pane")
                     else:
-                        yield LaterPane(key, id=f"{key}-pane")
+                        # the hidden panes are mounted after the first paint: the app opens faster
+                        yield Lazy(self._make_pane(key))
         yield Footer()
+
+    def _make_pane(self, key: str):
+        if key == "config":
+            return ConfigPane(self.ws, self.probe, id="config-pane")
+        if key == "train":
+            return TrainPane(self.ws, self.probe, id="train-pane")
+        if key == "runs":
+            return RunsPane(self.ws, id="runs-pane")
+        if key == "trace":
+            return TracePane(self.ws, self.probe, id="trace-pane")
+        return ChatPane(self.ws, self.probe, id="chat-pane")
 
     def on_mount(self) -> None:
         self.sub_title = str(self.ws.root)
