@@ -31,8 +31,15 @@ async def test_train_debug_to_completion(built_ws, make_app):
         pane = app.query_one("#train-pane")
         await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
                        what="the tokenizer choice")
+        # choosing the tokenizer fills in its data source through a Changed message; starting
+        # before that lands would train on the default hub id (offline: a quick failure)
+        await wait_for(pilot, lambda: pane.query_one("#train-data").value, what="the data source")
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: pane.running, what="training to start")
+        try:
+            await wait_for(pilot, lambda: pane.running or pane.state != "idle", what="training to start")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; focused {app.focused!r}; state {pane.state}; "
+                                 f"error {pane.query_one('#train-error').render()!s}") from None
         await wait_for(pilot, lambda: not pane.running, timeout=90, what="training to finish")
         assert pane.state == "finished", str(pane.query_one("#train-error").render())
         assert pane.history.train[-1]["step"] == 200
@@ -63,6 +70,9 @@ async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
         pane = app.query_one("#train-pane")
         await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
                        what="the tokenizer choice")
+        # choosing the tokenizer fills in its data source through a Changed message; starting
+        # before that lands would train on the default hub id (offline: a quick failure)
+        await wait_for(pilot, lambda: pane.query_one("#train-data").value, what="the data source")
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: pane._step() >= 10, timeout=60, what="ten steps")
         await pilot.press("ctrl+t")  # pause, then resume
