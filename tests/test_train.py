@@ -324,3 +324,20 @@ def test_ddp_wall_clock_budget_ends_every_rank_together(built, corpus):
     last = run.status()["step"]
     assert last > 0 and run.latest_checkpoint() == f"step_{last:06d}"
     assert [x for x in run.metrics() if x["kind"] == "eval"][-1]["step"] == last
+
+
+def test_rename_and_delete_runs(built, corpus, capsys):
+    t, _ = train_new(built, corpus, "ren", max_steps=2)
+    t.run()
+    ws = ["--workspace", str(built.root), "runs"]
+    assert main([*ws, "rename", "ren", "ren2"]) == 0
+    assert get_run(built, "ren2").latest_checkpoint() == "step_000002"
+    assert main([*ws, "rename", "ren2", "bad/name"]) == 2
+    assert "is not allowed" in capsys.readouterr().err
+    get_run(built, "ren2").set_status("running")  # this process is alive: the run counts as live
+    assert main([*ws, "delete", "ren2", "--yes"]) == 2
+    assert "stop it before you delete it" in capsys.readouterr().err
+    get_run(built, "ren2").set_status("finished")
+    assert main([*ws, "delete", "ren2", "--yes"]) == 0
+    assert not built.run_path("ren2").exists()
+    assert not [p for p in built.runs_dir().iterdir() if "ren2" in p.name]

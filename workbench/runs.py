@@ -167,6 +167,39 @@ def get_run(ws: Workspace, name: str) -> Run:
     return Run(name, path)
 
 
+def _refuse_if_live(run: Run, what: str) -> None:
+    state = run.status().get("state")
+    if state in ("running", "paused"):
+        raise WorkbenchError(f"run {run.name!r} is {state} in another process; stop it before you {what} it")
+
+
+def rename_run(ws: Workspace, name: str, new: str) -> Run:
+    """Rename a run folder (refused while it trains, or onto an existing name)."""
+    run = get_run(ws, name)
+    check_name("run", new)
+    if ws.run_path(new).exists():
+        raise WorkbenchError(f"run {new!r} already exists; choose another name")
+    _refuse_if_live(run, "rename")
+    try:
+        os.rename(run.path, ws.run_path(new))
+    except OSError as e:
+        raise WorkbenchError(f"cannot rename run {name!r}: {e.strerror}") from None
+    return Run(new, ws.run_path(new))
+
+
+def delete_run(ws: Workspace, name: str) -> None:
+    """Delete a run and its checkpoints (refused while it trains)."""
+    run = get_run(ws, name)
+    _refuse_if_live(run, "delete")
+    # Rename first, so a half-deleted folder never looks like a run.
+    trash = run.path.parent / f".{name}{fileio.TMP_MARK}deleting-{os.getpid()}"
+    try:
+        os.rename(run.path, trash)
+    except OSError as e:
+        raise WorkbenchError(f"cannot delete run {name!r}: {e.strerror}") from None
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def new_run_name(ws: Workspace, base: str) -> str:
     base = check_name("run", base)
     if not ws.run_path(base).exists():

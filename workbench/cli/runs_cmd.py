@@ -22,6 +22,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--baseline", default=None)
     cp.add_argument("--json", action="store_true")
     cp.set_defaults(func=cmd_compare)
+    rn = s.add_parser("rename", help="rename a run")
+    rn.add_argument("run")
+    rn.add_argument("new_name")
+    rn.set_defaults(func=cmd_rename)
+    rm = s.add_parser("delete", help="delete a run and all its checkpoints")
+    rm.add_argument("run")
+    rm.add_argument("--yes", action="store_true", help="do not ask")
+    rm.set_defaults(func=cmd_delete)
+
+
+def cmd_rename(args, ws) -> int:
+    from ..runs import rename_run
+
+    run = rename_run(ws, args.run, args.new_name)
+    print(f"renamed {args.run} -> {run.name}")
+    return 0
+
+
+def cmd_delete(args, ws) -> int:
+    import sys
+
+    from ..runs import delete_run, get_run
+
+    get_run(ws, args.run)  # a missing run is an error before any question
+    if not args.yes:
+        if not sys.stdin.isatty():
+            from ..errors import WorkbenchError
+
+            raise WorkbenchError(f"deleting run {args.run!r} needs --yes when not run from a terminal")
+        if input(f"delete run {args.run!r} and all its checkpoints? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("kept")
+            return 0
+    delete_run(ws, args.run)
+    print(f"deleted {args.run}")
+    return 0
 
 
 def _fmt(v, spec):

@@ -9,9 +9,6 @@ disk are refused for a run that is still training.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -304,18 +301,12 @@ class RunsPane(Vertical):
         self.app.push_screen(PromptScreen(f"Rename run {name!r} to:", name), answer)
 
     def rename(self, name: str, new: str) -> None:
-        from ...workspace import check_name
+        from ...runs import rename_run
 
         try:
-            check_name("run", new)
-            if self.ws.run_path(new).exists():
-                raise WorkbenchError(f"run {new!r} already exists; choose another name")
-            os.rename(self.ws.run_path(name), self.ws.run_path(new))
+            rename_run(self.ws, name, new)
         except WorkbenchError as e:
             self.set_status(f"not renamed: {e}", error=True)
-            return
-        except OSError as e:
-            self.set_status(f"not renamed: {e.strerror}", error=True)
             return
         self.selected = {new if n == name else n for n in self.selected}
         if self.baseline == name:
@@ -340,15 +331,13 @@ class RunsPane(Vertical):
                                            "Delete", "Keep"), answer)
 
     def delete(self, name: str) -> None:
-        path = self.ws.run_path(name)
-        # rename first, so a half-deleted folder never looks like a run
-        trash = path.parent / f".{name}.deleting-{os.getpid()}"
+        from ...runs import delete_run
+
         try:
-            os.rename(path, trash)
-        except OSError as e:
-            self.set_status(f"not deleted: {e.strerror}", error=True)
+            delete_run(self.ws, name)
+        except WorkbenchError as e:
+            self.set_status(f"not deleted: {e}", error=True)
             return
-        shutil.rmtree(trash, ignore_errors=True)
         self.selected.discard(name)
         self.set_status(f"deleted {name}")
         self.refresh_runs()
