@@ -16,6 +16,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -178,8 +179,7 @@ def default_data_name(tokenizer_name: str, source: Source) -> str:
 
 # --- prepare ---------------------------------------------------------------------------------
 
-def _encode_chunk(tok: Tokenizer, docs: list[str], dtype: np.dtype, threads: int) -> tuple[np.ndarray, int]:
-    ids = tok.encode_batch(docs, bos=True, eos=True, num_threads=threads)
+def _flatten(ids: list[list[int]], docs: list[str], dtype: np.dtype) -> tuple[np.ndarray, int]:
     flat = np.concatenate([np.asarray(seq, dtype=dtype) for seq in ids])
     return flat, sum(len(d.encode("utf-8")) for d in docs)
 
@@ -256,16 +256,30 @@ def _write_split(source, src_split, tmp: Path, dtype, tok, workers, progress, ca
     total = source.total_bytes(src_split)
     ntok = nbytes = ndocs = done_chars = 0
     last = 0.0
-    with open(tmp, "wb") as f:
+    pending = None
+
+    def write(job) -> None:
+        nonlocal ntok, nbytes, ndocs, done_chars, last
+        fut, docs, size = job
+        flat, b = _flatten(fut.result(), docs, dtype)
+        f.write(flat.tobytes())
+        ntok, nbytes, ndocs, done_chars = ntok + flat.size, nbytes + b, ndocs + len(docs), done_chars + size
+        if progress and time.monotonic() - last > 0.2:
+            last = time.monotonic()
+            progress(label, done_chars, total, f"{ndocs:,} documents, {ntok:,} tokens")
+
+    # sentencepiece releases the GIL while it encodes: the next chunk is encoded in the
+    # background while this thread reads documents and converts and writes the previous one.
+    with open(tmp, "wb") as f, ThreadPoolExecutor(1) as pool:
         for docs, size in _chunks(source.documents(src_split)):
             if cancel_event is not None and cancel_event.is_set():
                 raise Cancelled("data preparation was cancelled; no token file was written")
-            flat, b = _encode_chunk(tok, docs, dtype, workers)
-            f.write(flat.tobytes())
-            ntok, nbytes, ndocs, done_chars = ntok + flat.size, nbytes + b, ndocs + len(docs), done_chars + size
-            if progress and time.monotonic() - last > 0.2:
-                last = time.monotonic()
-                progress(label, done_chars, total, f"{ndocs:,} documents, {ntok:,} tokens")
+            job = (pool.submit(tok.encode_batch, docs, True, True, workers), docs, size)
+            if pending is not None:
+                write(pending)
+            pending = job
+        if pending is not None:
+            write(pending)
     if progress:
         progress(label, total or done_chars, total or done_chars, f"{ndocs:,} documents, {ntok:,} tokens")
     return {"file": SPLIT_FILES[label], "tokens": int(ntok), "bytes": nbytes, "documents": ndocs}
