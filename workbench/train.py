@@ -298,6 +298,9 @@ class Trainer:
                 import torch.distributed as dist
 
                 if dist.is_initialized():
+                    # Without a last barrier one rank could tear the group down while the
+                    # other still waits on the final collective (gloo then aborts it).
+                    dist.barrier()
                     dist.destroy_process_group()
 
     def _loop(self) -> dict:
