@@ -20,6 +20,19 @@ async def _form(pilot, app, **fields):
     await wait_for(pilot, lambda: pane.valid, what="a valid form")
 
 
+async def _start_from_train_pane(pilot, app):
+    """Switch to the Train pane, wait until its choices are filled in, press start."""
+    await pilot.press("escape", "3")
+    pane = app.query_one("#train-pane")
+    await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
+                   what="the tokenizer choice")
+    # choosing the tokenizer fills in its data source through a Changed message; starting
+    # before that lands would train on the default hub id (offline: a quick failure)
+    await wait_for(pilot, lambda: pane.query_one("#train-data").value, what="the data source")
+    await pilot.press("ctrl+r")
+    return pane
+
+
 async def test_train_debug_to_completion(built_ws, make_app):
     from workbench.runs import list_runs
 
@@ -27,14 +40,7 @@ async def test_train_debug_to_completion(built_ws, make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         # the debug preset, with the vocab of the test's tokenizer and one torch thread
         await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1"})
-        await pilot.press("escape", "3")
-        pane = app.query_one("#train-pane")
-        await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
-                       what="the tokenizer choice")
-        # choosing the tokenizer fills in its data source through a Changed message; starting
-        # before that lands would train on the default hub id (offline: a quick failure)
-        await wait_for(pilot, lambda: pane.query_one("#train-data").value, what="the data source")
-        await pilot.press("ctrl+r")
+        pane = await _start_from_train_pane(pilot, app)
         try:
             await wait_for(pilot, lambda: pane.running or pane.state != "idle", what="training to start")
         except AssertionError as e:
@@ -66,14 +72,7 @@ async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
     async with app.run_test(size=(120, 40)) as pilot:
         await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1",
                                    "train-max_steps": "100000", "train-eval_interval": "100000"})
-        await pilot.press("escape", "3")
-        pane = app.query_one("#train-pane")
-        await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
-                       what="the tokenizer choice")
-        # choosing the tokenizer fills in its data source through a Changed message; starting
-        # before that lands would train on the default hub id (offline: a quick failure)
-        await wait_for(pilot, lambda: pane.query_one("#train-data").value, what="the data source")
-        await pilot.press("ctrl+r")
+        pane = await _start_from_train_pane(pilot, app)
         await wait_for(pilot, lambda: pane._step() >= 10, timeout=60, what="ten steps")
         await pilot.press("ctrl+t")  # pause, then resume
         await wait_for(pilot, lambda: pane.job.paused, what="pause")

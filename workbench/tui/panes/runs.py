@@ -270,27 +270,21 @@ class RunsPane(Vertical):
     def on_runs_pane_exported(self, msg: "RunsPane.Exported") -> None:
         self.set_status(msg.text, error=msg.error)
 
-    def _busy_reason(self, name: str) -> str | None:
-        from ...runs import get_run
+    def _idle_cursor_run(self) -> str | None:
+        """The run under the cursor unless the Train pane is training it (runs training in
+        other processes are refused by the engine's rename_run/delete_run themselves)."""
         from .train import TrainPane
 
+        name = self.cursor_run
         train = self.app.query(TrainPane)
-        if train and train.first().running and train.first().run_name == name:
-            return f"run {name!r} is training in the Train pane; stop it first"
-        try:
-            state = get_run(self.ws, name).status().get("state")
-        except WorkbenchError:
+        if name is not None and train and train.first().running and train.first().run_name == name:
+            self.set_status(f"run {name!r} is training in the Train pane; stop it first", error=True)
             return None
-        if state in ("running", "paused"):
-            return f"run {name!r} is {state} in another process; stop it first"
-        return None
+        return name
 
     def action_rename(self) -> None:
-        name = self.cursor_run
+        name = self._idle_cursor_run()
         if name is None:
-            return
-        if (why := self._busy_reason(name)):
-            self.set_status(why, error=True)
             return
         from ..widgets.prompt import PromptScreen
 
@@ -315,11 +309,8 @@ class RunsPane(Vertical):
         self.refresh_runs()
 
     def action_delete(self) -> None:
-        name = self.cursor_run
+        name = self._idle_cursor_run()
         if name is None:
-            return
-        if (why := self._busy_reason(name)):
-            self.set_status(why, error=True)
             return
         from ..widgets.modals import ConfirmScreen
 
