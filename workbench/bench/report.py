@@ -1,0 +1,239 @@
+"""Turning the suite's raw measurements into rows, and rows into a markdown table.
+
+A row is one figure: ours (median, min, max of the repetitions), the peer's where there is one,
+and ``ratio``: ours against the peer taken pair by pair, oriented so that above 1 means we are
+ahead (ours/peer for rates, peer/ours for times). A peer that is not installed makes a row with
+``status: "missing"`` and the reason; a task that failed makes one with ``status: "failed"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .measure import percentile, stat
+
+TOKENIZERS = "HF tokenizers"
+TRANSFORMERS = "transformers Llama"
+
+
+def _ratio(ours: list[float], peer: list[float], better: str) -> dict | None:
+    pairs = [(o, p) for o, p in zip(ours, peer) if o and p]
+    if not pairs:
+        return None
+    return stat([o / p if better == "higher" else p / o for o, p in pairs])
+
+
+def row(task: str, measure: str, unit: str, ours: Any, *, better: str = "higher", peer_name: str | None = None,
+        peer: list[float] | None = None, missing: str | None = None, rss: tuple = (None, None),
+        note: str | None = None) -> dict:
+    r: dict[str, Any] = {"task": task, "measure": measure, "unit": unit, "better": better, "status": "ok"}
+    r["ours"] = stat(ours) if isinstance(ours, list) else ours
+    if peer_name:
+        r["peer_name"] = peer_name
+        if missing:
+            r["status"], r["message"] = "missing", missing
+        elif peer:
+            r["peer"] = stat(peer)
+            if isinstance(ours, list):
+                r["ratio"] = _ratio(ours, peer, better)
+    r["rss_mb"] = {"ours": rss[0], "peer": rss[1]}
+    if note:
+        r["note"] = note
+    return r
+
+
+def failed(task: str, message: str) -> dict:
+    return {"task": task, "measure": "(failed)", "status": "failed", "message": message}
+
+
+def build_rows(res: dict) -> list[dict]:
+    rows: list[dict] = []
+    tasks = res.get("tasks", {})
+    peaks = {}
+    for key, t in tasks.items():
+        if t.get("error"):
+            rows.append(failed(key, t["error"]))
+            continue
+        if key == "matmul":
+            for dtype in ("float32", "bfloat16"):
+                peaks[dtype] = stat(t[dtype])["median"]
+                rows.append(row("machine", f"matmul peak {dtype} ({t['n']}², {t['threads']} threads)", "GFLOP/s",
+                                t[dtype], rss=(t.get("process_peak_rss_mb"), None)))
+        elif key == "tokenizer":
+            rows += _tokenizer_rows(t)
+        elif key == "prepare":
+            rows += _prepare_rows(t)
+        elif key.startswith("train "):
+            rows += _train_rows(t, peaks)
+        elif key.startswith("generate "):
+            rows += _generate_rows(t)
+        elif key == "app":
+            rows += _app_rows(t)
+    return rows
+
+
+def _tokenizer_rows(t: dict) -> list[dict]:
+    rss = (t["rss_mb"]["ours"], t["rss_mb"]["peer"])
+    kw = {"peer_name": TOKENIZERS, "missing": t.get("peer_missing")}
+    bpt = t["bytes_per_token"]
+    return [
+        row("tokenizer", f"build, vocab {t['vocab']}, {t['text_MB']:.1f} MB", "s", t["build_s"]["ours"],
+            better="lower", peer=t["build_s"]["peer"], rss=rss, **kw),
+        row("tokenizer", f"encode, {t['threads']} threads", "MB/s", t["encode_MBps"]["ours"],
+            peer=t["encode_MBps"]["peer"], **kw),
+        row("tokenizer", f"bytes per token, {t['valid_MB']:.1f} MB held out", "B/token", [bpt["ours"]],
+            peer=[bpt["peer"]] if "peer" in bpt else None, **kw),
+    ]
+
+
+def _prepare_rows(t: dict) -> list[dict]:
+    runs = t["runs"]
+    bad = [r["error"] for r in runs if r.get("error")]
+    if bad:
+        return [failed("prepare", bad[0])]
+    rss = [r["process_peak_rss_mb"] for r in runs if r.get("process_peak_rss_mb")]
+    return [row("data prepare", f"{runs[0]['MB']:.1f} MB of text, {runs[0]['threads']} threads", "MB/s",
+                [r["MBps"] for r in runs], rss=(stat(rss)["median"] if rss else None, None),
+                note="peak RSS: the whole `workbench data prepare` process")]
+
+
+def _train_rows(t: dict, peaks: dict) -> list[dict]:
+    shape = f"{t['preset']} ({t['params'] / 1e6:.2f}M, {t['batch']}×{t['seq_len']}, vocab {t['vocab']})"
+    ours, peer = t["tok_s"]["ours"], t["tok_s"]["peer"]
+    kw = {"peer_name": TRANSFORMERS, "missing": t.get("peer_missing")}
+    rows = [row("train fp32", shape, "tok/s", ours, peer=peer, rss=(t["rss_mb"]["ours"], t["rss_mb"]["peer"]), **kw)]
+    fpt = t["train_flops_per_token"]
+    if "float32" in peaks:
+        mfu = [100 * x * fpt / (peaks["float32"] * 1e9) for x in ours]
+        pmfu = [100 * x * fpt / (peaks["float32"] * 1e9) for x in peer]
+        rows.append(row("train fp32", f"{t['preset']} MFU of the fp32 matmul peak", "%", mfu, peer=pmfu, **kw))
+    bf16 = t["tok_s"].get("ours_bf16") or []
+    if bf16:
+        rows.append(row("train bf16", f"{shape}, autocast", "tok/s", bf16, peer_name="ours in fp32", peer=ours))
+        if "bfloat16" in peaks:
+            rows.append(row("train bf16", f"{t['preset']} MFU of the bf16 matmul peak", "%",
+                            [100 * x * fpt / (peaks["bfloat16"] * 1e9) for x in bf16]))
+    return rows
+
+
+def _generate_rows(t: dict) -> list[dict]:
+    what = f"{t['preset']} ({t['params'] / 1e6:.2f}M), prompt {t['prompt_len']}, {t['new_tokens']} new"
+    kw = {"peer_name": f"{TRANSFORMERS} generate", "missing": t.get("peer_missing")}
+    note = None if t.get("same_tokens") in (True, None) else "the two produced different tokens"
+    return [
+        row("decode", what, "tok/s", t["decode_tok_s"]["ours"], peer=t["decode_tok_s"]["peer"],
+            rss=(t["rss_mb"]["ours"], t["rss_mb"]["peer"]), note=note, **kw),
+        row("decode", f"{t['preset']} time to first token", "ms", t["ttft_ms"]["ours"], better="lower",
+            peer=t["ttft_ms"]["peer"], **kw),
+    ]
+
+
+def _app_rows(t: dict) -> list[dict]:
+    lat, painted = t["latency_ms"], t["painted_ms"]
+    ts = t["tok_s"]
+    rows = [row("app", f"training {t['preset']} in the app, watched (steps 1–{t['steps'] // 2})", "tok/s",
+                ts["app"], peer_name="headless workbench train", peer=ts["headless"],
+                rss=(t["rss_mb"]["app"], t["rss_mb"]["headless"])),
+            row("app", f"training {t['preset']} in the app, a key every 0.25 s (the other steps)", "tok/s",
+                ts["app_keys"], peer_name="headless workbench train", peer=ts["headless_2nd_half"])]
+    if lat:
+        for name, xs in (("key press → action", lat), ("key press → chart repainted", painted)):
+            rows.append(row("app", f"{name} while training, p50 / p95 of {len(xs)} keys", "ms",
+                            {"p50": percentile(xs, 50), "p95": percentile(xs, 95)}, better="lower"))
+    else:
+        rows.append(failed("app", "no key press was measured (the run finished before its first step was shown)"))
+    return rows
+
+
+# --- markdown -----------------------------------------------------------------------------------
+
+
+def fmt(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    ax = abs(x)
+    if ax >= 100:
+        return f"{x:,.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def fmt_stat(s: Any) -> str:
+    if s is None:
+        return "–"
+    if "p50" in s:
+        return f"{fmt(s['p50'])} / {fmt(s['p95'])}"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return fmt(s["median"])
+    return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+
+
+def fmt_ratio(r: dict | None) -> str:
+    if not r:
+        return ""
+    m = r["median"]
+    text = f"{m:.2f}× ({r['min']:.2f}–{r['max']:.2f})" if r["n"] > 1 else f"{m:.2f}×"
+    return f"**{text} behind**" if m < 0.98 else text
+
+
+def render_markdown(res: dict, rows: list[dict], command: str = "") -> str:
+    m = res.get("machine", {})
+    lines = [
+        f"# workbench bench ({res.get('mode', '?')})",
+        "",
+        f"{res.get('started', '')} · {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('ram_gb', '?')} GB RAM · Python {m.get('python', '?')} · {_versions(res)}",
+        f"Data: {res.get('text', {}).get('source', res.get('data', '?'))}; "
+        f"{res.get('options', {}).get('reps', '?')} repetitions per figure; took {res.get('seconds', '?')} s.",
+    ]
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    lines += [
+        "",
+        "Figures are medians (min–max) of the repetitions. *vs peer* is ours against the peer taken pair "
+        "by pair, oriented so that above 1× means workbench is ahead; **bold** marks where it is behind. "
+        "Peak RSS is of each side's phase in its task's process (MB).",
+        "",
+        "| Task | Measure | Unit | workbench | Peer | Peer's figure | vs peer | Peak RSS ours / peer |",
+        "|---|---|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["status"] == "failed":
+            lines.append(f"| {r['task']} | **failed** | | | | | | {_cell(r['message'])} |")
+            continue
+        peer_name = r.get("peer_name", "")
+        if r["status"] == "missing":
+            peer_fig, ratio = f"**missing**: {_cell(r['message'])}", ""
+        else:
+            peer_fig, ratio = (fmt_stat(r.get("peer")) if peer_name else ""), fmt_ratio(r.get("ratio"))
+        rss = r.get("rss_mb", {})
+        rss_cell = " / ".join(fmt(v) for v in (rss.get("ours"), rss.get("peer")) if v is not None) if any(
+            v is not None for v in rss.values()) else ""
+        if rss_cell and rss.get("peer") is None and peer_name and rss.get("ours") is not None:
+            rss_cell += " / –"
+        measure = r["measure"] + (f" ({r['note']})" if r.get("note") else "")
+        lines.append(f"| {r['task']} | {_cell(measure)} | {r['unit']} | {fmt_stat(r['ours'])} | {peer_name} | "
+                     f"{peer_fig} | {ratio} | {rss_cell} |")
+    behind = [r for r in rows if r.get("ratio") and r["ratio"]["median"] < 0.98]
+    missing = sorted({r["message"] for r in rows if r["status"] == "missing"})
+    lines.append("")
+    if behind:
+        lines.append("Behind a peer: " + "; ".join(
+            f"{r['task']} {r['measure']}: {r['ratio']['median']:.2f}× {r['peer_name']}" for r in behind) + ".")
+    if missing:
+        lines.append("Missing peers: " + "; ".join(missing) + ".")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _versions(res: dict) -> str:
+    seen: dict[str, str] = {}
+    for t in res.get("tasks", {}).values():
+        for entry in t.get("runs", [t]):
+            seen.update(entry.get("versions", {}))
+    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items())) or "versions unknown"
