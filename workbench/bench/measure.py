@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import resource
 import statistics
 import sys
@@ -26,10 +27,14 @@ def stat(xs: list[float]) -> dict[str, float]:
 
 
 def percentile(xs: list[float], p: float) -> float:
+    """The p-th percentile, interpolating linearly between the nearest ranks (as numpy does)."""
     xs = sorted(xs)
     if not xs:
         return math.nan
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    k = p / 100 * (len(xs) - 1)
+    lo = math.floor(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 # --- peak resident memory ---------------------------------------------------------------------
@@ -142,3 +147,24 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t = time.perf_counter()
     out = fn()
     return time.perf_counter() - t, out
+
+
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[int, float, float, str]:
+    """Run a command to the end: (exit status, seconds, its peak RSS in MB, the tail of stderr)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        secs = time.perf_counter() - t
+        err.seek(0)
+        tail = err.read()[-2000:].decode("utf-8", "replace")
+    return proc.returncode, secs, ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024), tail

@@ -39,6 +39,14 @@ def run_task(module: str, task: str, args: dict, tmp: Path, *, echo: Callable[[s
     args_path.write_text(json.dumps(args))
     child_env = {**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1", **(env or {})}
     t0 = time.perf_counter()
+    try:
+        return _run(module, task, args_path, out_path, log_path, t0, echo, cancel_event, child_env)
+    finally:
+        for p in (args_path, out_path, log_path):
+            p.unlink(missing_ok=True)
+
+
+def _run(module, task, args_path, out_path, log_path, t0, echo, cancel_event, child_env) -> ChildResult:
     with open(log_path, "wb") as log, open(log_path, "rb") as tail:
         proc = subprocess.Popen([sys.executable, "-m", module, task, str(args_path), str(out_path)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env,
@@ -80,8 +88,6 @@ def run_task(module: str, task: str, args: dict, tmp: Path, *, echo: Callable[[s
         tail_text = "\n".join(line for line in lines if line.strip())[-600:]
         result = {"error": f"the {task} task exited with status {code} and wrote no result"
                            + (f"; its last output:\n{tail_text}" if tail_text else "")}
-    for p in (args_path, out_path, log_path):
-        p.unlink(missing_ok=True)
     if code != 0 and "error" not in result:
         result["error"] = f"the {task} task exited with status {code}"
     return ChildResult(result, code, seconds, peak)

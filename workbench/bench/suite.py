@@ -32,7 +32,7 @@ EOT = "<|endoftext|>"
 # Steps per training repetition (the first ``warmup`` of them are not counted).
 TRAIN_STEPS = {"quick": {"debug": 24, "stories260K": 4, "stories15M": 4},
                "full": {"debug": 100, "stories260K": 25, "stories15M": 15}}
-APP_STEPS = {"quick": 240, "full": 1000}
+APP_STEPS = {"quick": 320, "full": 1200}
 
 
 @dataclass

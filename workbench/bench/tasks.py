@@ -325,6 +325,9 @@ def task_generate(a: dict) -> dict:
     from ..model import build_model
 
     cfg = load_config(a["preset"]).model
+    # stay within the context, where both sides are defined to agree
+    a = {**a, "prompt_len": min(a["prompt_len"], cfg.max_seq_len // 2)}
+    a["new_tokens"] = min(a["new_tokens"], cfg.max_seq_len - a["prompt_len"])
     out: dict[str, Any] = {"preset": a["preset"], "prompt_len": a["prompt_len"], "new_tokens": a["new_tokens"],
                            "ttft_ms": {"ours": [], "peer": []}, "decode_tok_s": {"ours": [], "peer": []},
                            "rss_mb": {"ours": None, "peer": None}, "same_tokens": None}

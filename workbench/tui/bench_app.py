@@ -4,14 +4,14 @@
 
 Run by ``workbench bench`` in a child process (this is the one task that needs Textual, so it
 lives in ``workbench/tui``). Alternating repetition by repetition:
-- headless: ``Trainer.new(...).run()`` on the main thread, as ``workbench train`` does;
+- headless: a ``workbench train`` process on the same config, data and tokenizer;
 - in the app: ``WorkbenchApp.run_test`` (a headless terminal, 140x44); the Train pane starts the
-  same config with ctrl+r. For the first half of the steps the app is only watched; in the
-  second half a key is pressed every 0.25 s (ctrl+y log-y, ctrl+n x axis, alternating), posted
+  same config with ctrl+r. For the first half of the steps the app is only watched (the first
+  quarter is left out as warm-up on both sides); in the second half a key is pressed every 0.25 s (ctrl+y log-y, ctrl+n x axis, alternating), posted
   through the driver like a real key. Latency = from posting the key to its action running
   ("action"), and to the loss chart being drawn again ("painted").
-Tokens/s is the median of the logged windows of each half (the first window, warm-up, left out
-of the first), so the app's watched half and its busy half each have a headless counterpart.
+Tokens/s is the median of the logged windows of each part, so the app's watched part and its
+busy half each have a headless counterpart.
 """
 
 from __future__ import annotations
@@ -31,23 +31,30 @@ CONFIG = "bench-app"
 
 
 def _halves(rows: list[dict], steps: int) -> tuple[float, float]:
-    """Median tokens/s of the logged windows in the first and in the second half of the run."""
-    rows = [r for r in rows if r.get("tok_s")][1:]
+    """Median tokens/s of the logged windows in the second quarter of the run (the first quarter
+    is warm-up on both sides) and in its second half."""
+    rows = [r for r in rows if r.get("tok_s")]
     half = steps // 2
-    first = [r["tok_s"] for r in rows if r["step"] <= half]
+    first = [r["tok_s"] for r in rows if steps // 4 < r["step"] <= half]
     second = [r["tok_s"] for r in rows if r["step"] > half]
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     return med(first), med(second)
 
 
-def _headless(ws: Workspace, a: dict, rep: int) -> tuple[float, float]:
-    from ..train import Trainer
+def _headless(ws: Workspace, a: dict, rep: int) -> tuple[float, float, float]:
+    """A real ``workbench train`` process on the same config: its two halves' tokens/s and its
+    peak RSS. (In its own process, as a user runs it: torch's OpenMP pool belongs to one thread.)"""
+    from ..bench.measure import run_measured
+    from ..runs import get_run
 
-    tr = Trainer.new(ws, load_config(CONFIG, ws), a["tokenizer"], a["text_dir"], name=f"bench-headless-{rep}")
-    summary = tr.run()
-    if summary.get("state") != "finished":
-        raise RuntimeError(f"headless training ended {summary.get('state')!r}")
-    return _halves([e.data for e in tr.buffer.drain() if e.kind == "log"], a["steps"])
+    name = f"bench-headless-{rep}"
+    code, _, rss, err = run_measured([sys.executable, "-m", "workbench", "--workspace", str(ws.root), "train",
+                                      "--config", CONFIG, "--tokenizer", a["tokenizer"], "--data", a["text_dir"],
+                                      "--name", name])
+    if code != 0:
+        raise RuntimeError(f"headless workbench train exited with status {code}: {err.strip()[-400:]}")
+    first, second = _halves([r for r in get_run(ws, name).metrics() if r.get("kind") == "train"], a["steps"])
+    return first, second, rss
 
 
 async def _wait(pilot, cond, timeout: float, what: str) -> None:
@@ -74,6 +81,11 @@ async def _in_app(ws: Workspace, a: dict) -> tuple[tuple[float, float], list[flo
         pane = app.query_one("#train-pane")
         await _wait(pilot, lambda: pane.query_one("#train-tokenizer").value == a["tokenizer"], 30, "the tokenizer")
         await _wait(pilot, lambda: pane.query_one("#train-data").value, 30, "the data source")
+        # as a user would: start once the app has settled (the other panes mount after the first paint)
+        from .app import PANES
+
+        await _wait(pilot, lambda: all(app.query(f"#{key}-pane") for key, _ in PANES), 30, "every pane to mount")
+        await pilot.pause(1.0)
         pane.query_one("#train-config").value = CONFIG
         pane.query_one("#train-data").value = a["text_dir"]
         for name in ("action_toggle_log_y", "action_next_x_axis"):
@@ -129,11 +141,10 @@ def task_app(a: dict) -> dict:
                            "latency_ms": [], "painted_ms": [],
                            "rss_mb": {"headless": None, "app": None}}
     for r in range(a["reps"]):
-        with PhasePeak() as pp:
-            first, second = _headless(ws, a, r)
+        first, second, rss = _headless(ws, a, r)
         out["tok_s"]["headless"].append(first)
         out["tok_s"]["headless_2nd_half"].append(second)
-        out["rss_mb"]["headless"] = out["rss_mb"]["headless"] if r else pp.mb  # before Textual loads
+        out["rss_mb"]["headless"] = max(out["rss_mb"]["headless"] or 0.0, rss)
         with PhasePeak() as pp:
             (watched, busy), lat, trip = asyncio.run(_in_app(ws, a))
         out["rss_mb"]["app"] = max(out["rss_mb"]["app"] or 0.0, pp.mb or 0.0) or None

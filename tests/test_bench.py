@@ -1,0 +1,206 @@
+"""The benchmark suite (`workbench bench`): rows and table, missing peers, failures, bad input,
+cancel, and a small end-to-end run of the engine tasks on a synthetic corpus.
+
+The figures themselves are not checked against thresholds (timings are not tested); what is
+checked is that every figure is there, is the median of its repetitions with min and max, that
+ratios are taken pair by pair and oriented, and that the output files are written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import pytest
+
+from workbench.bench import build_rows, render_markdown
+from workbench.bench.measure import PhasePeak, percentile, stat
+from workbench.bench.runner import run_task
+from workbench.cli import main
+from workbench.errors import Cancelled
+
+from conftest import make_stories, write_txt
+
+ENGINE = "workbench.bench.tasks"
+
+
+@pytest.fixture(scope="module")
+def bench_corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench-corpus")
+    write_txt(d / "train.txt", make_stories(2500, seed=3))
+    write_txt(d / "valid.txt", make_stories(250, seed=4))
+    return d
+
+
+def _raw(**tasks) -> dict:
+    return {"mode": "quick", "options": {"reps": 3}, "machine": {"cpu": "test cpu", "cores": 2}, "tasks": tasks}
+
+
+def test_stat_and_percentile():
+    assert stat([3, 1, 2]) == {"median": 2, "min": 1, "max": 3, "n": 3}
+    assert percentile([float(i) for i in range(101)], 95) == 95
+    assert percentile([1.0, 2.0], 50) == 1.5 and percentile([7.0], 95) == 7.0
+    with pytest.raises(ValueError):
+        stat([])
+
+
+def test_rows_take_ratios_pair_by_pair_and_orient_them():
+    raw = _raw(tokenizer={
+        "vocab": 512, "text_MB": 1.0, "valid_MB": 0.2, "threads": 2, "peer_missing": None,
+        "build_s": {"ours": [1.0, 2.0, 4.0], "peer": [2.0, 2.0, 2.0]},  # times: peer/ours
+        "encode_MBps": {"ours": [10.0, 10.0, 10.0], "peer": [5.0, 20.0, 10.0]},  # rates: ours/peer
+        "bytes_per_token": {"ours": 3.0, "peer": 4.0},
+        "rss_mb": {"ours": 100.0, "peer": 150.0},
+    })
+    rows = build_rows(raw)
+    build, encode, bpt = rows
+    assert build["better"] == "lower" and build["ratio"] == {"median": 1.0, "min": 0.5, "max": 2.0, "n": 3}
+    # pair by pair: 10/5, 10/20, 10/10 -> median 1.0, not median(ours)/median(peer)
+    assert encode["ratio"] == {"median": 1.0, "min": 0.5, "max": 2.0, "n": 3}
+    assert bpt["ratio"]["median"] == 0.75
+    assert build["rss_mb"] == {"ours": 100.0, "peer": 150.0}
+    md = render_markdown(raw, rows, "workbench bench --quick")
+    assert "| tokenizer | build, vocab 512, 1.0 MB | s | 2.00 (1.00–4.00) | HF tokenizers | 2.00 | 1.00× (0.50–2.00) |" in md
+    assert "**0.75× behind**" in md and "Behind a peer: tokenizer bytes per token" in md
+    assert "Command: `workbench bench --quick`" in md
+
+
+def test_missing_peer_and_failed_task_rows():
+    raw = _raw(**{
+        "generate debug": {
+            "preset": "debug", "params": 40000, "prompt_len": 32, "new_tokens": 16, "same_tokens": None,
+            "ttft_ms": {"ours": [1.0, 1.1, 0.9], "peer": []}, "decode_tok_s": {"ours": [900.0, 1000.0, 1100.0],
+                                                                           "peer": []},
+            "rss_mb": {"ours": 200.0, "peer": None},
+            "peer_missing": "transformers is not installed (No module named 'transformers'); pip install -e '.[bench]'",
+        },
+        "train stories15M": {"error": "the val data holds 10 tokens, fewer than one window"},
+    })
+    rows = build_rows(raw)
+    assert [r["status"] for r in rows] == ["missing", "missing", "failed"]
+    assert rows[0]["ours"]["median"] == 1000.0 and "peer" not in rows[0]
+    md = render_markdown(raw, rows)
+    assert "**missing**: transformers is not installed" in md
+    assert "Missing peers: transformers is not installed" in md
+    assert "| train stories15M | **failed** |" in md and "fewer than one window" in md
+
+
+def test_app_rows_hold_both_halves_and_key_latency():
+    lat = [float(i) for i in range(1, 21)]
+    raw = _raw(app={"preset": "debug", "steps": 240, "vocab": 512,
+                    "tok_s": {"headless": [10.0, 10.0, 10.0], "app": [9.0, 9.5, 10.0],
+                              "headless_2nd_half": [10.0] * 3, "app_keys": [8.0] * 3},
+                    "latency_ms": lat, "painted_ms": [x * 2 for x in lat], "rss_mb": {"headless": 300.0, "app": 400.0}})
+    watched, busy, action, painted = build_rows(raw)
+    assert watched["ratio"]["median"] == 0.95 and busy["ratio"]["median"] == 0.8
+    assert action["ours"] == {"p50": 10.5, "p95": pytest.approx(19.05)}
+    assert painted["ours"]["p95"] == pytest.approx(38.1)
+
+
+def test_phase_peak_sees_an_allocation():
+    if sys.platform != "linux":
+        pytest.skip("per-phase peaks need /proc/self/clear_refs")
+    with PhasePeak() as base:
+        pass
+    with PhasePeak() as p:
+        block = bytearray(200 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])  # touch every page
+        del block
+    assert p.mb is not None and p.mb - base.mb > 150
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--tasks", "train,nope"], "unknown task nope; allowed: matmul, tokenizer"),
+    (["--presets", "huge"], "unknown preset huge; allowed:"),
+    (["--reps", "2"], "--reps 2 is out of range: allowed 3 to 100"),
+    (["--text-mb", "0"], "--text-mb 0.0 is out of range"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, capsys, argv, needle):
+    assert main(["--workspace", str(tmp_path), "bench", *argv]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_a_missing_data_source_is_named(tmp_path, capsys):
+    assert main(["--workspace", str(tmp_path), "bench", "--tasks", "tokenizer", "--data", str(tmp_path / "nope")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_failing_task_says_why(tmp_path, bench_corpus):
+    child = run_task(ENGINE, "prepare", {"workspace": str(tmp_path / "ws"), "tokenizer": "absent", "rep": 0,
+                                         "text_dir": str(bench_corpus)}, tmp_path / "ipc")
+    assert child.returncode == 1
+    assert "absent" in child.result["error"]
+    assert list((tmp_path / "ipc").iterdir()) == []
+
+
+def test_cancel_kills_the_task_and_leaves_nothing(tmp_path):
+    cancel = threading.Event()
+    lines: list[str] = []
+    threading.Timer(1.0, cancel.set).start()
+    t = time.monotonic()
+    with pytest.raises(Cancelled):
+        # long enough that only the cancel can end it in time
+        run_task(ENGINE, "matmul", {"reps": 1000, "seconds": 5.0}, tmp_path / "ipc", echo=lines.append,
+                 cancel_event=cancel)
+    assert time.monotonic() - t < 8
+    assert list((tmp_path / "ipc").iterdir()) == []
+
+
+def test_engine_tasks_end_to_end(tmp_path, bench_corpus, capsys):
+    out = tmp_path / "out" / "bench.json"
+    md = tmp_path / "out" / "bench.md"
+    code = main(["--workspace", str(tmp_path / "ws"), "bench", "--quick", "--data", str(bench_corpus),
+                 "--tasks", "matmul,tokenizer,prepare,train,generate", "--presets", "debug", "--vocab", "400",
+                 "--text-mb", "0.3", "--json", str(out), "--markdown", str(md)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    res = json.loads(out.read_text())
+    assert res["mode"] == "quick" and res["command"].startswith("workbench bench --quick --data ")
+    assert res["text"]["train.txt"]["documents"] > 100
+    for key in ("matmul", "tokenizer", "train debug", "generate debug"):
+        assert res["tasks"][key].get("error") is None, res["tasks"][key]
+        assert res["tasks"][key]["process_peak_rss_mb"] > 10
+    assert len(res["tasks"]["prepare"]["runs"]) == 3
+    rows = {(r["task"], r["measure"].split(",")[0].split(" (")[0]): r for r in res["rows"]}
+    assert all(r["status"] == "ok" for r in res["rows"]), [r for r in res["rows"] if r["status"] != "ok"]
+    # every timed figure is a median of at least three repetitions, with its range
+    for r in res["rows"]:
+        if isinstance(r["ours"], dict) and "n" in r["ours"] and "bytes per token" not in r["measure"]:
+            assert r["ours"]["n"] >= 3 and r["ours"]["min"] <= r["ours"]["median"] <= r["ours"]["max"], r
+    assert rows[("tokenizer", "build")]["peer_name"] == "HF tokenizers"
+    assert rows[("tokenizer", "build")]["ratio"]["n"] == 3
+    train = rows[("train fp32", "debug")]
+    assert train["peer"]["n"] == 3 and train["ratio"]["n"] == 3 and train["rss_mb"]["ours"] > 50
+    assert 0 < rows[("train fp32", "debug MFU of the fp32 matmul peak")]["ours"]["median"] < 100
+    decode = rows[("decode", "debug")]
+    assert decode["ratio"]["n"] == 3 and "note" not in decode  # the same tokens on both sides
+    assert rows[("data prepare", "0.3 MB of text")]["rss_mb"]["ours"] > 10
+    assert rows[("machine", "matmul peak float32")]["ours"]["median"] > 0
+    text = md.read_text()
+    assert text in captured.out  # the table is printed too
+    assert "| train fp32 | debug (" in text and "| decode | debug time to first token | ms |" in text
+    assert "no peer to compare" not in captured.err
+
+
+def test_missing_peers_are_reported_not_skipped(tmp_path, bench_corpus, capsys, monkeypatch):
+    shadow = tmp_path / "shadow"
+    for mod in ("transformers", "tokenizers"):
+        (shadow / mod).mkdir(parents=True)
+        (shadow / mod / "__init__.py").write_text(f"raise ImportError('{mod} hidden by the test')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    argv = ["--workspace", str(tmp_path / "ws"), "bench", "--quick", "--data", str(bench_corpus),
+            "--tasks", "tokenizer,generate", "--presets", "debug", "--vocab", "400", "--text-mb", "0.2",
+            "--json", str(tmp_path / "b.json")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: 5 figure(s) have no peer to compare with" in err
+    res = json.loads((tmp_path / "b.json").read_text())
+    missing = [r for r in res["rows"] if r["status"] == "missing"]
+    assert {r["peer_name"] for r in missing} == {"HF tokenizers", "transformers Llama generate"}
+    assert all("hidden by the test" in r["message"] and "pip install" in r["message"] for r in missing)
+    assert all(r["ours"] for r in missing)  # our side is still measured
+    assert "**missing**" in (tmp_path / "b.md").read_text()
+    assert main([*argv, "--strict"]) == 1
