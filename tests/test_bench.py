@@ -116,6 +116,7 @@ def test_phase_peak_sees_an_allocation():
     (["--presets", "huge"], "unknown preset huge; allowed:"),
     (["--reps", "2"], "--reps 2 is out of range: allowed 3 to 100"),
     (["--text-mb", "0"], "--text-mb 0.0 is out of range"),
+    (["--vocab", "2"], "--vocab: vocab_size 2 is out of range"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, capsys, argv, needle):
     assert main(["--workspace", str(tmp_path), "bench", *argv]) == 2

@@ -64,6 +64,12 @@ class BenchOptions:
                                  f"{', '.join(bad) or '(none given)'}; allowed: {', '.join(known)}")
         if not isinstance(self.reps, int) or not 3 <= self.reps <= 100:
             raise WorkbenchError(f"--reps {self.reps!r} is out of range: allowed 3 to 100 (medians need at least 3)")
+        from ..tokenizer import TokenizerSettings
+
+        try:
+            TokenizerSettings(vocab_size=self.vocab).validate()
+        except WorkbenchError as e:
+            raise WorkbenchError(f"--vocab: {e}") from None
         if self.text_mb is not None and not 0.05 <= self.text_mb <= 4096:
             raise WorkbenchError(f"--text-mb {self.text_mb!r} is out of range: allowed 0.05 to 4096")
         return self
@@ -123,7 +129,7 @@ def machine_info() -> dict:
 
 def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
               cancel_event: threading.Event | None = None) -> dict:
-    """Run the suite; returns the raw results (see ``report.build_report`` for the rows)."""
+    """Run the suite; returns the raw results (``report.build_rows`` makes the rows)."""
     opts.validate()
     data = opts.data or default_data()
     started = time.time()
@@ -140,7 +146,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
         train_mb = res["text"]["train.txt"]["MB"]
         base = {"workspace": str(ws_root), "reps": opts.reps, "vocab": opts.vocab, "tokenizer": TOKENIZER,
                 "name": TOKENIZER, "text_dir": str(text_dir), "train_txt": str(text_dir / "train.txt"),
-                "valid_txt": str(text_dir / "valid.txt"), "sample_mb": train_mb + 1}
+                "valid_txt": str(text_dir / "valid.txt"), "sample_mb": min(train_mb + 1, 4096)}
         plan = _plan(opts)
         needs_tok = any(t in opts.tasks for t in ("prepare", "train", "app"))
         if needs_tok and "tokenizer" not in opts.tasks:
@@ -150,7 +156,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
             from ..workspace import Workspace
 
             build_tokenizer(Workspace.at(ws_root), TOKENIZER,
-                            TokenizerSettings(vocab_size=opts.vocab, data=base["train_txt"], sample_mb=train_mb + 1),
+                            TokenizerSettings(vocab_size=opts.vocab, data=base["train_txt"], sample_mb=base["sample_mb"]),
                             overwrite=True, cancel_event=cancel_event)
         tmp = root / "ipc"
         for i, (key, module, task, extra) in enumerate(plan, 1):
