@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from workbench.bench.measure import matmul_peak_gflops  # noqa: E402
 from workbench.config import load_config  # noqa: E402
 from workbench.estimate import flops_per_token  # noqa: E402
 from workbench.tokenizer import TokenizerSettings  # noqa: E402
@@ -39,18 +39,8 @@ from workbench.workspace import Workspace  # noqa: E402
 VOCAB = 4096
 
 
-def matmul_peak(dtype, n=1024, reps=20) -> float:
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = math.inf
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = min(best, (time.perf_counter() - t) / reps)
-    return 2 * n**3 / best
+def matmul_peak(dtype) -> float:
+    return matmul_peak_gflops(str(dtype).removeprefix("torch."), seconds=1.0) * 1e9
 
 
 def ours(ws, data, preset, precision, steps, name):
