@@ -1,4 +1,5 @@
-"""``workbench export``: write a run's checkpoint as a transformers Llama folder or as plain weights."""
+"""``workbench export``: write a run's checkpoint for transformers (hf), llama.cpp (gguf),
+llama2.c's run.c (llama2c) or as plain weights."""
 
 from __future__ import annotations
 
@@ -6,14 +7,24 @@ import argparse
 
 from .common import print_json
 
+FORMAT_HELP = ("hf: transformers Llama folder; gguf: llama.cpp model.gguf; llama2c: run.c "
+               "model.bin + tokenizer.bin; weights: safetensors + config.yaml (any config)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a run's checkpoint (hf: transformers Llama folder; weights: safetensors + config)")
+    from ..export import FORMATS
+
+    p = sub.add_parser("export", help="export a run's checkpoint for transformers, llama.cpp, "
+                                      "llama2.c's run.c, or as plain weights")
     p.add_argument("run")
-    p.add_argument("--to", required=True, metavar="DIR", help="folder to create")
-    p.add_argument("--format", choices=("hf", "weights"), default="hf")
+    p.add_argument("--to", required=True, metavar="DIR", help="folder to create (or an earlier export to replace with --force)")
+    p.add_argument("--format", choices=FORMATS, default="hf", help=FORMAT_HELP)
+    p.add_argument("--dtype", default=None, metavar="T", help="gguf only: f32 (default), f16 or q8_0")
+    p.add_argument("--version", type=int, default=None, metavar="V",
+                   help="llama2c only: 0 (default, the legacy file run.c reads) or 1 (ak42 header)")
     p.add_argument("--checkpoint", default=None, help="checkpoint name (default: latest)")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace DIR if it is an earlier export (a folder that is not is never replaced)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
 
@@ -21,10 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_export(args, ws) -> int:
     from ..export import export_run
 
-    out = export_run(ws, args.run, args.to, args.format, args.checkpoint, overwrite=args.force)
+    out = export_run(ws, args.run, args.to, args.format, args.checkpoint, overwrite=args.force,
+                     dtype=args.dtype, version=args.version)
     if args.json:
         print_json(out)
     else:
-        print(f"exported {out['run']} @ {out['checkpoint']} as {out['format']} to {out['path']}: "
-              f"{', '.join(out['files'])}")
+        opts = "".join(f", {k} {v}" for k, v in out["options"].items())
+        print(f"exported {out['run']} @ {out['checkpoint']} as {out['format']}{opts} to "
+              f"{out['path']}: {', '.join(out['files'])}")
     return 0

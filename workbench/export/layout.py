@@ -1,0 +1,125 @@
+"""The Llama view of our model, shared by the formats other programs read (hf, gguf, llama2c).
+
+Three things every Llama-style format needs, each done once here:
+
+* **which configs are a Llama** — ``llama_incompatibilities`` names every switch a format cannot
+  express, including model fields added after this exporter was written (a field it does not
+  know is refused unless it holds its default, so a new variant is never exported silently
+  wrong);
+* **the tensors under Llama's roles** — ``llama_tensors`` splits our fused q/k/v projection
+  (rows: H query heads, then Hkv key heads, then Hkv value heads) and accepts the older fused
+  SwiGLU ``w13`` too;
+* **the RoPE layout** — our RoPE rotates the first half of each head against the second (the
+  half-split layout of ``model/positions.py``, which is transformers' ``rotate_half``), while
+  Meta's checkpoints, llama2.c's ``run.c`` and llama.cpp's ``llama`` architecture rotate
+  adjacent pairs (2j, 2j+1). ``interleave_heads`` reorders the q and k rows so that pair j of
+  every head sits at rows 2j and 2j+1: the same rotation, applied by a reader that pairs
+  neighbours. Attention scores are unchanged because q and k move together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+# The values a Llama has; each format may add its own (run.c hard-codes a few more).
+LLAMA = {"norm": "rmsnorm", "pos": "rope", "mlp": "swiglu", "bias": False}
+# Fields a Llama export writes as shape or hyperparameters, or that only matter in training.
+HANDLED = {"vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "multiple_of",
+           "norm_eps", "rope_theta", "max_seq_len", "dropout", "tie_embeddings", *LLAMA}
+
+
+def llama_incompatibilities(cfg, reader: str, also: dict | None = None,
+                            reasons: dict | None = None) -> list[str]:
+    """Why ``cfg`` cannot be written for ``reader`` (e.g. "Llama", "run.c"); empty when it can.
+
+    ``also`` adds required values (field -> value) and ``reasons`` explains them."""
+    need = {**LLAMA, **(also or {})}
+    why = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in need:
+            if value != need[f.name]:
+                reason = (reasons or {}).get(f.name) or (
+                    f"{reader} has no bias terms" if f.name == "bias" else f"{reader} uses {_show(need[f.name])}")
+                why.append(f"{f.name} is {_show(value)} ({reason})")
+        elif f.name not in HANDLED and value != f.default:
+            why.append(f"{f.name} is {_show(value)}, a switch this exporter does not know "
+                       f"({reader} can only be given the default {_show(f.default)})")
+    return why
+
+
+def _show(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else repr(v)
+
+
+@dataclass
+class LlamaLayer:
+    attn_norm: "object"
+    q: "object"            # (H*D, C), half-split RoPE layout
+    k: "object"            # (Hkv*D, C)
+    v: "object"
+    o: "object"            # (C, H*D)
+    mlp_norm: "object"
+    gate: "object"         # (F, C)  w1
+    up: "object"           # (F, C)  w3
+    down: "object"         # (C, F)  w2
+
+
+@dataclass
+class LlamaTensors:
+    embed: "object"        # (V, C)
+    norm: "object"         # (C,)
+    lm_head: "object | None"  # (V, C); None when tied to the embedding
+    layers: list[LlamaLayer]
+
+
+def llama_tensors(model) -> LlamaTensors:
+    """Our parameters (on the CPU, detached) under Llama's roles, fused projections split."""
+    cfg = model.config
+    H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    layers = []
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        q, k, v = _unfused(sd, p + "attn.", "wqkv", ("wq", "wk", "wv"), (H * D, Hkv * D, Hkv * D))
+        gate, up = _unfused(sd, p + "mlp.", "w13", ("w1", "w3"), (F, F))
+        layers.append(LlamaLayer(sd[p + "attn_norm.weight"], q, k, v, sd[p + "attn.wo.weight"],
+                                 sd[p + "mlp_norm.weight"], gate, up, sd[p + "mlp.w2.weight"]))
+    return LlamaTensors(sd["tok_emb.weight"], sd["norm.weight"],
+                        None if cfg.tie_embeddings else sd["lm_head.weight"], layers)
+
+
+def llama_named(model, top: dict[str, str], layer: str, roles: dict[str, str],
+                interleave: bool) -> dict:
+    """Our tensors under a format's names: ``top`` names embed, norm and lm_head (left out when
+    tied); ``layer`` (with ``{i}``) + ``roles[role]`` names each LlamaLayer field; with
+    ``interleave`` q and k rows are in the interleaved RoPE order."""
+    cfg = model.config
+    t = llama_tensors(model)
+    out = {top["embed"]: t.embed, top["norm"]: t.norm}
+    if t.lm_head is not None:
+        out[top["lm_head"]] = t.lm_head
+    for i, L in enumerate(t.layers):
+        for role, name in roles.items():
+            w = getattr(L, role)
+            if interleave and role in ("q", "k"):
+                w = interleave_heads(w, cfg.n_heads if role == "q" else cfg.kv_heads)
+            out[layer.format(i=i) + name] = w.contiguous()
+    return out
+
+
+def _unfused(sd: dict, prefix: str, fused: str, parts: tuple[str, ...], sizes: tuple[int, ...]):
+    """Projections stored fused (one matrix, rows stacked) or apart; the model has used both
+    layouts, and checkpoints of either should export."""
+    key = f"{prefix}{fused}.weight"
+    if key in sd:
+        return tuple(t.contiguous() for t in sd[key].split(sizes, dim=0))
+    return tuple(sd[f"{prefix}{p}.weight"] for p in parts)
+
+
+def interleave_heads(w, n_heads: int):
+    """q or k rows (n_heads*D, C) from the half-split RoPE layout to the interleaved one:
+    row h*D + 2j + a takes row h*D + a*D/2 + j (a in {0, 1}, j < D/2)."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols).contiguous()
