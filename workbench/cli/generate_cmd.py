@@ -29,7 +29,9 @@ def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a run's model")
     _sampling_args(p, 200)
-    p.add_argument("--prompt", required=True, metavar="TEXT")
+    p.add_argument("--prompt", default="", metavar="TEXT",
+                   help="text to continue (default: none, so the model starts from BOS alone, "
+                        "as llama2.c's run.c does without -i)")
     p.add_argument("--n", type=int, default=1, metavar="N", help="number of samples (seeds S, S+1, ...)")
     p.add_argument("--json", action="store_true", help="print results (with per-token probabilities) as JSON")
     p.set_defaults(func=cmd_generate)
