@@ -240,28 +240,32 @@ class RunsPane(Vertical):
         name = self.cursor_run
         if name is None:
             return
-        from ..widgets.prompt import PromptScreen
-
-        dest = str(self.ws.root / "exports" / name)
-
-        def answer(path: str | None) -> None:
-            if path:
-                self.set_status(f"exporting {name} to {path} …")
-                self._export_worker(name, path)
-
-        self.app.push_screen(PromptScreen(f"Export run {name!r} to folder:", dest,
-                                          "a transformers Llama folder when the model allows it, "
-                                          "else plain weights · enter: export · esc: cancel"), answer)
-
-    @work(thread=True, group="runs-export", exit_on_error=False)
-    def _export_worker(self, name: str, path: str) -> None:
-        from ...export import export_run, hf_incompatibilities
-        from ...runs import get_run, run_config
+        from ...export import format_choices
+        from ..widgets.export_dialog import ExportScreen
 
         try:
-            fmt = "weights" if hf_incompatibilities(run_config(get_run(self.ws, name)).model) else "hf"
-            out = export_run(self.ws, name, path, fmt=fmt)
-            self.post_message(self.Exported(f"exported {name} ({out['checkpoint']}, {fmt}) to {out['path']}", False))
+            choices = format_choices(self.ws, name)
+        except WorkbenchError as e:
+            self.set_status(f"not exported: {e}", error=True)
+            return
+
+        def answer(a: dict | None) -> None:
+            if a:
+                self.set_status(f"exporting {name} as {a['format']} to {a['path']} …")
+                self._export_worker(name, a)
+
+        self.app.push_screen(ExportScreen(name, choices, str(self.ws.root / "exports" / name)), answer)
+
+    @work(thread=True, group="runs-export", exit_on_error=False)
+    def _export_worker(self, name: str, a: dict) -> None:
+        from ...export import export_run
+
+        try:
+            out = export_run(self.ws, name, a["path"], a["format"], overwrite=a["overwrite"],
+                             dtype=a.get("dtype"), version=a.get("version"))
+            opts = "".join(f", {k} {v}" for k, v in out["options"].items())
+            self.post_message(self.Exported(f"exported {name} ({out['checkpoint']}, {out['format']}{opts}) "
+                                            f"to {out['path']}", False))
         except WorkbenchError as e:
             self.post_message(self.Exported(f"not exported: {e}", True))
         except Exception as e:
