@@ -224,7 +224,10 @@ def test_memory_breakdown_and_verdict():
     bigger = training_memory(m, batch_size=16)
     assert bigger.activations == pytest.approx(2 * mem.activations, rel=0.01)
     half = training_memory(m, batch_size=8, precision="bf16", device="cuda")
-    assert half.activations < mem.activations and half.weights == 6 * n
+    full = training_memory(m, batch_size=8, precision="fp32", device="cuda")
+    assert half.activations < full.activations and half.weights == 6 * n
+    # CPU training computes the loss without the full logits: at vocab 32000 that is most of it
+    assert mem.activations < full.activations / 2
     assert kv_cache_bytes(m, 2, 100) == 2 * 6 * 2 * 6 * 100 * 48 * 4
     assert verdict(50, 100).verdict == "fits"
     assert verdict(90, 100).verdict == "tight"

@@ -1,9 +1,12 @@
 """Devices and number formats: what this machine has, and what a run should use.
 
-``auto`` picks cuda, then mps, then cpu. Precision ``auto`` is fp32 on CPU and MPS (safe and
-exact), bf16 autocast on CUDA where supported, else fp16 autocast with a gradient scaler.
-bf16 on CPU is offered explicitly: weights, gradients and optimizer state stay fp32 (master
-weights) and only the matrix products run in bf16 through autocast.
+``auto`` picks cuda, then mps, then cpu. Precision ``auto`` picks the fastest format whose
+training matches fp32: on a CPU, bf16 autocast where this CPU's bf16 matmul measured clearly
+faster than fp32 (``workbench.probe``, cached per machine), else fp32; on CUDA, bf16 autocast
+where supported, else fp16 autocast with a gradient scaler; on MPS fp32 (autocast there is
+not measured here, and bf16 on MPS needs a recent macOS). Under autocast the weights, gradients
+and optimizer state stay fp32 (master weights); only the matrix products run in bf16 or fp16.
+An explicit fp32, bf16 or fp16 always wins over the measurement.
 """
 
 from __future__ import annotations
@@ -13,16 +16,24 @@ import os
 from dataclasses import dataclass
 
 from .errors import WorkbenchError
+from .probe import cpu_name
 
 
 def describe_devices() -> list[dict]:
-    """Every device torch can use here, with what a user needs to choose."""
+    """Every device torch can use here, with what a user needs to choose (for the CPU: what
+    precision ``auto`` picks and the measured bf16 speed-up behind it)."""
     import psutil
     import torch
 
+    from .probe import matmul_probe
+
+    probe = matmul_probe()  # measured once per machine (about half a second), then cached
+    precision, reason = auto_precision(torch.device("cpu"))
     out = [{
-        "device": "cpu", "name": _cpu_name(), "cores": os.cpu_count(),
+        "device": "cpu", "name": cpu_name(), "cores": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total, "available": True,
+        "precision": precision, "precision_reason": reason,
+        "bf16_speedup": probe.get("bf16_speedup") if probe else None,
     }]
     if torch.backends.mps.is_available():
         out.append({"device": "mps", "name": "Apple GPU (MPS)", "memory_bytes": psutil.virtual_memory().total,
@@ -33,19 +44,6 @@ def describe_devices() -> list[dict]:
             out.append({"device": f"cuda:{i}", "name": p.name, "memory_bytes": p.total_memory,
                         "bf16": torch.cuda.is_bf16_supported(), "available": True})
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def resolve_device(name: str):
@@ -69,6 +67,7 @@ class Precision:
     name: str  # fp32 | bf16 | fp16
     autocast_dtype: object | None  # torch dtype, or None for plain fp32
     use_scaler: bool
+    reason: str = ""  # why this one, in words (shown by the CLI and the Train pane)
 
     def autocast(self, device):
         import torch
@@ -78,26 +77,41 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
 
-def resolve_precision(name: str, device) -> Precision:
+def auto_precision(device, measure: bool = True) -> tuple[str, str]:
+    """(precision, reason) that ``auto`` means on ``device``."""
     import torch
 
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto; this GPU supports bf16: bf16 autocast"
+        return "fp16", "auto; this GPU has no bf16: fp16 autocast with a gradient scaler"
+    if device.type == "cpu":
+        from .probe import cpu_precision_choice, matmul_probe
+
+        return cpu_precision_choice(matmul_probe(measure=measure))
+    return "fp32", f"auto; autocast on {device.type} is not measured here"
+
+
+def resolve_precision(name: str, device, measure: bool = True) -> Precision:
+    """The number format a run uses. ``measure=False`` never runs the CPU probe (a missing
+    measurement then means fp32)."""
+    import torch
+
+    reason = "set in the config"
     if name == "auto":
-        if device.type == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            name = "fp32"
+        name, reason = auto_precision(device, measure)
     if name == "fp32":
-        return Precision("fp32", None, False)
+        return Precision("fp32", None, False, reason)
     if name == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise WorkbenchError("train.precision = 'bf16' is not supported by this GPU; use fp16 or auto")
         if device.type == "mps":
             raise WorkbenchError("train.precision = 'bf16' is not supported on mps here; use fp32 or auto")
-        return Precision("bf16", torch.bfloat16, False)
+        return Precision("bf16", torch.bfloat16, False, reason)
     if name == "fp16":
         if device.type == "cpu":
             raise WorkbenchError("train.precision = 'fp16' is not supported on cpu; use fp32 or bf16")
-        return Precision("fp16", torch.float16, device.type == "cuda")
+        return Precision("fp16", torch.float16, device.type == "cuda", reason)
     raise WorkbenchError(f"train.precision = {name!r} is not known; choose auto, fp32, bf16 or fp16")
 
 

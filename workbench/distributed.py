@@ -44,6 +44,17 @@ def broadcast_run(ws: Workspace, run: Run | None, world: int) -> Run:
     return Run(names[0], ws.run_path(names[0]))
 
 
+def broadcast_object(obj, world: int):
+    """Rank 0's ``obj`` on every rank (choices measured once must agree across ranks)."""
+    if world <= 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_mean(x: float, device) -> float:
     import torch
     import torch.distributed as dist

@@ -84,8 +84,13 @@ def dtype_bytes(precision: str) -> int:
 
 
 def saved_activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
-                           precision: str = "fp32") -> int:
-    """Bytes autograd saves for the backward pass in this implementation (tested exactly)."""
+                           precision: str = "fp32", fused_loss: bool = False,
+                           attention: str = "sdpa") -> int:
+    """Bytes autograd saves for the backward pass in this implementation (tested exactly).
+
+    ``fused_loss``: the loss comes from ``forward(idx, targets=...)`` (what CPU training runs),
+    which keeps the hidden states' gradient instead of the log-softmax of the logits.
+    ``attention``: the kernel (``"explicit"`` keeps the probabilities and copies of q, k, v)."""
     T = cfg.max_seq_len if seq_len is None else seq_len
     C, V, L = cfg.dim, cfg.vocab_size, cfg.n_layers
     H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
@@ -95,12 +100,15 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[
     attn = (H + 2 * Hkv) * D + H * D + H  # fused qkv output, attention output, logsumexp
     if cfg.pos == "rope":
         attn += (H + Hkv) * D  # rotated q and k
+    if attention == "explicit":
+        attn += 3 * H * D + H * T - H  # q, k, v as (B*H, T, D) copies, probabilities; no logsumexp
     mlp = 4 * F if cfg.mlp == "swiglu" else 2 * F
     per_layer = 2 * C + 2 * norm_extra + attn + mlp  # 2C: residual stream in and mid-block
     if cfg.dropout > 0:
         # masks (1 byte) and, because SDPA drops to its math path, the score matrices
         per_layer += (3 * C + H * T) / 4 + 2 * H * T
-    top = C + norm_extra + V  # final norm, saved log-softmax
+    # final norm, then the saved log-softmax, or (fused) the gradient of the hidden states
+    top = C + norm_extra + (C if fused_loss else V)
     elems = batch_size * T * (L * per_layer + top)
     return int(elems * dtype_bytes(precision) + batch_size * T * 8)  # + int64 token ids
 
@@ -114,12 +122,27 @@ LOGIT_COPIES_BEYOND_SAVED = 3
 
 
 def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
-                     precision: str = "fp32") -> int:
-    """Peak activation memory of a training step: saved tensors plus backward working memory."""
+                     precision: str = "fp32", fused_loss: bool = False, attention: str = "sdpa") -> int:
+    """Peak activation memory of a training step: saved tensors plus backward working memory.
+    The fused loss holds the logits' gradient once, in the compute dtype, while it runs."""
     T = cfg.max_seq_len if seq_len is None else seq_len
-    saved = saved_activation_bytes(cfg, batch_size, T, precision)
+    saved = saved_activation_bytes(cfg, batch_size, T, precision, fused_loss, attention)
     logits = batch_size * T * cfg.vocab_size * dtype_bytes(precision)
-    return int(BACKWARD_FACTOR * saved + LOGIT_COPIES_BEYOND_SAVED * logits)
+    copies = 1 if fused_loss else LOGIT_COPIES_BEYOND_SAVED
+    return int(BACKWARD_FACTOR * saved + copies * logits)
+
+
+def attention_kernel(cfg: ModelConfig, batch_size: int, precision: str, device: str) -> str:
+    """The attention kernel CPU training will pick for this shape, from the cached measurement
+    (``workbench.probe``; SDPA until measured, and always off the CPU)."""
+    if device != "cpu":
+        return "sdpa"
+    from .probe import attention_choice, attention_probe
+
+    dt = "bfloat16" if precision == "bf16" else "float32"
+    probe = attention_probe(cfg.n_heads, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim, dt, measure=False)
+    return attention_choice(probe, batch_size, cfg.n_heads, cfg.max_seq_len, cfg.n_layers,
+                            dtype_bytes(precision))[0]
 
 
 @dataclass
@@ -142,8 +165,15 @@ class MemoryEstimate:
 
 
 def resolve_precision(precision: str, device: str) -> str:
+    """What ``auto`` will mean for a run on ``device``, without torch: on a CPU the cached
+    measurement decides (``workbench.probe``; fp32 until it has been measured), as in training.
+    On CUDA bf16 is assumed (fp16 on GPUs without it: the estimate is the same size)."""
     if precision != "auto":
         return precision
+    if device == "cpu":
+        from .probe import cpu_precision_choice, matmul_probe
+
+        return cpu_precision_choice(matmul_probe(measure=False))[0]
     return "bf16" if device == "cuda" else "fp32"
 
 
@@ -161,7 +191,9 @@ def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = 
     grads = 4 * n
     optimizer = 8 * n
     T = cfg.max_seq_len if seq_len is None else seq_len
-    acts = activation_bytes(cfg, batch_size, T, precision)
+    fused = device == "cpu"  # CPU training computes the loss without full logits
+    acts = activation_bytes(cfg, batch_size, T, precision, fused,
+                            attention_kernel(cfg, batch_size, precision, device))
     runtime = RUNTIME_OVERHEAD.get(device, RUNTIME_OVERHEAD["cpu"])
     total = weights + grads + optimizer + acts + runtime
     return MemoryEstimate(weights, grads, optimizer, acts, runtime, total, batch_size, T,

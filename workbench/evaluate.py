@@ -4,7 +4,8 @@ Loss is the mean next-token cross-entropy over the first ``max_batches`` sequent
 the validation tokens (the same windows every time, so evaluations are comparable). Perplexity
 is ``exp(mean loss)``; bits per byte is ``loss / ln 2 * tokens / bytes`` with the validation
 split's own token and byte counts, so runs with different tokenizers compare. Top-1 and top-5
-are teacher-forcing accuracies.
+are teacher-forcing accuracies. The result names the precision the forward ran in (a run
+evaluates in the precision it trains in; ``workbench eval --precision fp32`` re-checks in fp32).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def evaluate(model, tokens, batch_size: int, seq_len: int, max_batches: int | No
         "top1": top1 / n,
         "top5": top5 / n,
         "val_tokens": n,
+        "precision": precision.name if precision is not None else "fp32",
     }
 
 

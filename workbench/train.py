@@ -25,7 +25,8 @@ from typing import Callable
 from . import checkpoint
 from .config import Config
 from .device import memory_in_use, resolve_device, resolve_precision
-from .distributed import all_reduce_mean, any_rank, barrier, broadcast_run, dist_info, gather_rng, init_distributed
+from .distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng,
+                          init_distributed)
 from .errors import WorkbenchError
 from .evaluate import evaluate
 from .optim import lr_at, make_optimizer
@@ -80,6 +81,10 @@ class Trainer:
         self._unpaused.set()
         self.rank, self.local_rank, self.world = dist_info()
         self.state = "ready"
+        # what the checkpoint being resumed trained with (precision, attention kernel), so a
+        # resumed run computes exactly as before even if this machine's measurements changed
+        self.recorded: dict = {}
+        self.facts: dict = {}  # resolved choices and their reasons, in status.json and events
         self.step = 0
         self.tokens = 0
         self.elapsed = 0.0
@@ -102,7 +107,7 @@ class Trainer:
                 f"{tok.vocab_size} pieces; pass --set model.vocab_size={tok.vocab_size} (or pick another tokenizer)"
             )
         device = resolve_device(cfg.train.device)
-        resolve_precision(cfg.train.precision, device)
+        resolve_precision(cfg.train.precision, device, measure=False)  # refuse bad choices before any work
         if name is not None:
             from .workspace import check_name
 
@@ -139,7 +144,7 @@ class Trainer:
         latest = run.latest_checkpoint()
         if latest is None:
             raise WorkbenchError(f"run {run_name!r} has no checkpoint to resume from")
-        checkpoint.load_state(run.path, latest)  # fail now, with the file named, if it is damaged
+        st = checkpoint.load_state(run.path, latest)  # fail now, with the file named, if it is damaged
         tok = Tokenizer.load(run.tokenizer_path())
         meta = run.raw_config().get("data") or {}
         try:
@@ -153,7 +158,9 @@ class Trainer:
             ) from None
         if dinfo.meta["tokenizer"]["sha256"] != tok.sha256:
             raise WorkbenchError(f"data {dinfo.name!r} was made with another tokenizer than run {run_name!r}")
-        return cls(ws, run, cfg, dinfo, tok, on_event, resume_from=latest)
+        trainer = cls(ws, run, cfg, dinfo, tok, on_event, resume_from=latest)
+        trainer.recorded = {k: st[k] for k in ("precision", "attention") if isinstance(st.get(k), str)}
+        return trainer
 
     # --- control (from any thread) -----------------------------------------------------------
 
@@ -193,9 +200,10 @@ class Trainer:
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
-        self.precision = resolve_precision(tc.precision, self.device)
+        self.precision, attention = self._choose_kernels()
         torch.manual_seed(tc.seed)
         self.raw_model = build_model(mc, device=self.device, seed=tc.seed)
+        self.raw_model.set_attention_kernel(attention)
         self.optimizer = make_optimizer(self.raw_model, tc, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.use_scaler else None
         self.np_rng = np.random.default_rng([tc.seed, self.rank])
@@ -211,6 +219,40 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids)
         self.model.train()
+
+    def _choose_kernels(self):
+        """Precision and attention kernel: recorded ones when resuming with ``auto``, else
+        measured on this machine (rank 0 decides for all ranks)."""
+        from .probe import attention_choice, attention_probe, matmul_probe
+
+        tc, mc = self.cfg.train, self.cfg.model
+        choice = None
+        if self.rank == 0:
+            rec = self.recorded
+            if tc.precision == "auto" and rec.get("precision"):
+                name, why = rec["precision"], "auto; as the run trained so far"
+            else:
+                if tc.precision == "auto" and self.device.type == "cpu" and matmul_probe(measure=False) is None:
+                    self.emit("message", text="measuring this CPU's bf16 and fp32 matmul speed (once per machine) …")
+                p = resolve_precision(tc.precision, self.device)
+                name, why = p.name, p.reason
+            if rec.get("attention"):
+                kernel, kwhy = rec["attention"], "as the run trained so far"
+            elif self.device.type != "cpu":
+                kernel, kwhy = "sdpa", f"the fused kernel on {self.device.type}"
+            else:
+                dt = "bfloat16" if name == "bf16" else "float32"
+                args = (mc.n_heads, mc.kv_heads, mc.max_seq_len, mc.head_dim, dt)
+                if attention_probe(*args, measure=False) is None:
+                    self.emit("message", text="measuring attention kernels for this shape (once per machine) …")
+                kernel, kwhy = attention_choice(attention_probe(*args), tc.batch_size, mc.n_heads, mc.max_seq_len,
+                                                mc.n_layers, 2 if name == "bf16" else 4)
+            choice = {"precision": name, "precision_reason": why, "attention": kernel, "attention_reason": kwhy}
+        choice = broadcast_object(choice, self.world)
+        self.facts = choice
+        precision = resolve_precision(choice["precision"], self.device)
+        precision.reason = choice["precision_reason"]
+        return precision, choice["attention"]
 
     def _try_compile(self, model):
         import torch
@@ -306,17 +348,17 @@ class Trainer:
     def _loop(self) -> dict:
         import torch
 
-        from .model import lm_loss
-
         tc, mc = self.cfg.train, self.cfg.model
         B, T, accum = tc.batch_size, mc.max_seq_len, tc.grad_accum
         step_tokens = B * T * accum * self.world
         params = [p for p in self.raw_model.parameters() if p.requires_grad]
         writer = self.rank == 0
         if writer:
-            self.run_folder.set_status("running", step=self.step)
+            self._set_status("running", step=self.step)
         self.emit("start", run=self.run_folder.name, params=self.raw_model.num_params(), device=str(self.device),
-                  precision=self.precision.name, world=self.world, resumed_from=self.resume_from,
+                  precision=self.precision.name, precision_reason=self.precision.reason,
+                  attention=self.facts.get("attention"), attention_reason=self.facts.get("attention_reason"),
+                  world=self.world, resumed_from=self.resume_from,
                   tokens_per_step=step_tokens, data=self.data.name)
         last_ckpt_step = last_eval_step = self.step if self.resume_from else None
         win_loss, win_n, win_t0, win_tokens = 0.0, 0, time.perf_counter(), 0
@@ -333,13 +375,13 @@ class Trainer:
                 break
             if not self._unpaused.is_set():
                 if writer:
-                    self.run_folder.set_status("paused", step=self.step)
+                    self._set_status("paused", step=self.step)
                 self.emit("message", text="paused")
                 self._unpaused.wait()
                 t_last = win_t0 = time.perf_counter()
                 win_loss, win_n, win_tokens = 0.0, 0, 0
                 if writer:
-                    self.run_folder.set_status("running", step=self.step)
+                    self._set_status("running", step=self.step)
                 continue
             lr = lr_at(tc, self.step, self._progress())
             for g in self.optimizer.param_groups:
@@ -354,8 +396,7 @@ class Trainer:
                     sync = self.model.no_sync()
                 with sync:
                     with self.precision.autocast(self.device):
-                        logits = self.model(x)
-                    loss = lm_loss(logits.float(), y) / accum
+                        loss = self.model(x, targets=y) / accum  # the fused head + loss
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
                 loss_sum += loss.item()
             if self.world > 1:
@@ -402,13 +443,16 @@ class Trainer:
             self._checkpoint()
         state = "finished" if reason == "budget" else "stopped"
         if writer:
-            self.run_folder.set_status(state, step=self.step, tokens=self.tokens)
+            self._set_status(state, step=self.step, tokens=self.tokens)
         summary = {"state": state, "run": self.run_folder.name, "step": self.step, "tokens": self.tokens,
                    "elapsed": self.elapsed, "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
                    "checkpoint": self.run_folder.latest_checkpoint()}
         self.emit("done", **summary)
         self.state = state
         return summary
+
+    def _set_status(self, state: str, **extra) -> None:
+        self.run_folder.set_status(state, **self.facts, **extra)
 
     def _agreed(self, *flags: bool) -> tuple[bool, ...]:
         return flags if self.world <= 1 else any_rank(flags, self.device)
@@ -422,7 +466,7 @@ class Trainer:
     def _fail(self, message: str) -> dict:
         self.state = "failed"
         if self.rank == 0 and self.run_folder is not None:
-            self.run_folder.set_status("failed", step=self.step, message=message)
+            self._set_status("failed", step=self.step, message=message)
         self.emit("error", message=message)
         return {"state": "failed", "run": self.run_folder.name if self.run_folder else None,
                 "step": self.step, "message": message, "checkpoint": self.run_folder.latest_checkpoint() if self.run_folder else None}
@@ -471,9 +515,10 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "data_rng": gather_rng(self.np_rng, self.world),
+                "precision": self.precision.name, "attention": self.facts.get("attention"),
             }
             name = checkpoint.save_checkpoint(self.run_folder.path, self.step, self.raw_model, st, self.cfg.train.keep_last)
-            self.run_folder.set_status("running", step=self.step)
+            self._set_status("running", step=self.step)
             self.emit("checkpoint", name=name)
         elif self.world > 1:
             gather_rng(self.np_rng, self.world)

@@ -44,6 +44,19 @@ def built_ws(built_root, tmp_path):
     return Workspace.at(root)
 
 
+@pytest.fixture(autouse=True)
+def measured_machine(tmp_path, monkeypatch):
+    """Each app test sees the same machine facts: a fresh probe cache with only the suite's
+    injected "bf16 is not faster" measurement (no attention kernel measured by earlier tests),
+    so estimates and snapshots never depend on what this machine measured."""
+    from workbench.probe import CACHE_ENV
+
+    from conftest import inject_matmul
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "probe-cache"))
+    inject_matmul(0.5)
+
+
 @pytest.fixture
 def make_app():
     from workbench.tui.app import WorkbenchApp

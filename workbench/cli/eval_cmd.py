@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column", default="text")
     p.add_argument("--checkpoint", default=None, help="checkpoint name (default: latest)")
     p.add_argument("--batches", type=int, default=None, help="number of batches (default: all validation windows)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="number format of the forward pass (default auto: the one the run trained in)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -39,13 +41,20 @@ def cmd_eval(args, ws) -> int:
         dinfo = data_info(ws, meta["name"])
     import torch
 
+    from ..device import resolve_precision
+
+    device = torch.device("cpu")
+    name = args.precision
+    if name == "auto":
+        name = run.status().get("precision") or "fp32"
+    precision = resolve_precision(name, device)
     m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, args.batches,
-                 dinfo.bytes_per_token("val"), torch.device("cpu"))
+                 dinfo.bytes_per_token("val"), device, precision)
     out = {"run": run.name, "checkpoint": ckpt, "data": dinfo.name, **m}
     if args.json:
         print_json(out)
     else:
-        print(f"run {run.name} @ {ckpt} on {dinfo.name} ({m['val_tokens']:,} tokens)")
+        print(f"run {run.name} @ {ckpt} on {dinfo.name} ({m['val_tokens']:,} tokens, {m['precision']})")
         print(f"  loss {m['val_loss']:.4f}  ppl {m['val_ppl']:.2f}  bits/byte {m['bpb']:.4f}  "
               f"top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}")
     return 0

@@ -73,6 +73,11 @@ def cmd_train(args, ws) -> int:
         elif ev.kind in ("message",):
             line.close()
             print(d["text"], file=sys.stderr)
+        elif ev.kind == "start" and trainer.rank == 0:
+            line.close()
+            print(f"{d['params']:,} parameters on {d['device']}, {d['world']} process(es)\n"
+                  f"precision {d['precision']} ({d['precision_reason']})\n"
+                  f"attention {d['attention']} ({d['attention_reason']})", file=sys.stderr)
         if ev.kind in ("step", "log", "eval", "checkpoint"):
             frac = trainer._budget_fraction() if trainer is not None else 0
             parts = [f"step {ev.step}"]

@@ -1,8 +1,12 @@
 """Causal self-attention with n_kv_heads for MHA (= n_heads), GQA (between) and MQA (1).
 
-The fast path is ``F.scaled_dot_product_attention`` (fused kernels, GQA handled natively).
-While a trace is active the same attention is computed explicitly so the scores and
-probabilities exist as tensors to record; outside a trace that path is never taken.
+Two kernels compute training's causal attention: torch's fused
+``F.scaled_dot_product_attention`` (the default, and always used with a KV cache), and an
+explicit matmul-softmax-matmul that keeps the (B, H, T, T) probabilities. On a CPU in bf16 the
+explicit one measured up to 2x faster for heads of 32-48 dims at T = 256, and SDPA faster for
+tiny heads or in fp32, so the trainer picks per shape by measuring (``workbench.probe``) and
+sets it with ``Transformer.set_attention_kernel``. While a trace is active a third, recording
+copy of the math runs, so the scores and probabilities exist as tensors to record.
 """
 
 from __future__ import annotations
@@ -15,6 +19,43 @@ import torch.nn.functional as F
 from ..trace import LoggingModule
 from .basic import Linear, dropout
 from .positions import rotary_fn
+
+KERNELS = ("sdpa", "explicit")
+_BIAS: dict = {}
+
+
+def _causal_bias(T: int, dtype, device) -> torch.Tensor:
+    """(T, T) additive mask, 0 on and below the diagonal, -inf above; made once per shape."""
+    key = (T, dtype, str(device))
+    if key not in _BIAS:
+        if len(_BIAS) > 8:
+            _BIAS.clear()
+        _BIAS[key] = torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu(1)
+    return _BIAS[key]
+
+
+def _explicit_causal(q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal attention as three kernels, in the inputs' dtype: q (B, H, T, D), k/v (B, Hkv, T, D)."""
+    B, H, T, D = q.shape
+    with torch.autocast(q.device.type, enabled=False):  # stay in bf16: softmax would go fp32
+        if k.shape[1] != H:
+            k = k.repeat_interleave(H // k.shape[1], dim=1)
+            v = v.repeat_interleave(H // v.shape[1], dim=1)
+        bias = _causal_bias(T, q.dtype, q.device).expand(B * H, T, T)
+        s = torch.baddbmm(bias, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2),
+                          alpha=1.0 / math.sqrt(D))  # (B*H, T, T)
+        p = torch.softmax(s, dim=-1)
+        if dropout_p > 0:
+            p = F.dropout(p, dropout_p)
+        return torch.bmm(p, v.reshape(B * H, T, D)).view(B, H, T, D)
+
+
+def causal_attention(kernel: str, q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal self-attention over a whole window with the named kernel (see ``KERNELS``)."""
+    if kernel == "explicit":
+        return _explicit_causal(q, k, v, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
+                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 class Attention(LoggingModule):
@@ -30,6 +71,7 @@ class Attention(LoggingModule):
         self.attn_dropout = cfg.dropout
         self.resid_drop = dropout(cfg.dropout)
         self.gqa = Hkv != H
+        self.kernel = "sdpa"
 
     def forward(self, x: torch.Tensor, rope=None, mask: torch.Tensor | None = None,
                 kv_cache=None) -> torch.Tensor:
@@ -43,7 +85,9 @@ class Attention(LoggingModule):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, S, D), S = cache pos + T
         p = self.attn_dropout if self.training else 0.0
-        if self._tracer is None:
+        if self._tracer is None and self.kernel == "explicit" and kv_cache is None and mask is None:
+            y = _explicit_causal(q, k, v, p)
+        elif self._tracer is None:
             # one query (a decode step) is the newest position and sees every key: no mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
                                                is_causal=mask is None and T > 1, enable_gqa=self.gqa)

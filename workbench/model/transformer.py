@@ -1,7 +1,8 @@
 """The GPT/Llama-family transformer: embeddings, blocks, final norm, output head.
 
-``forward(idx, kv_cache=None)`` returns logits (B, T, vocab_size); the loss lives in
-``model.loss``. Variants (norm, positions, MLP, bias, tied embeddings) are fixed when the
+``forward(idx, kv_cache=None)`` returns logits (B, T, vocab_size); ``forward(idx,
+targets=t)`` returns the mean loss instead, computed from the last hidden states without the
+batch's full logits (``model.loss.linear_cross_entropy``), which is how training calls it. Variants (norm, positions, MLP, bias, tied embeddings) are fixed when the
 model is built, so forward has no per-variant branches.
 """
 
@@ -15,6 +16,7 @@ from torch import nn
 from ..trace import LoggingModule
 from .basic import Embedding, Linear, dropout
 from .block import Block
+from .loss import linear_cross_entropy
 from .norms import make_norm
 from .positions import make_positions
 
@@ -32,9 +34,11 @@ class Transformer(LoggingModule):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
 
-    def forward(self, idx: torch.Tensor, kv_cache=None, logits_to_keep: int = 0) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, kv_cache=None, logits_to_keep: int = 0,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V); with ``logits_to_keep`` n > 0 only the last n positions' (B, n, V),
-        which spares a prefill the output layer for every prompt token (generation needs one)."""
+        which spares a prefill the output layer for every prompt token (generation needs one).
+        With ``targets`` (B, T) the mean next-token loss (a scalar) instead of logits."""
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.max_seq_len:
@@ -49,6 +53,8 @@ class Transformer(LoggingModule):
             T, start + T, dtype=torch.bool, device=idx.device).tril(start)
         for layer in self.layers:
             x = layer(x, rope, mask, kv_cache)
+        if targets is not None:
+            return linear_cross_entropy(self.norm(x), self.lm_head.weight, targets)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.norm(x))  # (B, T, V)
@@ -73,6 +79,16 @@ class Transformer(LoggingModule):
             elif hasattr(m, "reset_parameters") and not list(m.children()):
                 m.reset_parameters()
         return self
+
+    def set_attention_kernel(self, kernel: str) -> None:
+        """Which kernel computes full-window causal attention (``attention.KERNELS``)."""
+        from .attention import KERNELS, Attention
+
+        if kernel not in KERNELS:
+            raise ValueError(f"attention kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.kernel = kernel
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

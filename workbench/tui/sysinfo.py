@@ -60,4 +60,5 @@ class FixedProbe:
 
     def devices(self) -> list[dict]:
         return [{"device": "cpu", "name": "Test CPU", "cores": 2, "memory_bytes": self.total,
-                 "available": True}]
+                 "available": True, "precision": "bf16", "bf16_speedup": 4.0,
+                 "precision_reason": "auto: bf16 autocast (a test machine)"}]

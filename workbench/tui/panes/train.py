@@ -452,8 +452,12 @@ class TrainPane(Vertical):
                 self.run_name = d.get("run") or self.run_name
                 self.state = "running"
                 resumed = f", resumed from {d['resumed_from']}" if d.get("resumed_from") else ""
-                log.append(f"run {d.get('run')}: {d.get('params', 0):,} parameters on {d.get('device')} "
-                          f"({d.get('precision')}), {d.get('world', 1)} process(es){resumed}")
+                log.append(f"run {d.get('run')}: {d.get('params', 0):,} parameters on {d.get('device')}, "
+                          f"{d.get('world', 1)} process(es){resumed}")
+                log.append(f"precision {d.get('precision')}"
+                           + (f" ({d['precision_reason']})" if d.get("precision_reason") else ""))
+                if d.get("attention"):
+                    log.append(f"attention {d['attention']} ({d.get('attention_reason') or ''})")
                 self._update_buttons()
             elif k == "sample":
                 texts = d.get("texts") or []
@@ -504,7 +508,11 @@ class TrainPane(Vertical):
         for d in msg.devices:
             mem = fmt_bytes(d["memory_bytes"]) if d.get("memory_bytes") else "?"
             if d["device"] == "cpu":
-                parts.append(f"cpu: {d.get('cores')} cores, {mem} RAM")
+                prec = ""
+                if d.get("precision"):
+                    why = f"bf16 matmul {d['bf16_speedup']:.1f}× fp32" if d.get("bf16_speedup") else "not measured"
+                    prec = f", auto precision {d['precision']} ({why})"
+                parts.append(f"cpu: {d.get('cores')} cores, {mem} RAM{prec}")
             else:
                 parts.append(f"{d['device']}: {d.get('name')}, {mem}")
         self.query_one("#train-devices", Static).update("devices  " + " · ".join(parts))
