@@ -205,3 +205,57 @@ def test_missing_peers_are_reported_not_skipped(tmp_path, bench_corpus, capsys, 
     assert all(r["ours"] for r in missing)  # our side is still measured
     assert "**missing**" in (tmp_path / "b.md").read_text()
     assert main([*argv, "--strict"]) == 1
+
+
+TINY = dict(dim=32, n_layers=2, n_heads=4, vocab=400, batch=4, seq_len=32)
+
+
+def _peer_args(built, corpus, **kw):
+    return {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus),
+            "train_txt": str(corpus / "train.txt"), "sample_mb": 5, "reps": 3, "shape": dict(TINY), **kw}
+
+
+def test_reference_trainers_beside_the_engine(tmp_path, built, corpus):
+    """nanoGPT's and llama2.c's model.py from shared/peers train beside ours, alternating, and the
+    whole-process memory of `workbench train` is measured beside a nanoGPT process."""
+    from workbench.bench.peers import peers_dir
+
+    if not (peers_dir() / "nanoGPT" / "model.py").is_file():
+        pytest.skip(f"the reference trainers are not at {peers_dir()}")
+    child = run_task("workbench.bench.peers", "peers",
+                     _peer_args(built, corpus, steps=3, warmup=1, memory=True, memory_steps=2), tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    t = child.result
+    assert set(t["tok_s"]) == {"ours", "nanoGPT", "llama2.c"} and all(len(v) == 3 for v in t["tok_s"].values())
+    assert t["peer_missing"] == {} and t["ours_facts"]["precision"] == "fp32"  # the suite's injected machine
+    assert t["memory"]["ours_mb"] > 50 and t["memory"]["peer_mb"] > 50
+    rows = build_rows(_raw(**{"matmul": {"float32": [100.0] * 3, "bfloat16": [50.0] * 3, "n": 256, "threads": 1},
+                              "peers d32": t}))
+    names = [r.get("peer_name") for r in rows if r["task"] == "train default" and "ratio" in r]
+    assert names == ["nanoGPT model.py (fp32)", "llama2.c model.py (fp32)"]
+    assert all(r["ratio"]["n"] == 3 for r in rows if r["task"] == "train default" and "ratio" in r)
+    mem = next(r for r in rows if r["task"] == "memory")
+    assert mem["better"] == "lower" and mem["ours"]["median"] == t["memory"]["ours_mb"]
+    md = render_markdown({**_raw(), "machine": {"cpu": "test cpu", "cores": 2, "native_bf16_flag": False}}, rows)
+    assert "test cpu (native bf16: no by its CPU flags)" in md and "| train default | dim 32" in md
+
+
+def test_missing_reference_trainers_are_reported(tmp_path, built, corpus, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_PEERS", str(tmp_path / "nowhere"))
+    child = run_task("workbench.bench.peers", "peers", _peer_args(built, corpus, steps=2, warmup=1), tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    assert set(child.result["peer_missing"]) == {"nanoGPT", "llama2.c"}
+    assert "WORKBENCH_PEERS" in child.result["peer_missing"]["nanoGPT"]
+    rows = build_rows(_raw(**{"peers d32": child.result}))
+    assert [r["status"] for r in rows] == ["missing", "missing"] and all(r["ours"] for r in rows)
+
+
+def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus):
+    child = run_task("workbench.bench.peers", "parity", _peer_args(built, corpus, steps=4, eval_batches=2),
+                     tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    t = child.result
+    # on the suite's injected machine auto means fp32: the two runs are the same computation
+    assert t["fp32"]["val_loss_fp32_eval"] == t["auto"]["val_loss_fp32_eval"] and t["relative_difference"] == 0
+    (r,) = build_rows(_raw(parity=t))
+    assert r["peer_name"] == "ours in fp32" and "within 1%" in r["note"]

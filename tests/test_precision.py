@@ -213,3 +213,41 @@ def test_attention_probe_measures_both_kernels(tmp_path, monkeypatch):
     d = probe.attention_probe(4, 2, 32, 16, "float32")
     assert d["cached"] is False and d["sdpa"] > 0 and d["explicit"] > 0
     assert probe.attention_probe(4, 2, 32, 16, "float32", measure=False)["cached"] is True
+
+
+# ---------------------------------------------------------------- decoding precision
+
+def test_decode_precision_is_measured_per_shape(bf16_machine):
+    from workbench.errors import WorkbenchError
+    from workbench.generate import decode_precision
+
+    small = ModelConfig(vocab_size=300, dim=32, n_layers=2, n_heads=4, max_seq_len=32)
+    big = ModelConfig(vocab_size=300, dim=64, n_layers=2, n_heads=4, max_seq_len=32)
+    key = lambda c: (f"decode d{c.dim} L{c.n_layers} H{c.n_heads}/{c.kv_heads} F{c.ffn_dim} V{c.vocab_size} "
+                     f"T{c.max_seq_len}")
+    probe.write_cached({key(small): {"fp32": 900.0, "bf16": 450.0, "tokens": 24},
+                        key(big): {"fp32": 190.0, "bf16": 280.0, "tokens": 24}})
+    assert decode_precision(small) == ("fp32", "auto; measured decode bf16 450 vs fp32 900 tok/s")
+    assert decode_precision(big)[0] == "bf16"
+    assert decode_precision(big, "fp32") == ("fp32", "asked for")
+    inject_matmul(0.5)  # no fast bf16: never bf16, nothing measured
+    assert decode_precision(big)[0] == "fp32"
+    with pytest.raises(WorkbenchError, match="expected one of auto, fp32, bf16"):
+        decode_precision(big, "int8")
+
+
+def test_generation_in_bf16_says_so(built, corpus, capsys):
+    from workbench.generate import generate, load_for_generation
+    from workbench.sampling import SamplingParams
+
+    Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name="gen-bf16").run()
+    model, tok, _, _ = load_for_generation(built, "gen-bf16", precision="bf16")
+    assert next(model.parameters()).dtype is torch.bfloat16 and model.precision_reason == "asked for"
+    out = generate(model, tok, "Once", SamplingParams(max_tokens=5, temperature=0, stop_at_eos=False))
+    assert out.precision == "bf16" and len(out.ids) == 5
+    assert main(["--workspace", str(built.root), "generate", "gen-bf16", "--max-tokens", "3", "--temperature", "0"]) == 0
+    assert "decoding in fp32 (auto; bf16 is not faster on this CPU)" in capsys.readouterr().err
+    assert main(["--workspace", str(built.root), "generate", "gen-bf16", "--max-tokens", "3", "--json",
+                 "--precision", "bf16"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["precision"] == "bf16" and d["samples"][0]["precision"] == "bf16"

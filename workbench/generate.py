@@ -12,6 +12,12 @@ Public API::
 
     for tok_id, step in token_loop(model, prompt_ids, params): ...   # ids only, no tokenizer
 
+Decoding runs in fp32, or in bf16 weights where that measured faster for this model's shape on
+this CPU (``decode_precision``: only on CPUs whose bf16 matmuls are fast at all, measured once per
+shape and cached; bf16 won from dim 288 up and lost below on the machine it was tried on). Greedy
+text can differ between the two where two logits tie within bf16's error; ``precision="fp32"``
+gives the exact one. ``Completion.precision`` says which ran.
+
 The cached path (a pre-allocated ``KVCache``, one token per forward) is what runs; the plain
 path (the whole window through the model each step, ``use_cache=False``) is the reference the
 tests hold it to. Both follow one context rule: the model sees at most ``max_seq_len`` tokens.
@@ -62,6 +68,7 @@ class Completion:
     tokens: list[TokenStep] = field(default_factory=list)
     ttft_s: float | None = None        # call to first token (prefill included)
     decode_tok_s: float | None = None  # tokens after the first, per second
+    precision: str = "fp32"            # the weights' number format while decoding
 
     def to_dict(self, tokens: bool = True) -> dict:
         d = asdict(self)
@@ -245,7 +252,8 @@ class Generation:
             stop_reason=reason, prompt_dropped=w.dropped, context_shifts=w.shifts, notes=notes,
             seed=loop.seed, tokens=steps,
             ttft_s=(t_first - self._t0) if t_first else None,
-            decode_tok_s=(n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else None)
+            decode_tok_s=(n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else None,
+            precision=weights_precision(loop.model))
 
 
 def generate(model, tok, prompt: str, params: SamplingParams | None = None, **kw) -> Completion:
@@ -256,8 +264,72 @@ def generate(model, tok, prompt: str, params: SamplingParams | None = None, **kw
     return g.result
 
 
-def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device: str = "auto"):
-    """A run's model (eval mode) with a checkpoint's weights, on ``device``: (model, tok, cfg, ckpt).
+def weights_precision(model) -> str:
+    """fp32, bf16 or fp16: the number format of a model's weights."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+DECODE_PRECISIONS = ("auto", "fp32", "bf16")
+DECODE_MIN_GAIN = 1.05  # bf16 decoding must beat fp32 by this much to be picked
+
+
+def measure_decode(cfg, n_tokens: int = 24, rounds: int = 2) -> dict:
+    """Greedy decode tokens/s of a freshly initialised model of ``cfg`` in fp32 and in bf16
+    (alternating rounds, the best of each): the speed depends on the shape, not the weights."""
+    import torch
+
+    from .model import build_model
+    from .sampling import SamplingParams
+
+    models = {"fp32": build_model(cfg, seed=0).eval()}
+    models["bf16"] = build_model(cfg, seed=0).eval().to(torch.bfloat16)
+    prompt = list(range(min(16, cfg.max_seq_len // 2) or 1))
+    n = max(2, min(n_tokens, cfg.max_seq_len - len(prompt)))
+    params = SamplingParams(max_tokens=n, temperature=0.0, stop_at_eos=False, alternatives=0)
+    best = {k: 0.0 for k in models}
+    for r in range(rounds + 1):
+        for k, m in models.items():
+            t = 0.0
+            for i, _step in enumerate(token_loop(m, prompt, params)):
+                if i == 0:
+                    t = time.perf_counter()  # from the first token: the prefill is not decoding
+            if r:  # the first round warms up
+                best[k] = max(best[k], (n - 1) / max(time.perf_counter() - t, 1e-9))
+    return {k: round(v, 1) for k, v in best.items()} | {"tokens": n}
+
+
+def decode_precision(cfg, requested: str = "auto", device=None, measure: bool = True) -> tuple[str, str]:
+    """(precision, reason) for decoding a model of ``cfg``: fp32 or bf16 weights."""
+    if requested not in DECODE_PRECISIONS:
+        raise WorkbenchError(f"precision {requested!r} is not allowed for generation: expected one of "
+                             f"{', '.join(DECODE_PRECISIONS)}")
+    if requested != "auto":
+        return requested, "asked for"
+    if device is not None and getattr(device, "type", str(device)) != "cpu":
+        return "fp32", "auto; decoding off the CPU is not measured here"
+    from .probe import BF16_MIN_SPEEDUP, cached_measurement, matmul_probe
+
+    mm = matmul_probe(measure=measure)
+    if not mm or mm["bf16_speedup"] < BF16_MIN_SPEEDUP:
+        return "fp32", "auto; bf16 is not faster on this CPU"
+    key = (f"decode d{cfg.dim} L{cfg.n_layers} H{cfg.n_heads}/{cfg.kv_heads} F{cfg.ffn_dim} V{cfg.vocab_size} "
+           f"T{cfg.max_seq_len}")
+    d = cached_measurement(key, lambda: measure_decode(cfg), measure)
+    if not d:
+        return "fp32", "auto; decoding speed not measured for this shape yet"
+    facts = f"measured decode bf16 {d['bf16']:,.0f} vs fp32 {d['fp32']:,.0f} tok/s"
+    if d["bf16"] >= d["fp32"] * DECODE_MIN_GAIN:
+        return "bf16", f"auto; {facts}"
+    return "fp32", f"auto; {facts}"
+
+
+def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device: str = "auto",
+                        precision: str = "auto"):
+    """A run's model (eval mode) with a checkpoint's weights, on ``device``, in the decoding
+    precision (``decode_precision``): (model, tok, cfg, ckpt). ``model.precision_reason`` says why.
 
     Loading is strict; a corrupt, truncated or mismatched checkpoint raises a ``WorkbenchError``
     naming the file.
@@ -266,4 +338,11 @@ def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device
     from .runs import get_run, load_run_model
 
     dev = resolve_device(device)
-    return load_run_model(get_run(ws, run_name), checkpoint, device=str(dev))
+    name, why = decode_precision(get_run(ws, run_name).config().model, precision, dev)
+    model, tok, cfg, ckpt = load_run_model(get_run(ws, run_name), checkpoint, device=str(dev))
+    if name == "bf16":
+        import torch
+
+        model.to(torch.bfloat16)
+    model.precision_reason = why
+    return model, tok, cfg, ckpt

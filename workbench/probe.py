@@ -120,6 +120,19 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def cached_measurement(key: str, measure_fn, measure: bool = True) -> dict | None:
+    """The cached measurement ``key`` (with ``cached: True``), else ``measure_fn()`` stored
+    under it when ``measure``, else None."""
+    d = read_cached().get(key)
+    if d:
+        return {**d, "cached": True}
+    if not measure:
+        return None
+    d = measure_fn()
+    write_cached({key: d})
+    return {**d, "cached": False}
+
+
 # ---------------------------------------------------------------- bf16 vs fp32 matmul
 
 def _gflops(dtype, m: int, k: int, n: int, seconds: float) -> float:
@@ -156,14 +169,7 @@ def measure_matmul(seconds: float = 0.2) -> dict:
 
 def matmul_probe(measure: bool = True) -> dict | None:
     """This machine's matmul measurement (cached; measured now if missing and ``measure``)."""
-    d = read_cached().get("matmul")
-    if d:
-        return {**d, "cached": True}
-    if not measure:
-        return None
-    d = measure_matmul()
-    write_cached({"matmul": d})
-    return {**d, "cached": False}
+    return cached_measurement("matmul", measure_matmul, measure)
 
 
 def cpu_precision_choice(probe: dict | None) -> tuple[str, str]:
@@ -211,15 +217,8 @@ def measure_attention(n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int
 
 def attention_probe(n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int, dtype_name: str,
                     measure: bool = True) -> dict | None:
-    key = attention_key(n_heads, n_kv_heads, seq_len, head_dim, dtype_name)
-    cached = read_cached().get(key)
-    if cached:
-        return {**cached, "cached": True}
-    if not measure:
-        return None
-    d = measure_attention(n_heads, n_kv_heads, seq_len, head_dim, dtype_name)
-    write_cached({key: d})
-    return {**d, "cached": False}
+    return cached_measurement(attention_key(n_heads, n_kv_heads, seq_len, head_dim, dtype_name),
+                              lambda: measure_attention(n_heads, n_kv_heads, seq_len, head_dim, dtype_name), measure)
 
 
 def attention_key(n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int, dtype_name: str) -> str:

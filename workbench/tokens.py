@@ -6,8 +6,10 @@ it scales better here than worker processes, which pay for pickling). The ids go
 and ``val.bin`` (``uint16``, or ``uint32`` past 65,535) under temporary names that are renamed
 into place at the end, with ``meta.json`` written last. Memory stays bounded: one chunk at a time.
 
-``TokenFile`` reads windows through an ``np.memmap`` opened per batch (a long-lived memmap
-grows the process's resident memory as pages are touched).
+``TokenFile`` reads each batch's windows with ``os.pread`` on a file opened for that batch (a
+long-lived memmap grows the process's resident memory as pages are touched; a memmap per batch
+costs more than the reads: 170 against 40 us a batch at 8 x 64). Where there is no ``pread``
+(Windows) a memmap per batch does the same.
 """
 
 from __future__ import annotations
@@ -56,6 +58,23 @@ class TokenFile:
     def _open(self) -> np.memmap:
         return np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
 
+    def read_windows(self, starts, n: int) -> np.ndarray:
+        """Rows of ``n`` tokens from each start, as int64 ``(len(starts), n)``."""
+        if not hasattr(os, "pread"):
+            mm = self._open()
+            out = np.stack([mm[s:s + n] for s in starts]).astype(np.int64)
+            del mm
+            return out
+        size = self.dtype.itemsize
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            rows = [os.pread(fd, n * size, int(s) * size) for s in starts]
+        finally:
+            os.close(fd)
+        if any(len(r) != n * size for r in rows):
+            raise WorkbenchError(f"{str(self.path)!r} is shorter than its meta.json says; prepare the data again")
+        return np.frombuffer(b"".join(rows), dtype=self.dtype).reshape(len(rows), n).astype(np.int64)
+
     def check_window(self, T: int) -> None:
         if self.n_tokens < T + 1:
             raise WorkbenchError(
@@ -67,10 +86,7 @@ class TokenFile:
         """``B`` random windows of ``T + 1`` tokens as int64 ``(B, T+1)``."""
         self.check_window(T)
         starts = rng.integers(0, self.n_tokens - T, size=B)
-        mm = self._open()
-        out = np.stack([mm[s : s + T + 1] for s in starts]).astype(np.int64)
-        del mm
-        return out
+        return self.read_windows(starts, T + 1)
 
     def n_windows(self, T: int) -> int:
         return max(0, (self.n_tokens - 1) // T)
@@ -85,11 +101,8 @@ class TokenFile:
             if max_batches is not None and done >= max_batches:
                 return
             rows = range(start, min(n, start + B))
-            mm = self._open()
-            batch = np.stack([mm[r * T : r * T + T + 1] for r in rows]).astype(np.int64)
-            del mm
             done += 1
-            yield batch
+            yield self.read_windows([r * T for r in rows], T + 1)
 
 
 @dataclass

@@ -255,15 +255,25 @@ class Trainer:
         return precision, choice["attention"]
 
     def _try_compile(self, model):
+        """``torch.compile`` the model, compiled now with one forward and backward at the
+        training shape (zeros, the RNG untouched, gradients dropped) so a platform that cannot
+        compile falls back here, with a message, instead of failing at the first step."""
         import torch
 
+        tc, mc = self.cfg.train, self.cfg.model
         try:
             compiled = torch.compile(model)
-            x = torch.zeros(1, min(8, self.cfg.model.max_seq_len), dtype=torch.long, device=self.device)
-            with self.precision.autocast(self.device):
-                compiled(x)
+            x = torch.zeros(tc.batch_size, mc.max_seq_len, dtype=torch.long, device=self.device)
+            t0 = time.perf_counter()
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                with self.precision.autocast(self.device):
+                    loss = compiled(x, targets=x)
+                loss.backward()
+            model.zero_grad(set_to_none=True)
+            self.facts["compile_seconds"] = round(time.perf_counter() - t0, 2)
             return compiled
         except Exception as e:  # compile support varies by platform; training goes on without it
+            model.zero_grad(set_to_none=True)
             self.emit("message", text=f"torch.compile is not available here ({type(e).__name__}: "
                                       f"{str(e).splitlines()[0][:120] if str(e) else ''}); training without it")
             return model
@@ -482,9 +492,10 @@ class Trainer:
         append_jsonl(self.run_folder.path / "metrics.jsonl", row)
         self.emit("eval", **row)
         texts = self._samples()
-        for t in texts:
-            append_jsonl(self.run_folder.path / SAMPLES, {"step": self.step, "tokens": self.tokens, "text": t})
-        self.emit("sample", texts=texts)
+        for t in texts:  # sampled from the fp32 master weights
+            append_jsonl(self.run_folder.path / SAMPLES,
+                         {"step": self.step, "tokens": self.tokens, "text": t, "precision": "fp32"})
+        self.emit("sample", texts=texts, precision="fp32")
 
     def _samples(self) -> list[str]:
         """A few continuations from BOS with their own RNG, so training randomness is untouched."""

@@ -149,16 +149,39 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
+def vm_hwm_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def run_measured(cmd: list[str], env: dict | None = None) -> tuple[int, float, float, str]:
-    """Run a command to the end: (exit status, seconds, its peak RSS in MB, the tail of stderr)."""
+    """Run a command to the end: (exit status, seconds, its peak RSS in MB, the tail of stderr).
+
+    On Linux the peak is the child's own high-water mark (``VmHWM``), read every few ms while it
+    runs: ``ru_maxrss`` from wait4 also counts the parent's memory at fork, so a parent that has
+    trained a model would inflate every child it starts. Elsewhere ru_maxrss it is."""
     import subprocess
     import tempfile
 
     with tempfile.TemporaryFile() as err:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        hwm = None
         try:
-            _, status, ru = os.wait4(proc.pid, 0)
+            while True:
+                pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                now = vm_hwm_mb(proc.pid)
+                if now is not None:
+                    hwm = max(hwm or 0.0, now)
+                time.sleep(0.01)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -167,4 +190,5 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[int, float, f
         secs = time.perf_counter() - t
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
-    return proc.returncode, secs, ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024), tail
+    peak = hwm if hwm is not None else ru.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    return proc.returncode, secs, peak, tail

@@ -16,6 +16,7 @@ from .measure import percentile, stat
 TOKENIZERS = "HF tokenizers"
 TRANSFORMERS = "transformers Llama"
 OURS_FP32 = "ours in fp32"  # a baseline of our own, not a peer
+REFERENCE_TRAINERS = ("nanoGPT", "llama2.c")
 
 
 def _ratio(ours: list[float], peer: list[float], better: str) -> dict | None:
@@ -67,6 +68,12 @@ def build_rows(res: dict) -> list[dict]:
             rows += _prepare_rows(t)
         elif key.startswith("train "):
             rows += _train_rows(t, peaks)
+        elif key.startswith("peers "):
+            rows += _peer_rows(t, peaks)
+        elif key == "parity":
+            rows += _parity_rows(t)
+        elif key.startswith("compile "):
+            rows += _compile_rows(t)
         elif key.startswith("generate "):
             rows += _generate_rows(t)
         elif key == "app":
@@ -120,6 +127,57 @@ def _train_rows(t: dict, peaks: dict) -> list[dict]:
     return rows
 
 
+def _peer_rows(t: dict, peaks: dict) -> list[dict]:
+    facts = t.get("ours_facts", {})
+    prec = facts.get("precision", "?")
+    shape = (f"dim {t['dim']} · {t['n_layers']}L · {t['n_heads']}H · V{t['vocab']} · {t['batch']}×{t['seq_len']}, "
+             f"{t['threads']} threads; ours in {prec}, attention {facts.get('attention', '?')}")
+    ours = t["tok_s"]["ours"]
+    rows = []
+    for name in REFERENCE_TRAINERS:
+        rows.append(row("train default", f"{shape}", "tok/s", ours, peer_name=f"{name} model.py (fp32)",
+                        peer=t["tok_s"].get(name), missing=t["peer_missing"].get(name)))
+    peak_key = {"bf16": "bfloat16"}.get(prec, "float32")
+    fpt = t["flops_per_token"]
+    if peak_key in peaks:
+        def mfu(xs, who, key):
+            return [100 * x * fpt[who] / (peaks[key] * 1e9) for x in xs]
+        for name in REFERENCE_TRAINERS:
+            if t["tok_s"].get(name) and "float32" in peaks:
+                # each against the peak of the precision it runs in: no ratio (the peaks differ)
+                rows.append(row("train default", f"dim {t['dim']} MFU: ours of the {prec} peak, {name} of the fp32 peak",
+                                "%", stat(mfu(ours, "ours", peak_key)), peer_name=f"{name} model.py (fp32)",
+                                peer=mfu(t["tok_s"][name], name, "float32")))
+                break
+    mem = t.get("memory")
+    if mem:
+        rows.append(row("memory", f"peak RSS of a whole training process, dim {t['dim']} shape, 1 thread, "
+                                  f"{mem['steps']} steps (`workbench train` beside nanoGPT's model trained as its "
+                                  "train.py does)", "MB", [mem["ours_mb"]], better="lower",
+                        peer_name="nanoGPT model.py (fp32)", peer=[mem["peer_mb"]] if mem.get("peer_mb") else None,
+                        missing=mem.get("peer_missing")))
+    return rows
+
+
+def _parity_rows(t: dict) -> list[dict]:
+    auto, fp32 = t["auto"], t["fp32"]
+    d = t["relative_difference"]
+    note = (f"auto trained in {auto['precision']}; difference {100 * d:+.2f}% "
+            f"({'within' if abs(d) <= 0.01 else 'outside'} 1%); in its own precision it evaluates to "
+            f"{auto['val_loss_own_eval']:.4f}")
+    return [row("parity", f"validation loss after {t['steps']} steps, dim {t['dim']} shape, same seed, fp32 eval "
+                          f"({t['eval_batches']} batches)", "loss", [auto["val_loss_fp32_eval"]], better="lower",
+                peer_name=OURS_FP32, peer=[fp32["val_loss_fp32_eval"]], note=note)]
+
+
+def _compile_rows(t: dict) -> list[dict]:
+    shape = f"dim {t['dim']} · {t['n_layers']}L · V{t['vocab']} · {t['batch']}×{t['seq_len']}, {t['precision']}"
+    cs = t["compile_s"]
+    return [row("compile", f"{shape}: torch.compile (compiled in {cs.get('cold', 0):.0f} s cold, "
+                           f"{cs.get('cached', 0):.0f} s with its cache)", "tok/s", t["tok_s"]["compiled"],
+                peer_name="ours eager", peer=t["tok_s"]["eager"])]
+
+
 def _generate_rows(t: dict) -> list[dict]:
     what = f"{t['preset']} ({t['params'] / 1e6:.2f}M), prompt {t['prompt_len']}, {t['new_tokens']} new"
     kw = {"peer_name": f"{TRANSFORMERS} generate", "missing": t.get("peer_missing")}
@@ -129,7 +187,12 @@ def _generate_rows(t: dict) -> list[dict]:
             rss=(t["rss_mb"]["ours"], t["rss_mb"]["peer"]), note=note, **kw),
         row("decode", f"{t['preset']} time to first token", "ms", t["ttft_ms"]["ours"], better="lower",
             peer=t["ttft_ms"]["peer"], **kw),
-    ]
+    ] + ([row("decode bf16", f"{t['preset']} in bf16 weights, greedy", "tok/s", t["decode_tok_s"]["ours_bf16"],
+              peer_name=OURS_FP32, peer=t["decode_tok_s"]["ours"],
+              note=f"{t['bf16_same_tokens']} of {t['new_tokens']} greedy tokens equal fp32's"
+                   + ("" if t.get("bf16_first_difference") is None else
+                      f", the first difference at token {t['bf16_first_difference'] + 1}"))]
+         if t["decode_tok_s"].get("ours_bf16") else [])
 
 
 def _app_rows(t: dict) -> list[dict]:
@@ -186,7 +249,7 @@ def render_markdown(res: dict, rows: list[dict], command: str = "") -> str:
     lines = [
         f"# workbench bench ({res.get('mode', '?')})",
         "",
-        f"{res.get('started', '')} · {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{res.get('started', '')} · {m.get('cpu', '?')} ({_bf16_words(m)}), {m.get('cores', '?')} cores, "
         f"{m.get('ram_gb', '?')} GB RAM · Python {m.get('python', '?')} · {_versions(res)}",
         f"Training and decoding on the CPU. Data: {res.get('text', {}).get('source', res.get('data', '?'))}; "
         f"{res.get('options', {}).get('reps', '?')} repetitions per figure; took {res.get('seconds', '?')} s.",
@@ -219,7 +282,9 @@ def render_markdown(res: dict, rows: list[dict], command: str = "") -> str:
         measure = r["measure"] + (f" ({r['note']})" if r.get("note") else "")
         lines.append(f"| {r['task']} | {_cell(measure)} | {r['unit']} | {fmt_stat(r['ours'])} | {peer_name} | "
                      f"{peer_fig} | {ratio} | {rss_cell} |")
-    behind = [r for r in rows if r.get("ratio") and r["ratio"]["median"] < 0.98 and r.get("peer_name") != OURS_FP32]
+    # rows against a baseline of our own ("ours in fp32", "ours eager") are not behind a peer
+    behind = [r for r in rows if r.get("ratio") and r["ratio"]["median"] < 0.98
+              and not r.get("peer_name", "").startswith("ours")]
     missing = sorted({r["message"] for r in rows if r["status"] == "missing"})
     lines.append("")
     if behind:
@@ -228,6 +293,11 @@ def render_markdown(res: dict, rows: list[dict], command: str = "") -> str:
     if missing:
         lines.append("Missing peers: " + "; ".join(missing) + ".")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _bf16_words(m: dict) -> str:
+    flag = m.get("native_bf16_flag")
+    return "native bf16: " + ("yes" if flag else "no" if flag is False else "unknown") + " by its CPU flags"
 
 
 def _cell(text: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import Cancelled
+from .measure import vm_hwm_mb
 
 
 @dataclass
@@ -53,12 +54,15 @@ def _run(module, task, args_path, out_path, log_path, t0, echo, cancel_event, ch
                                 start_new_session=True)
         lines: list[str] = []
         pending = b""
-        status = rusage = None
+        status = rusage = hwm = None
         try:
             while True:
                 pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     status, rusage = st, ru
+                else:  # the child's own high-water mark (see measure.run_measured)
+                    now = vm_hwm_mb(proc.pid)
+                    hwm = now if hwm is None or (now is not None and now > hwm) else hwm
                 chunk = tail.read()
                 if chunk:
                     pending += chunk
@@ -81,7 +85,8 @@ def _run(module, task, args_path, out_path, log_path, t0, echo, cancel_event, ch
             echo(pending.decode("utf-8", "replace"))
     seconds = time.perf_counter() - t0
     code = proc.returncode
-    peak = rusage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024) if rusage is not None else None
+    peak = hwm if hwm is not None else (
+        rusage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024) if rusage is not None else None)
     try:
         result = json.loads(out_path.read_text())
     except (OSError, ValueError):

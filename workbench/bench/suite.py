@@ -22,7 +22,7 @@ from typing import Callable
 from ..errors import WorkbenchError
 from .runner import run_task
 
-TASK_NAMES = ["matmul", "tokenizer", "prepare", "train", "generate", "app"]
+TASK_NAMES = ["matmul", "tokenizer", "prepare", "train", "peers", "parity", "compile", "generate", "app"]
 PRESETS = ["debug", "stories260K", "stories15M"]
 TOKENIZER = "bench"
 SAMPLE_ENV = "WORKBENCH_TINYSTORIES"
@@ -33,6 +33,11 @@ EOT = "<|endoftext|>"
 TRAIN_STEPS = {"quick": {"debug": 24, "stories260K": 4, "stories15M": 4},
                "full": {"debug": 100, "stories260K": 25, "stories15M": 15}}
 APP_STEPS = {"quick": 320, "full": 1200}
+# The reference trainers beside ours (``peers.py``): steps per repetition at each shape, the
+# steps of the whole-process memory figure (dim 128), and the fp32-vs-auto parity run.
+PEER_STEPS = {"quick": 3, "full": 8}
+MEMORY_STEPS = {"quick": 3, "full": 30}
+PARITY = {"quick": {"steps": 20, "eval_batches": 4}, "full": {"steps": 1000, "eval_batches": 50}}
 
 
 @dataclass
@@ -124,6 +129,9 @@ def machine_info() -> dict:
     except OSError:
         pass
     info.setdefault("cpu", platform.processor() or platform.machine())
+    from ..probe import cpu_has_native_bf16
+
+    info["native_bf16_flag"] = cpu_has_native_bf16()
     return info
 
 
@@ -148,7 +156,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
                 "name": TOKENIZER, "text_dir": str(text_dir), "train_txt": str(text_dir / "train.txt"),
                 "valid_txt": str(text_dir / "valid.txt"), "sample_mb": min(train_mb + 1, 4096)}
         plan = _plan(opts)
-        needs_tok = any(t in opts.tasks for t in ("prepare", "train", "app"))
+        needs_tok = any(t in opts.tasks for t in ("prepare", "train", "peers", "parity", "compile", "app"))
         if needs_tok and "tokenizer" not in opts.tasks:
             say(f"  building the {opts.vocab}-piece tokenizer the other tasks use (not timed)")
             from ..tokenizer import TokenizerSettings
@@ -195,6 +203,21 @@ def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
                 n = steps.get(p, steps["stories15M"])
                 plan.append((f"train {p}", engine, "train",
                              {"preset": p, "steps": n, "warmup": 1 if opts.quick else 2, "bf16": not opts.quick}))
+        elif task == "peers":
+            from .peers import SHAPES
+
+            for shape in SHAPES:
+                plan.append((f"peers {shape}", "workbench.bench.peers", "peers",
+                             {"shape": shape, "steps": PEER_STEPS[opts.mode], "warmup": 1,
+                              "memory": shape == "d128", "memory_steps": MEMORY_STEPS[opts.mode]}))
+        elif task == "compile":
+            if opts.quick:  # a cold compile takes 30 s and more on 2 cores: the full suite only
+                continue
+            for shape in ("d64", "d128", "d288"):
+                plan.append((f"compile {shape}", "workbench.bench.peers", "compile",
+                             {"shape": shape, "steps": 12, "warmup": 3}))
+        elif task == "parity":
+            plan.append(("parity", "workbench.bench.peers", "parity", {"shape": "d128", **PARITY[opts.mode]}))
         elif task == "generate":
             for p in opts.presets:
                 plan.append((f"generate {p}", engine, "generate",

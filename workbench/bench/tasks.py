@@ -354,11 +354,19 @@ def task_generate(a: dict) -> dict:
             peer_runs = [_peer_decode(theirs, prompt, a["new_tokens"])]
         out["rss_mb"]["peer"] = pp.mb
         out["same_tokens"] = peer_ids == ours_ids
+    # our decoding in bf16 weights beside fp32 (generation picks the faster per shape)
+    ours16 = build_model(cfg, seed=0).eval().to(torch.bfloat16)
+    ids16, *_ = _ours_decode(ours16, prompt, a["new_tokens"])  # warm-up
+    out["bf16_same_tokens"] = sum(x == y for x, y in zip(ids16, ours_ids))
+    out["bf16_first_difference"] = next((i for i, (x, y) in enumerate(zip(ids16, ours_ids)) if x != y), None)
+    bf16_runs = []
     for r in range(a["reps"]):
         if r > 0:
             ours_runs.append(_ours_decode(ours, prompt, a["new_tokens"]))
             if theirs is not None:
                 peer_runs.append(_peer_decode(theirs, prompt, a["new_tokens"]))
+        bf16_runs.append(_ours_decode(ours16, prompt, a["new_tokens"]))
+    out["decode_tok_s"]["ours_bf16"] = [s for *_, s in bf16_runs]
     for side, runs in (("ours", ours_runs), ("peer", peer_runs if theirs is not None else [])):
         out["ttft_ms"][side] = [1000 * t for _, t, _ in runs]
         out["decode_tok_s"][side] = [s for *_, s in runs]

@@ -251,13 +251,13 @@ class ChatPane(Vertical):
             stream.done = True
 
     def _model(self, run: str, ckpt: str):
-        from ...runs import get_run, load_run_model
+        from ...generate import load_for_generation
 
         key = (run, ckpt)
         with self._models_lock:
             if key not in self._models:
                 device = self.probe.resolve_device("auto")
-                model, tok, _, _ = load_run_model(get_run(self.ws, run), ckpt, device=device)
+                model, tok, _, _ = load_for_generation(self.ws, run, ckpt, device=device)
                 self._models = {k: v for k, v in self._models.items() if k[0] == run}  # bounded
                 self._models[key] = (model, tok)
             return self._models[key]

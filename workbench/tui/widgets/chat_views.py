@@ -179,6 +179,7 @@ class ReplyColumn(Vertical):
         if s.done and s.result is not None:
             parts.append(REASONS.get(s.result.stop_reason, s.result.stop_reason))
             parts.append(f"seed {s.result.seed}")
+            parts.append(s.result.precision)
             parts += s.result.notes[:1]
         elif not s.done:
             parts.append("generating … (esc stops)")
