@@ -341,3 +341,57 @@ def test_rename_and_delete_runs(built, corpus, capsys):
     assert main([*ws, "delete", "ren2", "--yes"]) == 0
     assert not built.run_path("ren2").exists()
     assert not [p for p in built.runs_dir().iterdir() if "ren2" in p.name]
+
+
+def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
+    """Both ranks of a 2-process run pause together, go on, and stop at the same step with one
+    checkpoint, through the run's control file (what the app and `workbench runs` use)."""
+    from workbench.train import request_control
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--name", "ddp-ctl", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
+           "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
+           "--set", "train.num_threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    run_dir = built.run_path("ddp-ctl")
+
+    def wait_for(cond, what, timeout=120):
+        t0 = time.monotonic()
+        while not cond():
+            assert proc.poll() is None or what == "exit", f"torchrun exited while waiting for {what}: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+            time.sleep(0.05)
+
+    def steps():
+        return [r["step"] for r in get_run(built, "ddp-ctl").metrics() if r["kind"] == "train"] if run_dir.is_dir() else []
+
+    try:
+        wait_for(lambda: len(steps()) >= 3, "the first steps")
+        request_control(run_dir, "pause")
+        wait_for(lambda: get_run(built, "ddp-ctl").status()["state"] == "paused", "the pause")
+        held = len(steps())
+        time.sleep(1.0)  # paused: not one more step is logged (both ranks wait; rank 0 logs)
+        assert len(steps()) == held
+        request_control(run_dir, "resume")
+        wait_for(lambda: len(steps()) > held + 2, "training to go on")
+        request_control(run_dir, "stop")
+        wait_for(lambda: proc.poll() is not None, "exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    run = get_run(built, "ddp-ctl")
+    last = steps()[-1]
+    assert run.status()["state"] == "stopped" and run.status()["step"] == last
+    assert run.checkpoints() == [f"step_{last:06d}"]  # one checkpoint, at the step both ranks stopped
+    # and it goes on from there, extended by a new budget that is recorded in the run
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                        "workbench", "--workspace", str(built.root), "train", "--resume", "ddp-ctl",
+                        "--set", f"train.max_steps={last + 3}"], capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert get_run(built, "ddp-ctl").status()["state"] == "finished"
+    assert steps()[-3:] == [last + 1, last + 2, last + 3]
+    resumes = get_run(built, "ddp-ctl").raw_config()["resumes"]
+    assert resumes[-1]["changes"] == {"train.max_steps": [100000, last + 3]} and resumes[-1]["step"] == last

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint, fileio
-from .config import Config, config_from_dict
+from .config import RUN_ONLY_KEYS, Config, config_from_dict
 from .errors import WorkbenchError
 from .workspace import Workspace, check_name
 
@@ -238,8 +238,21 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
 
 def run_config(run: Run) -> Config:
     raw = run.raw_config()
-    raw = {k: v for k, v in raw.items() if k != "created"}
+    raw = {k: v for k, v in raw.items() if k not in RUN_ONLY_KEYS}
     return config_from_dict(raw, run.config_path)
+
+
+def record_resume(run: Run, config: Config, checkpoint_name: str, step: int, changes: dict) -> None:
+    """Write the config a resumed run now trains with into its config.yaml and append what
+    changed to its ``resumes`` history (changing a budget moves the schedule: see the README)."""
+    raw = run.raw_config()
+    d = config.to_dict()
+    for k in ("data", "tokenizer", *RUN_ONLY_KEYS):
+        if k in raw:
+            d[k] = raw[k]
+    d["resumes"] = list(raw.get("resumes") or []) + [
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "from": checkpoint_name, "step": step, "changes": changes}]
+    fileio.write_yaml(run.config_path, d)
 
 
 def load_run_model(run: Run, checkpoint_name: str | None = None, device: str = "cpu"):

@@ -30,7 +30,8 @@ from .distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, 
 from .errors import WorkbenchError
 from .evaluate import evaluate
 from .optim import lr_at, make_optimizer
-from .runs import SAMPLES, Run, append_jsonl, create_run, get_run, new_run_name, read_jsonl, run_config
+from .runs import (SAMPLES, Run, append_jsonl, create_run, get_run, new_run_name, read_jsonl, record_resume,
+                   run_config)
 from .tokenizer import Tokenizer, tokenizer_info
 from .tokens import DataInfo, data_info, ensure_prepared
 from .workspace import Workspace
@@ -67,6 +68,50 @@ class EventBuffer:
 
 class TrainingFailed(WorkbenchError):
     pass
+
+
+CONTROL = "control.json"
+
+
+class RunControl:
+    """Requests to a training run from other processes: ``request_control(run_dir, "pause")``
+    writes ``control.json`` in the run folder, and every rank of the run reads it between steps
+    (a stat when nothing changed). Only a change counts: a request left from an earlier process
+    is not acted on again."""
+
+    def __init__(self, run_dir):
+        self.path = run_dir / CONTROL
+        self._seen = self._key()
+
+    def _key(self):
+        import os
+
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def apply(self, trainer: "Trainer") -> None:
+        key = self._key()
+        if key == self._seen or key is None:
+            return
+        self._seen = key
+        import json
+
+        try:
+            req = json.loads(self.path.read_text(encoding="utf-8")).get("request")
+        except (OSError, ValueError, AttributeError):
+            return
+        {"pause": trainer.pause, "resume": trainer.unpause, "stop": trainer.stop}.get(req, lambda: None)()
+
+
+def request_control(run_dir, request: str) -> None:
+    """Ask the run training in ``run_dir`` (any process, any number of ranks) to pause, resume
+    or stop (after the current step, keeping a checkpoint)."""
+    if request not in ("pause", "resume", "stop"):
+        raise WorkbenchError(f"control request {request!r} is not one of pause, resume, stop")
+    fileio.write_json(run_dir / CONTROL, {"request": request, "time": time.time()})
 
 
 class Trainer:
@@ -139,8 +184,10 @@ class Trainer:
     def resume(cls, ws: Workspace, run_name: str, train_overrides: dict | None = None, on_event=None) -> "Trainer":
         run = get_run(ws, run_name)
         cfg = run_config(run)
+        before = cfg.train.to_dict()
         if train_overrides:
             cfg.train = cfg.train.replace(**train_overrides)
+        changes = {k: [before[k], v] for k, v in cfg.train.to_dict().items() if before[k] != v}
         latest = run.latest_checkpoint()
         if latest is None:
             raise WorkbenchError(f"run {run_name!r} has no checkpoint to resume from")
@@ -160,6 +207,7 @@ class Trainer:
             raise WorkbenchError(f"data {dinfo.name!r} was made with another tokenizer than run {run_name!r}")
         trainer = cls(ws, run, cfg, dinfo, tok, on_event, resume_from=latest)
         trainer.recorded = {k: st[k] for k in ("precision", "attention") if isinstance(st.get(k), str)}
+        trainer._resume_record = (latest, int(st["step"]), {f"train.{k}": v for k, v in changes.items()})
         return trainer
 
     # --- control (from any thread) -----------------------------------------------------------
@@ -374,20 +422,29 @@ class Trainer:
         win_loss, win_n, win_t0, win_tokens = 0.0, 0, time.perf_counter(), 0
         t_last = time.perf_counter()
         reason = "budget"
+        if writer and getattr(self, "_resume_record", None):
+            record_resume(self.run_folder, self.cfg, *self._resume_record)
+            self._resume_record = None
+        self._control = RunControl(self.run_folder.path)
         while True:
+            self._control.apply(self)  # a pause/resume/stop asked from another process
             # Under DDP every rank must leave the loop at the same step, or the next collective
-            # hangs: stop and budget (a wall-clock budget differs per rank) are agreed each step.
-            stop_now, done = self._agreed(self._stop.is_set(), self._budget_spent())
+            # hangs: stop, budget (a wall-clock budget differs per rank) and pause are agreed
+            # each step, so every rank pauses and stops at the same step.
+            stop_now, done, pause = self._agreed(self._stop.is_set(), self._budget_spent(),
+                                                 not self._unpaused.is_set())
             if done:
                 break
             if stop_now:
                 reason = "stopped"
                 break
-            if not self._unpaused.is_set():
+            if pause:
+                self._unpaused.clear()
                 if writer:
                     self._set_status("paused", step=self.step)
                 self.emit("message", text="paused")
-                self._unpaused.wait()
+                while not self._unpaused.wait(0.2):
+                    self._control.apply(self)
                 t_last = win_t0 = time.perf_counter()
                 win_loss, win_n, win_tokens = 0.0, 0, 0
                 if writer:

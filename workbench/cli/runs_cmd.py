@@ -30,6 +30,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("run")
     rm.add_argument("--yes", action="store_true", help="do not ask")
     rm.set_defaults(func=cmd_delete)
+    for verb, what in (("pause", "pause a run that is training (every process, between steps)"),
+                       ("resume", "let a paused run go on"),
+                       ("stop", "stop a training run after its current step, keeping a checkpoint")):
+        c = s.add_parser(verb, help=what)
+        c.add_argument("run")
+        c.set_defaults(func=cmd_control, verb=verb)
+
+
+def cmd_control(args, ws) -> int:
+    from ..runs import get_run
+    from ..train import request_control
+
+    run = get_run(ws, args.run)
+    state = run.status().get("state")
+    if state not in ("running", "paused"):
+        from ..errors import WorkbenchError
+
+        raise WorkbenchError(f"run {args.run!r} is not training (its status is {state!r})")
+    request_control(run.path, args.verb)
+    print(f"asked run {args.run} to {args.verb}")
+    return 0
 
 
 def cmd_rename(args, ws) -> int:
