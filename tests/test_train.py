@@ -334,10 +334,14 @@ def test_rename_and_delete_runs(built, corpus, capsys):
     assert get_run(built, "ren2").latest_checkpoint() == "step_000002"
     assert main([*ws, "rename", "ren2", "bad/name"]) == 2
     assert "is not allowed" in capsys.readouterr().err
-    get_run(built, "ren2").set_status("running")  # this process is alive: the run counts as live
+    from workbench.locks import acquire
+
+    lock = acquire(get_run(built, "ren2").lock_path(), "training", "run 'ren2'")  # as a live trainer holds it
     assert main([*ws, "delete", "ren2", "--yes"]) == 2
-    assert "stop it before you delete it" in capsys.readouterr().err
-    get_run(built, "ren2").set_status("finished")
+    assert "is training in this app (training, since" in capsys.readouterr().err
+    assert main([*ws, "rename", "ren2", "ren3"]) == 2
+    assert "stop it before you rename it" in capsys.readouterr().err
+    lock.release()
     assert main([*ws, "delete", "ren2", "--yes"]) == 0
     assert not built.run_path("ren2").exists()
     assert not [p for p in built.runs_dir().iterdir() if "ren2" in p.name]

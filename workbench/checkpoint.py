@@ -71,8 +71,15 @@ def save_checkpoint(run_dir: Path, step: int, model, state: dict, keep_last: int
     tmp = root / f".{name}{fileio.TMP_MARK}{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir()
     try:
-        save_file(_state_dict_for_save(model), str(tmp / WEIGHTS), metadata={"step": str(step)})
-        torch.save(state, tmp / STATE)
+        try:
+            save_file(_state_dict_for_save(model), str(tmp / WEIGHTS), metadata={"step": str(step)})
+            torch.save(state, tmp / STATE)
+        except RuntimeError as e:  # torch and safetensors report a failed write as RuntimeError
+            import errno
+
+            first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise OSError(errno.EIO, f"the write failed, the disk may be full or a file size limit reached ({first})",
+                          str(root / name)) from None
         for f in (WEIGHTS, STATE):
             with open(tmp / f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -96,9 +103,12 @@ def prune(run_dir: Path, keep_last: int) -> None:
     names = list_checkpoints(run_dir)
     keep = set(names[-keep_last:]) | ({latest} if latest else set())
     for p in root.iterdir():
-        stale_tmp = p.name.startswith(".") and fileio.TMP_MARK in p.name
+        stale_tmp = fileio.is_stale_temp(p)  # a killed writer's; never a live one's
         if (p.is_dir() and _NAME_RE.match(p.name) and p.name not in keep) or stale_tmp:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def load_weights(model, run_dir: Path, name: str | None = None) -> str:
@@ -153,6 +163,32 @@ def load_state(run_dir: Path, name: str) -> dict:
     if not path.is_file():
         raise WorkbenchError(f"checkpoint {name!r} has no training state ({path} is missing); it cannot be resumed")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
-        raise WorkbenchError(f"checkpoint file {path} is corrupt or truncated: {str(e).splitlines()[0]}") from None
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise WorkbenchError(f"checkpoint file {path} is corrupt or truncated: {first}") from None
+    problem = _state_problem(st)
+    if problem:
+        raise WorkbenchError(f"checkpoint file {path} is not a training state this workbench wrote: {problem}")
+    return st
+
+
+# what a resume reads from state.pt, and the type each must have
+_STATE_FIELDS = {"step": int, "tokens": int, "elapsed": (int, float), "optimizer": dict, "data_rng": list}
+
+
+def _state_problem(st) -> str | None:
+    import torch
+
+    if not isinstance(st, dict):
+        return f"it holds a {type(st).__name__}, not a mapping"
+    for key, kind in _STATE_FIELDS.items():
+        if key not in st:
+            return f"'{key}' is missing"
+        if not isinstance(st[key], kind) or isinstance(st[key], bool):
+            return f"'{key}' is a {type(st[key]).__name__}"
+    if not isinstance(st.get("torch_rng"), torch.Tensor):
+        return "'torch_rng' is missing or not a tensor"
+    if not st["data_rng"] or not all(isinstance(x, dict) for x in st["data_rng"]):
+        return "'data_rng' holds no generator states"
+    return None

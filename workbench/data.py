@@ -35,9 +35,14 @@ ALL_EXTS = TEXT_EXTS | {".parquet"}
 SPLITS = ("train", "validation")
 # Documents with index % HOLDOUT_STRIDE == 1 form the held-out validation split.
 HOLDOUT_STRIDE = 100
-# A .txt with no separators would otherwise become one huge document; past this size a
-# document is cut at the next blank line so memory stays bounded.
+# Memory stays bounded on any input shape: a .txt with no separators would otherwise become one
+# huge document (and one 12 MB line took 50x its size to encode). Past MAX_DOC_BYTES a document
+# is cut at the next blank line; past READ_LIMIT (a line with no break at all) at the last
+# whitespace; and any document of any source longer than MAX_DOC_CHARS is cut at whitespace into
+# pieces of at most that. ``Source.split_documents`` counts the cuts.
 MAX_DOC_BYTES = 1 << 20
+READ_LIMIT = 4 << 20
+MAX_DOC_CHARS = 1 << 20
 HUB_PROBE_SECONDS = 5.0
 
 _VAL_RE = re.compile(r"(^|[-_.\s])(valid|validation|val)([-_.\s\d]|$)")
@@ -63,6 +68,7 @@ class Source:
     text_column: str = "text"
     files: dict[str, list[Path]] = field(default_factory=dict)  # split -> files (local)
     path: Path | None = None
+    split_documents: int = 0  # documents cut into pieces to keep memory bounded (so far)
 
     @property
     def has_validation(self) -> bool:
@@ -91,18 +97,26 @@ class Source:
         """Yield the documents of a split, streaming (bounded memory)."""
         if split not in SPLITS:
             raise WorkbenchError(f"split {split!r} is not known; choose one of {', '.join(SPLITS)}")
+        for doc in self._documents(split):
+            if len(doc) <= MAX_DOC_CHARS:
+                yield doc
+                continue
+            self.split_documents += 1
+            yield from _cut_text(doc, MAX_DOC_CHARS)
+
+    def _documents(self, split: str) -> Iterator[str]:
         if self.kind == "hub":
             yield from _hub_documents(self.spec, split, self.text_column)
         elif self.kind == "saved":
             yield from _saved_documents(self.path, split, self.text_column)
         elif self.has_validation:
             for p in self.files.get(split, []):
-                yield from _file_documents(p, self.text_column)
+                yield from _file_documents(p, self.text_column, self)
         else:
             want_val = split == "validation"
             i = -1
             for p in self.files["train"]:
-                for doc in _file_documents(p, self.text_column):
+                for doc in _file_documents(p, self.text_column, self):
                     i += 1
                     if is_held_out(i) == want_val:
                         yield doc
@@ -110,7 +124,28 @@ class Source:
     def to_dict(self) -> dict:
         # "id" names the data itself: the hub id, or the resolved local path.
         ident = self.spec if self.kind == "hub" else str(self.path)
-        return {"spec": self.spec, "kind": self.kind, "text_column": self.text_column, "id": ident}
+        return {"spec": self.spec, "kind": self.kind, "text_column": self.text_column, "id": ident,
+                "fingerprint": self.fingerprint()}
+
+    def fingerprint(self) -> str:
+        """A short hash of what the source is: its id and column, and for local files each
+        file's path, size and modification time (another folder of the same name, or an edited
+        file, gets another fingerprint). A hub dataset is named by its id alone."""
+        import hashlib
+
+        parts = [self.kind, self.spec if self.kind == "hub" else str(self.path), self.text_column]
+        files: list[Path] = []
+        if self.kind == "local":
+            files = [p for split in SPLITS for p in self.files.get(split, [])]
+        elif self.kind == "saved" and self.path is not None:
+            files = sorted(p for p in self.path.rglob("*") if p.is_file())
+        for p in files:
+            try:
+                st = p.stat()
+                parts.append(f"{p}|{st.st_size}|{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{p}|missing")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def resolve_source(spec: str | os.PathLike | None, text_column: str = "text") -> Source:
@@ -223,22 +258,46 @@ def _require_column(where, text_column: str, names) -> None:
 # --- readers ---------------------------------------------------------------------------------
 
 
-def _file_documents(path: Path, text_column: str) -> Iterator[str]:
+def _cut_text(doc: str, limit: int) -> Iterator[str]:
+    """Pieces of at most ``limit`` characters, cut after the last whitespace where there is one."""
+    while len(doc) > limit:
+        cut = max(doc.rfind(" ", 0, limit), doc.rfind("\n", 0, limit))
+        cut = cut + 1 if cut > 0 else limit
+        yield doc[:cut]
+        doc = doc[cut:]
+    if doc:
+        yield doc
+
+
+def _cut_bytes(raw: bytes, limit: int) -> int:
+    """Where to cut UTF-8 ``raw`` at or before ``limit``: after the last whitespace, else at a
+    character boundary."""
+    cut = max(raw.rfind(b" ", 0, limit), raw.rfind(b"\n", 0, limit), raw.rfind(b"\t", 0, limit))
+    if cut > 0:
+        return cut + 1
+    cut = limit
+    while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # never inside a multi-byte character
+        cut -= 1
+    return cut or limit
+
+
+def _file_documents(path: Path, text_column: str, source: "Source | None" = None) -> Iterator[str]:
     if path.suffix.lower() == ".txt":
-        yield from _txt_documents(path)
+        yield from _txt_documents(path, source)
     else:
         builder = "parquet" if path.suffix.lower() == ".parquet" else "json"
         yield from _datasets_documents(path, builder, text_column)
 
 
-def _txt_documents(path: Path) -> Iterator[str]:
-    """Stories separated by ``<|endoftext|>`` lines; bytes are decoded strictly as UTF-8."""
+def _txt_documents(path: Path, source: "Source | None" = None) -> Iterator[str]:
+    """Stories separated by ``<|endoftext|>`` lines; bytes are decoded strictly as UTF-8. Lines
+    are read in pieces of at most 1 MiB, so no line of any length is held whole."""
     buf: list[bytes] = []
     size = 0
     offset = 0
 
-    def flush() -> str | None:
-        raw = b"".join(buf)
+    def flush(raw: bytes | None = None) -> str | None:
+        raw = b"".join(buf) if raw is None else raw
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -249,7 +308,17 @@ def _txt_documents(path: Path) -> Iterator[str]:
         return text if text.strip() else None
 
     with open(path, "rb") as f:
-        for line in f:
+        for line in iter(lambda: f.readline(1 << 20), b""):
+            if size > READ_LIMIT:  # no separator and no blank line for megabytes: cut it
+                raw = b"".join(buf)
+                cut = _cut_bytes(raw, MAX_DOC_BYTES)
+                doc = flush(raw[:cut])
+                buf.append(raw[cut:])
+                size = len(raw) - cut
+                if source is not None:
+                    source.split_documents += 1
+                if doc is not None:
+                    yield doc
             if b"\x00" in line:
                 raise WorkbenchError(f"{str(path)!r} looks binary (NUL byte near offset {offset}); expected UTF-8 text")
             offset += len(line)

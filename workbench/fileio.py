@@ -1,7 +1,8 @@
 """Atomic file writes: a temp name in the same folder, fsync, then ``os.replace``.
 
 A reader (or a process killed half-way) sees either the old file or the new one, never a
-partial file.
+partial file. Temp names carry the writer's pid (``.<name>.tmp-<pid>-...``), so a cleanup removes
+only the temps of writers that are gone (``is_stale_temp``), never a live writer's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}{os.getpid()}-", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)
@@ -50,8 +51,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:  # the error names the file meant, not its temp
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -68,12 +72,44 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
+def temp_owner(name: str) -> int | None:
+    """The pid in a temp name made here (``.<name>.tmp-<pid>...``), or None."""
+    if not name.startswith(".") or TMP_MARK not in name:
+        return None
+    rest = name.rsplit(TMP_MARK, 1)[1]
+    for prefix in ("deleting-", "old-"):
+        rest = rest[len(prefix):] if rest.startswith(prefix) else rest
+    digits = ""
+    for ch in rest:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else None
+
+
+def is_stale_temp(p: Path) -> bool:
+    """A temp left by a writer that is gone (an unmarked one only when older than a minute)."""
+    if not p.name.startswith(".") or TMP_MARK not in p.name:
+        return False
+    pid = temp_owner(p.name)
+    if pid is None:
+        import time
+
+        try:
+            return time.time() - p.stat().st_mtime > 60
+        except OSError:
+            return False
+    from .locks import owner_alive
+
+    return not owner_alive(pid)
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> None:
-    """Delete temp files a killed writer left behind in ``folder``."""
+    """Delete temp files that killed writers left behind in ``folder`` (live writers' stay)."""
     folder = Path(folder)
     if not folder.is_dir():
         return
     for p in folder.iterdir():
-        if p.name.startswith(".") and TMP_MARK in p.name and p.is_file():
+        if p.is_file() and is_stale_temp(p):
             with contextlib.suppress(OSError):
                 p.unlink()

@@ -26,6 +26,7 @@ METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 STATUS = "status.json"
 TOKENIZER_DIR = "tokenizer"
+LOCK = "lock.json"  # held while the run trains (workbench.locks)
 
 
 @dataclass
@@ -41,9 +42,33 @@ class Run:
         return run_config(self)
 
     def raw_config(self) -> dict:
+        """The run's config.yaml as a mapping; a damaged one raises a WorkbenchError naming it."""
         import yaml
 
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        try:
+            d = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise WorkbenchError(f"cannot read {self.config_path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise WorkbenchError(f"{self.config_path} is damaged (not plain YAML: {first})") from None
+        if d is None:
+            return {}
+        if not isinstance(d, dict):
+            raise WorkbenchError(f"{self.config_path} is damaged: expected a mapping, found {type(d).__name__}")
+        if "data" in d and d["data"] is not None and not isinstance(d["data"], dict):
+            raise WorkbenchError(f"{self.config_path} is damaged: 'data' must be a mapping, found "
+                                 f"{type(d['data']).__name__}")
+        return d
+
+    def lock_path(self) -> Path:
+        return self.path / LOCK
+
+    def trainer(self) -> dict | None:
+        """Who is training this run right now (the lock's holder), or None."""
+        from .locks import holder
+
+        return holder(self.lock_path())
 
     def status(self) -> dict:
         p = self.path / STATUS
@@ -51,10 +76,13 @@ class Run:
             return {"state": "new"}
         try:
             st = json.loads(p.read_text(encoding="utf-8"))
-        except ValueError:
+            if not isinstance(st, dict):
+                raise ValueError
+        except (OSError, ValueError):
             return {"state": "unknown"}
-        # A run marked running whose process is gone was killed: say so.
-        if st.get("state") in ("running", "paused") and not _pid_alive(st.get("pid")):
+        # Marked running but nobody holds its lock: the process was killed, or failed without
+        # being able to write its status (a full disk). Say so.
+        if st.get("state") in ("running", "paused") and self.trainer() is None:
             st["state"] = "interrupted"
         return st
 
@@ -77,49 +105,77 @@ class Run:
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_DIR
 
-    def summary(self) -> dict:
-        """One row for `runs list` and the Runs pane."""
-        raw = {}
+    def _tokenizer_problem(self, raw: dict) -> str | None:
+        """Whether the run's tokenizer copy is missing, empty or another one (hash only: cheap)."""
+        from .tokenizer import file_sha256
+
+        path = self.tokenizer_path() / "tokenizer.model"
         try:
-            raw = self.raw_config()
-        except (OSError, ValueError):
-            pass
-        rows = self.metrics()
-        evals = [r for r in rows if r.get("kind") == "eval"]
-        trains = [r for r in rows if r.get("kind") == "train"]
-        best = min(evals, key=lambda r: r["val_loss"]) if evals else None
+            if path.stat().st_size == 0:
+                return f"tokenizer {str(path)!r} is empty (a damaged or interrupted copy)"
+            have = file_sha256(path)
+        except OSError as e:
+            return f"cannot read tokenizer {str(path)!r}: {e.strerror}"
+        want = (raw.get("data") or {}).get("tokenizer_sha256")
+        if want and have != want:
+            return f"{path} is not the tokenizer run {self.name!r} was trained with"
+        return None
+
+    def load_tokenizer(self):
+        """The run's copy of its tokenizer, checked against the hash recorded when the run was
+        made: another tokenizer in its place would turn every id into the wrong text."""
+        from .tokenizer import Tokenizer
+
+        tok = Tokenizer.load(self.tokenizer_path())
+        want = (self.raw_config().get("data") or {}).get("tokenizer_sha256")
+        if want and tok.sha256 != want:
+            raise WorkbenchError(
+                f"{self.tokenizer_path() / 'tokenizer.model'} is not the tokenizer run {self.name!r} was trained "
+                f"with (sha256 {tok.sha256[:12]}…, the run recorded {want[:12]}…); put the original back")
+        return tok
+
+    def summary(self) -> dict:
+        """One row for `runs list` and the Runs pane. A run whose files are damaged gets the
+        status ``damaged`` and a ``problem`` naming the file, so one broken run never hides the
+        others."""
+        problem = None
+        raw: dict = {}
         n_params = None
         try:
+            raw = self.raw_config()
             n_params = self.config().model.n_params
-        except (WorkbenchError, ValueError, OSError):
-            pass
-        tok_s = [r["tok_s"] for r in trains if r.get("tok_s")]
+            problem = self._tokenizer_problem(raw)
+        except WorkbenchError as e:
+            problem = str(e)
+        rows = self.metrics()
+        evals = [r for r in rows if r.get("kind") == "eval" and _num(r.get("val_loss"))]
+        trains = [r for r in rows if r.get("kind") == "train"]
+        best = min(evals, key=lambda r: r["val_loss"]) if evals else None
+        tok_s = sorted(r["tok_s"] for r in trains if _num(r.get("tok_s")))
+        try:
+            ckpt = self.latest_checkpoint()
+        except OSError as e:
+            ckpt, problem = None, problem or f"cannot read {self.path / checkpoint.LATEST}: {e.strerror}"
+        status = self.status().get("state")
         return {
             "name": self.name,
             "preset": raw.get("name"),
             "params": n_params,
-            "tokens": trains[-1]["tokens"] if trains else 0,
-            "steps": trains[-1]["step"] if trains else 0,
+            "tokens": trains[-1].get("tokens", 0) if trains else 0,
+            "steps": trains[-1].get("step", 0) if trains else 0,
             "best_val_loss": best["val_loss"] if best else None,
             "best_bpb": best.get("bpb") if best else None,
             "final_val_loss": evals[-1]["val_loss"] if evals else None,
-            "tok_s": sorted(tok_s)[len(tok_s) // 2] if tok_s else None,
+            "tok_s": tok_s[len(tok_s) // 2] if tok_s else None,
             "created": raw.get("created"),
-            "status": self.status().get("state"),
-            "checkpoint": self.latest_checkpoint(),
+            "status": "damaged" if problem else status,
+            "problem": problem,
+            "checkpoint": ckpt,
         }
 
 
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -132,17 +188,22 @@ def read_jsonl(path: Path) -> list[dict]:
                 if not line:
                     continue
                 try:
-                    out.append(json.loads(line))
+                    row = json.loads(line)
                 except ValueError:
                     continue
+                if isinstance(row, dict):
+                    out.append(row)
     except FileNotFoundError:
         pass
     return out
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=_json_default) + "\n")
+    except OSError as e:  # name the file: a full disk fails a write with no file in its error
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def _json_default(o):
@@ -168,9 +229,11 @@ def get_run(ws: Workspace, name: str) -> Run:
 
 
 def _refuse_if_live(run: Run, what: str) -> None:
-    state = run.status().get("state")
-    if state in ("running", "paused"):
-        raise WorkbenchError(f"run {run.name!r} is {state} in another process; stop it before you {what} it")
+    from .locks import Locked, describe
+
+    h = run.trainer()
+    if h is not None:
+        raise Locked(f"run {run.name!r} is training in {describe(h)}; stop it before you {what} it")
 
 
 def rename_run(ws: Workspace, name: str, new: str) -> Run:
@@ -258,14 +321,12 @@ def record_resume(run: Run, config: Config, checkpoint_name: str, step: int, cha
 def load_run_model(run: Run, checkpoint_name: str | None = None, device: str = "cpu"):
     """The run's model with a checkpoint's weights (latest by default), in eval mode, and its tokenizer."""
     from .model import build_model
-    from .tokenizer import Tokenizer
 
     cfg = run_config(run)
     model = build_model(cfg.model, device=device)
     name = checkpoint.load_weights(model, run.path, checkpoint_name)
     model.eval()
-    tok = Tokenizer.load(run.tokenizer_path())
-    return model, tok, cfg, name
+    return model, run.load_tokenizer(), cfg, name
 
 
 # --- comparing runs --------------------------------------------------------------------------

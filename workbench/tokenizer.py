@@ -163,10 +163,13 @@ class Tokenizer:
             proto = path.read_bytes()
         except OSError as e:
             raise WorkbenchError(f"cannot read tokenizer {str(path)!r}: {e.strerror}") from None
+        if not proto:
+            raise WorkbenchError(f"tokenizer {str(path)!r} is empty (a damaged or interrupted copy)")
         try:
             return cls(proto, path)
-        except (RuntimeError, OSError) as e:
-            raise WorkbenchError(f"{str(path)!r} is not a valid sentencepiece model: {e}") from None
+        except Exception as e:  # sentencepiece raises several types for a damaged model
+            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise WorkbenchError(f"{str(path)!r} is not a valid sentencepiece model ({first})") from None
 
     @cached_property
     def sha256(self) -> str:

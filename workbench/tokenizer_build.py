@@ -74,12 +74,15 @@ class BuildJob:
 
     def start(self) -> "BuildJob":
         root = self.ws.tokenizers_dir(create=True)
-        self.tmp = root / f".{self.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}"
+        for p in root.iterdir():  # what killed builds left behind (never a live build's)
+            if p.is_dir() and fileio.is_stale_temp(p):
+                shutil.rmtree(p, ignore_errors=True)
+        self.tmp = root / f".{self.name}{fileio.TMP_MARK}{os.getpid()}-{int(time.time() * 1000)}"
         ensure_resource_tracker()
         ctx = mp.get_context("spawn")
         self._q = ctx.Queue()
         self.proc = ctx.Process(
-            target=_child_main, args=(self._q, asdict(self.settings), str(self.tmp)), daemon=True
+            target=_child_main, args=(self._q, asdict(self.settings), str(self.tmp), os.getpid()), daemon=True
         )
         self.proc.start()
         return self
@@ -124,7 +127,7 @@ class BuildJob:
         self.proc.join(timeout=5)
         old = None
         if self.final.exists():
-            old = self.final.with_name(f".{self.name}.old-{int(time.time() * 1000)}")
+            old = self.final.with_name(f".{self.name}{fileio.TMP_MARK}old-{os.getpid()}-{int(time.time() * 1000)}")
             os.replace(self.final, old)
         os.replace(self.tmp, self.final)
         if old is not None:
@@ -215,7 +218,31 @@ def _capture_fd2(on_merge: Callable[[int], None]) -> None:
     threading.Thread(target=reader, daemon=True).start()
 
 
-def _child_main(q, settings_dict: dict, tmp_dir: str) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this child when the process that started it is gone (killed, even with SIGKILL), so
+    a killed `tokenizer build` never leaves a trainer running on its own."""
+    try:  # Linux: the kernel sends SIGKILL when the parent dies
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # died before the watch began
+        os._exit(1)
+
+
+def _child_main(q, settings_dict: dict, tmp_dir: str, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     try:
         stats = _build(q, TokenizerSettings(**settings_dict), Path(tmp_dir))
         q.put(("done", stats))
@@ -305,6 +332,7 @@ def _build(q, s: TokenizerSettings, tmp: Path) -> dict:
         "min_vocab_size": needed,
         "sample_bytes": nbytes,
         "sample_documents": ndocs,
+        "split_documents": source.split_documents,  # cut into pieces to keep memory bounded
         **held,
         "train_seconds": round(train_seconds, 3),
         "build_seconds": round(time.monotonic() - t0, 3),

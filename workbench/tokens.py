@@ -180,14 +180,55 @@ def data_info(ws: Workspace, name: str) -> DataInfo:
 
 
 def default_data_name(tokenizer_name: str, source: Source) -> str:
+    """``<tokenizer>-<source>-<fingerprint>``: another source (another folder that happens to
+    have the same name, or an edited file) gets another folder, never this one prepared again."""
     if source.kind == "hub":
         slug = source.spec.replace("/", "_")
     else:
         slug = Path(source.path).stem if source.path else "data"
     if source.text_column != "text":
         slug += f"-{source.text_column}"
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{tokenizer_name}-{slug}").strip("._-")
-    return name[:64] or "data"
+    fp = source.fingerprint()[:8]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{tokenizer_name}-{slug}").strip("._-")[:64 - 9] or "data"
+    return f"{name}-{fp}"
+
+
+def data_lock_path(ws: Workspace, name: str) -> Path:
+    return ws.data_dir() / f".{name}.lock"
+
+
+def run_data(ws: Workspace, run_name: str, recorded: dict, tok_sha: str) -> DataInfo:
+    """The prepared data a run trained on (``recorded``: its config's data section), checked to
+    still be that data and to match the run's tokenizer; resume and eval both read it here."""
+    who = f"run {run_name!r}"
+    try:
+        info = data_info(ws, recorded["name"])
+    except (KeyError, TypeError, WorkbenchError):
+        raise WorkbenchError(
+            f"{who} was trained on data {recorded.get('name')!r}, which is missing from {str(ws.data_dir())!r}; "
+            f"prepare it again from the same source: workbench data prepare --tokenizer {recorded.get('tokenizer')} "
+            f"--data {recorded.get('source')} --name {recorded.get('name')}") from None
+    if info.meta["tokenizer"]["sha256"] != tok_sha:
+        raise WorkbenchError(f"data {info.name!r} was made with another tokenizer than {who}")
+    check_matches(info, recorded, who)
+    return info
+
+
+def check_matches(info: DataInfo, recorded: dict, who: str) -> None:
+    """Refuse data that is not what ``who`` (a run) was trained on: ``recorded`` is the run's
+    data section (fingerprint and token counts when it was made)."""
+    fp = recorded.get("fingerprint")
+    have = info.meta.get("source", {}).get("fingerprint")
+    if fp and have and fp != have:
+        raise WorkbenchError(
+            f"data {info.name!r} no longer holds what {who} was trained on: it was prepared from "
+            f"{info.meta['source'].get('description', '?')} (fingerprint {have}), the run trained on "
+            f"{recorded.get('source', '?')} (fingerprint {fp}); prepare that source again under another name")
+    want = recorded.get("train_tokens")
+    if want is not None and want != info.meta["splits"]["train"]["tokens"]:
+        raise WorkbenchError(
+            f"data {info.name!r} holds {info.meta['splits']['train']['tokens']:,} training tokens, but {who} was "
+            f"trained on {want:,}: it was prepared again from other text")
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -218,15 +259,43 @@ def prepare_data(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     cancel_event: threading.Event | None = None,
+    replace: bool = False,
 ) -> DataInfo:
-    """Tokenize a source into ``data/<name>/``; returns the prepared folder's info."""
+    """Tokenize a source into ``data/<name>/``; returns the prepared folder's info. A folder
+    that already holds other data (another source or tokenizer) is refused unless ``replace``."""
+    from .locks import acquire
+
     tinfo = tokenizer_info(ws, tokenizer_name)
     tok = load_tokenizer(ws, tokenizer_name)
     source = resolve_source(source_spec, text_column)
     name = check_name("data", name or default_data_name(tokenizer_name, source))
     out = ws.data_path(name)
+    ws.data_dir().mkdir(parents=True, exist_ok=True)
+    with acquire(data_lock_path(ws, name), "preparing", f"data {name!r}"):
+        if not replace and (out / META_FILE).is_file():
+            try:
+                old = read_data_info(out)
+                same = _same(old, tok.sha256, source)
+            except (WorkbenchError, KeyError, ValueError, TypeError):
+                old, same = None, False
+            if not same:
+                what = old.meta["source"].get("description", "?") if old else "damaged data"
+                raise WorkbenchError(f"data {name!r} already holds {what}; choose another name, or replace it "
+                                     "(workbench data prepare --force)")
+        existed = out.is_dir()
+        try:
+            return _prepare_locked(ws, tinfo, tok, source, name, out, workers, progress, cancel_event)
+        except BaseException:
+            # a failed first prepare leaves no empty folder behind (temps are cleaned below)
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+            raise
+
+
+def _prepare_locked(ws, tinfo, tok, source, name, out, workers, progress, cancel_event) -> DataInfo:
+    tokenizer_name = tinfo.name
     out.mkdir(parents=True, exist_ok=True)
-    fileio.remove_stale_temps(out)
+    fileio.remove_stale_temps(out)  # only a killed writer's: the lock keeps live ones out
     dtype = token_dtype(tok.vocab_size)
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
     t0 = time.monotonic()
@@ -236,9 +305,11 @@ def prepare_data(
         for split in SPLIT_FILES:
             tmp = out / f".{SPLIT_FILES[split]}{fileio.TMP_MARK}{os.getpid()}"
             temps[split] = tmp
+            cuts = source.split_documents
             splits[split] = _write_split(
                 source, SOURCE_SPLIT[split], tmp, dtype, tok, workers, progress, cancel_event, split
             )
+            splits[split]["split_documents"] = source.split_documents - cuts
             if splits[split]["documents"] == 0:
                 raise WorkbenchError(f"the {SOURCE_SPLIT[split]} split of {source.describe()} has no documents")
         for split, tmp in temps.items():
@@ -309,11 +380,16 @@ def ensure_prepared(
     if (path / META_FILE).is_file():
         try:
             info = read_data_info(path)
-            if info.meta["tokenizer"]["sha256"] == tok_sha and info.meta["source"]["id"] == source.to_dict()["id"]:
+            if _same(info, tok_sha, source):
                 return info
-        except (WorkbenchError, KeyError, ValueError):
+        except (WorkbenchError, KeyError, ValueError, TypeError):
             pass
-    return prepare_data(ws, tokenizer_name, source_spec, text_column, name=name, **kw)
+    return prepare_data(ws, tokenizer_name, source_spec, text_column, name=name, replace=True, **kw)
+
+
+def _same(info: DataInfo, tok_sha: str, source: Source) -> bool:
+    return (info.meta["tokenizer"]["sha256"] == tok_sha
+            and info.meta["source"].get("fingerprint") == source.fingerprint())
 
 
 def read_sha(ws: Workspace, tokenizer_name: str) -> str:

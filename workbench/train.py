@@ -29,11 +29,13 @@ from .distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, 
                           init_distributed)
 from .errors import WorkbenchError
 from .evaluate import evaluate
+from .locks import Locked, acquire
+from .locks import describe as describe_holder
 from .optim import lr_at, make_optimizer
 from .runs import (SAMPLES, Run, append_jsonl, create_run, get_run, new_run_name, read_jsonl, record_resume,
                    run_config)
 from .tokenizer import Tokenizer, tokenizer_info
-from .tokens import DataInfo, data_info, ensure_prepared
+from .tokens import DataInfo, ensure_prepared, run_data
 from .workspace import Workspace
 from . import fileio
 
@@ -130,6 +132,7 @@ class Trainer:
         # resumed run computes exactly as before even if this machine's measurements changed
         self.recorded: dict = {}
         self.facts: dict = {}  # resolved choices and their reasons, in status.json and events
+        self._lock = None  # the run's lock (rank 0, from setup until run ends)
         self.step = 0
         self.tokens = 0
         self.elapsed = 0.0
@@ -175,7 +178,9 @@ class Trainer:
         if rank == 0:
             run_name = name or new_run_name(ws, f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
             data_meta = {"name": dinfo.name, "source": data, "text_column": text_column,
-                         "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256}
+                         "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256,
+                         "fingerprint": dinfo.meta["source"].get("fingerprint"),
+                         "train_tokens": dinfo.meta["splits"]["train"]["tokens"]}
             run = create_run(ws, run_name, cfg, tinfo.path, data_meta)
         run = broadcast_run(ws, run, world)
         return cls(ws, run, cfg, dinfo, tok, on_event)
@@ -183,6 +188,10 @@ class Trainer:
     @classmethod
     def resume(cls, ws: Workspace, run_name: str, train_overrides: dict | None = None, on_event=None) -> "Trainer":
         run = get_run(ws, run_name)
+        held = run.trainer()
+        if held is not None and dist_info()[0] == 0:
+            raise Locked(f"run {run_name!r} is already training in {describe_holder(held)}; stop it first, "
+                         "or resume it when it has stopped")
         cfg = run_config(run)
         before = cfg.train.to_dict()
         if train_overrides:
@@ -192,19 +201,8 @@ class Trainer:
         if latest is None:
             raise WorkbenchError(f"run {run_name!r} has no checkpoint to resume from")
         st = checkpoint.load_state(run.path, latest)  # fail now, with the file named, if it is damaged
-        tok = Tokenizer.load(run.tokenizer_path())
-        meta = run.raw_config().get("data") or {}
-        try:
-            dinfo = data_info(ws, meta["name"])
-        except (KeyError, WorkbenchError):
-            src = meta.get("source")
-            raise WorkbenchError(
-                f"run {run_name!r} was trained on data {meta.get('name')!r}, which is missing from "
-                f"{str(ws.data_dir())!r}; prepare it again with `workbench data prepare --tokenizer "
-                f"{meta.get('tokenizer')} --data {src}`"
-            ) from None
-        if dinfo.meta["tokenizer"]["sha256"] != tok.sha256:
-            raise WorkbenchError(f"data {dinfo.name!r} was made with another tokenizer than run {run_name!r}")
+        tok = run.load_tokenizer()
+        dinfo = run_data(ws, run_name, run.raw_config().get("data") or {}, tok.sha256)
         trainer = cls(ws, run, cfg, dinfo, tok, on_event, resume_from=latest)
         trainer.recorded = {k: st[k] for k in ("precision", "attention") if isinstance(st.get(k), str)}
         trainer._resume_record = (latest, int(st["step"]), {f"train.{k}": v for k, v in changes.items()})
@@ -242,6 +240,8 @@ class Trainer:
         from .model import build_model
 
         tc, mc = self.cfg.train, self.cfg.model
+        if self.rank == 0 and self._lock is None:  # one trainer per run, in any process
+            self._lock = acquire(self.run_folder.lock_path(), "training", f"run {self.run_folder.name!r}")
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.device = resolve_device(tc.device)
@@ -331,7 +331,11 @@ class Trainer:
 
         checkpoint.load_weights(self.raw_model, self.run_folder.path, name)
         st = checkpoint.load_state(self.run_folder.path, name)
-        self.optimizer.load_state_dict(st["optimizer"])
+        try:
+            self.optimizer.load_state_dict(st["optimizer"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
+            raise WorkbenchError(f"checkpoint file {self.run_folder.path / 'checkpoints' / name / 'state.pt'} holds "
+                                 f"optimizer state for another model ({str(e).splitlines()[0][:120]})") from None
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         self.step, self.tokens, self.elapsed = st["step"], st["tokens"], st["elapsed"]
@@ -382,10 +386,20 @@ class Trainer:
             if self.model is None:
                 self.setup()
             return self._loop()
+        except Locked as e:  # someone else's run: leave its status alone
+            self.state = "failed"
+            self.emit("error", message=str(e))
+            return {"state": "failed", "run": self.run_folder.name, "step": self.step, "message": str(e),
+                    "checkpoint": None}
         except TrainingFailed as e:
             return self._fail(str(e))
         except WorkbenchError as e:
             return self._fail(str(e))
+        except OSError as e:  # a full disk, a lost mount, a read-only folder: one line, run failed
+            where = f" {e.filename}" if e.filename else ""
+            kept = self.run_folder.latest_checkpoint() if self.run_folder else None
+            return self._fail(f"cannot write{where}: {e.strerror or e}; "
+                              + (f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint was written"))
         except Exception as e:
             if _is_oom(e):
                 return self._fail(
@@ -394,6 +408,9 @@ class Trainer:
                 )
             raise
         finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
             if self.world > 1:
                 import torch.distributed as dist
 
@@ -533,7 +550,10 @@ class Trainer:
     def _fail(self, message: str) -> dict:
         self.state = "failed"
         if self.rank == 0 and self.run_folder is not None:
-            self._set_status("failed", step=self.step, message=message)
+            try:
+                self._set_status("failed", step=self.step, message=message)
+            except OSError:
+                pass  # a full disk: the released lock still tells that nothing trains it
         self.emit("error", message=message)
         return {"state": "failed", "run": self.run_folder.name if self.run_folder else None,
                 "step": self.step, "message": message, "checkpoint": self.run_folder.latest_checkpoint() if self.run_folder else None}
@@ -575,6 +595,16 @@ class Trainer:
     def _checkpoint(self) -> None:
         import torch
 
+        # never write (or point `latest` at) weights that are no longer finite: every rank checks
+        # its own copy (they are equal under DDP), so all ranks stop together
+        bad = next((n for n, p in self.raw_model.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            kept = self.run_folder.latest_checkpoint()
+            raise TrainingFailed(
+                f"training stopped: the weights became non-finite ({bad}) by step {self.step}, so no checkpoint "
+                f"was written for it; " + (f"the last good checkpoint ({kept}) is kept" if kept else
+                                           "no checkpoint had been written yet")
+                + ". Try a lower train.lr, more train.warmup_steps or train.grad_clip")
         if self.rank == 0:
             st = {
                 "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "best_val": self.best_val,

@@ -18,8 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--data", default=DEFAULT_HUB_ID, metavar="SOURCE",
                     help=f"hub dataset id or local .txt/.jsonl/.json/.parquet file or folder (default {DEFAULT_HUB_ID})")
     pr.add_argument("--text-column", default="text")
-    pr.add_argument("--name", default=None, help="folder name under data/ (default TOKENIZER-SOURCE)")
+    pr.add_argument("--name", default=None, help="folder name under data/ (default TOKENIZER-SOURCE-FINGERPRINT)")
     pr.add_argument("--threads", type=int, default=None, help="encoding threads (default: one per core)")
+    pr.add_argument("--force", action="store_true",
+                    help="replace a data folder of this name that holds another source or tokenizer's tokens")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_prepare)
 
@@ -37,7 +39,7 @@ def cmd_prepare(args, ws) -> int:
     line = ProgressLine("prepare")
     try:
         info = prepare_data(
-            ws, args.tokenizer, args.data, args.text_column, name=args.name, workers=args.threads,
+            ws, args.tokenizer, args.data, args.text_column, name=args.name, workers=args.threads, replace=args.force,
             progress=lambda split, done, total, msg: line.update(done, total, f"{split}: {msg}"),
         )
     finally:

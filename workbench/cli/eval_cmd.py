@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args, ws) -> int:
     from ..evaluate import evaluate
     from ..runs import get_run, load_run_model
-    from ..tokens import data_info, ensure_prepared
+    from ..tokens import ensure_prepared, run_data
 
     run = get_run(ws, args.run)
     model, tok, cfg, ckpt = load_run_model(run, args.checkpoint)
@@ -38,7 +38,7 @@ def cmd_eval(args, ws) -> int:
             shutil.copytree(run.tokenizer_path(), tdir)
         dinfo = ensure_prepared(ws, tdir.name, args.data, args.text_column)
     else:
-        dinfo = data_info(ws, meta["name"])
+        dinfo = run_data(ws, run.name, meta, tok.sha256)
     import torch
 
     from ..device import resolve_precision

@@ -106,10 +106,9 @@ def _module(fmt: str):
 
 def _run_and_tokenizer(ws, run_name: str):
     from ..runs import get_run, run_config
-    from ..tokenizer import Tokenizer
 
     run = get_run(ws, run_name)
-    return run, run_config(run), Tokenizer.load(run.tokenizer_path())
+    return run, run_config(run), run.load_tokenizer()
 
 
 def _options(fmt: str, cfg, dtype, version) -> dict:
