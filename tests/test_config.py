@@ -39,7 +39,7 @@ def test_every_field_has_help_and_a_rule(cls):
 
 def test_fields_of_reports_choices_ranges_and_optional():
     info = {i.name: i for i in fields_of(ModelConfig)}
-    assert info["mlp"].choices == ("swiglu", "gelu")
+    assert info["mlp"].choices == ("swiglu", "gelu", "relu2")
     assert info["pos"].choices == ("rope", "learned", "none")
     assert info["dim"].type is int and info["dim"].min == 1
     assert info["n_kv_heads"].optional and info["n_kv_heads"].default is None

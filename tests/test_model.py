@@ -159,7 +159,8 @@ def test_kv_cache_is_preallocated_and_bounded():
 # ---------------------------------------------------------------- activation estimate
 
 @pytest.mark.parametrize("variant", [dict(), dict(mlp="gelu"), dict(pos="learned"),
-                                     dict(norm="layernorm", bias=True), dict(heads="mqa")])
+                                     dict(norm="layernorm", bias=True), dict(heads="mqa"), dict(mlp="relu2"),
+                                     dict(qk_norm=True), dict(logit_softcap=30.0)])
 def test_activation_estimate_matches_saved_tensors(variant):
     cfg = tiny(**variant, dim=32, vocab_size=300, max_seq_len=32)
     model = build_model(cfg, seed=0)

@@ -251,3 +251,45 @@ def test_generation_in_bf16_says_so(built, corpus, capsys):
                  "--precision", "bf16"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["precision"] == "bf16" and d["samples"][0]["precision"] == "bf16"
+
+
+# ---------------------------------------------------------------- optimizers and schedules
+
+def test_muon_trains_hidden_matrices_and_adamw_the_rest(built, corpus):
+    t = Trainer.new(built, tiny_cfg(max_steps=6, optimizer="muon", checkpoint_interval=3), "tok", str(corpus),
+                    name="muon-run")
+    t.setup()
+    muon, adamw = t.optimizer.optimizers
+    assert type(muon).__name__ == "Muon" and type(adamw).__name__ == "AdamW"
+    hidden = {id(p) for g in muon.param_groups for p in g["params"]}
+    for name, p in t.raw_model.named_parameters():
+        is_hidden = p.dim() == 2 and "tok_emb" not in name and "lm_head" not in name
+        assert (id(p) in hidden) == is_hidden, name
+    from workbench.estimate import hidden_matrix_params
+
+    assert sum(p.numel() for g in muon.param_groups for p in g["params"]) == hidden_matrix_params(t.cfg.model)
+    assert t.run()["state"] == "finished"
+    # resumes exactly: both optimizers' states come back
+    half = Trainer.new(built, tiny_cfg(max_steps=6, optimizer="muon", checkpoint_interval=3), "tok", str(corpus),
+                       name="muon-half")
+    half.setup()
+    _stop_at(half, 3)
+    ev = []
+    half.on_event = ev.append
+    half.run()
+    ev2 = []
+    Trainer.resume(built, "muon-half", on_event=ev2.append).run()
+    straight = [r["loss"] for r in get_run(built, "muon-run").metrics() if r["kind"] == "train"]
+    resumed = [r["loss"] for r in get_run(built, "muon-half").metrics() if r["kind"] == "train"]
+    assert straight == resumed
+
+
+def test_wsd_holds_the_peak_then_decays_over_the_last_fraction():
+    from workbench.config import TrainConfig
+    from workbench.optim import lr_at
+
+    tc = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, schedule="wsd", decay_fraction=0.25, max_steps=110)
+    assert lr_at(tc, 0, 0.0) == pytest.approx(1e-4)  # warm-up
+    assert lr_at(tc, 50, 0.5) == lr_at(tc, 80, 0.75) == 1e-3  # stable
+    assert lr_at(tc, 90, 0.875) == pytest.approx(5.5e-4)  # half-way down
+    assert lr_at(tc, 110, 1.0) == pytest.approx(1e-4)

@@ -37,10 +37,11 @@ RUN_ONLY_KEYS = ("created", "resumes")
 TOP_LEVEL_KEYS = ("version", "name", "description", "model", "train", "data", "tokenizer", *RUN_ONLY_KEYS)
 
 # Registries of variant names; the model package maps each to a class.
-MLP_CHOICES = ("swiglu", "gelu")
+MLP_CHOICES = ("swiglu", "gelu", "relu2")
 NORM_CHOICES = ("rmsnorm", "layernorm")
 POS_CHOICES = ("rope", "learned", "none")
-SCHEDULE_CHOICES = ("cosine", "linear", "constant")
+SCHEDULE_CHOICES = ("cosine", "linear", "constant", "wsd")
+OPTIMIZER_CHOICES = ("adamw", "muon")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
@@ -186,11 +187,12 @@ class ModelConfig(_Validated):
                                    "GQA; must divide n_heads", min=1, max=1_024,
                                    none_means="same as n_heads")
     hidden_dim: Optional[int] = _f(None, "MLP hidden size", min=1, max=1_000_000,
-                                   none_means="4*dim for gelu, 2/3 of that rounded up to "
-                                              "multiple_of for swiglu (llama rule)")
+                                   none_means="4*dim for gelu and relu2, 2/3 of that rounded up "
+                                              "to multiple_of for swiglu (llama rule)")
     multiple_of: int = _f(32, "round an automatic swiglu hidden size up to a multiple of this",
                           min=1, max=4_096)
-    mlp: str = _f("swiglu", "MLP type: swiglu (llama) or gelu (GPT-2)", choices=MLP_CHOICES)
+    mlp: str = _f("swiglu", "MLP type: swiglu (llama), gelu (GPT-2) or relu2 (squared ReLU)",
+                  choices=MLP_CHOICES)
     norm: str = _f("rmsnorm", "normalisation: rmsnorm (llama) or layernorm (GPT-2)",
                    choices=NORM_CHOICES)
     norm_eps: float = _f(1e-5, "epsilon added inside the norm", min=0.0, max=1.0, min_exclusive=True)
@@ -204,6 +206,9 @@ class ModelConfig(_Validated):
                         min=0.0, max=0.9)
     bias: bool = _f(False, "add bias terms to linear layers and LayerNorm")
     tie_embeddings: bool = _f(True, "share the token embedding with the output layer")
+    qk_norm: bool = _f(False, "RMS-normalise each head's queries and keys before RoPE (QK-norm)")
+    logit_softcap: Optional[float] = _f(None, "cap the output logits softly at +-c with c*tanh(x/c)",
+                                        min=1.0, max=1e4, none_means="no cap")
 
     def _check(self) -> None:
         if self.dim % self.n_heads:
@@ -229,7 +234,7 @@ class ModelConfig(_Validated):
     def ffn_dim(self) -> int:
         if self.hidden_dim is not None:
             return self.hidden_dim
-        if self.mlp == "gelu":
+        if self.mlp in ("gelu", "relu2"):
             return 4 * self.dim
         h = int(2 * 4 * self.dim / 3)
         return self.multiple_of * ((h + self.multiple_of - 1) // self.multiple_of)
@@ -253,8 +258,13 @@ class TrainConfig(_Validated):
     lr: float = _f(1e-3, "peak learning rate (AdamW)", min=0.0, max=1.0, min_exclusive=True)
     min_lr: float = _f(1e-4, "learning rate at the end of the schedule", min=0.0, max=1.0)
     warmup_steps: int = _f(50, "linear warm-up steps from 0 to lr", min=0, max=10_000_000)
-    schedule: str = _f("cosine", "decay after warm-up: cosine, linear or constant",
+    schedule: str = _f("cosine", "decay after warm-up: cosine, linear, constant, or wsd (constant, then "
+                                 "linear to min_lr over the last decay_fraction of the budget)",
                        choices=SCHEDULE_CHOICES)
+    decay_fraction: float = _f(0.2, "wsd: the last fraction of the budget (steps, tokens or time) "
+                                    "that decays to min_lr", min=0.0, max=1.0, min_exclusive=True)
+    optimizer: str = _f("adamw", "adamw, or muon for the 2-D hidden matrices (AdamW keeps embeddings, "
+                                 "head, norms and biases)", choices=OPTIMIZER_CHOICES)
     weight_decay: float = _f(0.1, "AdamW weight decay (not applied to norms and biases)",
                              min=0.0, max=10.0)
     beta1: float = _f(0.9, "AdamW beta1", min=0.0, max=1.0, min_exclusive=False)

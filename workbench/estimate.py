@@ -100,15 +100,19 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[
     attn = (H + 2 * Hkv) * D + H * D + H  # fused qkv output, attention output, logsumexp
     if cfg.pos == "rope":
         attn += (H + Hkv) * D  # rotated q and k
+    if cfg.qk_norm:
+        attn += H + Hkv  # one rstd per head (the normalised q and k are the rotation's input)
     if attention == "explicit":
         attn += 3 * H * D + H * T - H  # q, k, v as (B*H, T, D) copies, probabilities; no logsumexp
-    mlp = 4 * F if cfg.mlp == "swiglu" else 2 * F
+    mlp = 4 * F if cfg.mlp == "swiglu" else 2 * F  # relu2: relu's and square's outputs, as gelu
     per_layer = 2 * C + 2 * norm_extra + attn + mlp  # 2C: residual stream in and mid-block
     if cfg.dropout > 0:
         # masks (1 byte) and, because SDPA drops to its math path, the score matrices
         per_layer += (3 * C + H * T) / 4 + 2 * H * T
     # final norm, then the saved log-softmax, or (fused) the gradient of the hidden states
     top = C + norm_extra + (C if fused_loss else V)
+    if cfg.logit_softcap and not fused_loss:
+        top += V  # tanh keeps its output
     elems = batch_size * T * (L * per_layer + top)
     return int(elems * dtype_bytes(precision) + batch_size * T * 8)  # + int64 token ids
 
@@ -177,8 +181,19 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if device == "cuda" else "fp32"
 
 
+def hidden_matrix_params(cfg: ModelConfig) -> int:
+    """Parameters of the 2-D hidden matrices (attention and MLP projections): what Muon trains."""
+    b = param_breakdown(cfg)
+    C, L = cfg.dim, cfg.n_layers
+    biases = 0
+    if cfg.bias:
+        up = 2 * cfg.ffn_dim if cfg.mlp == "swiglu" else cfg.ffn_dim
+        biases = L * ((cfg.n_heads + 2 * cfg.kv_heads) * cfg.head_dim + C + up + C)
+    return b["attention"] + b["mlp"] - biases
+
+
 def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
-                    precision: str = "fp32", device: str = "cpu") -> MemoryEstimate:
+                    precision: str = "fp32", device: str = "cpu", optimizer: str = "adamw") -> MemoryEstimate:
     """Peak memory of a training step with AdamW.
 
     Master weights, gradients and both AdamW moments stay in fp32 under mixed precision;
@@ -189,7 +204,8 @@ def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = 
     n = param_count(cfg)
     weights = 4 * n + (2 * n if precision in ("bf16", "fp16") else 0)
     grads = 4 * n
-    optimizer = 8 * n
+    # AdamW keeps two moments a parameter; Muon one momentum buffer for the hidden matrices
+    optimizer = 8 * n - (4 * hidden_matrix_params(cfg) if optimizer == "muon" else 0)
     T = cfg.max_seq_len if seq_len is None else seq_len
     fused = device == "cpu"  # CPU training computes the loss without full logits
     acts = activation_bytes(cfg, batch_size, T, precision, fused,

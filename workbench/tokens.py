@@ -373,10 +373,17 @@ def ensure_prepared(
     ws: Workspace, tokenizer_name: str, source_spec: str, text_column: str = "text", **kw
 ) -> DataInfo:
     """The prepared data for this tokenizer and source, preparing it only if needed."""
+    from .locks import holder
+
     tok_sha = read_sha(ws, tokenizer_name)
     source = resolve_source(source_spec, text_column)
     name = kw.pop("name", None) or default_data_name(tokenizer_name, source)
     path = ws.data_path(name)
+    cancel = kw.get("cancel_event")
+    while holder(data_lock_path(ws, name)) is not None:  # another process prepares it: wait, then use it
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("data preparation was cancelled while waiting for another process")
+        time.sleep(0.2)
     if (path / META_FILE).is_file():
         try:
             info = read_data_info(path)

@@ -488,12 +488,14 @@ class Trainer:
             if not math.isfinite(loss_sum):
                 raise TrainingFailed(self._nan_message("loss", loss_sum))
             if self.scaler:
-                self.scaler.unscale_(self.optimizer)
+                for opt in self.optimizer.optimizers:
+                    self.scaler.unscale_(opt)
             gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf")).item()
             if not math.isfinite(gnorm) and self.scaler is None:
                 raise TrainingFailed(self._nan_message("gradient norm", gnorm))
             if self.scaler:
-                self.scaler.step(self.optimizer)
+                for opt in self.optimizer.optimizers:
+                    self.scaler.step(opt)
                 self.scaler.update()
             else:
                 self.optimizer.step()

@@ -50,6 +50,15 @@ def _explicit_causal(q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
         return torch.bmm(p, v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
+def _qk_rms(qk: torch.Tensor) -> torch.Tensor:
+    """QK-norm: each head's query and key vectors to unit RMS (no weight), bounding the scores."""
+    return F.rms_norm(qk, (qk.shape[-1],))
+
+
+def _no_norm(qk: torch.Tensor) -> torch.Tensor:
+    return qk
+
+
 def causal_attention(kernel: str, q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
     """Causal self-attention over a whole window with the named kernel (see ``KERNELS``)."""
     if kernel == "explicit":
@@ -68,6 +77,7 @@ class Attention(LoggingModule):
         self.wqkv = Linear(cfg.dim, (H + 2 * Hkv) * D, bias=cfg.bias)
         self.wo = Linear(H * D, cfg.dim, bias=cfg.bias)
         self.rotate = rotary_fn(cfg)
+        self.qk_norm = _qk_rms if cfg.qk_norm else _no_norm
         self.attn_dropout = cfg.dropout
         self.resid_drop = dropout(cfg.dropout)
         self.gqa = Hkv != H
@@ -78,7 +88,7 @@ class Attention(LoggingModule):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         qk, v = self.wqkv(x).view(B, T, H + 2 * Hkv, D).split((H + Hkv, Hkv), dim=2)
-        q, k = self.rotate(qk, rope).split((H, Hkv), dim=2)
+        q, k = self.rotate(self.qk_norm(qk), rope).split((H, Hkv), dim=2)
         # transposed views, not copies: SDPA takes strided inputs, and its output then comes
         # back in (B, T, H, D) order so the reshape below is free
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)

@@ -29,7 +29,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """loss = mean CE(x @ w.T, t); the gradients are made in forward and scaled in backward."""
 
     @staticmethod
-    def forward(ctx, x, w, targets, dtype, chunk: int, ignore_index: int, need: bool):
+    def forward(ctx, x, w, targets, dtype, chunk: int, ignore_index: int, need: bool, cap: float | None):
         N, V = x.shape[0], w.shape[0]
         valid_all = targets != ignore_index
         inv = 1.0 / max(1, int(valid_all.sum()))
@@ -43,12 +43,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 t = targets[s:s + chunk].clamp(min=0)[:, None]
                 valid = valid_all[s:s + chunk].to(acc)
                 logits = torch.mm(xc_all[s:s + chunk], wc.t()).to(acc)  # (n, V)
+                if cap:  # soft cap: z = c tanh(l / c), and dz/dl = 1 - tanh^2 scales the gradient
+                    th = torch.tanh(logits.div_(cap))
+                    logits = th * cap
                 lse = torch.logsumexp(logits, dim=-1)
                 loss += ((lse - logits.gather(1, t)[:, 0]) * valid).sum()
                 if need:
                     p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
                     p.scatter_add_(1, t, -valid[:, None])
                     p.mul_((valid * inv)[:, None])
+                    if cap:
+                        p.mul_(1 - th.square_())
                     P[s:s + chunk] = p
             if need:
                 ctx.save_for_backward(torch.mm(P, wc).to(x.dtype), torch.mm(P.t(), xc_all).to(w.dtype))
@@ -57,17 +62,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         gx, gw = ctx.saved_tensors
-        return gx * g, gw * g, None, None, None, None, None
+        return gx * g, gw * g, None, None, None, None, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean CE of ``hidden @ weight.T`` against ``targets``; hidden (B, T, C), weight (V, C)."""
+                         ignore_index: int = IGNORE_INDEX, softcap: float | None = None) -> torch.Tensor:
+    """Mean CE of ``hidden @ weight.T`` (soft-capped at ``softcap`` when given) against
+    ``targets``; hidden (B, T, C), weight (V, C)."""
     x, t = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     if x.device.type != "cpu":
-        return lm_loss(F.linear(x, weight).float(), t, ignore_index)
+        logits = F.linear(x, weight).float()
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
+        return lm_loss(logits, t, ignore_index)
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else weight.dtype
     chunk = max(32, CHUNK_ELEMENTS // weight.shape[0])
     # forward runs with grad mode off, so whether gradients are wanted is decided out here
     need = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(x, weight, t, dtype, chunk, ignore_index, need)
+    return _LinearCrossEntropy.apply(x, weight, t, dtype, chunk, ignore_index, need, softcap)

@@ -1,4 +1,4 @@
-"""Feed-forward blocks: GELU (GPT-2) and SwiGLU (llama), picked by ``config.mlp``."""
+"""Feed-forward blocks: GELU (GPT-2), SwiGLU (llama) and squared ReLU, picked by ``config.mlp``."""
 
 from __future__ import annotations
 
@@ -34,7 +34,20 @@ class SwiGLU(LoggingModule):
         return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
-MLPS = {"gelu": GeluMLP, "swiglu": SwiGLU}
+class ReluSquared(LoggingModule):
+    """relu(x)^2 (Primer; the modded-nanoGPT speedruns): GELU's shape, cheaper and sparser."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.w1 = Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias)
+        self.w2 = Linear(cfg.ffn_dim, cfg.dim, bias=cfg.bias)
+        self.drop = dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        return self.drop(self.w2(F.relu(self.w1(x)).square()))
+
+
+MLPS = {"gelu": GeluMLP, "swiglu": SwiGLU, "relu2": ReluSquared}
 
 
 def make_mlp(cfg) -> LoggingModule:

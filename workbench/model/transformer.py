@@ -53,11 +53,14 @@ class Transformer(LoggingModule):
             T, start + T, dtype=torch.bool, device=idx.device).tril(start)
         for layer in self.layers:
             x = layer(x, rope, mask, kv_cache)
+        cap = self.config.logit_softcap
         if targets is not None:
-            return linear_cross_entropy(self.norm(x), self.lm_head.weight, targets)
+            return linear_cross_entropy(self.norm(x), self.lm_head.weight, targets, softcap=cap)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(self.norm(x))  # (B, T, V)
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
         if kv_cache is not None:
             kv_cache.advance(T)
         return logits

@@ -1,0 +1,229 @@
+"""``workbench sweep``: train a list or grid of configs, each for a budget, and rank them.
+
+A sweep is one ``SweepRequest``: a base config, overrides applied to all runs (``sets``), and
+either a grid (every combination of the values given per field) or an explicit list of override
+sets, a budget (minutes, tokens or steps), and how many runs train at once (``parallel``; the
+cores are split between them). Runs whose memory estimate does not fit this machine are skipped
+with the reason; the others are ordinary runs under ``trained_models/`` named
+``<sweep>-<i>``, each a real ``workbench train`` process (so a run's speed is what that command
+gets). The result ranks them by validation bits per byte — their own last evaluation, or a full
+pass over the validation split with ``full_eval``. The CLI and the app both call ``run_sweep``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Config, ModelConfig, TrainConfig, load_config, save_config
+from .errors import Cancelled, WorkbenchError
+from .workspace import Workspace, check_name
+
+BUDGETS = ("minutes", "tokens", "steps")
+
+
+@dataclass
+class SweepRequest:
+    base: str                                 # config path or preset
+    tokenizer: str
+    data: str
+    name: str                                 # run names are <name>-<i>
+    budget: str = "minutes"                   # minutes | tokens | steps
+    amount: float = 10.0
+    sets: dict[str, Any] = field(default_factory=dict)         # "model.dim": 128, ...
+    grid: dict[str, list[Any]] = field(default_factory=dict)   # "model.dim": [96, 128], ...
+    runs: list[dict[str, Any]] = field(default_factory=list)   # explicit override sets
+    parallel: int = 1
+    full_eval: bool = False
+    text_column: str = "text"
+
+    def validate(self, ws: Workspace) -> list[tuple[str, Config]]:
+        """Every run's name and config, checked before anything trains (a bad field names it)."""
+        check_name("sweep", self.name)
+        if self.budget not in BUDGETS:
+            raise WorkbenchError(f"sweep budget {self.budget!r} is not one of {', '.join(BUDGETS)}")
+        if not self.amount > 0:
+            raise WorkbenchError(f"the sweep's {self.budget} budget must be > 0, got {self.amount!r}")
+        cores = os.cpu_count() or 1
+        if not 1 <= self.parallel <= cores:
+            raise WorkbenchError(f"--parallel {self.parallel} is not allowed: 1 to {cores} (this machine's cores)")
+        if self.grid and self.runs:
+            raise WorkbenchError("a sweep takes a grid or a list of runs, not both")
+        variants = self.runs or [dict(zip(self.grid, combo)) for combo in itertools.product(*self.grid.values())]
+        if not variants:
+            raise WorkbenchError("the sweep has no runs: give --grid FIELD=V1,V2 (repeatable) or a list of runs")
+        if len(variants) > 200:
+            raise WorkbenchError(f"the sweep has {len(variants)} runs; at most 200 are allowed")
+        out = []
+        for i, v in enumerate(variants, 1):
+            cfg = load_config(self.base, ws)
+            cfg = apply_overrides(cfg, {**self.sets, **v, **self._budget()})
+            cfg.train = cfg.train.replace(num_threads=max(1, cores // self.parallel))
+            out.append((f"{self.name}-{i}", cfg))
+        for run_name, _ in out:
+            if ws.run_path(run_name).exists():
+                raise WorkbenchError(f"run {run_name!r} already exists; choose another sweep --name")
+        return out
+
+    def _budget(self) -> dict:
+        if self.budget == "minutes":
+            return {"train.max_minutes": float(self.amount), "train.max_steps": None, "train.max_tokens": None}
+        if self.budget == "tokens":
+            return {"train.max_tokens": int(self.amount), "train.max_steps": None, "train.max_minutes": None}
+        return {"train.max_steps": int(self.amount), "train.max_tokens": None, "train.max_minutes": None}
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """``{"model.dim": 128, "train.lr": 2e-3}`` applied to a config, validated; a bad key names
+    itself and the valid ones."""
+    parts: dict[str, dict] = {"model": {}, "train": {}}
+    for key, value in overrides.items():
+        section, dot, fname = str(key).partition(".")
+        if not dot or section not in parts:
+            raise WorkbenchError(f"{key!r} is not a SECTION.FIELD (sections: model, train)")
+        parts[section][fname] = value
+    if parts["model"]:
+        cfg.model = ModelConfig.from_dict({**cfg.model.to_dict(), **parts["model"]})
+    if parts["train"]:
+        cfg.train = TrainConfig.from_dict({**cfg.train.to_dict(), **parts["train"]})
+    return cfg
+
+
+def fits(cfg: Config, share: int = 1) -> tuple[bool, str]:
+    """Whether a run's memory estimate fits this machine's free RAM (shared by ``share`` runs)."""
+    from .estimate import available_memory, fmt_bytes, training_memory
+
+    mem = training_memory(cfg.model, cfg.train.batch_size, None, cfg.train.precision, "cpu", cfg.train.optimizer)
+    free = available_memory("cpu")["available"] // max(1, share)
+    if mem.total > free:
+        return False, f"needs about {fmt_bytes(mem.total)}, {fmt_bytes(free)} is free for it"
+    return True, ""
+
+
+@dataclass
+class SweepResult:
+    name: str
+    rows: list[dict]  # ranked by bits per byte, best first; skipped and failed runs last
+
+
+def run_sweep(ws: Workspace, req: SweepRequest, say: Callable[[str], None] = print,
+              cancel_event: threading.Event | None = None) -> SweepResult:
+    """Train the sweep's runs (``parallel`` at a time) and rank them."""
+    from .tokens import ensure_prepared
+
+    plan = req.validate(ws)
+    say(f"sweep {req.name}: {len(plan)} run(s), {req.parallel} at a time")
+    ensure_prepared(ws, req.tokenizer, req.data, req.text_column, cancel_event=cancel_event)  # once, for all
+    results: dict[str, dict] = {}
+    todo = []
+    for run_name, cfg in plan:
+        ok, why = fits(cfg, req.parallel)
+        if ok:
+            todo.append((run_name, cfg))
+        else:
+            results[run_name] = {"name": run_name, "status": "skipped", "message": why}
+            say(f"{run_name}: skipped ({why})")
+    cfg_dir = ws.root / "sweeps" / req.name
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // req.parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TORCH_CPP_LOG_LEVEL": "ERROR"}
+    live: list[tuple[str, subprocess.Popen, Any]] = []
+    queue = list(todo)
+    try:
+        while queue or live:
+            if cancel_event is not None and cancel_event.is_set():
+                raise Cancelled(f"sweep {req.name!r} was cancelled")
+            while queue and len(live) < req.parallel:
+                run_name, cfg = queue.pop(0)
+                path = cfg_dir / f"{run_name}.yaml"
+                save_config(path, cfg)
+                log = open(cfg_dir / f"{run_name}.log", "wb")
+                cmd = [sys.executable, "-m", "workbench", "--workspace", str(ws.root), "train", "--config", str(path),
+                       "--tokenizer", req.tokenizer, "--data", req.data, "--text-column", req.text_column,
+                       "--name", run_name]
+                live.append((run_name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                                        stderr=subprocess.STDOUT, env=env), log))
+                say(f"{run_name}: training ({_describe(cfg)})")
+            for item in list(live):
+                run_name, proc, log = item
+                if proc.poll() is None:
+                    continue
+                log.close()
+                live.remove(item)
+                results[run_name] = _result(ws, run_name, proc.returncode, cfg_dir, req.full_eval)
+                r = results[run_name]
+                say(f"{run_name}: {r['status']}" + (f", {r['bpb']:.4f} bits/byte" if r.get("bpb") else "")
+                    + (f" ({r['message']})" if r.get("message") else ""))
+            time.sleep(0.2)
+    except BaseException:
+        for _, proc, log in live:  # a cancelled sweep stops its runs (each keeps a checkpoint)
+            proc.send_signal(2)
+        for _, proc, log in live:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        raise
+    rows = sorted(results.values(), key=lambda r: (r.get("bpb") is None, r.get("bpb") or 0.0, r["name"]))
+    from . import fileio
+
+    fileio.write_json(cfg_dir / "results.json", {"request": _request_dict(req), "rows": rows})
+    return SweepResult(req.name, rows)
+
+
+def _describe(cfg: Config) -> str:
+    m = cfg.model
+    return f"dim {m.dim}, {m.n_layers} layers, {m.n_heads} heads, {m.n_params / 1e6:.2f}M parameters"
+
+
+def _result(ws: Workspace, run_name: str, code: int, cfg_dir, full_eval: bool) -> dict:
+    from .runs import get_run
+
+    try:
+        run = get_run(ws, run_name)
+    except WorkbenchError:
+        tail = (cfg_dir / f"{run_name}.log").read_text(errors="replace").strip().splitlines()[-1:]
+        return {"name": run_name, "status": "failed", "message": tail[0] if tail else f"exit status {code}"}
+    s = run.summary()
+    row = {"name": run_name, "status": s["status"], "params": s["params"], "tokens": s["tokens"],
+           "steps": s["steps"], "bpb": s["best_bpb"], "val_loss": s["best_val_loss"]}
+    cfg = run.config()
+    row["config"] = {"dim": cfg.model.dim, "n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads,
+                     "lr": cfg.train.lr, "batch_size": cfg.train.batch_size, "max_seq_len": cfg.model.max_seq_len}
+    if code != 0:
+        row["message"] = run.status().get("message") or f"exit status {code}"
+    if full_eval and code == 0:
+        row.update(full_validation(ws, run_name))
+    return row
+
+
+def full_validation(ws: Workspace, run_name: str) -> dict:
+    """Loss and bits per byte on every window of the run's validation split."""
+    import torch
+
+    from .device import resolve_precision
+    from .evaluate import evaluate
+    from .generate import load_for_generation
+    from .runs import get_run
+    from .tokens import run_data
+
+    run = get_run(ws, run_name)
+    model, tok, cfg, _ = load_for_generation(ws, run_name, precision="fp32", device="cpu")
+    dinfo = run_data(ws, run_name, run.raw_config().get("data") or {}, tok.sha256)
+    prec = resolve_precision(run.status().get("precision") or "fp32", torch.device("cpu"))
+    m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, None,
+                 dinfo.bytes_per_token("val"), torch.device("cpu"), prec)
+    return {"bpb": m["bpb"], "val_loss": m["val_loss"], "val_tokens": m["val_tokens"], "full_eval": True}
+
+
+def _request_dict(req: SweepRequest) -> dict:
+    from dataclasses import asdict
+
+    return asdict(req)
