@@ -64,3 +64,15 @@ def test_help_everywhere():
     for args in ([], ["tokenizer"], ["tokenizer", "build"], ["data", "prepare"], ["data", "info"]):
         r = run(*args, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout
+
+
+@pytest.mark.parametrize("group", ["tokenizer", "data", "plan", "trace", "train", "sweep", "eval", "runs",
+                                   "generate", "chat", "export", "bench"])
+def test_every_help_reads_as_plain_text(group, capsys):
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([group, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and out.count("`") % 2 == 0, out[:400]

@@ -142,7 +142,7 @@ class Trainer:
 
     @classmethod
     def new(cls, ws: Workspace, cfg: Config, tokenizer: str, data: str, name: str | None = None,
-            text_column: str = "text", on_event=None, prepare_progress=None) -> "Trainer":
+            text_column: str = "text", on_event=None, prepare_progress=None, plan: dict | None = None) -> "Trainer":
         """Check every input, prepare data if needed, then create the run folder. Nothing is
         written to trained_models/ unless every check passed."""
         rank, _, world = dist_info()
@@ -181,7 +181,7 @@ class Trainer:
                          "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256,
                          "fingerprint": dinfo.meta["source"].get("fingerprint"),
                          "train_tokens": dinfo.meta["splits"]["train"]["tokens"]}
-            run = create_run(ws, run_name, cfg, tinfo.path, data_meta)
+            run = create_run(ws, run_name, cfg, tinfo.path, data_meta, {"plan": plan} if plan else None)
         run = broadcast_run(ws, run, world)
         return cls(ws, run, cfg, dinfo, tok, on_event)
 
@@ -428,13 +428,16 @@ class Trainer:
         step_tokens = B * T * accum * self.world
         params = [p for p in self.raw_model.parameters() if p.requires_grad]
         writer = self.rank == 0
+        # what the start event says, kept in status.json too (a run followed from outside,
+        # such as the app's torchrun child, reads it there)
+        self._start_facts = {"params": self.raw_model.num_params(), "device": str(self.device), "world": self.world,
+                             "resumed_from": self.resume_from, "tokens_per_step": step_tokens,
+                             "data": self.data.name}
         if writer:
             self._set_status("running", step=self.step)
-        self.emit("start", run=self.run_folder.name, params=self.raw_model.num_params(), device=str(self.device),
-                  precision=self.precision.name, precision_reason=self.precision.reason,
-                  attention=self.facts.get("attention"), attention_reason=self.facts.get("attention_reason"),
-                  world=self.world, resumed_from=self.resume_from,
-                  tokens_per_step=step_tokens, data=self.data.name)
+        self.emit("start", run=self.run_folder.name, precision=self.precision.name,
+                  precision_reason=self.precision.reason, attention=self.facts.get("attention"),
+                  attention_reason=self.facts.get("attention_reason"), **self._start_facts)
         last_ckpt_step = last_eval_step = self.step if self.resume_from else None
         win_loss, win_n, win_t0, win_tokens = 0.0, 0, time.perf_counter(), 0
         t_last = time.perf_counter()
@@ -538,7 +541,8 @@ class Trainer:
         return summary
 
     def _set_status(self, state: str, **extra) -> None:
-        self.run_folder.set_status(state, **self.facts, **extra)
+        start = getattr(self, "_start_facts", None)
+        self.run_folder.set_status(state, **self.facts, **({"start": start} if start else {}), **extra)
 
     def _agreed(self, *flags: bool) -> tuple[bool, ...]:
         return flags if self.world <= 1 else any_rank(flags, self.device)

@@ -47,9 +47,14 @@ def train_events(upto: int = 120) -> list[Event]:
 
 
 def write_run(ws, name: str, scale: float, steps: int = 200, created: str = "2024-01-02T03:04:05") -> None:
-    """A finished run folder with fixed metrics (no checkpoint weights)."""
+    """A finished run folder with fixed metrics and the workspace's tokenizer (no checkpoint weights)."""
+    import shutil
+
+    from workbench.runs import TOKENIZER_DIR
+
     path = ws.run_path(name)
     path.mkdir(parents=True)
+    shutil.copytree(ws.tokenizer_path("stories-400"), path / TOKENIZER_DIR)
     cfg = load_config("debug", ws).to_dict()
     cfg["data"] = {"name": "stories", "source": "stories.txt", "tokenizer": "stories-400"}
     cfg["created"] = created

@@ -20,8 +20,8 @@ async def _form(pilot, app, **fields):
     await wait_for(pilot, lambda: pane.valid, what="a valid form")
 
 
-async def _start_from_train_pane(pilot, app):
-    """Switch to the Train pane, wait until its choices are filled in, press start."""
+async def _train_pane(pilot, app):
+    """Switch to the Train pane and wait until its choices are filled in."""
     await pilot.press("escape", "3")
     pane = app.query_one("#train-pane")
     await wait_for(pilot, lambda: pane.query_one("#train-tokenizer").value == "stories-400",
@@ -29,6 +29,13 @@ async def _start_from_train_pane(pilot, app):
     # choosing the tokenizer fills in its data source through a Changed message; starting
     # before that lands would train on the default hub id (offline: a quick failure)
     await wait_for(pilot, lambda: pane.query_one("#train-data").value, what="the data source")
+    await wait_for(pilot, lambda: pane.devices, what="the machine's devices")
+    return pane
+
+
+async def _start_from_train_pane(pilot, app):
+    """Switch to the Train pane, wait until its choices are filled in, press start."""
+    pane = await _train_pane(pilot, app)
     await pilot.press("ctrl+r")
     return pane
 

@@ -17,7 +17,7 @@ from ..errors import WorkbenchError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="trace one forward pass: every call's shapes, stats and FLOPs",
-                       description=__doc__.split("\n\n")[0].strip("`"))
+                       description=__doc__.split("\n\n")[0].replace("``", "`"))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", metavar="PATH|PRESET", help="a config YAML or preset name "
                      "(workspace models/ first, then the packaged presets); weights are random")

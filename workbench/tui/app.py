@@ -14,7 +14,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.lazy import Lazy
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane, Tabs
+from textual.widgets import TabbedContent, TabPane, Tabs
 
 from ..workspace import Workspace
 from .panes.chat import ChatPane
@@ -24,11 +24,13 @@ from .panes.tokenizer import TokenizerPane
 from .panes.trace import TracePane
 from .panes.train import TrainPane
 from .sysinfo import SystemProbe
+from .widgets.footer import WrappingFooter
 from .widgets.modals import ConfirmScreen, HelpScreen
 
 PANES = (("tokenizer", "Tokenizer"), ("config", "Config"), ("train", "Train"),
          ("trace", "Trace"), ("chat", "Chat"), ("runs", "Runs"))
 NARROW_WIDTH = 110  # below this the two-column panes stack
+SHORT_HEIGHT = 32  # below this (or NARROW_WIDTH) panes with several views show one at a time
 PANES_GROUP = Binding.Group("panes", compact=True)
 
 
@@ -53,12 +55,14 @@ class WorkbenchApp(App):
         Binding("ctrl+o", "pane('tokenizer', 'browse')", "Browse", id="tokenizer.browse"),
         Binding("ctrl+s", "pane('config', 'save')", "Save as", id="config.save"),
         Binding("ctrl+l", "pane('config', 'focus_load')", "Load", id="config.load"),
+        Binding("ctrl+b", "pane('config', 'plan')", "Plan", id="config.plan"),
         Binding("ctrl+r", "pane('train', 'start')", "Start", id="train.start"),
         Binding("ctrl+t", "pane('train', 'pause')", "Pause", id="train.pause"),
         Binding("ctrl+t", "pane('train', 'unpause')", "Resume", id="train.unpause"),
         Binding("ctrl+g", "pane('train', 'stop')", "Stop", id="train.stop"),
         Binding("ctrl+y", "pane('train', 'toggle_log_y')", "Log y", id="train.log_y"),
         Binding("ctrl+n", "pane('train', 'next_x_axis')", "X axis", id="train.x_axis"),
+        Binding("ctrl+f", "pane('train', 'next_view')", "View", id="train.view"),
         Binding("space", "pane('runs', 'toggle_select')", "Select", id="runs.select"),
         Binding("ctrl+b", "pane('runs', 'baseline')", "Baseline", id="runs.baseline"),
         Binding("ctrl+r", "pane('runs', 'resume')", "Resume", id="runs.resume"),
@@ -67,6 +71,7 @@ class WorkbenchApp(App):
         Binding("ctrl+e", "pane('runs', 'export')", "Export", id="runs.export"),
         Binding("ctrl+n", "pane('runs', 'rename')", "Rename", id="runs.rename"),
         Binding("ctrl+d", "pane('runs', 'delete')", "Delete", id="runs.delete"),
+        Binding("ctrl+f", "pane('runs', 'next_view')", "View", id="runs.view"),
         Binding("ctrl+g", "pane('trace', 'trace')", "Trace", id="trace.run"),
         Binding("left_square_bracket", "pane('trace', 'head_prev')", "Head-", id="trace.head_prev",
                 key_display="["),
@@ -85,6 +90,7 @@ class WorkbenchApp(App):
         super().__init__()
         self.ws = ws
         self.probe = probe or SystemProbe()
+        self._train_pane: TrainPane | None = None
         if theme:
             self.theme = theme
 
@@ -97,13 +103,14 @@ class WorkbenchApp(App):
                     else:
                         # the hidden panes are mounted after the first paint: the app opens faster
                         yield Lazy(self._make_pane(key))
-        yield Footer()
+        yield WrappingFooter()
 
     def _make_pane(self, key: str):
         if key == "config":
             return ConfigPane(self.ws, self.probe, id="config-pane")
         if key == "train":
-            return TrainPane(self.ws, self.probe, id="train-pane")
+            self._train_pane = TrainPane(self.ws, self.probe, id="train-pane")
+            return self._train_pane
         if key == "runs":
             return RunsPane(self.ws, id="runs-pane")
         if key == "trace":
@@ -112,13 +119,16 @@ class WorkbenchApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.ws.root)
-        self._apply_width(self.size.width)
+        self._apply_size(self.size.width, self.size.height)
 
     def on_resize(self, event) -> None:
-        self._apply_width(event.size.width)
+        self._apply_size(event.size.width, event.size.height)
 
-    def _apply_width(self, width: int) -> None:
-        self.screen.set_class(width < NARROW_WIDTH, "narrow")
+    def _apply_size(self, width: int, height: int) -> None:
+        screen = self.screen_stack[0] if self.screen_stack else self.screen
+        screen.set_class(width < NARROW_WIDTH, "narrow")
+        screen.set_class(width < NARROW_WIDTH or height < SHORT_HEIGHT, "one-view")
+        self.refresh_bindings()  # the View keys show only where views take turns
 
     # --- panes ---------------------------------------------------------------------------
 
@@ -232,9 +242,10 @@ class WorkbenchApp(App):
         pane = self.query(TokenizerPane)
         if pane and pane.first().building:
             await pane.first().stop_build()
-        train = self.query(TrainPane)
-        if train:
-            await train.first().stop_and_wait()
+        # The panes are unmounted by now (queries find nothing): the Train pane is reached
+        # through the reference kept when it was made, and stops its run without its widgets.
+        if self._train_pane is not None:
+            await self._train_pane.shutdown()
 
 
 def run(ws: Workspace) -> int:

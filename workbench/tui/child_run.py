@@ -2,9 +2,13 @@
 
 The Train pane treats it like an in-process ``Trainer``: ``buffer.drain()`` gives the same
 events (log, eval, sample, checkpoint, message, done, error), made here by tailing the run's
-``metrics.jsonl`` and ``samples.jsonl`` and watching its checkpoints and the process. Pause and
-resume are SIGSTOP/SIGCONT to the process group; stop is SIGINT to the workers, which the
-``train`` command turns into "stop after this step and keep a checkpoint".
+``metrics.jsonl`` and ``samples.jsonl`` and watching its checkpoints and the process.
+
+Pause, resume and stop go through the run folder (``train.request_control``), which every rank
+reads between steps and agrees on, so all workers pause together and stop at the same step
+with one checkpoint. (Signals cannot do that: torchrun starts its workers in sessions of their
+own.) A request is written again until ``status.json`` shows it took effect, because one written
+while the workers are still setting up is not acted on.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..runs import METRICS, SAMPLES, get_run, read_jsonl
-from ..train import Event, EventBuffer
+from ..runs import METRICS, SAMPLES, STATUS, get_run, read_jsonl
+from ..train import Event, EventBuffer, request_control
 from ..workspace import Workspace
+
+RESEND_AFTER = 1.0  # seconds before a request the run has not acted on is written again
+STOP_GRACE = 120.0  # seconds for the workers to stop together before they are ended the hard way
 
 
 def torchrun_argv(ws: Workspace, nproc: int, train_args: list[str]) -> list[str]:
@@ -54,6 +61,12 @@ class ChildRun:
         self._finished = False
         self._stop_at: float | None = None
         self._seen: set = set()
+        self._want: str | None = None  # the last request: pause, resume or stop
+        self._sent_at: float | None = None
+        self.run_state: str | None = None  # status.json's state, as last read
+        self.polls = 0
+        self._started = False  # the start event was passed on
+        self._old_pid = None  # a resumed run's status.json is the last run's until the workers start
 
     # --- process control -----------------------------------------------------------------
 
@@ -69,6 +82,7 @@ class ChildRun:
             from ..checkpoint import latest_name
 
             self._ckpt = latest_name(run_path)
+            self._old_pid = self._read_status(run_path).get("pid")
             self._seen = {_row_key(r) for f in (METRICS, SAMPLES) for r in read_jsonl(run_path / f)}
 
     def _workers(self) -> list:
@@ -79,36 +93,62 @@ class ChildRun:
         except psutil.Error:
             return []
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _request(self, what: str) -> None:
+        self._want = what
+        self._send()
+
+    def _send(self) -> None:
+        run_dir = self.ws.run_path(self.run_name)
+        if not run_dir.is_dir():
+            return  # the workers are still preparing data: sent once the run folder exists
+        try:
+            request_control(run_dir, self._want)
+        except OSError:
+            return  # tried again on the next poll
+        self._sent_at = time.monotonic()
+
     def pause(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGSTOP)
+        if self.alive:
             self.paused = True
-            self.buffer.put(Event("message", 0, {"text": "paused"}))
+            self._request("pause")
 
     def unpause(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGCONT)
+        if self.alive:
             self.paused = False
+            self._request("resume")
 
     def stop(self) -> None:
-        if not self.proc or self.proc.poll() is not None:
+        """Every rank stops after the same step and one checkpoint is kept."""
+        if not self.alive:
             return
-        self.unpause()
-        for p in self._workers():  # the workers checkpoint and exit; torchrun then exits
-            try:
-                p.send_signal(signal.SIGINT)
-            except Exception:
-                pass
+        self.paused = False
         self._stop_at = time.monotonic()
+        if not self.ws.run_path(self.run_name).is_dir():
+            self.kill()  # nothing trained yet (still preparing data): nothing to keep
+            return
+        self._request("stop")
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
+        """End torchrun and its workers (they run in sessions of their own)."""
+        if not self.alive:
+            return
+        workers = self._workers()
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # torchrun passes it on to the workers
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for p in workers:
             try:
-                os.killpg(self.proc.pid, signal.SIGCONT)
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                p.kill()
+            except Exception:
+                pass
 
     @property
     def finished(self) -> bool:
@@ -136,19 +176,57 @@ class ChildRun:
         if ck and ck != self._ckpt:
             self._ckpt = ck
             self.buffer.put(Event("checkpoint", 0, {"name": ck}))
-        if self._stop_at is not None and time.monotonic() - self._stop_at > 60:
-            self.kill()  # workers that did not stop together (DDP) are ended the hard way
+        self.polls += 1
+        self._follow_state(path)
+        if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE:
+            self.kill()  # workers that did not stop together are ended the hard way
         rc = self.proc.poll()
         if rc is None:
             return
         self._finished = True
         self._log.close()
         if rc == 0:
-            state = "stopped" if self._stop_at is not None else "finished"
-            self.buffer.put(Event("done", 0, {"state": state, "run": self.run_name}))
+            state = self._read_state(path)
+            if state not in ("finished", "stopped"):
+                state = "stopped" if self._stop_at is not None else "finished"
+            self.buffer.put(Event("done", 0, {"state": state, "run": self.run_name, "checkpoint": self._ckpt}))
         else:
             self.buffer.put(Event("error", 0, {"message": self._failure(rc)}))
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+    @staticmethod
+    def _read_status(path: Path) -> dict:
+        import json
+
+        try:
+            st = json.loads((path / STATUS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return st if isinstance(st, dict) else {}
+
+    @classmethod
+    def _read_state(cls, path: Path) -> str | None:
+        return cls._read_status(path).get("state")
+
+    def _follow_state(self, path: Path) -> None:
+        """Announce the start (as the trainer's own start event), notice the run pausing and
+        going on, and write a request again that it has not acted on (one written while the
+        workers set up is not read)."""
+        st = self._read_status(path)
+        state = st.get("state")
+        if not self._started and isinstance(st.get("start"), dict) and st.get("pid") != self._old_pid:
+            self._started = True
+            facts = {k: st.get(k) for k in ("precision", "precision_reason", "attention", "attention_reason")}
+            self.buffer.put(Event("start", 0, {"run": self.run_name, **facts, **st["start"]}))
+        if state != self.run_state:
+            if state == "paused" and self._want == "pause":
+                self.buffer.put(Event("message", 0, {"text": "paused"}))
+            self.run_state = state
+        if self._want is None or not self.alive:
+            return
+        done = {"pause": state == "paused", "resume": state != "paused", "stop": False}[self._want]
+        if not done and (self._sent_at is None or time.monotonic() - self._sent_at > RESEND_AFTER):
+            self._send()
 
     def _tail(self, path: Path, key: str) -> list[dict]:
         import json

@@ -4,7 +4,9 @@ baseline's final loss). Actions on the run under the cursor: resume, open in Tra
 export, rename, delete.
 
 Run folders are read in a thread worker (metrics files can be long); actions that change the
-disk are refused for a run that is still training.
+disk are refused for a run that is still training. Where the screen is narrow the table keeps
+its main columns and the line above it details the run under the cursor; where it is narrow or
+short (``one-view``) the overlay and the baseline comparison take turns (``ctrl+f``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,19 @@ from textual.widgets import DataTable, Static
 
 from ...errors import WorkbenchError
 from ..widgets.charts import LineChart, Series
+from ..widgets.train_views import si
 
 COLORS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 MAX_OVERLAY = len(COLORS)
-HINT = ("space: select for the overlay · ctrl+b: baseline · ctrl+r: resume · ctrl+e: export · "
-        "ctrl+n: rename · ctrl+d: delete")
+HINT = "space selects runs for the overlay; the keys below act on the run under the cursor"
+# (key, header, narrow header): the narrow table keeps the first column set, the detail line
+# above it says the rest for the run under the cursor
+COLUMNS = (("mark", " "), ("name", "name"), ("preset", "preset"), ("params", "params"), ("tokens", "tokens"),
+           ("val", "best val"), ("bpb", "bits/byte"), ("tok_s", "tok/s"), ("date", "date"), ("status", "status"))
+NARROW_COLUMNS = ("mark", "name", "tokens", "val", "bpb", "tok_s", "status")
+NARROW_HEADERS = {"val": "val", "bpb": "bpb"}
+VIEWS = ("curves", "vs")
+SPAN_FOR_LOG_X = 4.0  # overlaid runs whose token counts differ this much get a log x axis
 
 
 class RunsPane(Vertical):
@@ -45,13 +55,13 @@ class RunsPane(Vertical):
         self.selected: set[str] = set()
         self.baseline: str | None = None
         self.loaded = False
+        self.view = VIEWS[0]
+        self._narrow: bool | None = None
+        self._status_is_detail = True
 
     def compose(self) -> ComposeResult:
         yield Static(HINT, id="runs-status")
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns(" ", "name", "preset", "params", "tokens", "best val", "bits/byte",
-                          "tok/s", "date", "status")
-        yield table
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="runs-charts"):
             yield LineChart("validation loss vs tokens", id="runs-curves")
             with Vertical(id="runs-vs"):
@@ -63,7 +73,37 @@ class RunsPane(Vertical):
     def on_mount(self) -> None:
         self.query_one("#runs-curves", LineChart).empty_text = "no evaluations yet"
         self.query_one("#runs-diff", LineChart).empty_text = "pick a baseline: ctrl+b"
+        self.set_class(True, f"view-{self.view}")
+        self._set_columns()
         self.refresh_runs()
+
+    def on_resize(self) -> None:
+        if self._set_columns():
+            self._fill_table()
+        self.redraw()
+
+    @property
+    def one_view(self) -> bool:
+        return self.screen.has_class("one-view")
+
+    def _set_columns(self) -> bool:
+        """The table's columns for this width; True when they changed."""
+        narrow = self.screen.has_class("narrow")
+        if narrow == self._narrow:
+            return False
+        self._narrow = narrow
+        table = self.query_one("#runs-table", DataTable)
+        table.clear(columns=True)
+        for key, header in COLUMNS:
+            if not narrow or key in NARROW_COLUMNS:
+                table.add_column(NARROW_HEADERS.get(key, header) if narrow else header, key=key)
+        return True
+
+    def action_next_view(self) -> None:
+        self.set_class(False, f"view-{self.view}")
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self.set_class(True, f"view-{self.view}")
+        self.redraw()
 
     def on_show(self) -> None:
         self.refresh_runs()
@@ -103,15 +143,28 @@ class RunsPane(Vertical):
         table = self.query_one("#runs-table", DataTable)
         keep = self.cursor_run
         table.clear()
+        keys = [c.key.value for c in table.ordered_columns]
         for r in self.rows:
-            table.add_row(self._mark(r["name"]), r["name"], r.get("preset") or "—", _si(r.get("params")),
-                          _si(r.get("tokens")), _num(r.get("best_val_loss"), "{:.4f}"),
-                          _num(r.get("best_bpb"), "{:.3f}"), _si(r.get("tok_s")),
-                          (r.get("created") or "—").replace("T", " ")[:16], r.get("status") or "—",
-                          key=r["name"])
+            cells = _cells(r, self._mark(r["name"]))
+            table.add_row(*[cells[k] for k in keys], key=r["name"])
         names = [r["name"] for r in self.rows]
         if keep in names:
             table.move_cursor(row=names.index(keep))
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        """The line above the table: the run under the cursor in full (what a narrow table has
+        no room for, and why a damaged run is damaged)."""
+        name = self.cursor_run
+        row = next((r for r in self.rows if r["name"] == name), None)
+        if row is None or not self._status_is_detail:
+            return
+        c = _cells(row, "")
+        text = (f"{name}: {c['preset']} · {c['params']} params · {si(row.get('steps'))} steps · {c['tokens']} tokens"
+                f" · best val {c['val']} · {c['bpb']} bits/byte · {c['tok_s']} tok/s · {c['date']} · {c['status']}")
+        if row.get("problem"):
+            text += f" — {row['problem']}"
+        self.set_status(text, error=bool(row.get("problem")), detail=True)
 
     def _mark(self, name: str) -> str:
         return ("B" if name == self.baseline else "") + ("●" if name in self.selected else "")
@@ -128,6 +181,8 @@ class RunsPane(Vertical):
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _highlighted(self) -> None:
+        self._status_is_detail = True  # moving on replaces the last action's message
+        self._show_detail()
         if not self.selected:
             self.redraw()  # with nothing selected the overlay follows the cursor
 
@@ -146,9 +201,15 @@ class RunsPane(Vertical):
         shown = self.shown_runs()
         colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(shown)}
         curves = self.query_one("#runs-curves", LineChart)
+        # a short run beside a long one would be squashed against the left edge on linear x
+        ends = [c[-1][0] for c in (self.curves.get(n, []) for n in shown) if c and c[-1][0] > 0]
+        log_x = len(ends) > 1 and max(ends) / min(ends) >= SPAN_FOR_LOG_X
+        switch = self.is_mounted and self.one_view
+        curves.title = "validation loss vs tokens" + (" (log x)" if log_x else "") + \
+            (" · ctrl+f: vs baseline" if switch else "")
         curves.set_series([Series(n, [float(x) for x, _ in self.curves.get(n, [])],
                                   [y for _, y in self.curves.get(n, [])], color=colors[n])
-                           for n in shown], xlabel="tokens")
+                           for n in shown], xlabel="tokens (log)" if log_x else "tokens", log_x=log_x)
         curves.redraw()
         diff = self.query_one("#runs-diff", LineChart)
         reach = self.query_one("#runs-reach", DataTable)
@@ -172,14 +233,16 @@ class RunsPane(Vertical):
                 pts = [(x, interp(c, x) - y) for x, y in base if x > 0 and interp(c, x) is not None]
                 series.append(Series(n, [float(x) for x, _ in pts], [d for _, d in pts], color=colors[n]))
             diff.title = f"run − {self.baseline} (val loss)"
-            diff.empty_text = "select runs that overlap the baseline's tokens"
+            diff.empty_text = "select runs that overlap the baseline's tokens: space"
             diff.set_series(series, xlabel="tokens (log)", log_x=True, zero_line=True)
             base_tokens = tokens_to_reach(base, target)
             for n in shown:
                 c = self.curves.get(n, [])
                 t = tokens_to_reach(c, target) if c else None
                 ratio = f"{t / base_tokens:.2f}" if t and base_tokens else "—"
-                reach.add_row(n, _si(t) if t is not None else "not reached", ratio)
+                reach.add_row(n, si(t) if t is not None else "not reached", ratio)
+        if switch:
+            diff.title += " · ctrl+f: curves"
         diff.redraw()
 
     # --- actions -------------------------------------------------------------------------
@@ -340,24 +403,30 @@ class RunsPane(Vertical):
     def check_pane_action(self, action: str) -> bool | None:
         if action in ("resume", "trace", "chat", "export", "rename", "delete", "toggle_select", "baseline"):
             return True if self.rows else None
+        if action == "next_view":
+            return self.one_view
         return True
 
-    def set_status(self, text: str, error: bool = False) -> None:
+    def set_status(self, text: str, error: bool = False, detail: bool = False) -> None:
+        """A message about the last action (kept until the cursor moves), or the detail line."""
         box = self.query_one("#runs-status", Static)
         from rich.markup import escape
 
+        self._status_is_detail = detail
         box.update(escape(text))
         box.set_class(error, "error")
 
 
+def _cells(r: dict, mark: str) -> dict[str, str]:
+    """One run's table cells by column key. A damaged run's row may lack any of its numbers."""
+    return {"mark": mark, "name": r["name"], "preset": r.get("preset") or "—", "params": _si(r.get("params")),
+            "tokens": _si(r.get("tokens")), "val": _num(r.get("best_val_loss"), "{:.4f}"),
+            "bpb": _num(r.get("best_bpb"), "{:.3f}"), "tok_s": _si(r.get("tok_s")),
+            "date": (r.get("created") or "—").replace("T", " ")[:16], "status": r.get("status") or "—"}
+
+
 def _si(n) -> str:
-    if n is None:
-        return "—"
-    n = float(n)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
+    return "—" if n is None else si(n)
 
 
 def _num(v, fmt: str) -> str:

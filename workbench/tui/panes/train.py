@@ -4,11 +4,18 @@ charts, pause/resume/stop, and read samples and notices as they come.
 One process trains in a Textual thread worker (``Trainer.run``); N processes train under
 ``torchrun`` in a child process (``ChildRun``) followed through the run folder. Either way the
 pane drains an event buffer on a 4 Hz timer and redraws the charts at most twice a second, so
-the UI thread stays light while torch uses the cores.
+the UI thread stays light while torch uses the cores. Either way pause, resume and stop act on
+every process alike (a child run is asked through its run folder), and quitting stops the run
+after a step, keeping a checkpoint.
+
+Resuming takes a budget from the form (steps, tokens or minutes, in all), so a finished run can
+be extended. Where the pane is narrow or short (the screen's ``one-view`` class) its charts and
+samples share the space and ``ctrl+f`` switches between them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 
@@ -23,7 +30,9 @@ from ...data import DEFAULT_HUB_ID
 from ...errors import WorkbenchError
 from ...estimate import fmt_bytes
 from ...procs import ensure_resource_tracker
+from .. import budget
 from ..widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
+from ..widgets.train_views import VIEWS, header_parts, newest_that_fit, pack
 
 FORM = "@form"  # the Config pane's current form
 NEW = "@new"  # a new run (not a resume)
@@ -33,7 +42,8 @@ DRAIN_PERIOD = 0.25
 CHART_PERIOD = 1.0
 SIDE_EVERY = 2
 MAX_PROCS = 64
-NOTICE_LINES = 12  # the newest notices shown (the box is bottom-aligned)
+NOTICE_LINES = 12  # notices shown before the box has a size
+SHORT_HEADER_BELOW = 100  # columns: the header uses fewer words
 
 
 class TrainPane(Vertical):
@@ -71,11 +81,14 @@ class TrainPane(Vertical):
         self._last_eval: dict = {}
         self._dirty = False
         self._drawn_at = 0.0
+        self.view = VIEWS[0]
+        self.devices: list[dict] = []
+        self._resume_info: dict | None = None  # the run chosen to resume: its train config, progress
 
     # --- layout --------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        with Horizontal(classes="train-row"):
+        with Horizontal(classes="train-row", id="train-row1"):
             yield Label("config", classes="train-label")
             yield Select([("Config pane's form", FORM)], value=FORM, id="train-config",
                          allow_blank=False, compact=True)
@@ -86,18 +99,23 @@ class TrainPane(Vertical):
         with Horizontal(classes="train-row", id="train-row2"):
             yield Label("resume", classes="train-label")
             yield Select([("new run", NEW)], value=NEW, id="train-resume", allow_blank=False, compact=True)
+            yield Label("budget", classes="train-label")
+            yield Select([(k, k) for k in budget.KINDS], value="steps", id="train-budget-kind",
+                         allow_blank=False, compact=True, disabled=True)
+            yield Input("", id="train-budget", compact=True, placeholder="config's", disabled=True)
             yield Label("processes", classes="train-label")
             yield Input("1", id="train-procs", compact=True, type="integer",
                         validators=[Integer(1, MAX_PROCS)])
+        with Horizontal(classes="train-row", id="train-row3"):
             yield Button("Start", id="train-start", variant="primary", compact=True)
             yield Button("Pause", id="train-pause", compact=True, disabled=True)
             yield Button("Stop", id="train-stop", variant="error", compact=True, disabled=True)
-        yield Static("devices: checking …", id="train-devices")
+            yield Static("devices: checking …", id="train-devices")
         yield Static("", id="train-header")
         yield Static("", id="train-error", classes="error")
         with Horizontal(id="train-charts"):
             yield LineChart("loss", id="chart-loss")
-            with Vertical(id="train-side"):
+            with Horizontal(id="train-side"):
                 yield LineChart("learning rate", id="chart-lr")
                 yield LineChart("tokens/s", id="chart-toks")
         with Horizontal(id="train-bottom"):
@@ -107,10 +125,32 @@ class TrainPane(Vertical):
     def on_mount(self) -> None:
         self.show_error("")
         self._timer = self.set_interval(DRAIN_PERIOD, self._tick, pause=True)
+        self.set_class(True, f"view-{self.view}")
         self.refresh_choices()
         self._render_header()
         self.redraw_charts()
         self._devices_worker()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._relaid)  # once the boxes have their new sizes
+
+    def _relaid(self) -> None:
+        self._render_header()  # fewer words, more lines, when narrow
+        self._show_notices()
+        self._show_devices()
+        self.redraw_charts()  # thinned to the new width
+
+    @property
+    def one_view(self) -> bool:
+        """True where the charts and samples share the space (a narrow or short screen)."""
+        return self.screen.has_class("one-view")
+
+    def action_next_view(self) -> None:
+        self.set_class(False, f"view-{self.view}")
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self.set_class(True, f"view-{self.view}")
+        self._render_header()
+        self.redraw_charts()
 
     def on_show(self) -> None:
         if not self.running:
@@ -149,6 +189,56 @@ class TrainPane(Vertical):
         with rsel.prevent(Select.Changed):
             rsel.set_options([("new run", NEW)] + [(n, n) for n in runs])
             rsel.value = keep
+        self._show_resume(keep)
+
+    @on(Select.Changed, "#train-resume")
+    def _resume_changed(self, event: Select.Changed) -> None:
+        self._show_resume(event.value)
+
+    def _show_resume(self, name) -> None:
+        """Fill the budget with the chosen run's own (or leave it to the config for a new run)."""
+        kind_sel = self.query_one("#train-budget-kind", Select)
+        field = self.query_one("#train-budget", Input)
+        info = None
+        if name not in (NEW, None, Select.NULL):
+            from ...runs import get_run, run_config
+
+            try:
+                run = get_run(self.ws, str(name))
+                info = {"name": str(name), "train": run_config(run).train, "done": budget.progress(run)}
+            except (WorkbenchError, OSError) as e:
+                self.show_error(f"resume: {e}")
+        if info is not None and (self._resume_info or {}).get("name") == info["name"]:
+            info["keep"] = True  # the same run again: keep what the user typed
+        self._resume_info = info
+        kind_sel.disabled = field.disabled = info is None
+        if info is None:
+            field.value = ""
+        elif not info.get("keep"):
+            kind, value = budget.current(info["train"])
+            with kind_sel.prevent(Select.Changed):
+                kind_sel.value = kind
+            field.value = value
+        self._render_header()
+
+    @on(Select.Changed, "#train-budget-kind")
+    def _budget_kind_changed(self, event: Select.Changed) -> None:
+        info = self._resume_info
+        if info is None or not isinstance(event.value, str):
+            return
+        own = getattr(info["train"], budget.FIELDS[event.value])  # that budget, where the run has one
+        self.query_one("#train-budget", Input).value = "" if own is None else budget.fmt(event.value, own)
+        self._render_header()
+
+    def _resume_hint(self) -> str:
+        info = self._resume_info
+        if info is None or self.running:
+            return ""
+        kind = self.query_one("#train-budget-kind", Select).value
+        done = info["done"]
+        have = f"{done['minutes']:.1f}" if kind == "minutes" else budget.fmt(kind, done.get(kind, 0))
+        return (f"resume {info['name']} from {have} {kind}: set the budget (in all) to train on, "
+                "then ctrl+r")
 
     @on(Select.Changed, "#train-tokenizer")
     def _tokenizer_changed(self, event: Select.Changed) -> None:
@@ -188,6 +278,7 @@ class TrainPane(Vertical):
             self.show_error(f"run {name!r} has no checkpoint to resume from")
             return
         rsel.value = name
+        self._show_resume(name)
         self.action_start()
 
     def action_start(self) -> None:
@@ -202,7 +293,9 @@ class TrainPane(Vertical):
                 from ...runs import get_run, run_config
 
                 cfg = run_config(get_run(self.ws, str(resume)))
-                job = {"resume": str(resume)}
+                over = self._budget_overrides(str(resume), cfg.train)
+                cfg.train = cfg.train.replace(**over)
+                job = {"resume": str(resume), "overrides": over}
             else:
                 cfg = self._chosen_config()
                 tok = self.query_one("#train-tokenizer", Select).value
@@ -225,6 +318,7 @@ class TrainPane(Vertical):
         if "resume" in job:
             self._load_history(job["resume"])
         self.run_name = job.get("resume")
+        self.redraw_charts()  # the last run's curves go now, not at this run's first draw
         self._set_running(True, "preparing")
         if nproc > 1:
             self._start_child(job, nproc)
@@ -233,6 +327,25 @@ class TrainPane(Vertical):
             self._worker = self._train_worker(job)
         self._timer.resume()
 
+    def _budget_overrides(self, run_name: str, train) -> dict:
+        info = self._resume_info
+        if info is None or info["name"] != run_name:
+            self._show_resume(run_name)
+            info = self._resume_info
+        kind = str(self.query_one("#train-budget-kind", Select).value)
+        return budget.overrides(run_name, train, kind, self.query_one("#train-budget", Input).value, info["done"])
+
+    def max_procs(self) -> tuple[int, str]:
+        """How many processes this machine can train with, and why: one per GPU where there
+        are GPUs, else one per CPU core (more would only wait for each other)."""
+        gpus = [d for d in self.devices if str(d.get("device", "")).startswith("cuda")]
+        if gpus:
+            return len(gpus), f"one per GPU; this machine has {len(gpus)}"
+        cores = next((d.get("cores") for d in self.devices if d.get("device") == "cpu"), None)
+        if isinstance(cores, int) and cores > 0:
+            return min(cores, MAX_PROCS), f"one per CPU core; this machine has {cores}"
+        return MAX_PROCS, ""
+
     def _procs(self) -> int:
         field = self.query_one("#train-procs", Input)
         text = field.value.strip() or "1"
@@ -240,9 +353,23 @@ class TrainPane(Vertical):
             n = int(text)
         except ValueError:
             n = 0
-        if not 1 <= n <= MAX_PROCS:
-            raise WorkbenchError(f"processes {text!r} is not allowed: expected an integer from 1 to {MAX_PROCS}")
+        limit, why = self.max_procs()
+        if not 1 <= n <= limit:
+            raise WorkbenchError(f"processes {text!r} is not allowed: expected an integer from 1 to {limit}"
+                                 + (f" ({why})" if why else ""))
         return n
+
+    @on(Input.Changed, "#train-procs")
+    def _procs_changed(self) -> None:
+        try:
+            self._procs()
+        except WorkbenchError as e:
+            self.show_error(str(e))
+            self._procs_error = True
+            return
+        if getattr(self, "_procs_error", False):
+            self.show_error("")
+            self._procs_error = False
 
     def _load_history(self, run_name: str) -> None:
         from ...checkpoint import latest_name
@@ -262,6 +389,8 @@ class TrainPane(Vertical):
         try:
             if "resume" in job:
                 run, args, yaml_text = job["resume"], ["--resume", job["resume"]], None
+                for k, v in job.get("overrides", {}).items():  # the budget, as the CLI sets it
+                    args += ["--set", f"train.{k}={'null' if v is None else v}"]
             else:
                 import yaml
 
@@ -278,7 +407,7 @@ class TrainPane(Vertical):
         self.job = child
         self.run_name = run
         self._set_running(True, "running")
-        self._follow_worker(child)
+        self._worker = self._follow_worker(child)
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _follow_worker(self, child) -> None:
@@ -294,7 +423,7 @@ class TrainPane(Vertical):
 
         try:
             if "resume" in job:
-                trainer = Trainer.resume(self.ws, job["resume"])
+                trainer = Trainer.resume(self.ws, job["resume"], train_overrides=job.get("overrides") or None)
             else:
                 trainer = Trainer.new(self.ws, job["cfg"], job["tokenizer"], job["data"],
                                       prepare_progress=self._on_prepare)
@@ -321,14 +450,16 @@ class TrainPane(Vertical):
     def action_pause(self) -> None:
         if self.running and self.job is not None and not self.job.paused:
             self.job.pause()
-            self.state = "paused"
+            self.state = "pausing"  # "paused" once the run says it is (a "paused" message)
             self._update_buttons()
+            self._render_header()
 
     def action_unpause(self) -> None:
         if self.running and self.job is not None and self.job.paused:
             self.job.unpause()
             self.state = "running"
             self._update_buttons()
+            self._render_header()
 
     def action_toggle_pause(self) -> None:
         if self.job is not None and self.job.paused:
@@ -347,17 +478,29 @@ class TrainPane(Vertical):
         self._update_buttons()
 
     async def stop_and_wait(self) -> None:
-        """Stop training and wait for the worker (used on quit: a checkpoint is kept)."""
+        """Stop training and wait until it has (used on quit): every process stops after the
+        same step and a checkpoint is kept, with one process or many."""
         if not self.running:
             return
+        job = self.job
         self.action_stop()
         if self._worker is not None:
             try:
-                await self._worker.wait()
+                await self._worker.wait()  # a child run's follower ends when torchrun exits
             except Exception:
                 pass
-        if self.job is not None and hasattr(self.job, "kill"):
-            self.job.kill()
+        if job is not None and hasattr(job, "kill"):
+            job.kill()  # only if it outlived its stop (ChildRun gives it STOP_GRACE seconds)
+
+    async def shutdown(self) -> None:
+        """However the app ends, even with this pane already unmounted (no widget is touched):
+        a running job stops after a step with a checkpoint and nothing is left running."""
+        self._stop_requested = True  # a trainer still being made stops as soon as it exists
+        job = self.job
+        if job is None or not self.running:
+            return
+        job.stop()
+        await asyncio.to_thread(_wait_stopped, job)
 
     def action_toggle_log_y(self) -> None:
         self.log_y = not self.log_y
@@ -380,6 +523,8 @@ class TrainPane(Vertical):
             return self.running or None
         if action == "start":
             return None if self.running else True
+        if action == "next_view":
+            return self.one_view
         return True
 
     def _set_running(self, on: bool, state: str) -> None:
@@ -408,7 +553,7 @@ class TrainPane(Vertical):
     def _stop_pressed(self) -> None:
         self.action_stop()
 
-    @on(Input.Submitted, "#train-data, #train-procs")
+    @on(Input.Submitted, "#train-data, #train-procs, #train-budget")
     def _submitted(self) -> None:
         self.action_start()
 
@@ -468,7 +613,10 @@ class TrainPane(Vertical):
                 log.append(f"checkpoint saved: {d.get('name')}")
             elif k == "message":
                 text = d.get("text", "")
-                if text != "paused":
+                if text == "paused":  # the run has paused (every process of it)
+                    if self.job is not None and self.job.paused:
+                        self.state = "paused"
+                else:
                     log.append(text)
             elif k == "done":
                 self.state = d.get("state", "finished")
@@ -482,7 +630,7 @@ class TrainPane(Vertical):
             self._last_step = {"step": step_ev.step, **step_ev.data}
         if len(log) != n_notices or (log and log[-1] is not getattr(self, "_shown_notice", None)):
             self._shown_notice = log[-1] if log else None
-            self.query_one("#train-log", Static).update(_escape("\n".join(list(log)[-NOTICE_LINES:])))
+            self._show_notices()
         self._render_header()
 
     def on_train_pane_finished(self, msg: "TrainPane.Finished") -> None:
@@ -504,18 +652,28 @@ class TrainPane(Vertical):
             runs.first().refresh_runs()
 
     def on_train_pane_devices(self, msg: "TrainPane.Devices") -> None:
+        self.devices = msg.devices
+        self._show_devices()
+        if self.query_one("#train-procs", Input).value.strip() not in ("", "1"):
+            self._procs_changed()  # the limit is known now
+
+    def _show_devices(self) -> None:
+        if not self.devices:
+            return
+        short = self.size.width < SHORT_HEADER_BELOW
         parts = []
-        for d in msg.devices:
+        for d in self.devices:
             mem = fmt_bytes(d["memory_bytes"]) if d.get("memory_bytes") else "?"
             if d["device"] == "cpu":
                 prec = ""
                 if d.get("precision"):
-                    why = f"bf16 matmul {d['bf16_speedup']:.1f}× fp32" if d.get("bf16_speedup") else "not measured"
-                    prec = f", auto precision {d['precision']} ({why})"
-                parts.append(f"cpu: {d.get('cores')} cores, {mem} RAM{prec}")
+                    speed = f"{d['bf16_speedup']:.1f}× fp32" if d.get("bf16_speedup") else "not measured"
+                    why = speed if short or not d.get("bf16_speedup") else f"bf16 matmul {speed}"
+                    prec = f", auto {d['precision']} ({why})"
+                parts.append(f"cpu: {d.get('cores')} cores, {mem}{'' if short else ' RAM'}{prec}")
             else:
                 parts.append(f"{d['device']}: {d.get('name')}, {mem}")
-        self.query_one("#train-devices", Static).update("devices  " + " · ".join(parts))
+        self.query_one("#train-devices", Static).update(_escape(" · ".join(parts)))
 
     @work(thread=True, group="train-devices", exit_on_error=False)
     def _devices_worker(self) -> None:
@@ -531,32 +689,23 @@ class TrainPane(Vertical):
         return int(self._last_step.get("step") or self._last_log.get("step") or 0)
 
     def _render_header(self) -> None:
-        s, lg, ev = self._last_step, self._last_log, self._last_eval
-        step = self._step()
-        tokens = s.get("tokens") or lg.get("tokens") or 0
-        elapsed = s.get("elapsed") or lg.get("elapsed") or 0.0
-        total = f"/{self.total_steps}" if self.total_steps else ""
-        frac = lg.get("progress") or (step / self.total_steps if self.total_steps else 0)
-        eta = elapsed * (1 - frac) / frac if frac and 0 < frac < 1 and self.state == "running" else None
-        gn = s.get("grad_norm", lg.get("grad_norm"))
-        parts = [f"[b]{self.state}[/b]" + (f" {self.run_name}" if self.run_name else ""),
-                 f"step {step}{total}", f"{_si(tokens)} tokens",
-                 f"{_si(lg['tok_s'])} tok/s" if lg.get("tok_s") else "— tok/s",
-                 f"elapsed {_clock(elapsed)}", f"ETA {_clock(eta) if eta is not None else '—'}",
-                 f"grad norm {gn:.3f}" if isinstance(gn, (int, float)) else "grad norm —",
-                 f"mem {fmt_bytes(lg['mem'])}" if lg.get("mem") else "mem —"]
-        loss = s.get("loss", lg.get("loss"))
-        line2 = []
-        if isinstance(loss, (int, float)):
-            line2.append(f"loss {loss:.4f}")
-        if self.history._ema:
-            line2.append(f"ema {self.history._ema[-1]:.4f}")
-        if ev:
-            line2.append(f"val {ev['val_loss']:.4f}")
-            if ev.get("bpb") is not None:
-                line2.append(f"{ev['bpb']:.3f} bits/byte")
-        line2.append(f"x: {self.x_mode}" + (" · log y" if self.log_y else ""))
-        self.query_one("#train-header", Static).update(" · ".join(parts) + "\n" + " · ".join(line2))
+        ema = self.history._ema[-1] if self.history._ema else None
+        box = self.query_one("#train-header", Static)
+        width = max(20, box.content_size.width or self.size.width - 2)
+        status, losses = header_parts(self.state, self.run_name, self.total_steps, self._step(), self._last_step,
+                                      self._last_log, self._last_eval, ema, self.x_mode, self.log_y,
+                                      short=self.size.width < SHORT_HEADER_BELOW,
+                                      view=self.view if self.is_mounted and self.one_view else None)
+        hint = self._resume_hint()
+        if hint:
+            losses = [_escape(hint)]
+        box.update("\n".join(pack(status, width) + pack(losses, width)))
+
+    def _show_notices(self) -> None:
+        box = self.query_one("#train-log", Static)
+        size = box.content_size
+        shown = newest_that_fit(list(self.notices), size.width or 80, size.height or NOTICE_LINES)
+        box.update(_escape("\n".join(shown)))
 
     def redraw_charts(self, side: bool = True) -> None:
         self._dirty = self._dirty and not side
@@ -592,16 +741,17 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def _si(n) -> str:
-    n = float(n or 0)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
+def _wait_stopped(job) -> None:
+    """Wait (off the event loop) until a stopped job has ended; end a torchrun child the hard
+    way if it outlives its grace time."""
+    from ..child_run import STOP_GRACE, ChildRun
 
-
-def _clock(seconds) -> str:
-    s = int(seconds or 0)
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    deadline = time.monotonic() + STOP_GRACE + 15
+    if isinstance(job, ChildRun):
+        while not job.finished and time.monotonic() < deadline:
+            job.poll()  # writes the stop request again until the workers act on it
+            time.sleep(DRAIN_PERIOD)
+        job.kill()  # only if it outlived its stop
+        return
+    while job.state not in ("finished", "stopped", "failed") and time.monotonic() < deadline:
+        time.sleep(DRAIN_PERIOD)  # the trainer's thread stops after its step, with a checkpoint

@@ -38,12 +38,12 @@ class ExportScreen(ModalScreen["dict | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="export-box"):
-            yield Label(f"Export run {self.run!r}", id="export-title")
+            yield Static(f"Export run {self.run!r}", id="export-title", markup=False)
             with RadioSet(id="export-format"):
                 for c in self.choices:
                     yield RadioButton(f"{c['format']:<8} {c['summary']}", value=c["format"] == self.format,
                                       disabled=bool(c["why_not"]), name=c["format"])
-            yield Static(self._reasons(), id="export-why")
+            yield Static(self._reasons(), id="export-why", markup=False)
             for fmt, (key, label, values) in OPTIONS.items():
                 with Horizontal(id=f"export-{key}-row", classes="export-option-row"):
                     yield Label(label, classes="export-option-label")
@@ -52,8 +52,8 @@ class ExportScreen(ModalScreen["dict | None"]):
             yield Label("to folder", classes="export-label")
             yield Input(self._auto_path, id="export-path", compact=True)
             yield Checkbox("replace an earlier export in that folder", id="export-overwrite", compact=True)
-            yield Label("enter: export · ↑/↓ in the list, then space: pick a format · esc: cancel",
-                        id="export-hint")
+            yield Static("enter: export · ↑/↓ in the list, then space: pick a format · esc: cancel",
+                         id="export-hint")
 
     def on_mount(self) -> None:
         self.query_one("#export-why").display = any(c["why_not"] for c in self.choices)

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, DirectoryTree, Input, Label, Static
+from textual.widgets import Button, DirectoryTree, Input, Static
 
 HELP_TEXT = """\
 [b]workbench[/b] — build and study tiny language models.
@@ -91,7 +91,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box"):
-            yield Label(self.question, id="confirm-question")
+            yield Static(self.question, id="confirm-question", markup=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.yes, variant="error", id="confirm-yes")
                 yield Button(self.no, variant="primary", id="confirm-no")
@@ -123,12 +123,12 @@ class PathPicker(ModalScreen["str | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker-box"):
-            yield Label("Choose a data file (.txt/.jsonl/.json/.parquet) or a folder of them",
-                        id="picker-title")
+            yield Static("Choose a data file (.txt/.jsonl/.json/.parquet) or a folder of them",
+                         id="picker-title")
             yield Input(str(self.start), id="picker-root", compact=True)
             yield DirectoryTree(self.start, id="picker-tree")
-            yield Label("enter: pick file · ctrl+u: use highlighted folder · backspace: "
-                        "parent · esc: cancel", id="picker-hint")
+            yield Static("enter: pick file · ctrl+u: use highlighted folder · backspace: "
+                         "parent · esc: cancel", id="picker-hint")
 
     def on_mount(self) -> None:
         self.query_one(DirectoryTree).focus()

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label
+from textual.widgets import Input, Static
 
 
 class PromptScreen(ModalScreen["str | None"]):
@@ -20,9 +20,9 @@ class PromptScreen(ModalScreen["str | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
-            yield Label(self.question, id="prompt-question")
+            yield Static(self.question, id="prompt-question", markup=False)
             yield Input(self.value, id="prompt-input", compact=True)
-            yield Label(self.hint or "enter: OK · esc: cancel", id="prompt-hint")
+            yield Static(self.hint or "enter: OK · esc: cancel", id="prompt-hint", markup=False)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
