@@ -259,3 +259,30 @@ def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus):
     assert t["fp32"]["val_loss_fp32_eval"] == t["auto"]["val_loss_fp32_eval"] and t["relative_difference"] == 0
     (r,) = build_rows(_raw(parity=t))
     assert r["peer_name"] == "ours in fp32" and "within 1%" in r["note"]
+
+
+def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus):
+    """The budget figure's task, for seconds: nanoGPT's model as the anchor beside `workbench
+    train --minutes`, at once, both scored on the whole validation split."""
+    from workbench import planner, probe
+    from workbench.bench.peers import peers_dir
+
+    if not (peers_dir() / "nanoGPT" / "model.py").is_file():
+        pytest.skip(f"the reference trainers are not at {peers_dir()}")
+    law = planner.load_law()  # the shipped rule; the speeds are injected (1 thread, as the pair runs)
+    opt = law["recipe"].get("train", {}).get("optimizer", "adamw")
+    probe.write_cached({planner._throughput_key(planner.shape_config(d, n, 400, law["recipe"]), planner.BATCH,
+                                                "auto", 1, opt):
+                        {"tok_s": 3000.0 - 5 * d, "precision": "fp32", "attention": "sdpa", "threads": 1}
+                        for d, n in planner.SHAPES})
+    child = run_task("workbench.bench.anchor", "anchor",
+                     {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus),
+                      "minutes": [0.03], "seeds": 1}, tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    (pair,) = child.result["pairs"]
+    assert pair["anchor"]["steps"] > 0 and pair["ours"]["steps"] > 0
+    assert pair["ours"]["predicted_bpb"] > 0 and pair["ours"]["planned_tokens"] > 0  # the planner's recipe
+    assert pair["ratio"] == pytest.approx(pair["ours"]["bpb"] / pair["anchor"]["bpb"])
+    assert pair["anchor"]["val_tokens"] > 0
+    (row,) = [r for r in build_rows(_raw(anchor=child.result)) if r["task"] == "budget"]
+    assert row["ours"]["median"] == pytest.approx(pair["ours"]["bpb"]) and row["better"] == "lower"

@@ -273,7 +273,8 @@ def new_run_name(ws: Workspace, base: str) -> str:
     return f"{base}-{i}"
 
 
-def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, data_meta: dict) -> Run:
+def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, data_meta: dict,
+               extra: dict | None = None) -> Run:
     """Make the run folder: config and tokenizer copy, written under a temp name then renamed."""
     root = ws.runs_dir()
     try:
@@ -291,6 +292,7 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
         d = config.to_dict()
         d["data"] = data_meta
         d["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        d.update(extra or {})  # run-only keys (config.RUN_ONLY_KEYS): the plan that chose it
         fileio.write_yaml(tmp / CONFIG, d)
         os.rename(tmp, final)
     except BaseException:

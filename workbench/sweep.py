@@ -55,7 +55,8 @@ class SweepRequest:
             raise WorkbenchError(f"--parallel {self.parallel} is not allowed: 1 to {cores} (this machine's cores)")
         if self.grid and self.runs:
             raise WorkbenchError("a sweep takes a grid or a list of runs, not both")
-        variants = self.runs or [dict(zip(self.grid, combo)) for combo in itertools.product(*self.grid.values())]
+        variants = self.runs or ([dict(zip(self.grid, combo)) for combo in itertools.product(*self.grid.values())]
+                                 if self.grid else [])
         if not variants:
             raise WorkbenchError("the sweep has no runs: give --grid FIELD=V1,V2 (repeatable) or a list of runs")
         if len(variants) > 200:
@@ -63,7 +64,7 @@ class SweepRequest:
         out = []
         for i, v in enumerate(variants, 1):
             cfg = load_config(self.base, ws)
-            cfg = apply_overrides(cfg, {**self.sets, **v, **self._budget()})
+            cfg = apply_overrides(cfg, {**self.sets, **self._budget(), **v})  # a run's own values win
             cfg.train = cfg.train.replace(num_threads=max(1, cores // self.parallel))
             out.append((f"{self.name}-{i}", cfg))
         for run_name, _ in out:
@@ -156,7 +157,7 @@ def run_sweep(ws: Workspace, req: SweepRequest, say: Callable[[str], None] = pri
                     continue
                 log.close()
                 live.remove(item)
-                results[run_name] = _result(ws, run_name, proc.returncode, cfg_dir, req.full_eval)
+                results[run_name] = _result(ws, run_name, proc.returncode, cfg_dir)
                 r = results[run_name]
                 say(f"{run_name}: {r['status']}" + (f", {r['bpb']:.4f} bits/byte" if r.get("bpb") else "")
                     + (f" ({r['message']})" if r.get("message") else ""))
@@ -171,6 +172,11 @@ def run_sweep(ws: Workspace, req: SweepRequest, say: Callable[[str], None] = pri
                 proc.kill()
             log.close()
         raise
+    if req.full_eval:  # after all training, so no timed run shares the cores with an evaluation
+        for r in results.values():
+            if r["status"] == "finished":
+                say(f"{r['name']}: evaluating on the whole validation split")
+                r.update(full_validation(ws, r["name"]))
     rows = sorted(results.values(), key=lambda r: (r.get("bpb") is None, r.get("bpb") or 0.0, r["name"]))
     from . import fileio
 
@@ -183,7 +189,7 @@ def _describe(cfg: Config) -> str:
     return f"dim {m.dim}, {m.n_layers} layers, {m.n_heads} heads, {m.n_params / 1e6:.2f}M parameters"
 
 
-def _result(ws: Workspace, run_name: str, code: int, cfg_dir, full_eval: bool) -> dict:
+def _result(ws: Workspace, run_name: str, code: int, cfg_dir) -> dict:
     from .runs import get_run
 
     try:
@@ -199,8 +205,6 @@ def _result(ws: Workspace, run_name: str, code: int, cfg_dir, full_eval: bool) -
                      "lr": cfg.train.lr, "batch_size": cfg.train.batch_size, "max_seq_len": cfg.model.max_seq_len}
     if code != 0:
         row["message"] = run.status().get("message") or f"exit status {code}"
-    if full_eval and code == 0:
-        row.update(full_validation(ws, run_name))
     return row
 
 

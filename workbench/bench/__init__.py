@@ -5,6 +5,6 @@ each in its own process; ``report.build_rows`` and ``report.render_markdown`` ma
 """
 
 from .report import build_rows, render_markdown
-from .suite import PRESETS, TASK_NAMES, BenchOptions, run_bench
+from .suite import ALL_TASKS, PRESETS, TASK_NAMES, BenchOptions, run_bench
 
-__all__ = ["BenchOptions", "PRESETS", "TASK_NAMES", "build_rows", "render_markdown", "run_bench"]
+__all__ = ["ALL_TASKS", "BenchOptions", "PRESETS", "TASK_NAMES", "build_rows", "render_markdown", "run_bench"]

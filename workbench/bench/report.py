@@ -74,6 +74,8 @@ def build_rows(res: dict) -> list[dict]:
             rows += _parity_rows(t)
         elif key.startswith("compile "):
             rows += _compile_rows(t)
+        elif key == "anchor":
+            rows += _anchor_rows(t)
         elif key.startswith("generate "):
             rows += _generate_rows(t)
         elif key == "app":
@@ -176,6 +178,28 @@ def _compile_rows(t: dict) -> list[dict]:
     return [row("compile", f"{shape}: torch.compile (compiled in {cs.get('cold', 0):.0f} s cold, "
                            f"{cs.get('cached', 0):.0f} s with its cache)", "tok/s", t["tok_s"]["compiled"],
                 peer_name="ours eager", peer=t["tok_s"]["eager"])]
+
+
+def _anchor_rows(t: dict) -> list[dict]:
+    if t.get("peer_missing"):
+        return [row("budget", "bits per byte for a time budget", "bits/byte", [], peer_name="nanoGPT anchor",
+                    missing=t["peer_missing"])]
+    rows = []
+    by_minutes: dict[float, list[dict]] = {}
+    for p in t["pairs"]:
+        by_minutes.setdefault(p["minutes"], []).append(p)
+    for minutes, pairs in sorted(by_minutes.items()):
+        o = pairs[0]["ours"]
+        ratios = [p["ours"]["bpb"] / p["anchor"]["bpb"] for p in pairs]
+        note = (f"workbench/anchor {stat(ratios)['median']:.3f} (goal <= 0.85); ours: {o['shape']}, "
+                f"{o['params'] / 1e6:.2f}M, {o['recipe']}, {o['precision']}, {o['steps']:,} steps, "
+                f"planner predicted {o['predicted_bpb']}; anchor: nanoGPT dim 128 · 4L · 4H, "
+                f"{pairs[0]['anchor']['steps']:,} steps")
+        rows.append(row("budget", f"validation bits per byte (all of it) after {minutes:g} minutes, both at once, "
+                                  f"one thread each, {len(pairs)} seed(s)", "bits/byte",
+                        [p["ours"]["bpb"] for p in pairs], better="lower", peer_name="nanoGPT anchor",
+                        peer=[p["anchor"]["bpb"] for p in pairs], note=note))
+    return rows
 
 
 def _generate_rows(t: dict) -> list[dict]:

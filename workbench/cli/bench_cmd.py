@@ -14,7 +14,7 @@ def _csv(text: str) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..bench import PRESETS, TASK_NAMES
+    from ..bench import ALL_TASKS, PRESETS, TASK_NAMES
 
     p = sub.add_parser(
         "bench", help="measure tokenizer, data, training, the app and decoding beside the peers",
@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-mb", type=float, default=None,
                    help="MB of training text taken from the source (default 4 with --quick, else 48)")
     p.add_argument("--tasks", type=_csv, default=list(TASK_NAMES),
-                   help=f"comma-separated subset of: {','.join(TASK_NAMES)} (default: all)")
+                   help=f"comma-separated subset of: {','.join(ALL_TASKS)} (default: all but anchor, which "
+                        "trains for minutes: the planner's recipe beside a plain nanoGPT run)")
+    p.add_argument("--anchor-minutes", type=lambda t: [float(x) for x in _csv(t)], default=[10.0],
+                   metavar="M[,M...]", help="budgets of the anchor task (default 10)")
+    p.add_argument("--anchor-seeds", type=int, default=1, help="seeds per anchor budget (default 1)")
     p.add_argument("--presets", type=_csv, default=list(PRESETS),
                    help=f"model presets for training and decoding (default: {','.join(PRESETS)})")
     p.add_argument("--reps", type=int, default=3, help="repetitions per figure, at least 3 (default 3)")
@@ -65,7 +69,8 @@ def cmd_bench(args, ws) -> int:
     from ..bench import BenchOptions, build_rows, render_markdown, run_bench
 
     opts = BenchOptions(data=args.data, quick=args.quick, tasks=args.tasks, presets=args.presets, reps=args.reps,
-                        text_mb=args.text_mb, vocab=args.vocab, keep=args.keep).validate()
+                        text_mb=args.text_mb, vocab=args.vocab, keep=args.keep, anchor_minutes=args.anchor_minutes,
+                        anchor_seeds=args.anchor_seeds).validate()
     json_path = Path(args.json) if args.json else ws.root / "bench" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     md_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
     for p in (json_path, md_path):

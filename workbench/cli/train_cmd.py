@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="SECTION.FIELD=VALUE", action="append", default=[],
                    help="override a config field, e.g. --set train.max_steps=500 (repeatable)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its latest checkpoint (only train.* may be --set)")
+    p.add_argument("--minutes", type=float, metavar="M",
+                   help="a wall-clock budget; without --config, the planner picks the recipe M minutes buy on "
+                        "this machine (see `workbench plan`)")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.set_defaults(func=cmd_train)
 
@@ -91,6 +94,8 @@ def cmd_train(args, ws) -> int:
 
     trainer = None
     if args.resume:
+        if args.minutes:
+            sets["train"] = {"max_minutes": args.minutes, **sets["train"]}
         if sets["model"]:
             raise WorkbenchError("--set model.* cannot change a run being resumed (its weights have that shape); "
                                  "only train.* fields may be changed")
@@ -102,13 +107,27 @@ def cmd_train(args, ws) -> int:
             train_over = TrainConfig.from_dict({**base.to_dict(), **sets["train"]}).to_dict()
         trainer = Trainer.resume(ws, args.resume, train_over or None, on_event=on_event)
     else:
-        if not args.config or not args.tokenizer:
-            raise WorkbenchError("train needs --config PATH|PRESET and --tokenizer NAME (or --resume RUN)")
-        cfg = apply_sets(load_config(args.config, ws), sets)
+        if not args.tokenizer or not (args.config or args.minutes):
+            raise WorkbenchError("train needs --tokenizer NAME and --config PATH|PRESET or --minutes M "
+                                 "(or --resume RUN)")
+        planned = None
+        if args.config:
+            cfg = load_config(args.config, ws)
+        else:
+            from ..planner import PlanRequest, plan
+            from .plan_cmd import print_plan
+
+            planned = plan(ws, PlanRequest(args.tokenizer, args.minutes),
+                           say=lambda m: print(m, file=sys.stderr, flush=True))
+            print_plan(planned)
+            cfg = planned.config
+        if args.minutes:
+            sets["train"] = {"max_minutes": args.minutes, "max_steps": None, "max_tokens": None, **sets["train"]}
+        cfg = apply_sets(cfg, sets)
         prep = ProgressLine("prepare data")
         try:
             trainer = Trainer.new(ws, cfg, args.tokenizer, args.data, name=args.name, text_column=args.text_column,
-                                  on_event=on_event,
+                                  on_event=on_event, plan=planned.record() if planned else None,
                                   prepare_progress=lambda split, done, total, msg: prep.update(done, total, f"{split}: {msg}"))
         finally:
             prep.close()

@@ -3,6 +3,11 @@ with live estimates, a diff against the loaded preset, and save-as into ``models
 
 Every field is checked as it is typed (``forms.parse_value``), then the whole config is built
 (cross-field rules such as "n_heads must divide dim"); any error blocks saving.
+
+A budget in minutes and ``ctrl+b`` fill the form from the planner (``planner.plan``, the same
+function as ``workbench plan``) for the form's vocab, with its reasons in the status line; every
+field stays editable. Where the form has a time budget, the estimates show the tokens it buys at
+this machine's measured speed for the form's shape (measured once per shape, in a worker).
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ class ConfigPane(Vertical):
         self._loading = False
         self.saved_path = None
         self._shown_errors: dict[str, str] = {}
+        self.planning = False
+        self.plan = None  # the last plan applied to the form
+        self._speeds: dict[str, dict] = {}  # throughput key -> measured speed (or {"error": ...})
+        self._measuring: set[str] = set()
 
     # --- layout --------------------------------------------------------------------------
 
@@ -85,6 +94,11 @@ class ConfigPane(Vertical):
             yield Label("save as", classes="top-label")
             yield Input("", id="cfg-save-name", compact=True, placeholder="name")
             yield Button("Save", id="cfg-save", variant="primary", compact=True)
+        with Horizontal(id="cfg-plan-row"):
+            yield Label("plan for", classes="top-label")
+            yield Input("", id="cfg-minutes", compact=True, placeholder="minutes", type="number")
+            yield Label("minutes on this machine", classes="top-label")
+            yield Button("Plan", id="cfg-plan", compact=True)
         yield Static("", id="cfg-status")
         with Horizontal(id="cfg-body"):
             with VerticalScroll(id="cfg-form", can_focus=False):
@@ -139,9 +153,16 @@ class ConfigPane(Vertical):
         except WorkbenchError as e:
             self.set_status(str(e), error=True)
             return
-        self.base = cfg
         where = "models/" if cfg.source and cfg.source.parent == self.ws.models_dir() else "preset"
-        self.base_label = f"{spec} ({where})"
+        self.apply_config(cfg, f"{spec} ({where})")
+        self.query_one("#cfg-save-name", Input).value = spec if where == "models/" else f"my-{spec}"
+        self.set_status(f"loaded {self.base_label}" + (f": {cfg.description}" if cfg.description else ""))
+        self.recompute()
+
+    def apply_config(self, cfg: Config, label: str) -> None:
+        """Put ``cfg`` in the form; it becomes the base the diff is taken against."""
+        self.base = cfg
+        self.base_label = label
         self._loading = True
         try:
             for section, _ in SECTIONS:
@@ -150,9 +171,6 @@ class ConfigPane(Vertical):
                     self._set_widget(section, info, values[name])
         finally:
             self._loading = False
-        self.query_one("#cfg-save-name", Input).value = spec if where == "models/" else f"my-{spec}"
-        self.set_status(f"loaded {self.base_label}" + (f": {cfg.description}" if cfg.description else ""))
-        self.recompute()
 
     def _set_widget(self, section: str, info, value: Any) -> None:
         w = self.query_one(f"#{section}-{info.name}")
@@ -270,7 +288,123 @@ class ConfigPane(Vertical):
             f"{est.fmt_bytes(memory.get('total', 0))}" + (f" ({memory['note']})" if memory.get("note") else ""),
             f"verdict         [b {colour}]{v.verdict}[/]",
         ]
+        if device == "cpu" and train.max_minutes:
+            lines.append(self._budget_text(model, train))
         return "\n".join(lines)
+
+    def _budget_text(self, model: ModelConfig, train: TrainConfig) -> str:
+        """The measured speed of this shape here (measured once per shape, in a worker), and
+        the tokens the time budget buys."""
+        from ... import planner
+
+        key = self._speed_key(model, train)
+        speed = self._speeds.get(key) or planner.budget_speed(model, train, measure=False)
+        if speed is None:
+            self._measure_speed(key, model, train)
+            return "speed here      [dim]measuring this shape's training speed …[/dim]"
+        if "error" in speed:
+            return f"speed here      [dim]not measured: {speed['error']}[/dim]"
+        tokens = int(speed["tok_s"] * train.max_minutes * 60 * planner.STEP_SHARE)
+        return (f"speed here      {speed['tok_s']:,.0f} tok/s measured ({speed['precision']}, "
+                f"{speed['threads']} thread(s))\n"
+                f"budget buys     {_si(tokens)} tokens in {train.max_minutes:g} min "
+                f"({tokens / max(est.param_count(model), 1):.1f} per parameter)")
+
+    @staticmethod
+    def _speed_key(model: ModelConfig, train: TrainConfig) -> str:
+        return repr((model.to_dict(), train.batch_size, train.precision, train.optimizer))
+
+    def _measure_speed(self, key: str, model: ModelConfig, train: TrainConfig) -> None:
+        if key in self._measuring or self._measuring:
+            return  # one at a time; the form's latest shape is measured next
+        self._measuring.add(key)
+        self._speed_worker(key, model, train)
+
+    @work(thread=True, group="config-speed", exit_on_error=False)
+    def _speed_worker(self, key: str, model: ModelConfig, train: TrainConfig) -> None:
+        from ... import planner
+
+        try:
+            speed = planner.budget_speed(model, train, measure=True)
+        except Exception as e:  # a shape torch cannot run here must not take the pane down
+            speed = {"error": str(e).splitlines()[0][:120] if str(e) else type(e).__name__}
+        self.post_message(self.Measured(key, speed))
+
+    class Measured(Message):
+        def __init__(self, key: str, speed: dict):
+            super().__init__()
+            self.key, self.speed = key, speed
+
+    def on_config_pane_measured(self, msg: "ConfigPane.Measured") -> None:
+        self._speeds[msg.key] = msg.speed
+        self._measuring.discard(msg.key)
+        self.recompute()
+
+    # --- the planner ---------------------------------------------------------------------
+
+    @on(Button.Pressed, "#cfg-plan")
+    def _plan_pressed(self) -> None:
+        self.action_plan()
+
+    @on(Input.Submitted, "#cfg-minutes")
+    def _minutes_submitted(self) -> None:
+        self.action_plan()
+
+    def action_plan(self) -> None:
+        """Fill the form with what the planner picks for the budget and the form's vocab."""
+        if self.planning:
+            return
+        text = self.query_one("#cfg-minutes", Input).value.strip()
+        try:
+            minutes = float(text)
+            if not 0 < minutes <= 10**6:
+                raise ValueError
+        except ValueError:
+            self.set_status(f"plan: minutes = {text!r} is not allowed: a number > 0 and at most 1e6", error=True)
+            self.query_one("#cfg-minutes", Input).focus()
+            return
+        values, errors = self.read_form()
+        vocab = values["model"].get("vocab_size")
+        if "model-vocab_size" in errors or not isinstance(vocab, int):
+            self.set_status("plan: fix model.vocab_size first (the planner keeps the tokenizer's vocab)", error=True)
+            return
+        self.planning = True
+        self.query_one("#cfg-plan", Button).disabled = True
+        self.set_status(f"planning {minutes:g} minutes for vocab {vocab} …")
+        self._plan_worker(minutes, vocab)
+
+    @work(thread=True, group="config-plan", exit_on_error=False)
+    def _plan_worker(self, minutes: float, vocab: int) -> None:
+        from ... import planner
+
+        def say(text: str) -> None:
+            self.app.call_from_thread(self.set_status, text)
+
+        try:
+            result = planner.plan(self.ws, planner.PlanRequest(None, minutes, vocab=vocab), say=say)
+        except WorkbenchError as e:
+            result = e
+        except Exception as e:  # shown, never raised into the app
+            result = WorkbenchError(f"the planner failed: {type(e).__name__}: {e}")
+        self.post_message(self.Planned(result))
+
+    class Planned(Message):
+        def __init__(self, result):
+            super().__init__()
+            self.result = result
+
+    def on_config_pane_planned(self, msg: "ConfigPane.Planned") -> None:
+        self.planning = False
+        self.query_one("#cfg-plan", Button).disabled = False
+        if isinstance(msg.result, WorkbenchError):
+            self.set_status(f"plan: {msg.result}", error=True)
+            return
+        pl = msg.result
+        self.plan = pl
+        self.apply_config(pl.config, f"the plan for {pl.minutes:g} min")
+        self.query_one("#cfg-save-name", Input).value = pl.config.name or "plan"
+        self.recompute()
+        self.set_status(" · ".join(pl.reasons[1:4]) + (f" · {pl.vocab_advice}" if pl.vocab_advice else ""))
 
     def _diff_text(self, values: dict) -> str:
         if self.base is None:

@@ -1,0 +1,143 @@
+"""The planner and the sweep: the planner measures speed (injected here), applies the fitted
+rule, and its pick follows both; `train --minutes` trains the plan and records it; `sweep` trains
+a grid in parallel processes, skips what does not fit and ranks by bits per byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from workbench import planner, probe
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+from workbench.runs import get_run
+
+LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a test law",
+       "recipe": {"model": {}, "train": {"lr": 0.002, "min_lr": 0.0002, "schedule": "wsd", "decay_fraction": 0.3,
+                                         "optimizer": "adamw", "warmup_steps": 100}}}
+
+
+@pytest.fixture
+def law(tmp_path, monkeypatch):
+    path = tmp_path / "law.json"
+    path.write_text(json.dumps(LAW))
+    monkeypatch.setattr(planner, "LAW_FILE", path)
+    return LAW
+
+
+def inject_speed(vocab: int, tok_s_of) -> None:
+    """Pretend this machine measured ``tok_s_of(dim, n_layers)`` tokens/s for every candidate."""
+    entries = {}
+    for dim, layers in planner.SHAPES:
+        cfg = planner.shape_config(dim, layers, vocab, LAW["recipe"])
+        key = planner._throughput_key(cfg, planner.BATCH, "auto", torch.get_num_threads(), "adamw")
+        entries[key] = {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": 1}
+    probe.write_cached(entries)
+
+
+def test_the_plan_follows_speed_and_the_rule(built, law):
+    # speed falling with size as on a CPU: the budget decides where the balance lies
+    inject_speed(400, lambda dim, layers: 2.0e9 / (dim * dim * layers))
+    short = planner.plan(built, planner.PlanRequest("tok", 2))
+    long = planner.plan(built, planner.PlanRequest("tok", 600))
+    assert short.config.model.vocab_size == 400  # the tokenizer's vocab, always
+    assert long.config.model.dim > short.config.model.dim  # more minutes buy a bigger model
+    best = min(short.candidates, key=lambda r: r["predicted_bpb"])
+    assert (short.config.model.dim, short.config.model.n_layers) == (best["dim"], best["n_layers"])
+    assert short.predicted_bpb == pytest.approx(planner.predicted_bpb(law, best["body_params"], best["tokens"]), abs=1e-4)
+    assert short.tokens == int(best["tok_s"] * 2 * 60 * planner.STEP_SHARE)
+    t = short.config.train
+    assert (t.max_minutes, t.max_steps, t.schedule, t.lr, t.decay_fraction) == (2.0, None, "wsd", 0.002, 0.3)
+    assert "picked dim" in short.reasons[1] and "a test law" in short.reasons[2]
+    # a machine ten times faster at the biggest shapes picks one of them for the same budget
+    inject_speed(400, lambda dim, layers: 2.0e10 / (dim * layers) if dim >= 320 else 1.0e3)
+    assert planner.plan(built, planner.PlanRequest("tok", 2)).config.model.dim >= 320
+
+
+def test_the_planner_measures_what_it_has_not(built, law, tmp_path, monkeypatch):
+    monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path / "cache"))
+    from conftest import inject_matmul
+
+    inject_matmul(0.5)
+    monkeypatch.setattr(planner, "SHAPES", ((32, 1), (64, 2)))
+    monkeypatch.setattr(planner, "SEQ_LEN", 32)
+    said = []
+    pl = planner.plan(built, planner.PlanRequest("tok", 1), say=said.append)
+    assert len(said) == 2 and "measuring training speed" in said[0]
+    assert all(r["tok_s"] > 0 for r in pl.candidates)
+    said.clear()
+    planner.plan(built, planner.PlanRequest("tok", 1), say=said.append)
+    assert said == []  # cached
+
+
+@pytest.mark.parametrize("minutes", [0, -1, 10**7])
+def test_bad_budgets_are_refused(built, law, minutes):
+    with pytest.raises(WorkbenchError, match="minutes = .* is not allowed"):
+        planner.plan(built, planner.PlanRequest("tok", minutes))
+
+
+def test_train_minutes_trains_the_plan_and_records_it(built, corpus, law, capsys, monkeypatch):
+    monkeypatch.setattr(planner, "SHAPES", ((32, 1), (64, 2)))
+    monkeypatch.setattr(planner, "SEQ_LEN", 32)
+    inject_speed(400, lambda dim, layers: 5e4 / dim)
+    args = ["--workspace", str(built.root), "train", "--tokenizer", "tok", "--data", str(corpus), "--minutes", "0.05",
+            "--name", "planned"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "plan: 2 shapes measured on this machine" in err and "picked dim" in err
+    run = get_run(built, "planned")
+    raw = run.raw_config()
+    assert raw["plan"]["predicted_bpb"] > 0 and raw["plan"]["tokens"] > 0 and raw["plan"]["reasons"]
+    assert run.config().train.max_minutes == 0.05 and run.status()["state"] == "finished"
+    # --minutes with --config is the budget alone
+    assert main(["--workspace", str(built.root), "train", "--tokenizer", "tok", "--data", str(corpus), "--config",
+                 "debug", "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--minutes", "0.02",
+                 "--name", "budgeted"]) == 0
+    cfg = get_run(built, "budgeted").config()
+    assert (cfg.train.max_minutes, cfg.train.max_steps, cfg.model.dim) == (0.02, None, 32)
+    assert "plan" not in get_run(built, "budgeted").raw_config()
+    capsys.readouterr()
+    assert main(["--workspace", str(built.root), "plan", "--tokenizer", "tok", "--minutes", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["model"]["vocab_size"] == 400 and len(out["candidates"]) == 2
+
+
+def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus, capsys):
+    args = ["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+            "--name", "sw", "--steps", "8", "--grid", "model.dim=16,32", "--grid", "train.lr=0.003,0.01",
+            "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--parallel", "2", "--json"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert len(rows) == 4 and all(r["status"] == "finished" for r in rows)
+    assert [r["bpb"] for r in rows] == sorted(r["bpb"] for r in rows)
+    assert {(r["config"]["dim"], r["config"]["lr"]) for r in rows} == {(16, 0.003), (16, 0.01), (32, 0.003), (32, 0.01)}
+    for i in range(1, 5):
+        cfg = get_run(built, f"sw-{i}").config()
+        assert cfg.train.max_steps == 8 and cfg.train.num_threads == 1  # two at once share the two cores
+    # a config that cannot fit is skipped, with the reason; the others still run
+    assert main(["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data",
+                 str(corpus), "--name", "sw-big", "--steps", "2", "--grid", "model.dim=32,65536",
+                 "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--set", "model.n_heads=4",
+                 "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["sw-big-1"]["status"] == "finished"
+    assert rows["sw-big-2"]["status"] == "skipped" and "needs about" in rows["sw-big-2"]["message"]
+    assert not built.run_path("sw-big-2").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--grid", "model.dim=16", "--name", "bad/name"], "sweep name 'bad/name' is not allowed"),
+    (["--grid", "model.dmi=16", "--name", "s1"], "unknown model key(s) 'dmi'"),
+    (["--grid", "model.dim=16", "--name", "s2", "--parallel", "64"], "--parallel 64 is not allowed"),
+    (["--name", "s3"], "the sweep has no runs"),
+    (["--grid", "dim=16", "--name", "s4"], "is not SECTION.FIELD=VALUES"),
+])
+def test_bad_sweeps_are_refused_before_anything_trains(built, corpus, capsys, argv, needle):
+    before = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
+    code = main(["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data",
+                 str(corpus), "--steps", "2", *argv])
+    assert code == 2
+    assert needle in capsys.readouterr().err
+    assert (sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []) == before

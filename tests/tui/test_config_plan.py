@@ -1,0 +1,68 @@
+"""The Config pane plans: a budget in minutes and ctrl+b fill the form from the planner (with
+this machine's speeds and the fitted rule injected, so the pick is known), the reasons show, every
+field stays editable, and the estimates show the tokens the budget buys at the measured speed."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from textual.widgets import Input, Static
+
+from workbench import planner, probe
+
+from .test_flows import focus, type_into, wait_for
+
+LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a test law",
+       "recipe": {"model": {}, "train": {"lr": 0.004, "min_lr": 0.0004, "schedule": "cosine",
+                                         "optimizer": "adamw", "warmup_steps": 100}}}
+
+
+def _inject(vocab: int, tok_s_of) -> None:
+    entries = {}
+    for dim, layers in planner.SHAPES:
+        cfg = planner.shape_config(dim, layers, vocab, LAW["recipe"])
+        key = planner._throughput_key(cfg, planner.BATCH, "auto", torch.get_num_threads(), "adamw")
+        entries[key] = {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": 1}
+    probe.write_cached(entries)
+
+
+async def test_plan_fills_the_form_and_the_budget_shows_tokens(built_ws, make_app, tmp_path, monkeypatch):
+    law = tmp_path / "law.json"
+    law.write_text(json.dumps(LAW))
+    monkeypatch.setattr(planner, "LAW_FILE", law)
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        pane = app.query_one("#config-pane")
+        await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+        vocab = int(pane.query_one("#model-vocab_size", Input).value)
+        _inject(vocab, lambda dim, layers: 2.0e9 / (dim * dim * layers))
+        expected = planner.plan(built_ws, planner.PlanRequest(None, 20, vocab=vocab))
+
+        # a bad budget is refused in place, naming the value
+        await focus(pilot, app, "cfg-minutes")
+        await type_into(pilot, "0")
+        await pilot.press("ctrl+b")
+        status = pane.query_one("#cfg-status", Static)
+        assert "minutes = '0' is not allowed" in str(status.render())
+        assert pane.plan is None
+
+        pane.query_one("#cfg-minutes", Input).value = "20"
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: pane.plan is not None, what="the plan")
+        assert pane.query_one("#model-dim", Input).value == str(expected.config.model.dim)
+        assert pane.query_one("#model-n_layers", Input).value == str(expected.config.model.n_layers)
+        assert pane.query_one("#train-max_minutes", Input).value == "20.0"
+        assert pane.query_one("#model-vocab_size", Input).value == str(vocab)  # the vocab is kept
+        assert "picked dim" in str(status.render())
+        estimates = str(pane.query_one("#cfg-estimates", Static).render())
+        tokens = int(expected.tok_s * 20 * 60 * planner.STEP_SHARE)
+        assert f"{expected.tok_s:,.0f} tok/s measured" in estimates and "budget buys" in estimates
+        assert f"{tokens / 1e6:.2f}M tokens in 20 min" in estimates
+        assert pane.valid
+
+        # every field stays editable: a change shows in the diff against the plan
+        pane.query_one("#train-lr", Input).value = "0.001"
+        await wait_for(pilot, lambda: "lr: 0.004 → " in str(pane.query_one("#cfg-diff", Static).render()),
+                       what="the diff against the plan")
