@@ -19,7 +19,7 @@ from workbench.estimate import (
 )
 from workbench.workspace import Workspace
 
-PRESETS = ["debug", "tiny-1m", "stories260K", "stories15M", "gpt2-style"]
+PRESETS = ["debug", "tiny-1m", "stories260K", "stories15M", "gpt2-style", "cpu-10min", "cpu-30min"]
 
 
 # ---------------------------------------------------------------- form metadata
@@ -162,6 +162,26 @@ def test_presets_load_and_round_trip(name, tmp_path):
     assert cfg.name == name
     back = read_config(save_config(tmp_path / f"{name}.yaml", cfg))
     assert back.model == cfg.model and back.train == cfg.train
+
+
+def test_every_shipped_preset_is_checked(tmp_path):
+    assert sorted(preset_names(Workspace.at(tmp_path))) == sorted(PRESETS)
+
+
+@pytest.mark.parametrize("name,minutes", [("cpu-10min", 10), ("cpu-30min", 30)])
+def test_budget_presets_are_the_planners_recipe_with_a_measured_figure(name, minutes):
+    import json
+    import re
+
+    from workbench.planner import LAW_FILE
+
+    cfg = load_config(name)
+    recipe = json.loads(LAW_FILE.read_text())["recipe"]["train"]
+    t = cfg.train
+    assert (t.max_minutes, t.max_steps, t.max_tokens) == (minutes, None, None)
+    assert (t.lr, t.schedule, t.optimizer) == (recipe["lr"], recipe["schedule"], recipe["optimizer"])
+    assert cfg.model.vocab_size == 4096 and cfg.model.n_heads * 32 == cfg.model.dim
+    assert re.search(r"Measured there \(\d{4}-\d\d-\d\d\): 0\.\d{3} bits per byte", cfg.description)
 
 
 def test_preset_shapes_match_llama2c():

@@ -153,7 +153,7 @@ async def test_config_edit_refuse_save(tmp_path, make_app):
 
 async def test_quit_while_building_stops_it(tmp_path, corpus, make_app):
     app = make_app(Workspace.at(tmp_path / "ws"))
-    big = write_big_corpus(tmp_path / "big.txt")  # seconds of work
+    big = write_big_corpus(tmp_path / "big.txt", mbytes=48)  # seconds of work, even on a quiet machine
     async with app.run_test(size=(120, 40)) as pilot:
         await focus(pilot, app, "tok-data")
         await type_into(pilot, str(big))

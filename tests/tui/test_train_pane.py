@@ -119,3 +119,21 @@ def test_train_pane_snapshot(snap_compare, built_ws, make_app):
         await pilot.pause()
 
     assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)
+
+
+async def test_a_chart_plotext_cannot_build_says_so_instead_of_crashing(built_ws, make_app, monkeypatch):
+    from workbench.tui.widgets.charts import LineChart
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _train_pane(pilot, app)
+        chart = pane.query_one("#chart-loss", LineChart)
+
+        def broken():
+            raise IndexError("list index out of range")
+
+        monkeypatch.setattr(chart.plt, "build", broken)
+        chart.refresh()
+        await pilot.pause(0.2)
+        assert "cannot be drawn" in str(chart.render())
+        assert app.is_running

@@ -112,6 +112,17 @@ class LineChart(PlotextPlot):
         self.series, self.xlabel = series, xlabel
         self.log_y, self.log_x, self.zero_line = log_y, log_x, zero_line
 
+    def render(self):
+        """The plot; if plotext cannot build it (it has raised IndexError on some sizes and
+        data, e.g. a legend that does not fit), one line saying so instead of a crash."""
+        try:
+            return super().render()
+        except (IndexError, ValueError, ZeroDivisionError, OverflowError) as e:
+            from rich.text import Text
+
+            return Text(f"{self.title}: cannot be drawn at {self.size.width}×{self.size.height} "
+                        f"({type(e).__name__}); resize, or press a chart key to redraw", style="dim")
+
     @property
     def max_points(self) -> int:
         # braille packs two points per column; leave room for the y tick labels
