@@ -28,6 +28,22 @@ def inject_matmul(bf16_speedup: float) -> None:
                              "native_bf16_flag": None, "measured": "injected by the tests"}})
 
 
+def inject_speed(law: dict, vocab: int, tok_s_of, threads: int | None = None) -> None:
+    """Pretend this machine measured ``tok_s_of(dim, n_layers)`` training tokens/s for every
+    planner candidate (precision auto, the law's optimizer, ``threads`` or torch's own)."""
+    import torch
+
+    from workbench import planner
+    from workbench.probe import write_cached
+
+    opt = law["recipe"].get("train", {}).get("optimizer", "adamw")
+    threads = threads or torch.get_num_threads()
+    write_cached({planner._throughput_key(planner.shape_config(dim, layers, vocab, law["recipe"]), planner.BATCH,
+                                          "auto", threads, opt):
+                  {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": threads}
+                  for dim, layers in planner.SHAPES})
+
+
 inject_matmul(0.5)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -264,17 +264,15 @@ def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus):
 def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus):
     """The budget figure's task, for seconds: nanoGPT's model as the anchor beside `workbench
     train --minutes`, at once, both scored on the whole validation split."""
-    from workbench import planner, probe
+    from workbench import planner
     from workbench.bench.peers import peers_dir
 
     if not (peers_dir() / "nanoGPT" / "model.py").is_file():
         pytest.skip(f"the reference trainers are not at {peers_dir()}")
-    law = planner.load_law()  # the shipped rule; the speeds are injected (1 thread, as the pair runs)
-    opt = law["recipe"].get("train", {}).get("optimizer", "adamw")
-    probe.write_cached({planner._throughput_key(planner.shape_config(d, n, 400, law["recipe"]), planner.BATCH,
-                                                "auto", 1, opt):
-                        {"tok_s": 3000.0 - 5 * d, "precision": "fp32", "attention": "sdpa", "threads": 1}
-                        for d, n in planner.SHAPES})
+    from conftest import inject_speed
+
+    # the shipped rule; the speeds are injected (1 thread, as the pair runs)
+    inject_speed(planner.load_law(), 400, lambda dim, layers: 3000.0 - 5 * dim, threads=1)
     child = run_task("workbench.bench.anchor", "anchor",
                      {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus),
                       "minutes": [0.03], "seeds": 1}, tmp_path / "ipc")

@@ -28,13 +28,9 @@ def law(tmp_path, monkeypatch):
 
 
 def inject_speed(vocab: int, tok_s_of) -> None:
-    """Pretend this machine measured ``tok_s_of(dim, n_layers)`` tokens/s for every candidate."""
-    entries = {}
-    for dim, layers in planner.SHAPES:
-        cfg = planner.shape_config(dim, layers, vocab, LAW["recipe"])
-        key = planner._throughput_key(cfg, planner.BATCH, "auto", torch.get_num_threads(), "adamw")
-        entries[key] = {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": 1}
-    probe.write_cached(entries)
+    from conftest import inject_speed as inject
+
+    inject(LAW, vocab, tok_s_of)
 
 
 def test_the_plan_follows_speed_and_the_rule(built, law):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 
-import torch
 from textual.widgets import Input, Static
 
-from workbench import planner, probe
+from workbench import planner
 
 from .test_flows import focus, type_into, wait_for
 
@@ -19,12 +18,9 @@ LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a t
 
 
 def _inject(vocab: int, tok_s_of) -> None:
-    entries = {}
-    for dim, layers in planner.SHAPES:
-        cfg = planner.shape_config(dim, layers, vocab, LAW["recipe"])
-        key = planner._throughput_key(cfg, planner.BATCH, "auto", torch.get_num_threads(), "adamw")
-        entries[key] = {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": 1}
-    probe.write_cached(entries)
+    from conftest import inject_speed
+
+    inject_speed(LAW, vocab, tok_s_of)
 
 
 async def test_plan_fills_the_form_and_the_budget_shows_tokens(built_ws, make_app, tmp_path, monkeypatch):

@@ -26,18 +26,24 @@ def _workers():
     return [p for p in psutil.Process(os.getpid()).children(recursive=True) if "torch" in " ".join(p.cmdline())]
 
 
+async def _start_two(pilot, app):
+    """A long run of two processes started from the Train pane by keys; the pane once it runs."""
+    await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1", "train-max_steps": "100000",
+                               "train-eval_interval": "100000", "train-checkpoint_interval": "100000",
+                               "train-log_interval": "1"})
+    pane = await _train_pane(pilot, app)
+    await focus(pilot, app, "train-procs")
+    await type_into(pilot, "2")
+    await pilot.press("ctrl+r")
+    await wait_for(pilot, lambda: isinstance(pane.job, ChildRun), what="torchrun to start")
+    return pane
+
+
 async def test_two_processes_pause_resume_stop_resume_and_quit(built_ws, make_app, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1", "train-max_steps": "100000",
-                                   "train-eval_interval": "100000", "train-checkpoint_interval": "100000",
-                                   "train-log_interval": "1"})
-        pane = await _train_pane(pilot, app)
-        await focus(pilot, app, "train-procs")
-        await type_into(pilot, "2")
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: isinstance(pane.job, ChildRun), what="torchrun to start")
+        pane = await _start_two(pilot, app)
         job = pane.job
         name = job.run_name
         await wait_for(pilot, lambda: pane._step() >= 3, timeout=SLOW,
@@ -97,14 +103,7 @@ async def test_an_app_that_ends_any_other_way_stops_the_workers_and_keeps_a_chec
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1", "train-max_steps": "100000",
-                                   "train-eval_interval": "100000", "train-checkpoint_interval": "100000",
-                                   "train-log_interval": "1"})
-        pane = await _train_pane(pilot, app)
-        await focus(pilot, app, "train-procs")
-        await type_into(pilot, "2")
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: isinstance(pane.job, ChildRun), what="torchrun to start")
+        pane = await _start_two(pilot, app)
         name = pane.job.run_name
         await wait_for(pilot, lambda: pane._step() >= 3, timeout=SLOW, what="the first steps")
     assert _workers() == []

@@ -298,7 +298,11 @@ class ConfigPane(Vertical):
         from ... import planner
 
         key = self._speed_key(model, train)
-        speed = self._speeds.get(key) or planner.budget_speed(model, train, measure=False)
+        speed = self._speeds.get(key)
+        if speed is None:  # the probe cache on disk, once per shape (this runs on every keystroke)
+            speed = planner.budget_speed(model, train, measure=False)
+            if speed is not None:
+                self._speeds[key] = speed
         if speed is None:
             self._measure_speed(key, model, train)
             return "speed here      [dim]measuring this shape's training speed …[/dim]"
