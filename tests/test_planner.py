@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from workbench import planner, probe
 from workbench.cli import main
