@@ -110,3 +110,43 @@ def ts_dir() -> Path:
     if d is None:
         pytest.skip("the TinyStories sample is not present (set WORKBENCH_TINYSTORIES)")
     return d
+
+
+TRAINED_RUN = "real"
+
+
+def trained_cfg():
+    """The session run's config: the debug preset shrunk to the test tokenizer, with dropout so
+    that evaluation must switch it off, checkpoints at steps 6 and 12, evaluations at 6 and 12."""
+    from workbench.config import load_config
+
+    cfg = load_config("debug")
+    cfg.model = cfg.model.replace(vocab_size=400, max_seq_len=32, dim=32, n_layers=2, dropout=0.1)
+    cfg.train = cfg.train.replace(batch_size=4, max_steps=12, warmup_steps=2, eval_interval=6, eval_batches=2,
+                                  log_interval=2, checkpoint_interval=6, keep_last=3, num_threads=1, seed=3)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def trained_root(tmp_path_factory, built, corpus) -> Path:
+    """A workspace (tokenizer ``tok``) where the real engine trained run ``real`` for 12 steps:
+    what `workbench train` writes — config, tokenizer copy, data folder, metrics, samples,
+    status, checkpoints ``step_000006`` and ``step_000012``. Read-only: use ``trained``."""
+    import shutil
+
+    from workbench.train import Trainer
+
+    root = tmp_path_factory.mktemp("trained") / "ws"
+    shutil.copytree(built.root, root)
+    state = Trainer.new(Workspace.at(root), trained_cfg(), "tok", str(corpus), name=TRAINED_RUN).run()
+    assert state["state"] == "finished" and state["checkpoint"] == "step_000012", state
+    return root
+
+
+@pytest.fixture
+def trained(trained_root, tmp_path) -> Workspace:
+    """A copy of ``trained_root`` of this test's own, to change or damage freely."""
+    import shutil
+
+    shutil.copytree(trained_root, tmp_path / "trained")
+    return Workspace.at(tmp_path / "trained")

@@ -1,20 +1,26 @@
-"""Helpers for generation and export tests: a run folder with a random-init checkpoint, made in
-well under a second (no training), using the session tokenizer ``tok`` of the ``built`` fixture."""
+"""Runs for generation and export tests, written by the real engine: ``Trainer`` trains a tiny
+model for one step on the corpus the session tokenizer ``tok`` (the ``built`` fixture) was built
+on, so the folder holds what `workbench train` writes — config, tokenizer, metrics, status, a
+checkpoint with its optimizer state — in well under a second once the session has warmed up."""
 
 from __future__ import annotations
 
-from workbench import checkpoint
-from workbench.config import Config, ModelConfig
-from workbench.model import build_model
-from workbench.runs import create_run
+from workbench.config import Config, ModelConfig, TrainConfig
+from workbench.runs import get_run, load_run_model
+from workbench.tokenizer import tokenizer_info
+from workbench.train import Trainer
 
 TINY = dict(vocab_size=400, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64)
 
 
 def make_run(ws, name: str, seed: int = 0, **model):
-    """Create run ``name`` in ``ws`` holding one checkpoint of a random model; returns (run, model)."""
-    cfg = ModelConfig(**{**TINY, **model})
-    net = build_model(cfg, seed=seed).eval()
-    run = create_run(ws, name, Config(cfg), ws.tokenizer_path("tok"), {"name": "none"})
-    checkpoint.save_checkpoint(run.path, 1, net, {"step": 1}, keep_last=3)
-    return run, net
+    """Train run ``name`` in ``ws`` for one step of ``TINY`` with ``model`` changes; returns
+    (run, its model loaded from the checkpoint, in eval mode)."""
+    cfg = Config(ModelConfig(**{**TINY, **model}),
+                 TrainConfig(batch_size=2, max_steps=1, warmup_steps=0, eval_interval=1, eval_batches=1,
+                             log_interval=1, checkpoint_interval=1, num_threads=1, seed=seed))
+    source = tokenizer_info(ws, "tok").settings["data"]
+    state = Trainer.new(ws, cfg, "tok", source, name=name).run()
+    assert state["state"] == "finished", state
+    run = get_run(ws, name)
+    return run, load_run_model(run)[0]

@@ -345,3 +345,27 @@ def test_cli_export_prints_what_it_wrote(built, tmp_path, capsys):
                  "--format", "gguf", "--dtype", "q8_0"]) == 0
     assert capsys.readouterr().out == (f"exported exp-cli @ step_000001 as gguf, dtype q8_0 to "
                                        f"{tmp_path / 'g'}: model.gguf\n")
+
+
+def test_cli_hf_export_loads_with_the_auto_classes_as_the_readme_shows(built, tmp_path, capsys):
+    """`workbench export RUN --format hf`, then exactly the README's two lines: the Auto classes
+    load the folder, the tokenizer encodes as ours does, and greedy text equals ours."""
+    tf = pytest.importorskip("transformers")
+    make_run(built, "exp-hf-cli", seed=4)
+    dest = tmp_path / "exported" / "hf"
+    assert main(["--workspace", str(built.root), "export", "exp-hf-cli", "--to", str(dest), "--format", "hf"]) == 0
+    assert "exported exp-hf-cli @ step_000001 as hf" in capsys.readouterr().out
+    model, tok = tf.AutoModelForCausalLM.from_pretrained(str(dest)), tf.AutoTokenizer.from_pretrained(str(dest))
+    from workbench.generate import load_for_generation, token_loop
+    from workbench.sampling import SamplingParams
+
+    ours, our_tok, *_ = load_for_generation(built, "exp-hf-cli", device="cpu")
+    text = "Once upon a time Lily"
+    ids = our_tok.encode(text)
+    assert tok(text, add_special_tokens=False)["input_ids"] == ids
+    with torch.no_grad():
+        theirs = model.generate(torch.tensor([[our_tok.bos_id, *ids]]), max_new_tokens=12, do_sample=False,
+                                eos_token_id=None, pad_token_id=0)[0, len(ids) + 1:].tolist()
+    mine = [s.id for s in token_loop(ours, [our_tok.bos_id, *ids],
+                                     SamplingParams(max_tokens=12, temperature=0, stop_at_eos=False))]
+    assert mine == theirs

@@ -201,58 +201,76 @@ def test_cli_trace_meta_and_errors(tmp_path, capsys):
     assert main([*ws, "trace", "--config", "nope"]) == 2
     assert "no config or preset named 'nope'" in capsys.readouterr().err
     assert main([*ws, "trace", "--config", "debug", "--text", "hi"]) == 2
-    assert "--text needs a tokenizer" in capsys.readouterr().err
+    assert "text needs a tokenizer to encode it" in capsys.readouterr().err
     assert main([*ws, "trace", "--config", "debug", "--tokens", "65"]) == 2
     assert "max_seq_len is 64" in capsys.readouterr().err
     assert main([*ws, "trace", "--run", "missing"]) == 2
     assert "run 'missing' not found" in capsys.readouterr().err
 
 
-def _train_tokenizer(folder, vocab_size=60):
-    import sentencepiece as spm
+def test_cli_trace_text_with_workspace_tokenizer(built, capsys, tmp_path):
+    """--text is encoded with the named tokenizer (not random ids): the trace's input is exactly
+    the tokenizer's ids for the text."""
+    from workbench.tokenizer import load_tokenizer
 
-    folder.mkdir(parents=True)
-    text = folder / "corpus.txt"
-    text.write_text("\n".join(f"the cat sat on mat number {i} and the dog ran" for i in range(200)))
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "tokenizer"),
-                                   vocab_size=vocab_size, model_type="bpe", minloglevel=2)
-
-
-def test_cli_trace_text_with_workspace_tokenizer(tmp_path, capsys):
-    _train_tokenizer(tmp_path / "tokenizers" / "tok")
-    rc = main(["--workspace", str(tmp_path), "trace", "--config", "debug", "--text", "the cat sat",
-               "--tokenizer", "tok", "--depth", "0"])
+    ids = load_tokenizer(built, "tok").encode("the cat sat")
+    out_json = tmp_path / "t.json"
+    rc = main(["--workspace", str(built.root), "trace", "--config", "debug",
+               "--text", "the cat sat", "--tokenizer", "tok", "--depth", "0", "--json", str(out_json)])
     out = capsys.readouterr().out
     assert rc == 0 and "random token ids" not in out
+    d = json.loads(out_json.read_text())
+    assert d["tokens"] == ids and d["root"]["inputs"]["idx"]["shape"] == [1, len(ids)]
 
 
-def test_cli_trace_run_loads_latest_checkpoint_strictly(tmp_path, capsys):
+def test_cli_trace_run_traces_the_latest_checkpoint_of_a_real_run(trained, capsys, tmp_path):
+    """`trace --run` on what `workbench train` wrote: the latest checkpoint's weights, its
+    tokenizer for --text, and the embedding output is the checkpoint's rows for those ids."""
+    from safetensors.torch import load_file
+
+    from conftest import TRAINED_RUN as RUN
+    from workbench.runs import get_run
+
+    run = get_run(trained, RUN)
+    ws = ["--workspace", str(trained.root)]
+    out_json = tmp_path / "t.json"
+    assert main([*ws, "trace", "--run", RUN, "--text", "the dog", "--json", str(out_json)]) == 0
+    assert "checkpoint step_000012" in capsys.readouterr().out
+    d = json.loads(out_json.read_text())
+    assert d["checkpoint"] == "step_000012" and d["source"] == f"run {RUN}"
+    ids = run.load_tokenizer().encode("the dog")
+    assert d["tokens"] == ids
+    emb = d["root"]["children"][0]
+    assert emb["path"] == "tok_emb"
+    rows = load_file(str(run.path / "checkpoints" / "step_000012" / "model.safetensors"))["tok_emb.weight"][ids]
+    assert emb["outputs"]["out"]["mean"] == pytest.approx(rows.mean().item(), abs=1e-6)
+    assert emb["outputs"]["out"]["std"] == pytest.approx(rows.std().item(), rel=1e-5)
+    assert emb["outputs"]["out"]["max"] == pytest.approx(rows.max().item())
+    # an older checkpoint by name
+    assert main([*ws, "trace", "--run", RUN, "--checkpoint", "step_000006", "--depth", "0"]) == 0
+    assert "checkpoint step_000006" in capsys.readouterr().out
+
+
+def test_cli_trace_run_with_damaged_checkpoints_says_what_is_wrong(trained, capsys):
+    import shutil
+
+    from conftest import TRAINED_RUN as RUN
+    from workbench.runs import get_run
+
+    run = get_run(trained, RUN)
+    ws = ["--workspace", str(trained.root)]
+    cfg = run.raw_config()["model"]
     from safetensors.torch import save_model
 
-    run = tmp_path / "trained_models" / "r1"
-    cfg = load_config("debug").model.replace(vocab_size=60)
-    save_config(run / "config.yaml", Config(cfg, data={"name": "x"}, tokenizer="tok"))
-    _train_tokenizer(run / "tokenizer")
-    ws = ["--workspace", str(tmp_path)]
-    assert main([*ws, "trace", "--run", "r1"]) == 2
-    assert "has no checkpoint yet" in capsys.readouterr().err
-    (run / "latest").write_text("step_000100\n")
-    assert main([*ws, "trace", "--run", "r1"]) == 2
-    assert "checkpoint 'step_000100' of run 'r1' is missing" in capsys.readouterr().err
-
-    model = build_model(cfg, seed=7)
-    (run / "checkpoints" / "step_000100").mkdir(parents=True)
-    save_model(model, str(run / "checkpoints" / "step_000100" / "model.safetensors"))
-    out_json = tmp_path / "t.json"
-    assert main([*ws, "trace", "--run", "r1", "--text", "the dog", "--json", str(out_json)]) == 0
-    assert "checkpoint step_000100" in capsys.readouterr().out
-    d = json.loads(out_json.read_text())
-    assert d["checkpoint"] == "step_000100" and d["source"] == "run r1"
-    # the traced embedding output is the checkpoint's rows for the encoded text
-    assert d["root"]["children"][0]["path"] == "tok_emb"
-    assert d["root"]["children"][0]["params"] == model.tok_emb.weight.numel()
-
-    wrong = build_model(cfg.replace(dim=64), seed=0)
-    save_model(wrong, str(run / "checkpoints" / "step_000100" / "model.safetensors"))
-    assert main([*ws, "trace", "--run", "r1"]) == 2
+    wrong = build_model(ModelConfig(**{**cfg, "dim": 64, "n_heads": 4, "n_kv_heads": None}), seed=0)
+    save_model(wrong, str(run.path / "checkpoints" / "step_000012" / "model.safetensors"))
+    assert main([*ws, "trace", "--run", RUN]) == 2
     assert "does not match the model config" in capsys.readouterr().err
+    shutil.rmtree(run.path / "checkpoints" / "step_000012")
+    (run.path / "latest").write_text("step_000012\n")
+    assert main([*ws, "trace", "--run", RUN]) == 2
+    assert "checkpoint 'step_000012' of run 'real' is missing" in capsys.readouterr().err
+    shutil.rmtree(run.path / "checkpoints")
+    (run.path / "latest").unlink()
+    assert main([*ws, "trace", "--run", RUN]) == 2
+    assert "has no checkpoint yet" in capsys.readouterr().err

@@ -18,10 +18,10 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch, Tree
 
 from ...errors import WorkbenchError
+from ...trace_request import INIT, TraceRequest, header_text
 from ..widgets import trace_views as tv
 
 DEFAULT_TEXT = "Once upon a time, there was a little girl named Lily."
-INIT = "@init"          # checkpoint choice: freshly initialised weights
 RANDOM_IDS = "@random"  # tokenizer choice: random token ids instead of text
 RUN_TOK = "@run"        # tokenizer choice: the run's own
 NO_BASE, PINNED = "@none", "@pinned"
@@ -175,7 +175,7 @@ class TracePane(Vertical):
         ck = self.query_one("#tr-ckpt", Select).value
         return f"{name}-{'init' if ck == INIT else ck}"
 
-    def request(self) -> dict:
+    def request(self) -> TraceRequest:
         """The trace request from the form; raises WorkbenchError naming the bad field."""
         src = self.query_one("#tr-source", Select).value
         if not isinstance(src, str):
@@ -186,8 +186,12 @@ class TracePane(Vertical):
         if tok != RANDOM_IDS and not text.strip():
             raise WorkbenchError("text is empty: type some input text, or choose "
                                  f"'{N_RANDOM} random ids' as the tokenizer")
-        return {"kind": kind, "name": name, "checkpoint": self.query_one("#tr-ckpt", Select).value,
-                "text": text, "tokenizer": tok, "meta": self.query_one("#tr-meta", Switch).value}
+        run = kind == "run"
+        return TraceRequest(config=None if run else name, run=name if run else None,
+                            checkpoint=self.query_one("#tr-ckpt", Select).value if run else None,
+                            text=None if tok == RANDOM_IDS else text,
+                            tokenizer=None if tok in (RANDOM_IDS, RUN_TOK) else tok, tokens=N_RANDOM,
+                            meta=self.query_one("#tr-meta", Switch).value, keep=("probs",))
 
     # --- tracing -------------------------------------------------------------------------
 
@@ -203,13 +207,15 @@ class TracePane(Vertical):
         self.tracing = True
         self.app.refresh_bindings()
         self.query_one("#tr-run", Button).disabled = True
-        self._set_status(f"tracing {req['name']} …")
+        self._set_status(f"tracing {req.run or req.config} …")
         self._trace_worker(req)
 
     @work(thread=True, exclusive=True, group="trace", exit_on_error=False)
-    def _trace_worker(self, req: dict) -> None:
+    def _trace_worker(self, req: TraceRequest) -> None:
+        from ...trace import run_trace
+
         try:
-            result, tensors = run_trace(self.ws, self.probe, req)
+            result, tensors = run_trace(self.ws, req, available=self.probe.available)
         except WorkbenchError as e:
             self.post_message(self.Done(error=str(e)))
         except Exception as e:  # never a traceback in the user's face
@@ -437,75 +443,3 @@ class TracePane(Vertical):
         box = self.query_one("#tr-status", Static)
         box.set_class(bool(text), "error")
         box.update(text)
-
-
-def header_text(r: dict) -> str:
-    B, T = r["input_shape"]
-    return (f"{r['source']}{', checkpoint ' + r['checkpoint'] if r.get('checkpoint') else ''}: "
-            f"{r['params']:,} parameters, input ({B}, {T}) on {r['device']}"
-            + (f"\ntext: {r['text']!r}" if r.get("text") else ""))
-
-
-def run_trace(ws, probe, req: dict) -> tuple[dict, dict]:
-    """Build the model, load weights, encode the text and trace one forward (worker thread)."""
-    import torch
-
-    from ...checkpoint import load_weights
-    from ...config import load_config
-    from ...estimate import fmt_bytes, param_count
-    from ...model import build_model
-    from ...runs import get_run, run_config
-    from ...tokenizer import Tokenizer, load_tokenizer
-    from ...trace import trace_model
-
-    run = None
-    if req["kind"] == "run":
-        run = get_run(ws, req["name"])
-        cfg = run_config(run)
-        tok = Tokenizer.load(run.tokenizer_path())
-        source = f"run {req['name']}"
-    else:
-        cfg = load_config(req["name"], ws)
-        tok = None if req["tokenizer"] == RANDOM_IDS else load_tokenizer(ws, req["tokenizer"])
-        source = f"config {req['name']}"
-    mc = cfg.model
-    if tok is not None:
-        if tok.vocab_size > mc.vocab_size:
-            raise WorkbenchError(f"tokenizer: it has {tok.vocab_size} pieces but the model's "
-                                 f"vocab_size is {mc.vocab_size}; choose another tokenizer or "
-                                 f"'{N_RANDOM} random ids'")
-        ids = tok.encode(req["text"])
-        if not ids:
-            raise WorkbenchError("text encodes to no tokens")
-        labels = [tok.surface(i) for i in ids]
-    else:
-        g = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, mc.vocab_size, (N_RANDOM,), generator=g).tolist()
-        labels = [str(i) for i in ids]
-    if len(ids) > mc.max_seq_len:
-        raise WorkbenchError(f"text: it has {len(ids)} tokens but the model's max_seq_len is "
-                             f"{mc.max_seq_len}; shorten it")
-    n_params = param_count(mc)
-    meta = bool(req["meta"])
-    if not meta:
-        need, have = 4 * n_params, probe.available("cpu")["available"]
-        if need > 0.8 * have:
-            raise WorkbenchError(f"the weights alone need {fmt_bytes(need)} and only "
-                                 f"{fmt_bytes(have)} of RAM is free: switch on meta to trace shapes")
-    device = "meta" if meta else "cpu"
-    model = build_model(mc, device=device, seed=0)
-    checkpoint = None
-    if run is not None and req["checkpoint"] != INIT:
-        if meta:
-            checkpoint = "not loaded (meta)"
-        else:
-            checkpoint = load_weights(model, run.path, req["checkpoint"])
-    elif run is not None:
-        checkpoint = "random init"
-    model.eval()
-    idx = torch.tensor([ids], dtype=torch.long, device=device)
-    trace = trace_model(model, idx, keep=("probs",))
-    result = {"source": source, "checkpoint": checkpoint, "model": mc.to_dict(), "params": n_params,
-              "input_shape": [1, len(ids)], "text": req["text"] if tok is not None else None,
-              "tokens": ids, "labels": labels, **trace.to_dict()}
-    return result, trace.tensors
