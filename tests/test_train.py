@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -99,19 +100,31 @@ def test_events_metrics_and_run_folder(built, corpus):
     assert load_file(str(run.path / "checkpoints/step_000006/model.safetensors"))
 
 
-def test_eval_is_fixed_and_dropout_free(built, corpus):
+def test_eval_is_fixed_and_dropout_free(trained):
+    """The session run has dropout 0.1: evaluating a model left in train mode must give the
+    eval-mode loss every time (dropout off), over the same fixed windows, and leave the mode."""
+    import torch
+    import torch.nn.functional as F
+
+    from conftest import TRAINED_RUN
     from workbench.evaluate import evaluate
     from workbench.runs import load_run_model
+    from workbench.tokens import run_data
 
-    t, _ = train_new(built, corpus, "evalfix", max_steps=3)
-    t.run()
-    model, tok, cfg, _ = load_run_model(get_run(built, "evalfix"))
+    run = get_run(trained, TRAINED_RUN)
+    model, tok, cfg, _ = load_run_model(run)
+    assert cfg.model.dropout == 0.1
+    val = run_data(trained, run.name, run.raw_config()["data"], tok.sha256).val
     model.train()  # evaluate must switch dropout off itself
-    import torch
-
-    a = evaluate(model, t.data.val, 4, 32, 2, 4.0, torch.device("cpu"))
-    b = evaluate(model, t.data.val, 4, 32, 2, 4.0, torch.device("cpu"))
+    a = evaluate(model, val, 4, 32, 2, 4.0, torch.device("cpu"))
+    b = evaluate(model, val, 4, 32, 2, 4.0, torch.device("cpu"))
     assert a == b and model.training
+    model.eval()
+    with torch.no_grad():
+        windows = [torch.from_numpy(w).long() for w in val.windows(4, 32, 2)]
+        total = sum(F.cross_entropy(model(w[:, :-1]).flatten(0, 1), w[:, 1:].flatten(), reduction="sum").item()
+                    for w in windows)
+    assert a["val_loss"] == pytest.approx(total / sum(w[:, 1:].numel() for w in windows), rel=1e-6)
 
 
 def test_injected_nan_stops_and_keeps_checkpoint(built, corpus):
@@ -135,6 +148,133 @@ def test_injected_nan_stops_and_keeps_checkpoint(built, corpus):
     model = build_model(t.cfg.model)
     checkpoint.load_weights(model, run.path)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_non_finite_gradient_norm_stops_and_keeps_checkpoint(built, corpus):
+    """The loss stays finite but a gradient does not: the gradient-norm guard stops the run
+    before the optimizer step writes NaN into the weights."""
+    import torch
+
+    t, _ = train_new(built, corpus, "nan-grad", max_steps=20, checkpoint_interval=5, eval_interval=100)
+    t.setup()
+    p = next(t.raw_model.parameters())
+    p.register_hook(lambda g: g * float("nan") if t.step == 7 else g)
+    s = t.run()
+    assert s["state"] == "failed"
+    assert "gradient norm became nan at step 8" in s["message"] and "step_000005" in s["message"]
+    run = get_run(built, "nan-grad")
+    assert run.latest_checkpoint() == "step_000005" and run.status()["state"] == "failed"
+    assert all(torch.isfinite(q).all() for q in t.raw_model.parameters())
+
+
+def test_with_a_gradient_scaler_a_non_finite_step_is_skipped_not_fatal(built, corpus):
+    """fp16 (CUDA) trains with a gradient scaler: an overflowing step is skipped by the scaler,
+    which lowers its scale, and training goes on. The scaler branch runs here on the CPU with the
+    same torch GradScaler, so the guard's ``scaler is None`` condition is tested."""
+    import torch
+
+    t, _ = train_new(built, corpus, "nan-scaled", max_steps=10, checkpoint_interval=5, eval_interval=100)
+    t.setup()
+    t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    p = next(t.raw_model.parameters())
+    before = {}
+
+    def poison(g):
+        if t.step == 6:
+            before["p"] = p.detach().clone()
+            return g * float("inf")
+        return g
+    p.register_hook(poison)
+    s = t.run()
+    assert s["state"] == "finished" and s["step"] == 10
+    assert t.scaler.get_scale() < 2.0 ** 10  # the overflow lowered the scale
+    assert all(torch.isfinite(q).all() for q in t.raw_model.parameters())
+    assert get_run(built, "nan-scaled").latest_checkpoint() == "step_000010"
+
+
+def test_cli_nan_is_one_line_and_exit_code_1(built, corpus, capsys, monkeypatch):
+    import workbench.model as model_mod
+
+    real = model_mod.build_model
+
+    def poisoned(*a, **k):
+        m = real(*a, **k)
+        calls = {"n": 0}
+
+        def hook(module, inputs, output):
+            calls["n"] += 1
+            return output * float("nan") if calls["n"] > 3 else output
+        m.register_forward_hook(hook)
+        return m
+    monkeypatch.setattr(model_mod, "build_model", poisoned)
+    rc = _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus), "--name", "nan-cli",
+              "--set", "train.max_steps=10", "--set", "train.eval_interval=100", "--set", "train.checkpoint_interval=2")
+    err = capsys.readouterr().err
+    assert rc == 1
+    lines = [x for x in err.splitlines() if x.startswith("error:")]
+    assert lines == ["error: training stopped: the loss became nan at step 4; the last good checkpoint "
+                     "(step_000002) is kept. Try a lower train.lr, more train.warmup_steps or train.grad_clip"]
+    assert "Traceback" not in err
+    assert get_run(built, "nan-cli").status()["state"] == "failed"
+
+
+def _wait(proc, cond, what, timeout=120):
+    t0 = time.monotonic()
+    while not cond():
+        assert proc.poll() is None, f"exited while waiting for {what}: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _train_steps(ws, name):
+    path = ws.run_path(name)
+    return [r["step"] for r in get_run(ws, name).metrics() if r["kind"] == "train"] if path.is_dir() else []
+
+
+def test_ctrl_c_in_workbench_train_stops_between_steps_and_keeps_a_checkpoint(built, corpus):
+    cmd = [sys.executable, "-m", "workbench", "--workspace", str(built.root), "train", "--config", "debug",
+           "--tokenizer", "tok", "--data", str(corpus), "--name", "ctrl-c", *SETS, "--set", "train.max_steps=100000",
+           "--set", "train.log_interval=1", "--set", "train.eval_interval=100000",
+           "--set", "train.checkpoint_interval=100000", "--set", "train.num_threads=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(proc, lambda: len(_train_steps(built, "ctrl-c")) >= 3, "the first steps")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping after this step (Ctrl+C again to abort)" in err and "Traceback" not in err
+    run = get_run(built, "ctrl-c")
+    last = _train_steps(built, "ctrl-c")[-1]
+    assert run.status()["state"] == "stopped" and run.status()["step"] == last
+    assert run.checkpoints() == [f"step_{last:06d}"]
+    assert f"stopped: run ctrl-c, step {last}," in out
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(built, corpus):
+    """Ctrl+C in a terminal sends SIGINT to torchrun and both workers (one process group)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--name", "ddp-int", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
+           "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
+           "--set", "train.num_threads=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        _wait(proc, lambda: len(_train_steps(built, "ddp-int")) >= 3, "the first steps")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run = get_run(built, "ddp-int")
+    last = _train_steps(built, "ddp-int")[-1]
+    assert run.status()["state"] == "stopped" and run.status()["step"] == last, err[-3000:]
+    assert run.checkpoints() == [f"step_{last:06d}"]
+    # torchrun itself reports the signal with a traceback of its own code; none comes from ours
+    assert not re.search(r'File "[^"]*/workbench/', err), err[-3000:]
 
 
 # --- bad input: a clear error and nothing half-done -------------------------------------------
@@ -207,11 +347,15 @@ def test_resume_refuses_model_changes(built, corpus, capsys):
 
 
 def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
+    """Ten SIGKILLs at random moments of a CLI run (dropout and gradient accumulation on), each
+    followed by `train --resume` in a new process: every time a checkpoint loads, and in the end
+    the run is one history whose every step's loss equals an uninterrupted run's, bit for bit."""
     rng = random.Random(1234)
     base = [sys.executable, "-m", "workbench", "--workspace", str(built.root), "train"]
     sets = [*SETS, "--set", "train.max_steps=100000", "--set", "train.checkpoint_interval=1",
             "--set", "train.keep_last=2", "--set", "train.eval_interval=1000000", "--set", "train.log_interval=1",
-            "--set", "train.num_threads=1"]
+            "--set", "train.num_threads=1", "--set", "model.dropout=0.1", "--set", "train.grad_accum=2",
+            "--set", "train.schedule=constant"]  # the final resume changes max_steps: keep the lr independent of it
     first = base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "crash", *sets]
     run_dir = built.run_path("crash")
     kills, last_step = 0, 0
@@ -246,6 +390,15 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
     assert get_run(built, "crash").latest_checkpoint() == f"step_{last_step + 2:06d}"
     ckdir = run_dir / "checkpoints"
     assert all(not p.name.startswith(".") for p in ckdir.iterdir())  # leftovers were cleaned
+    # one history, equal to a run that was never interrupted (same config, same budget)
+    rows = [x for x in get_run(built, "crash").metrics() if x["kind"] == "train"]
+    assert [x["step"] for x in rows] == list(range(1, last_step + 3))
+    ref = [*sets[:-len(sets)], *[a if a != "train.max_steps=100000" else f"train.max_steps={last_step + 2}" for a in sets]]
+    r = subprocess.run(base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "crash-ref", *ref],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ref_rows = [x for x in get_run(built, "crash-ref").metrics() if x["kind"] == "train"]
+    assert [x["loss"] for x in rows] == [x["loss"] for x in ref_rows]
 
 
 # --- distributed ------------------------------------------------------------------------------
@@ -279,12 +432,10 @@ def test_debug_preset_on_tinystories_beats_unigram_entropy(ts_dir, tmp_path):
     from workbench.workspace import Workspace
 
     w = Workspace.at(tmp_path)
-    t0 = time.monotonic()
     build_tokenizer(w, "ts512", TokenizerSettings(vocab_size=512, data=str(ts_dir / "train.txt")))
     trainer = Trainer.new(w, load_config("debug"), "ts512", str(ts_dir))
     s = trainer.run()
     assert s["state"] == "finished"
-    assert time.monotonic() - t0 < 60
     val = np.fromfile(trainer.data.val.path, dtype=trainer.data.val.dtype)
     p = np.bincount(val, minlength=512) / len(val)
     unigram = float(-(p[p > 0] * np.log(p[p > 0])).sum())
@@ -295,7 +446,7 @@ def test_debug_preset_on_tinystories_beats_unigram_entropy(ts_dir, tmp_path):
 def test_runs_list_summary_and_compare(built, corpus, capsys):
     t, _ = train_new(built, corpus, "cmp-a", max_steps=6, eval_interval=3)
     t.run()
-    t, _ = train_new(built, corpus, "cmp-b", max_steps=6, eval_interval=3, lr=3e-3)
+    t, _ = train_new(built, corpus, "cmp-b", max_steps=6, eval_interval=3, lr=1e-2)
     t.run()
     s = get_run(built, "cmp-a").summary()
     assert s["params"] == tiny_cfg().model.n_params and s["steps"] == 6 and s["status"] == "finished"
@@ -305,6 +456,15 @@ def test_runs_list_summary_and_compare(built, corpus, capsys):
     rows = {r["name"]: r for r in out["vs_baseline"]}
     assert rows["cmp-a"]["tokens_to_baseline_final"] <= 6 * 4 * 32
     assert all(abs(d) < 1e-12 for _, d in rows["cmp-a"]["diff_vs_baseline"])
+    # cmp-b against the baseline: at each evaluation, its validation loss minus cmp-a's
+    def train_loss(name):
+        return {r["tokens"]: r["val_loss"] for r in get_run(built, name).metrics() if r["kind"] == "eval"}
+    la, lb = train_loss("cmp-a"), train_loss("cmp-b")
+    diff = rows["cmp-b"]["diff_vs_baseline"]
+    assert len(diff) == 2 and [t for t, _ in diff] == sorted(la) == sorted(lb)
+    for tokens, d in diff:
+        assert d == pytest.approx(lb[tokens] - la[tokens], abs=1e-9)
+    assert any(abs(d) > 1e-6 for _, d in diff)  # another lr: another curve
     assert main(["--workspace", str(built.root), "eval", "cmp-a", "--json", "--batches", "2"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["checkpoint"] == "step_000006" and math.isclose(ev["val_ppl"], math.exp(ev["val_loss"]))
@@ -356,7 +516,7 @@ def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
            "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
            "--name", "ddp-ctl", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
            "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
-           "--set", "train.num_threads=1"]
+           "--set", "train.num_threads=1", "--set", "train.schedule=constant", "--set", "model.dropout=0.1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     run_dir = built.run_path("ddp-ctl")
@@ -399,3 +559,10 @@ def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
     assert steps()[-3:] == [last + 1, last + 2, last + 3]
     resumes = get_run(built, "ddp-ctl").raw_config()["resumes"]
     assert resumes[-1]["changes"] == {"train.max_steps": [100000, last + 3]} and resumes[-1]["step"] == last
+    # exact: the same losses, step for step, as a 2-process run that was never paused or stopped
+    ref = [a if a not in ("ddp-ctl", "train.max_steps=100000") else ("ddp-ref" if a == "ddp-ctl" else
+                                                                     f"train.max_steps={last + 3}") for a in cmd]
+    r = subprocess.run(ref, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    loss = {n: [x["loss"] for x in get_run(built, n).metrics() if x["kind"] == "train"] for n in ("ddp-ctl", "ddp-ref")}
+    assert len(loss["ddp-ref"]) == last + 3 and loss["ddp-ctl"] == loss["ddp-ref"]
