@@ -46,20 +46,30 @@ def train_events(upto: int = 120) -> list[Event]:
     return evs
 
 
+def train_run(ws, name: str, lr: float, steps: int = 20) -> None:
+    """Run ``name`` trained by the real engine on the tokenizer's corpus (the tiny config of
+    ``trained.py``, learning rate ``lr``): what `workbench train` writes, checkpoints included."""
+    from workbench.tokenizer import tokenizer_info
+    from workbench.train import Trainer
+
+    from .trained import tiny_cfg
+
+    cfg = tiny_cfg()
+    cfg.train = cfg.train.replace(lr=lr, min_lr=lr / 10, max_steps=steps)
+    state = Trainer.new(ws, cfg, "stories-400", tokenizer_info(ws, "stories-400").settings["data"], name=name).run()
+    assert state["state"] == "finished", state
+
+
 def write_run(ws, name: str, scale: float, steps: int = 200, created: str = "2024-01-02T03:04:05") -> None:
-    """A finished run folder with fixed metrics and the workspace's tokenizer (no checkpoint weights)."""
-    import shutil
-
-    from workbench.runs import TOKENIZER_DIR
-
-    path = ws.run_path(name)
-    path.mkdir(parents=True)
-    shutil.copytree(ws.tokenizer_path("stories-400"), path / TOKENIZER_DIR)
-    cfg = load_config("debug", ws).to_dict()
-    cfg["data"] = {"name": "stories", "source": "stories.txt", "tokenizer": "stories-400"}
-    cfg["created"] = created
+    """For snapshots only: a run the real engine trained (``train_run``), whose metrics, status
+    and date are then replaced by fixed numbers, so the picture is the same on every machine
+    (real tokens/s, dates and float rounding are not)."""
     import yaml
 
+    train_run(ws, name, lr=3e-3, steps=2)
+    path = ws.run_path(name)
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    cfg["created"] = created
     (path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rows = []
     for step in range(5, steps + 1, 5):
@@ -67,4 +77,5 @@ def write_run(ws, name: str, scale: float, steps: int = 200, created: str = "202
         if step % 25 == 0:
             rows.append(eval_row(step, scale))
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (path / "status.json").write_text(json.dumps({"state": "finished", "pid": 0, "step": steps}))
+    status = json.loads((path / "status.json").read_text())
+    (path / "status.json").write_text(json.dumps({**status, "state": "finished", "pid": 0, "step": steps}))

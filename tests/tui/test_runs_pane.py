@@ -4,7 +4,7 @@ and delete by keyboard, and a snapshot."""
 from __future__ import annotations
 
 from .conftest import SNAPSHOT_SIZE
-from .recorded import write_run
+from .recorded import train_run, write_run
 from .test_flows import type_into, wait_for
 
 
@@ -23,12 +23,16 @@ async def _open(pilot, app):
 
 
 async def test_compare_rename_delete(built_ws, make_app):
-    _two_runs(built_ws)
+    """Two runs the real engine trained (base-run barely learns at lr 1e-4; wide-run at 3e-3)."""
+    train_run(built_ws, "base-run", lr=1e-4)
+    train_run(built_ws, "wide-run", lr=3e-3)
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
         pane = await _open(pilot, app)
-        row = pane.query_one("#runs-table").get_row_at(0)
-        assert row[1:4] == ["base-run", "debug", "30.6K"] or row[1] == "base-run"
+        from workbench.runs import get_run
+        params = get_run(built_ws, "base-run").summary()["params"]
+        rows = [pane.query_one("#runs-table").get_row_at(i)[1:5] for i in range(2)]
+        assert rows == [[n, "debug", f"{params / 1000:.1f}K", "2.6K"] for n in ("base-run", "wide-run")]  # 20 x 4 x 32 tokens
         await pilot.press("ctrl+b", "down", "space")
         assert pane.baseline == "base-run" and pane.selected == {"wide-run"}
         assert [s.label for s in pane.query_one("#runs-curves").series] == ["base-run", "wide-run"]
@@ -47,7 +51,8 @@ async def test_compare_rename_delete(built_ws, make_app):
         await pilot.press("ctrl+d")
         await pilot.press("y")
         await wait_for(pilot, lambda: len(pane.rows) == 1, what="the delete")
-        assert not built_ws.run_path(pane.rows[0]["name"] == "base-run" and "renamed-run" or "base-run").exists()
+        assert [r["name"] for r in pane.rows] == ["base-run"]  # the run under the cursor went
+        assert not built_ws.run_path("renamed-run").exists() and built_ws.run_path("base-run").is_dir()
 
 
 def test_runs_pane_snapshot(snap_compare, built_ws, make_app):

@@ -54,6 +54,7 @@ class RunsPane(Vertical):
         self.curves: dict[str, list[tuple[float, float]]] = {}
         self.selected: set[str] = set()
         self.baseline: str | None = None
+        self._cursor_to: str | None = None  # the row the cursor goes to at the next refill
         self.loaded = False
         self.view = VIEWS[0]
         self._narrow: bool | None = None
@@ -141,7 +142,8 @@ class RunsPane(Vertical):
 
     def _fill_table(self) -> None:
         table = self.query_one("#runs-table", DataTable)
-        keep = self.cursor_run
+        keep = self._cursor_to or self.cursor_run  # a renamed run keeps the cursor
+        self._cursor_to = None
         table.clear()
         keys = [c.key.value for c in table.ordered_columns]
         for r in self.rows:
@@ -373,6 +375,7 @@ class RunsPane(Vertical):
         if self.baseline == name:
             self.baseline = new
         self.set_status(f"renamed {name} → {new}")
+        self._cursor_to = new
         self.refresh_runs()
 
     def action_delete(self) -> None:
