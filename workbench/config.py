@@ -186,9 +186,9 @@ class ModelConfig(_Validated):
     n_kv_heads: Optional[int] = _f(None, "key/value heads: = n_heads is MHA, 1 is MQA, between is "
                                    "GQA; must divide n_heads", min=1, max=1_024,
                                    none_means="same as n_heads")
-    hidden_dim: Optional[int] = _f(None, "MLP hidden size", min=1, max=1_000_000,
-                                   none_means="4*dim for gelu and relu2, 2/3 of that rounded up "
-                                              "to multiple_of for swiglu (llama rule)")
+    hidden_dim: Optional[int] = _f(None, "MLP hidden size; automatic: 4*dim for gelu and relu2, 2/3 of "
+                                         "that rounded up to multiple_of for swiglu (llama rule)",
+                                   min=1, max=1_000_000, none_means="automatic from dim and mlp")
     multiple_of: int = _f(32, "round an automatic swiglu hidden size up to a multiple of this",
                           min=1, max=4_096)
     mlp: str = _f("swiglu", "MLP type: swiglu (llama), gelu (GPT-2) or relu2 (squared ReLU)",

@@ -62,3 +62,20 @@ async def test_plan_fills_the_form_and_the_budget_shows_tokens(built_ws, make_ap
         pane.query_one("#train-lr", Input).value = "0.001"
         await wait_for(pilot, lambda: "lr: 0.004 → " in str(pane.query_one("#cfg-diff", Static).render()),
                        what="the diff against the plan")
+
+
+async def test_every_placeholder_fits_its_box(built_ws, make_app):
+    """An empty optional field shows what empty means; that text is whole, at 80×24 and 120×40."""
+    from textual.widgets import Input
+
+    for size in ((80, 24), (120, 40)):
+        app = make_app(built_ws)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("2")
+            await pilot.pause()
+            boxes = [b for b in app.query_one("#config-pane").query(Input) if b.placeholder]
+            assert len(boxes) > 5
+            for box in boxes:
+                box.scroll_visible(animate=False)
+                await pilot.pause()
+                assert len(box.placeholder) <= box.content_size.width, (size, box.id, box.placeholder)

@@ -10,60 +10,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Static
 
-HELP_TEXT = """\
-[b]workbench[/b] — build and study tiny language models.
-
-[b]Anywhere[/b]
-  [b]1[/b]-[b]6[/b]          switch pane: Tokenizer, Config, Train, Trace, Chat, Runs
-  [b]esc[/b]          leave a text box (focus the pane tabs; ←/→ switch there);
-               number keys type digits while a text box has focus
-  [b]tab[/b]          next field ([b]shift+tab[/b]: previous)
-  [b]ctrl+p[/b]       command palette: panes, themes, help, build, save, quit
-  [b]f2[/b]           choose a theme
-  [b]?[/b]            this help
-  [b]ctrl+q[/b]       quit (asks first while a build runs, then stops it)
-
-[b]Tokenizer[/b]
-  data: a hub id (roneneldan/TinyStories) or a local .txt/.jsonl/.json/
-  .parquet file or folder of them
-  [b]ctrl+o[/b]       browse for a data file or folder
-  [b]ctrl+b[/b]       build with the settings shown
-  [b]ctrl+g[/b]       cancel the build (nothing is written)
-  table        move the cursor to a tokenizer to try it and browse it
-  Try it       type: tokens in alternating colours, their ids, the count
-  Vocabulary   pieces in merge order; the search box filters them
-  Chart        bytes per token (held-out text) across built vocab sizes
-
-[b]Config[/b]
-  [b]ctrl+l[/b]       load a preset or a YAML file from models/
-  fields       checked as you type; the focused field's help shows below
-  [b]ctrl+s[/b]       save as models/<name>.yaml (blocked while a value is bad)
-  estimates and the diff against the loaded preset follow your edits
-
-[b]Trace[/b]
-  model        a config (random init) or a run and checkpoint
-  meta         shapes only, for configs too large for RAM
-  [b]ctrl+g[/b]       trace one forward pass of the text
-  tree         ↑/↓ move, space unfolds layers ×N, a block, attention's
-               q k v scores probs; the right side details the node
-  [b][[/b] [b]][/b]          previous / next head of the attention heatmap
-  [b]ctrl+b[/b]       pin this trace as the diff baseline (or pick a saved one)
-  [b]ctrl+s[/b]       save traces/<name>.json and traces/<name>.txt
-
-[b]Chat[/b]
-  [b]ctrl+g[/b]       generate from the prompt (enter adds a line)
-  [b]esc[/b]          stop the reply that is streaming
-  [b]ctrl+r[/b]       regenerate (a fixed seed moves to the next one)
-  [b]ctrl+t[/b]       colour tokens by probability; in a reply, ←/→ pick a
-               token to see the model's top 5 choices there
-  [b]ctrl+o[/b]       copy the reply · [b]ctrl+l[/b] clear
-  side by side: a second checkpoint answers the same prompt
-
-[dim]Press esc or ? to close.[/dim]"""
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key the app answers, in one place."""
+    """Every key the app answers, in one place: generated from the App's bindings (``help.py``)."""
 
     BINDINGS = [
         Binding("escape,question_mark,q", "dismiss", "Close help", id="help.close"),
@@ -71,7 +21,12 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Static(HELP_TEXT, id="help-text")
+            yield Static(self.text(), id="help-text")
+
+    def text(self):
+        from ..help import help_text
+
+        return help_text(self.app.BINDINGS, self.app.get_key_display)
 
     def action_dismiss(self, result=None) -> None:  # type: ignore[override]
         self.dismiss(None)
