@@ -566,3 +566,20 @@ def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
     assert r.returncode == 0, r.stderr[-3000:]
     loss = {n: [x["loss"] for x in get_run(built, n).metrics() if x["kind"] == "train"] for n in ("ddp-ctl", "ddp-ref")}
     assert len(loss["ddp-ref"]) == last + 3 and loss["ddp-ctl"] == loss["ddp-ref"]
+
+
+def test_train_from_the_config_a_run_wrote(trained, corpus, capsys):
+    """`workbench train --config trained_models/RUN/config.yaml` trains a new run with that run's
+    model and training settings (its bookkeeping keys — created, data, tokenizer — are not
+    settings and do not get in the way)."""
+    from conftest import TRAINED_RUN
+
+    src = get_run(trained, TRAINED_RUN)
+    path = src.path / "config.yaml"
+    assert "created" in src.raw_config()
+    assert _cli(trained, "--config", str(path), "--tokenizer", "tok", "--data", str(corpus), "--name", "again",
+                "--set", "train.max_steps=2") == 0
+    a, b = run_config(src), run_config(get_run(trained, "again"))
+    assert a.model == b.model
+    assert a.train.replace(max_steps=2) == b.train
+    assert get_run(trained, "again").latest_checkpoint() == "step_000002"
