@@ -70,6 +70,13 @@ async def test_trace_run_unfold_scores_heatmap_diff(trained_ws, make_app):
 
         heat = app.query_one("#tr-heatmap", Static)
         assert f"layer 0 · head 1/{H}" in str(heat.render())
+        side = list(app.query_one("#tr-side").children)
+        assert side.index(heat) < side.index(app.query_one("#tr-detail"))  # on attention: the heatmap first
+        lines = str(heat.render()).splitlines()
+        labels = [tok.surface(i).replace(" ", "·") for i in tok.encode(app.query_one("#tr-text").value)]
+        assert lines[1].strip().startswith("keys →")  # the columns are labelled by their tokens
+        assert lines[1].split("keys →")[1].strip().startswith(labels[0][:2])
+        assert lines[2].split()[:3] == ["0", "1", "2"]  # and by their positions
         await pilot.press("right_square_bracket")
         assert f"layer 0 · head 2/{H}" in str(heat.render())
 

@@ -77,7 +77,7 @@ class TracePane(Vertical):
             yield tree
             with VerticalScroll(id="tr-side"):
                 yield Static("", id="tr-detail")
-                yield Static("", id="tr-heatmap")
+                yield Static("", id="tr-heatmap")  # moved above the detail on attention nodes
         with Horizontal(classes="tr-row", id="tr-bottom"):
             yield Label("save as", classes="top-label")
             yield Input("", id="tr-save-name", compact=True, placeholder="name")
@@ -305,6 +305,14 @@ class TracePane(Vertical):
         if layer is not None:
             self.attn_layer = layer
         self._show_heatmap()
+        # on an attention node the heatmap is what you came for: it goes above the detail
+        side, heat, det = (self.query_one(q) for q in ("#tr-side", "#tr-heatmap", "#tr-detail"))
+        on_attention = ".attn" in (node.path or "")
+        if (side.children.index(heat) < side.children.index(det)) != on_attention:
+            if on_attention:
+                side.move_child(heat, before=det)
+            else:
+                side.move_child(det, before=heat)
 
     def _show_heatmap(self) -> None:
         box = self.query_one("#tr-heatmap", Static)

@@ -276,8 +276,9 @@ def ramp(p: float) -> str:
 
 
 def heatmap(probs, labels: list[str], layer: int, head: int, n_heads: int) -> Text:
-    """Attention probabilities (T, T) of one head as coloured cells: rows are queries, columns
-    keys; future (masked) cells are dots. Shows the most recent HEATMAP_MAX positions."""
+    """Attention probabilities (T, T) of one head as coloured cells: rows are queries (labelled
+    on the left), columns keys (labelled on top by their tokens' first characters, and by their
+    positions); future (masked) cells are dots. Shows the most recent HEATMAP_MAX positions."""
     T = probs.shape[-1]
     start = max(0, T - HEATMAP_MAX)
     cell = 2 if T - start <= 24 else 1
@@ -287,10 +288,22 @@ def heatmap(probs, labels: list[str], layer: int, head: int, n_heads: int) -> Te
     if start:
         out.append(f"positions {start}–{T - 1} of {T}\n", style="dim")
     width = 8
-    for i in range(start, T):
+
+    def label(i: int) -> str:
         lab = labels[i] if i < len(labels) else str(i)
-        lab = lab.replace("\n", "↵").replace(" ", "·")[:width]
-        out.append(lab.rjust(width) + " ", style="dim")
+        return lab.replace("\n", "↵").replace(" ", "·")
+
+    # column labels: each key's token (first characters, as wide as a cell), then its position
+    out.append("keys →".rjust(width) + " ", style="dim")
+    for j in range(start, T):
+        out.append(label(j)[:cell].ljust(cell), style="bold" if (j - start) % 2 == 0 else "")
+    out.append("\n")
+    out.append(" " * (width + 1))
+    for j in range(start, T):
+        out.append((str(j % 10) if cell == 1 else f"{j:<2d}"[:2]), style="dim")
+    out.append("\n")
+    for i in range(start, T):
+        out.append(label(i)[:width].rjust(width) + " ", style="dim")
         for j in range(start, T):
             if j > i:
                 out.append("·" * cell, style="dim")
@@ -300,7 +313,7 @@ def heatmap(probs, labels: list[str], layer: int, head: int, n_heads: int) -> Te
     out.append(" " * (width + 1) + "0 ", style="dim")
     for c in RAMP:
         out.append("  ", style=f"on {c}")
-    out.append(" 1  rows: queries", style="dim")
+    out.append(" 1  rows query · cols key", style="dim")
     return out
 
 
