@@ -136,3 +136,14 @@ def test_bad_sweeps_are_refused_before_anything_trains(built, corpus, capsys, ar
     assert code == 2
     assert needle in capsys.readouterr().err
     assert (sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []) == before
+
+
+def test_the_recipe_factor_scales_the_prediction_and_the_shipped_law_carries_the_recipe():
+    base = planner.predicted_bpb(LAW, 1e6, 4e6)
+    assert base == pytest.approx(0.6 + 40.0 / 1e6 ** 0.4 + 60.0 / 4e6 ** 0.3)
+    assert planner.predicted_bpb({**LAW, "recipe_factor": 0.9}, 1e6, 4e6) == pytest.approx(0.9 * base)
+    shipped = planner.load_law()
+    # what the 10-minute ablations made the recipe (benchmarks/PLANNER.md)
+    assert shipped["recipe"]["train"]["optimizer"] == "muon" and shipped["recipe"]["model"]["mlp"] == "relu2"
+    assert 0.8 < shipped["recipe_factor"] < 1.0
+    assert planner.shape_config(128, 4, 4096, shipped["recipe"]).mlp == "relu2"

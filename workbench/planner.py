@@ -50,7 +50,10 @@ def load_law() -> dict:
 
 
 def predicted_bpb(law: dict, n_params: float, tokens: float) -> float:
-    return law["E"] + law["A"] / max(n_params, 1.0) ** law["alpha"] + law["B"] / max(tokens, 1.0) ** law["beta"]
+    """The fitted rule (AdamW, cosine runs) times the recipe's measured gain over those runs
+    (``recipe_factor``: its bits per byte / the rule's at the shape and tokens it was measured)."""
+    fit = law["E"] + law["A"] / max(n_params, 1.0) ** law["alpha"] + law["B"] / max(tokens, 1.0) ** law["beta"]
+    return law.get("recipe_factor", 1.0) * fit
 
 
 def shape_config(dim: int, n_layers: int, vocab: int, recipe: dict) -> ModelConfig:

@@ -313,7 +313,7 @@ def heatmap(probs, labels: list[str], layer: int, head: int, n_heads: int) -> Te
     out.append(" " * (width + 1) + "0 ", style="dim")
     for c in RAMP:
         out.append("  ", style=f"on {c}")
-    out.append(" 1  rows query · cols key", style="dim")
+    out.append(" 1  row: query", style="dim")
     return out
 
 
