@@ -365,8 +365,14 @@ def test_chat_cli_streams_replies_and_quits(built):
     out, err = p.communicate(b"Once upon a time\n\nthe cat\n/quit\nnever read\n", timeout=60)
     assert p.returncode == 0, err.decode()
     text = out.decode()
-    # two replies, each ended by a newline (a reply may hold newlines of its own), nothing after /quit
     assert text.endswith("\n") and text.count("\n") >= 2 and text.strip()
+    # /quit ends it: the same two prompts then end-of-input print exactly the same, and a third
+    # prompt instead of /quit prints more (a third reply)
+    p = _chat(built, "gen-chat", "--max-tokens", "8", "--seed", "1", "--ignore-eos")
+    two, _ = p.communicate(b"Once upon a time\n\nthe cat\n", timeout=60)
+    p = _chat(built, "gen-chat", "--max-tokens", "8", "--seed", "1", "--ignore-eos")
+    three, _ = p.communicate(b"Once upon a time\n\nthe cat\nnever read\n", timeout=60)
+    assert out == two and len(three) > len(two) and three.startswith(two)
     # EOF also exits cleanly
     p = _chat(built, "gen-chat", "--max-tokens", "4")
     _, err = p.communicate(b"hi\n", timeout=60)
@@ -385,7 +391,11 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(built):
                 got += os.read(p.stdout.fileno(), 4096)
         assert len(got) >= 20
         p.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        said, deadline = b"", time.monotonic() + 60
+        while b"[stopped]" not in said and time.monotonic() < deadline:  # the reply ends; the program goes on
+            if select.select([p.stderr], [], [], 0.5)[0]:
+                said += os.read(p.stderr.fileno(), 4096)
+        assert b"[stopped]" in said and p.poll() is None
         p.stdin.write(b"/quit\n")
         p.stdin.flush()
         _, err = p.communicate(timeout=60)
@@ -393,4 +403,3 @@ def test_chat_ctrl_c_stops_the_reply_not_the_program(built):
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0, err.decode()
-    assert "[stopped]" in err.decode()

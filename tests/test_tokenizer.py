@@ -131,7 +131,9 @@ def test_missing_tokenizer_lists_what_exists(built):
 
 
 def test_cancel_leaves_nothing(tmp_path, ws):
-    # Enough text that the child is still reading when we cancel.
+    import os
+    import signal
+
     p = write_txt(tmp_path / "big.txt", make_stories(20000, seed=9))
     job = BuildJob(ws, "c", TokenizerSettings(vocab_size=2000, data=str(p))).start()
     deadline = time.monotonic() + 60
@@ -139,6 +141,9 @@ def test_cancel_leaves_nothing(tmp_path, ws):
         evs = job.poll(timeout=0.05)
         if any(e.kind == "progress" for e in evs):
             break
+    # hold the child where it is (mid-build, however fast this machine), then cancel it
+    os.kill(job.proc.pid, signal.SIGSTOP)
+    job.poll(timeout=0.2)
     assert not job.finished
     job.cancel()
     assert not job.proc.is_alive()

@@ -132,3 +132,34 @@ def test_cancel_event_stops_prepare(built, corpus):
         prepare_data(built, "tok", str(corpus), name="p5", cancel_event=ev)
     assert not built.data_path("p5").exists()  # a failed first prepare leaves no empty folder
     assert not [p for p in built.data_dir().iterdir() if "p5" in p.name]  # nor its lock or temps
+
+
+def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path):
+    """The data a run gets is always its tokenizer's encoding of the source as it is now: an
+    edited file gets a folder of its own (its fingerprint), and a rebuilt tokenizer under the
+    same name re-prepares a named folder instead of reusing the old tokens."""
+    import shutil
+
+    from workbench.tokenizer import TokenizerSettings
+    from workbench.tokenizer_build import build_tokenizer
+
+    src = tmp_path / "src"
+    shutil.copytree(corpus, src)
+    a = ensure_prepared(built, "tok", str(src))
+    assert ensure_prepared(built, "tok", str(src)).path == a.path  # unchanged: reused
+    stories = make_stories(300, seed=9)
+    write_txt(src / "train.txt", stories)  # the source changes
+    b = ensure_prepared(built, "tok", str(src))
+    assert b.path != a.path and a.path.is_dir()  # a new folder; the old one is left as it was
+    tok = load_tokenizer(built, "tok")
+    assert np.array_equal(np.fromfile(b.train.path, dtype=b.dtype).astype(np.int64), _expected(tok, stories))
+
+    # the same tokenizer name, rebuilt with another vocab: the named folder is prepared again
+    build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=330, data=str(corpus), sample_mb=5))
+    c = ensure_prepared(built, "tok2", str(src), name="retok")
+    shutil.rmtree(built.tokenizer_path("tok2"))
+    build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=360, data=str(corpus), sample_mb=5))
+    d = ensure_prepared(built, "tok2", str(src), name="retok")
+    assert d.meta["tokenizer"]["sha256"] != c.meta["tokenizer"]["sha256"]
+    tok2 = load_tokenizer(built, "tok2")
+    assert np.array_equal(np.fromfile(d.train.path, dtype=d.dtype).astype(np.int64), _expected(tok2, stories))

@@ -257,20 +257,20 @@ def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(built, corpus):
     """Ctrl+C in a terminal sends SIGINT to torchrun and both workers (one process group)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
            "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
-           "--name", "ddp-int", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
+           "--name", "torchrun-int", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
            "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
            "--set", "train.num_threads=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
     try:
-        _wait(proc, lambda: len(_train_steps(built, "ddp-int")) >= 3, "the first steps")
+        _wait(proc, lambda: len(_train_steps(built, "torchrun-int")) >= 3, "the first steps")
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    run = get_run(built, "ddp-int")
-    last = _train_steps(built, "ddp-int")[-1]
+    run = get_run(built, "torchrun-int")
+    last = _train_steps(built, "torchrun-int")[-1]
     assert run.status()["state"] == "stopped" and run.status()["step"] == last, err[-3000:]
     assert run.checkpoints() == [f"step_{last:06d}"]
     # torchrun itself reports the signal with a traceback of its own code; none comes from ours

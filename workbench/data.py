@@ -412,12 +412,13 @@ def _saved_documents(path: Path, split: str, text_column: str) -> Iterator[str]:
     yield from _split_stream(ds, split, path, text_column)
 
 
-def hub_offline_reason(hub_id: str, timeout: float = HUB_PROBE_SECONDS) -> str | None:
+def hub_offline_reason(hub_id: str, timeout: float | None = None) -> str | None:
     """Why the hub cannot be used right now (None when it looks reachable).
 
-    The probe runs in a daemon thread so a hanging DNS lookup cannot stall the caller
-    beyond ``timeout``.
+    The probe runs in a daemon thread so a hanging DNS lookup or a connection nobody answers
+    cannot stall the caller beyond ``timeout`` (default ``HUB_PROBE_SECONDS``).
     """
+    timeout = HUB_PROBE_SECONDS if timeout is None else timeout
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{var} is set"
@@ -436,7 +437,7 @@ def hub_offline_reason(hub_id: str, timeout: float = HUB_PROBE_SECONDS) -> str |
     t = threading.Thread(target=probe, daemon=True)
     t.start()
     t.join(timeout + 0.5)
-    return result[0] if result else f"no answer from {hostname} within {timeout:.0f} s"
+    return result[0] if result else f"no answer from {hostname} within {timeout:g} s"
 
 
 def _hub_documents(hub_id: str, split: str, text_column: str) -> Iterator[str]:

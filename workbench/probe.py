@@ -154,6 +154,10 @@ def _gflops(dtype, m: int, k: int, n: int, seconds: float) -> float:
     return 2 * m * k * n / best / 1e9
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
 def measure_matmul(seconds: float = 0.2) -> dict:
     """fp32 and bf16 GFLOP/s of a (2048 x 256) @ (256 x 1024) matmul, the size of a small
     model's projections over a batch; ``seconds`` per dtype."""
@@ -162,8 +166,9 @@ def measure_matmul(seconds: float = 0.2) -> dict:
     shape = (2048, 256, 1024)
     fp32 = _gflops(torch.float32, *shape, seconds)
     bf16 = _gflops(torch.bfloat16, *shape, seconds)
-    return {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1),
-            "bf16_speedup": round(bf16 / fp32, 3), "shape": list(shape), "threads": _threads(),
+    # significant figures, not decimals: an emulated bf16 can be 1-2 GFLOP/s, 1/80 of fp32
+    return {"fp32_gflops": _sig(fp32), "bf16_gflops": _sig(bf16), "bf16_speedup": _sig(bf16 / fp32),
+            "shape": list(shape), "threads": _threads(),
             "native_bf16_flag": cpu_has_native_bf16(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 

@@ -44,12 +44,13 @@ async def test_chat_stop_with_escape_then_regenerate(trained_ws, make_app):
         stream = pane.streams[0]
         await wait_for(pilot, lambda: stream.n_tokens >= 5, what="the first tokens")
         await pilot.press("escape")
-        await wait_for(pilot, lambda: stream.done, what="the stopped reply")
-        await pilot.pause(0.1)
+        col = app.query_one("#ch-reply-a")
+        await wait_for(pilot, lambda: stream.done and stream.result is not None
+                       and "stopped (esc)" in str(col.query_one(".ch-stats", Static).render()),
+                       what="the stopped reply and its stats")
         assert stream.result.stop_reason == "cancelled"
         assert 5 <= stream.n_tokens < 20000
         assert app.focused is prompt  # esc stopped the reply; it did not also leave the box
-        col = app.query_one("#ch-reply-a")
         stats = str(col.query_one(".ch-stats", Static).render())
         assert f"{stream.n_tokens} tokens" in stats and "stopped (esc)" in stats
         body = str(col.query_one(".ch-body", Static).render())
@@ -61,8 +62,7 @@ async def test_chat_stop_with_escape_then_regenerate(trained_ws, make_app):
         assert app.query_one("#ch-seed").value == "8"
         second = pane.streams[0]
         assert second is not stream
-        await wait_for(pilot, lambda: second.done, what="the regenerated reply")
-        await pilot.pause(0.1)
+        await wait_for(pilot, lambda: second.done and second.result is not None, what="the regenerated reply")
         assert second.result.stop_reason == "max_tokens" and second.n_tokens == 12
         assert second.result.seed == 8 and second.result.prompt == "Lily\nTom"
 
@@ -103,9 +103,8 @@ async def test_two_checkpoints_side_by_side(trained_ws, make_app):
         assert a.label.endswith("step_000020") and b.label.endswith("step_000010")
         assert a.result.seed == b.result.seed == 3
         assert a.result.prompt == b.result.prompt
-        await pilot.pause(0.1)
-        head_b = str(app.query_one("#ch-reply-b").query_one(".ch-head", Static).render())
-        assert "step_000010" in head_b
+        await wait_for(pilot, lambda: "step_000010" in str(app.query_one("#ch-reply-b").query_one(".ch-head", Static).render()),
+                       what="the second column's heading")
 
         # a bad setting is named, and nothing starts
         set_field(app, "ch-topp", "1.5")
@@ -139,6 +138,7 @@ def test_chat_pane_snapshot(snap_compare, built_ws, make_app, monkeypatch):
         await pilot.press("ctrl+t")
         await focus(pilot, app, "ch-scroll-a")
         await pilot.press("home", "right", "right")
-        await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
 
     assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)

@@ -161,7 +161,6 @@ async def test_quit_while_building_stops_it(tmp_path, corpus, make_app):
         await pilot.press("ctrl+e", "ctrl+u", *"20000")
         await pilot.press("ctrl+b")
         pane = app.query_one("#tokenizer-pane")
-        t = time.monotonic()
         await wait_for(pilot, lambda: pane._worker is not None and pane.building, what="the build")
         status = app.query_one("#tok-status")
         await wait_for(pilot, lambda: "reading sample" in str(status.render())
@@ -169,11 +168,9 @@ async def test_quit_while_building_stops_it(tmp_path, corpus, make_app):
         assert pane.building
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
-        t0 = time.monotonic()
         await pilot.press("y")
         await wait_for(pilot, lambda: not app.is_running or app._exit_renderables is not None
                        or app.return_code is not None, what="the app to exit", timeout=15)
-    assert time.monotonic() - t0 < 10
     assert app.return_code == 0
     tok_dir = tmp_path / "ws" / "tokenizers"
     leftovers = list(tok_dir.iterdir()) if tok_dir.exists() else []
