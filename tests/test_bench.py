@@ -91,11 +91,18 @@ def test_app_rows_hold_both_halves_and_key_latency():
     raw = _raw(app={"preset": "debug", "steps": 240, "vocab": 512,
                     "tok_s": {"headless": [10.0, 10.0, 10.0], "app": [9.0, 9.5, 10.0],
                               "headless_2nd_half": [10.0] * 3, "app_keys": [8.0] * 3},
-                    "latency_ms": lat, "painted_ms": [x * 2 for x in lat], "rss_mb": {"headless": 300.0, "app": 400.0}})
-    watched, busy, action, painted = build_rows(raw)
+                    "keys": {"120x40": {"latency_ms": lat, "painted_ms": [x * 2 for x in lat]},
+                             "80x24": {"latency_ms": [3 * x for x in lat], "painted_ms": [4 * x for x in lat]}},
+                    "rss_mb": {"headless": 300.0, "app": 400.0}})
+    watched, busy, action, painted, action_small, painted_small = build_rows(raw)
     assert watched["ratio"]["median"] == 0.95 and busy["ratio"]["median"] == 0.8
-    assert action["ours"] == {"p50": 10.5, "p95": pytest.approx(19.05)}
+    assert action["ours"] == {"p50": 10.5, "p95": pytest.approx(19.05)} and "at 120x40" in action["measure"]
     assert painted["ours"]["p95"] == pytest.approx(38.1)
+    assert "at 80x24" in action_small["measure"] and action_small["ours"]["p50"] == pytest.approx(31.5)
+    assert painted_small["ours"]["p95"] == pytest.approx(4 * 19.05)
+    # a size where no key was measured is a failed row that says so, not a silent gap
+    raw["tasks"]["app"]["keys"]["80x24"] = {"latency_ms": [], "painted_ms": []}
+    assert build_rows(raw)[-1]["status"] != "ok" and "80x24" in str(build_rows(raw)[-1])
 
 
 def test_phase_peak_sees_an_allocation():
@@ -290,16 +297,89 @@ def test_the_real_app_task_measures_key_latency(built, corpus, tmp_path):
     import math
     import shutil
 
-    from workbench.tui.bench_app import task_app
+    from workbench.bench.app_task import task_app
 
     root = tmp_path / "ws"
     shutil.copytree(built.root, root)
-    out = task_app({"workspace": str(root), "preset": "debug", "steps": 80, "vocab": 400, "reps": 1,
-                    "tokenizer": "tok", "text_dir": str(corpus)})
-    assert out["steps"] == 80 and out["rss_mb"]["headless"] > 0 and out["rss_mb"]["app"] > 0
+    out = task_app({"workspace": str(root), "preset": "debug", "steps": 160, "vocab": 400, "reps": 1,
+                    "tokenizer": "tok", "text_dir": str(corpus), "key_every": 0.02})
+    assert out["steps"] == 160 and out["rss_mb"]["headless"] > 0 and out["rss_mb"]["app"] > 0
     for key in ("headless", "app", "headless_2nd_half", "app_keys"):
         assert len(out["tok_s"][key]) == 1 and out["tok_s"][key][0] > 0
-    assert out["latency_ms"] and out["painted_ms"]
-    assert all(math.isfinite(x) and x > 0 for x in out["latency_ms"] + out["painted_ms"])
-    watched, busy, action, painted = build_rows(_raw(app=out))
-    assert action["ours"]["p95"] >= action["ours"]["p50"] > 0 and painted["ours"]["p95"] > 0
+    for size in ("120x40", "80x24"):  # keys timed at both sizes
+        keys = out["keys"][size]
+        assert keys["latency_ms"] and len(keys["painted_ms"]) == len(keys["latency_ms"]), (size, out["keys"])
+        assert all(math.isfinite(x) and 0 < a <= p for a, p in zip(keys["latency_ms"], keys["painted_ms"])
+                   for x in (a, p))
+    rows = build_rows(_raw(app=out))
+    assert all(r["status"] == "ok" for r in rows) and len(rows) == 6
+    assert all(r["ours"]["p95"] >= r["ours"]["p50"] > 0 for r in rows[2:])
+
+
+# --- the checks across sizes (workbench/bench/sizes.py), each at its smallest ------------------
+
+
+def test_the_vocab_sweep_measures_bytes_per_token_beside_the_peer(tmp_path, corpus):
+    """Two sizes the text fills and one it cannot: bytes per token, ours and HF tokenizers', real
+    and growing with the vocab; the size too big is left out, saying why, not failed."""
+    import math
+
+    ws = tmp_path / "ws"
+    child = run_task("workbench.bench.sizes", "vocab-sweep",
+                     {"workspace": str(ws), "tokenizer": "tok", "vocabs": [330, 400, 20000], "sample_mb": 5,
+                      "train_txt": str(corpus / "train.txt"), "valid_txt": str(corpus / "valid.txt")},
+                     tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    t = child.result
+    assert t["vocabs"] == [330, 400] and "too large" in t["skipped"]["20000"] and t["peer_missing"] is None
+    for side in ("ours", "peer"):
+        bpt = t["bytes_per_token"][side]
+        assert len(bpt) == 2 and all(math.isfinite(x) and x > 1 for x in bpt)
+        assert bpt[1] >= bpt[0]  # more merges never make more tokens
+    assert not any((ws / "tokenizers").iterdir())  # the sweep's tokenizers are not left behind
+    rows = build_rows(_raw(**{"vocab-sweep": t}))
+    assert [r["measure"].split(",")[0] for r in rows] == ["bytes per token at vocab 330", "bytes per token at vocab 400"]
+    assert all(r["peer_name"] == "HF tokenizers" and r["ratio"]["n"] == 1 for r in rows)
+    assert "vocab 20000 left out" in rows[0]["note"]
+
+
+def test_prepare_rss_measures_a_whole_prepare_on_the_text_and_on_it_repeated(tmp_path, built, corpus):
+    import math
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(built.root, root)
+    (root / "data").mkdir(exist_ok=True)
+    before = set((root / "data").iterdir())  # what other tests prepared in the shared workspace
+    child = run_task("workbench.bench.sizes", "prepare-rss",
+                     {"workspace": str(root), "tokenizer": "tok", "train_txt": str(corpus / "train.txt"), "scale": 2,
+                      "reps": 1}, tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    t = child.result
+    assert t["MB"]["big"] == pytest.approx(2 * t["MB"]["small"])
+    for side in ("small", "big"):
+        assert len(t["rss_mb"][side]) == 1 and t["rss_mb"][side][0] > 10
+        assert all(math.isfinite(x) and x > 0 for x in t["MBps"][side])
+    assert not (root / "prepare-rss").exists() and set((root / "data").iterdir()) == before  # nothing left
+    (r,) = build_rows(_raw(**{"prepare-rss": t}))
+    assert r["better"] == "lower" and r["peer_name"].startswith("ours on ")
+    assert r["ratio"]["median"] == pytest.approx(t["rss_mb"]["small"][0] / t["rss_mb"]["big"][0])
+
+
+def test_the_memory_estimate_stands_beside_a_measured_peak(tmp_path):
+    import math
+
+    from workbench.bench.suite import BenchOptions, _plan
+
+    child = run_task("workbench.bench.sizes", "memory-estimate", {"presets": ["debug"], "reps": 1}, tmp_path / "ipc")
+    assert child.returncode == 0, child.result
+    e = child.result["presets"]["debug"]
+    assert e["batch"] > 0 and e["seq_len"] > 0 and e["params"] > 0 and e["attention"]
+    (peak,), (est,) = e["peak_mb"], e["estimate_mb"]
+    assert math.isfinite(peak) and peak > 50  # a process that imported torch and trained
+    assert est == pytest.approx(sum(e["parts_mb"].values()))  # the total is its parts
+    (r,) = build_rows(_raw(**{"memory-estimate": child.result}))
+    assert r["ratio"]["median"] == pytest.approx(est / peak) and r["unit"] == "MB"
+    # --quick checks the smallest of the presets asked for (each measurement is a fresh process)
+    (step,) = _plan(BenchOptions(quick=True, tasks=["memory-estimate"], presets=["stories15M", "debug"]))
+    assert step[3] == {"presets": ["debug"]}

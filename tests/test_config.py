@@ -226,13 +226,17 @@ def test_load_config_errors_are_clear(tmp_path):
 # ---------------------------------------------------------------- estimates without torch
 
 def test_config_and_estimates_do_not_import_torch():
+    """Nor textual: the Config pane's text comes from config_report on the UI thread."""
     code = ("import sys; import workbench.config as c, workbench.estimate as e;"
-            "m = c.load_config('stories15M').model; e.param_count(m); e.flops_per_token(m);"
+            "from workbench import config_report as r;"
+            "cfg = c.load_config('stories15M'); m = cfg.model; e.param_count(m); e.flops_per_token(m);"
             "e.training_memory(m, 8); e.kv_cache_bytes(m); m.n_params;"
             "e.fit(m, 8, device='cpu');"
-            "print('torch' in sys.modules)")
+            "x = r.estimates(m, cfg.train); r.render(r.estimate_lines(x), markup=True);"
+            "r.render(r.diff_lines([('model.dim', 1, 2)], 'x'));"
+            "print('torch' in sys.modules, 'textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_memory_breakdown_and_verdict():

@@ -20,7 +20,7 @@ from runmaker import make_run
 from workbench.cli import main
 from workbench.config import ModelConfig, read_config
 from workbench.errors import WorkbenchError
-from workbench.export import MARKER, export_run, format_choices, llama2c, read_marker
+from workbench.export import MARKER, export_run, format_choices, read_marker
 from workbench.export.layout import interleave_heads, llama_incompatibilities
 from workbench.model import build_model
 

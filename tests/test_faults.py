@@ -27,9 +27,9 @@ from conftest import make_stories, write_txt
 from test_train import SETS, tiny_cfg
 from workbench import checkpoint
 from workbench.cli import main
-from workbench.locks import acquire, holder
+from workbench.locks import holder
 from workbench.model import build_model
-from workbench.runs import delete_run, get_run, list_runs, run_config
+from workbench.runs import delete_run, get_run, run_config
 from workbench.train import Trainer
 
 pytestmark = pytest.mark.faults
@@ -405,7 +405,6 @@ def test_one_huge_line_takes_bounded_memory(private, tmp_path):
 @pytest.fixture
 def damaged(built, corpus):
     """Two good runs and a fresh one to damage, in a private copy of the workspace."""
-    from workbench.workspace import Workspace
 
     for name in ("f-good", "f-bad"):
         if not built.run_path(name).exists():

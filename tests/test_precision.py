@@ -293,3 +293,15 @@ def test_wsd_holds_the_peak_then_decays_over_the_last_fraction():
     assert lr_at(tc, 50, 0.5) == lr_at(tc, 80, 0.75) == 1e-3  # stable
     assert lr_at(tc, 90, 0.875) == pytest.approx(5.5e-4)  # half-way down
     assert lr_at(tc, 110, 1.0) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_estimate_and_training_agree_on_cuda(monkeypatch, bf16):
+    """One rule for `auto`: the estimate of a CUDA run names what training would pick, a GPU
+    without bf16 included (fp16 with a scaler)."""
+    from workbench.device import auto_precision
+    from workbench.estimate import resolve_precision as estimate_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert auto_precision(torch.device("cuda"), measure=False)[0] == estimate_precision("auto", "cuda") \
+        == ("bf16" if bf16 else "fp16")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.config import Config, ModelConfig, load_config, save_config
+from workbench.config import ModelConfig
 from workbench.estimate import flops_per_token, param_count
 from workbench.model import build_model, lm_loss
 from workbench.trace import LoggingModule, register_cpu_sdpa_flops, render_text, trace_model

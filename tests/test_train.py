@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ import pytest
 from workbench import checkpoint
 from workbench.cli import main
 from workbench.config import load_config
-from workbench.errors import WorkbenchError
 from workbench.model import build_model
 from workbench.runs import get_run, list_runs, run_config
 from workbench.train import Trainer
@@ -286,9 +284,14 @@ def _cli(ws, *args):
 
 @pytest.mark.parametrize("args,needle", [
     (["--config", "debug", "--tokenizer", "missing"], "tokenizer 'missing' not found"),
-    (["--config", "debug", "--tokenizer", "tok"], "model.vocab_size = 512 does not match tokenizer 'tok', which has 400"),
-    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.bogus=1"], "unknown train key(s) 'bogus'; valid keys: batch_size"),
-    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.lr=-1"], "train.lr = -1 is not allowed"),
+    (["--config", "debug", "--tokenizer", "tok", "--set", "model.vocab_size=512"],
+     "model.vocab_size = 512 does not match tokenizer 'tok', which has 400 pieces"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.bogus=1"], "unknown train field 'bogus'; valid fields: batch_size"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.compile=maybe"],
+     "train.compile = 'maybe' is not allowed: expected true or false"),
+    (["--config", "debug", "--tokenizer", "tok", "--minutes", "0"], "minutes = 0.0 is not allowed"),
+    (["--config", "debug"], "choose a tokenizer"),
+    (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "train.lr=-1"], "train.lr = '-1' is not allowed: expected a number > 0 and <= 1"),
     (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "model.n_heads=3"], "model.n_heads = 3 is not allowed"),
     (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "nosection"], "is not SECTION.FIELD=VALUE"),
     (["--config", "nope", "--tokenizer", "tok"], "no config or preset named 'nope'"),
@@ -300,6 +303,18 @@ def test_bad_input(built, corpus, capsys, args, needle):
     assert needle in err and len(err.strip().splitlines()) == 1
     after = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
     assert after == before
+
+
+def test_the_tokenizer_sets_the_vocab_and_says_so(built, corpus, capsys):
+    """A preset made for another vocab trains with the tokenizer's, said in one line; the run's
+    config and its model have the tokenizer's vocab."""
+    assert _cli(built, "--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "vocab-flow",
+                "--set", "model.max_seq_len=32", "--set", "model.dim=32", "--set", "model.n_layers=1",
+                "--set", "train.max_steps=2", "--set", "train.eval_interval=2", "--set", "train.eval_batches=1") == 0
+    err = capsys.readouterr().err
+    assert "model.vocab_size 512 → 400 from tokenizer tok" in err.splitlines()
+    run = get_run(built, "vocab-flow")
+    assert run.config().model.vocab_size == 400 and run.status()["state"] == "finished"
 
 
 def test_data_shorter_than_one_window(built, tmp_path, capsys):
@@ -340,7 +355,7 @@ def test_resume_refuses_model_changes(built, corpus, capsys):
     t, _ = train_new(built, corpus, "r1", max_steps=2)
     t.run()
     assert _cli(built, "--resume", "r1", "--set", "model.dim=64") == 2
-    assert "only train.* fields may be changed" in capsys.readouterr().err
+    assert "model fields cannot change when a run is resumed" in capsys.readouterr().err
 
 
 # --- crash safety ----------------------------------------------------------------------------

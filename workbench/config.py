@@ -102,12 +102,13 @@ def fields_of(cls_or_obj) -> list[FieldInfo]:
     return out
 
 
-def _check_field(owner: str, info: FieldInfo, value: Any) -> Any:
-    """Validate (and lightly normalise) one value; raise ConfigError naming field, value, rule."""
+def check_field(owner: str, info: FieldInfo, value: Any) -> Any:
+    """Validate (and lightly normalise) one value; raise ConfigError naming field, value, rule.
+    The one range and type check: construction, YAML, ``--set`` and the app's form all end here."""
     where, raw = f"{owner}.{info.name}", value  # report what the user wrote, not a coerced copy
 
     def bad():
-        raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}")
+        raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}", (where,))
 
     if value is None:
         if info.optional:
@@ -139,13 +140,58 @@ def _check_field(owner: str, info: FieldInfo, value: Any) -> Any:
     return value
 
 
+NULL_WORDS = ("", "null", "none")
+
+
+def format_field(info: FieldInfo, value: Any) -> str:
+    """How a value is written as text (a form's Input, ``workbench config show``); ``parse_field``
+    reads it back."""
+    if value is None:
+        return ""
+    if info.type is float:
+        return repr(float(value))
+    return str(value)
+
+
+def parse_field(owner: str, info: FieldInfo, text: str) -> Any:
+    """A field's value from text (a form's Input, ``--set section.field=TEXT``), checked by
+    ``check_field``; a ConfigError names the field, the text and what is allowed."""
+    raw = text.strip()
+
+    def bad():
+        where = f"{owner}.{info.name}"
+        raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}", (where,))
+
+    if raw.lower() in NULL_WORDS:
+        return check_field(owner, info, None) if info.optional else bad()
+    value: Any = raw
+    if info.type is bool:
+        if raw.lower() not in ("true", "false"):
+            bad()
+        value = raw.lower() == "true"
+    elif info.type in (int, float):
+        try:
+            value = int(raw.replace("_", "")) if info.type is int else float(raw)
+        except ValueError:
+            try:  # 1e6 for an int field is fine when it is whole (check_field decides)
+                value = float(raw)
+            except ValueError:
+                bad()
+        if isinstance(value, float) and not math.isfinite(value):
+            bad()
+    try:
+        return check_field(owner, info, value)
+    except ConfigError:
+        bad()  # the message quotes the text as typed
+
+
 class _Validated:
     """Mixin: field checks on construction, then the class's cross-field ``_check``."""
 
     def __post_init__(self):
         owner = _owner_name(type(self))
         for info in fields_of(self):
-            object.__setattr__(self, info.name, _check_field(owner, info, getattr(self, info.name)))
+            object.__setattr__(self, info.name, check_field(owner, info, getattr(self, info.name)))
         self._check()
 
     def _check(self) -> None:
@@ -213,14 +259,15 @@ class ModelConfig(_Validated):
     def _check(self) -> None:
         if self.dim % self.n_heads:
             raise ConfigError(f"model.n_heads = {self.n_heads} is not allowed: it must divide "
-                              f"model.dim = {self.dim} (head_dim = dim / n_heads)")
+                              f"model.dim = {self.dim} (head_dim = dim / n_heads)", ("model.n_heads", "model.dim"))
         if self.n_heads % self.kv_heads:
             raise ConfigError(f"model.n_kv_heads = {self.n_kv_heads} is not allowed: it must "
-                              f"divide model.n_heads = {self.n_heads}")
+                              f"divide model.n_heads = {self.n_heads}", ("model.n_kv_heads", "model.n_heads"))
         if self.pos == "rope" and self.head_dim % 2:
             raise ConfigError(f"model.pos = 'rope' is not allowed with an odd head_dim "
                               f"({self.head_dim} = dim {self.dim} / n_heads {self.n_heads}); "
-                              "choose dim and n_heads so head_dim is even, or another pos")
+                              "choose dim and n_heads so head_dim is even, or another pos",
+                              ("model.pos", "model.dim", "model.n_heads"))
 
     @property
     def kv_heads(self) -> int:
@@ -293,10 +340,10 @@ class TrainConfig(_Validated):
     def _check(self) -> None:
         if self.min_lr > self.lr:
             raise ConfigError(f"train.min_lr = {self.min_lr!r} is not allowed: it must be "
-                              f"<= train.lr = {self.lr!r}")
+                              f"<= train.lr = {self.lr!r}", ("train.min_lr", "train.lr"))
         if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
             raise ConfigError("train.max_steps, train.max_tokens and train.max_minutes are all "
-                              "null: set at least one budget")
+                              "null: set at least one budget", ("train.max_steps", "train.max_tokens", "train.max_minutes"))
 
 
 @dataclass
@@ -346,7 +393,7 @@ def config_from_dict(d: Any, source: Optional[Path] = None) -> Config:
         model = ModelConfig.from_dict(d["model"])
         train = TrainConfig.from_dict(d["train"]) if d.get("train") is not None else TrainConfig()
     except ConfigError as e:
-        raise ConfigError(f"{e}{where}") from None
+        raise ConfigError(f"{e}{where}", e.fields) from None
     except TypeError as e:  # e.g. a required field missing in a hand-made class; keep it plain
         raise ConfigError(f"{e}{where}") from None
     return Config(model, train, d.get("data"), d.get("tokenizer"), d.get("name"),
@@ -412,3 +459,75 @@ def resolve_config_path(spec: str, workspace=None) -> Path:
 def load_config(spec: str | os.PathLike, workspace=None) -> Config:
     """Read a config from a YAML path or a preset name (workspace models/ first, then packaged)."""
     return read_config(resolve_config_path(str(spec), workspace))
+
+
+# --- overrides, the vocab a tokenizer dictates, and diffs ------------------------------------
+
+SECTIONS = ("model", "train")
+
+
+def section_class(section: str):
+    return {"model": ModelConfig, "train": TrainConfig}[section]
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["train.lr=3e-3", "model.dim=128"]`` -> {"model": {...}, "train": {...}}, each value
+    parsed and checked as its field's type (``parse_field``): a bad one is named with what is allowed."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not eq or not dot or not name:
+            raise ConfigError(f"--set {item!r} is not SECTION.FIELD=VALUE (e.g. train.max_steps=500)")
+        if section not in out:
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+        infos = {f.name: f for f in fields_of(section_class(section))}
+        if name not in infos:
+            raise ConfigError(f"--set {item!r}: unknown {section} field {name!r}; valid fields: {', '.join(infos)}")
+        out[section][name] = parse_field(section, infos[name], raw)
+    return out
+
+
+def apply_overrides(cfg: Config, sets: dict[str, dict[str, Any]], minutes: float | None = None) -> Config:
+    """A copy of ``cfg`` with the overridden fields (cross-field rules checked again). ``minutes``
+    is the budget shorthand (`--minutes`): that time budget alone, unless a train field says otherwise."""
+    wanted = dict(sets.get("train") or {})
+    if minutes is not None:
+        wanted = {"max_minutes": float(minutes), "max_steps": None, "max_tokens": None, **wanted}
+    model = cfg.model.replace(**sets["model"]) if sets.get("model") else cfg.model
+    train = cfg.train.replace(**wanted) if wanted else cfg.train
+    return dataclasses.replace(cfg, model=model, train=train)
+
+
+def fit_vocab(cfg: Config, tokenizer: str, vocab_size: int, pinned: bool = False) -> tuple[Config, str | None]:
+    """The config with ``model.vocab_size`` set to the tokenizer's, and the notice saying so (None
+    when it already matched). ``pinned``: the user set vocab_size explicitly, so a mismatch is
+    an error instead of a change."""
+    have = cfg.model.vocab_size
+    if have == vocab_size:
+        return cfg, None
+    if pinned:
+        raise ConfigError(f"model.vocab_size = {have} does not match tokenizer {tokenizer!r}, which has "
+                          f"{vocab_size} pieces: leave vocab_size to the tokenizer or pick another tokenizer",
+                          ("model.vocab_size",))
+    cfg = dataclasses.replace(cfg, model=cfg.model.replace(vocab_size=vocab_size))
+    return cfg, vocab_notice(have, vocab_size, tokenizer)
+
+
+def vocab_notice(old, new: int, tokenizer: str) -> str:
+    """The one line that says a tokenizer set the vocab (the CLI, the Train and Config panes)."""
+    return f"model.vocab_size {old} → {new} from tokenizer {tokenizer}"
+
+
+def config_diff(base: Config | None, current: dict[str, dict[str, Any]]) -> list[tuple[str, Any, Any]]:
+    """(section.field, old, new) for every value of ``current`` (by section) that differs from ``base``."""
+    if base is None:
+        return []
+    out = []
+    for section, values in current.items():
+        old_section = getattr(base, section).to_dict()
+        for name, new in values.items():
+            old = old_section.get(name)
+            if old != new:
+                out.append((f"{section}.{name}", old, new))
+    return out

@@ -46,15 +46,24 @@ def describe_devices() -> list[dict]:
     return out
 
 
-def resolve_device(name: str):
+def device_name(name: str) -> str:
+    """``auto`` made concrete: cuda, then mps, then cpu (torch is imported only to find out)."""
+    if name != "auto":
+        return name
     import torch
 
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_device(name: str):
+    """The torch device a run uses; a device this machine lacks is refused in words."""
+    import torch
+
+    name = device_name(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise WorkbenchError("train.device = 'cuda' is not available on this machine (no CUDA GPU found); use auto or cpu")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -78,18 +87,21 @@ class Precision:
 
 
 def auto_precision(device, measure: bool = True) -> tuple[str, str]:
-    """(precision, reason) that ``auto`` means on ``device``."""
-    import torch
+    """(precision, reason) that ``auto`` means on ``device`` (a torch device or its name). The
+    one rule: training uses it, and the estimates (``estimate.resolve_precision``) ask it too.
+    On a CPU it reads the cached measurement without torch (``measure=False``: fp32 until measured)."""
+    kind = getattr(device, "type", None) or str(device).split(":")[0]
+    if kind == "cuda":
+        import torch
 
-    if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto; this GPU supports bf16: bf16 autocast"
         return "fp16", "auto; this GPU has no bf16: fp16 autocast with a gradient scaler"
-    if device.type == "cpu":
+    if kind == "cpu":
         from .probe import cpu_precision_choice, matmul_probe
 
         return cpu_precision_choice(matmul_probe(measure=measure))
-    return "fp32", f"auto; autocast on {device.type} is not measured here"
+    return "fp32", f"auto; autocast on {kind} is not measured here"
 
 
 def resolve_precision(name: str, device, measure: bool = True) -> Precision:

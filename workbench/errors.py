@@ -11,7 +11,14 @@ class WorkbenchError(Exception):
 
 
 class ConfigError(WorkbenchError, ValueError):
-    """An invalid config value; a ValueError so plain validation code can catch it too."""
+    """An invalid config value; a ValueError so plain validation code can catch it too.
+
+    ``fields`` names the fields involved ("model.dim", ...) so a form can show the message
+    beside each of them (a cross-field rule names several)."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 class Cancelled(WorkbenchError):

@@ -12,9 +12,10 @@ No torch import at module level: the app shows these numbers while the user type
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from .config import ModelConfig
+if TYPE_CHECKING:  # only for annotations: config imports this module, not the other way round
+    from .config import ModelConfig
 
 GiB = 1024**3
 MiB = 1024**2
@@ -169,16 +170,14 @@ class MemoryEstimate:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """What ``auto`` will mean for a run on ``device``, without torch: on a CPU the cached
-    measurement decides (``workbench.probe``; fp32 until it has been measured), as in training.
-    On CUDA bf16 is assumed (fp16 on GPUs without it: the estimate is the same size)."""
+    """What ``auto`` will mean for a run on ``device``: training's own rule
+    (``device.auto_precision``), never measuring (on a CPU: the cached measurement, fp32 until
+    there is one; no torch)."""
     if precision != "auto":
         return precision
-    if device == "cpu":
-        from .probe import cpu_precision_choice, matmul_probe
+    from .device import auto_precision
 
-        return cpu_precision_choice(matmul_probe(measure=False))[0]
-    return "bf16" if device == "cuda" else "fp32"
+    return auto_precision(device, measure=False)[0]
 
 
 def hidden_matrix_params(cfg: ModelConfig) -> int:
@@ -243,17 +242,10 @@ def available_memory(device: str = "cpu") -> dict:
 
 
 def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """``auto`` made concrete, as training does it (``device.device_name``)."""
+    from .device import device_name
+
+    return device_name(device)
 
 
 @dataclass
@@ -286,24 +278,6 @@ def fit(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
     mem = training_memory(cfg, batch_size, seq_len, precision, device)
     avail = available_memory(device)["available"]
     return mem, verdict(mem.total, avail, device)
-
-
-def summary(cfg: ModelConfig, train=None, device: str = "auto") -> dict:
-    """Everything a config pane shows, as plain numbers (JSON-friendly)."""
-    batch = train.batch_size if train is not None else 1
-    precision = train.precision if train is not None else "auto"
-    if train is not None and device == "auto":
-        device = train.device
-    mem, v = fit(cfg, batch, None, precision, device)
-    return {
-        "params": param_count(cfg),
-        "params_breakdown": param_breakdown(cfg),
-        "flops_per_token": flops_per_token(cfg),
-        "memory": mem.to_dict(),
-        "kv_cache_bytes": kv_cache_bytes(cfg, 1),
-        "verdict": {"verdict": v.verdict, "needed": v.needed, "available": v.available,
-                    "device": v.device, "message": v.message},
-    }
 
 
 def fmt_bytes(n: float) -> str:

@@ -11,6 +11,7 @@ evaluates in the precision it trains in; ``workbench eval --precision fp32`` re-
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def evaluate(model, tokens, batch_size: int, seq_len: int, max_batches: int | None,
@@ -58,3 +59,58 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `workbench eval` (and a sweep's full evaluation) scores: a run's checkpoint (latest
+    by default) on its own validation split, or on another source tokenized with the run's
+    tokenizer; ``batches`` None means every window; precision ``auto`` is the one it trained in."""
+
+    run: str
+    checkpoint: str | None = None
+    data: str | None = None
+    text_column: str = "text"
+    batches: int | None = None
+    precision: str = "auto"
+
+    def __post_init__(self):
+        from .errors import WorkbenchError
+
+        if self.batches is not None and (isinstance(self.batches, bool) or not isinstance(self.batches, int)
+                                         or self.batches < 1):
+            raise WorkbenchError(f"batches = {self.batches!r} is not allowed: expected a whole number >= 1, "
+                                 "or none for every validation window")
+        if self.precision not in PRECISIONS:
+            raise WorkbenchError(f"precision = {self.precision!r} is not allowed: expected one of "
+                                 f"{', '.join(PRECISIONS)}")
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def evaluate_run(ws, req: EvalRequest) -> dict:
+    """The eval verb: loss, perplexity, bits per byte and accuracy of ``req.run`` on the CPU."""
+    import shutil
+
+    import torch
+
+    from .device import resolve_precision
+    from .runs import get_run, load_run_model
+    from .tokens import ensure_prepared, run_data
+
+    run = get_run(ws, req.run)
+    model, tok, cfg, ckpt = load_run_model(run, req.checkpoint)
+    if req.data:
+        # tokenized with the run's own tokenizer, registered in the workspace under the run's name
+        tdir = ws.tokenizer_path(f"run-{run.name}")
+        if not tdir.exists():
+            shutil.copytree(run.tokenizer_path(), tdir)
+        dinfo = ensure_prepared(ws, tdir.name, req.data, req.text_column)
+    else:
+        dinfo = run_data(ws, run.name, run.raw_config().get("data") or {}, tok.sha256)
+    device = torch.device("cpu")
+    name = (run.status().get("precision") or "fp32") if req.precision == "auto" else req.precision
+    m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, req.batches,
+                 dinfo.bytes_per_token("val"), device, resolve_precision(name, device))
+    return {"run": run.name, "checkpoint": ckpt, "data": dinfo.name, **m}

@@ -20,7 +20,6 @@ The CLI (``workbench plan``, ``workbench train --minutes``) and the Config pane 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

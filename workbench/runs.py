@@ -273,6 +273,11 @@ def new_run_name(ws: Workspace, base: str) -> str:
     return f"{base}-{i}"
 
 
+def default_run_name(ws: Workspace, config: Config) -> str:
+    """A new run's name when none is given: the config's name and the time, made unique."""
+    return new_run_name(ws, f"{config.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, data_meta: dict,
                extra: dict | None = None) -> Run:
     """Make the run folder: config and tokenizer copy, written under a temp name then renamed."""
@@ -358,25 +363,35 @@ def tokens_to_reach(curve: list[tuple[int, float]], target: float) -> float | No
     return None
 
 
+def compare_curves(curves: dict[str, list[tuple[int, float]]], baseline: str) -> dict:
+    """Runs against a baseline, from their (tokens, val loss) curves: the baseline's final loss,
+    and for each run its difference from the baseline at the baseline's eval points, the tokens
+    it needed to reach the baseline's final loss and that as a ratio of the baseline's own."""
+    base = curves.get(baseline) or []
+    if not base:
+        raise WorkbenchError(f"baseline run {baseline!r} has no evaluations yet")
+    target = base[-1][1]
+    base_tokens = tokens_to_reach(base, target)
+    rows = []
+    for name, c in curves.items():
+        reached = tokens_to_reach(c, target) if c else None
+        rows.append({
+            "name": name,
+            "tokens_to_baseline_final": reached,
+            "ratio_to_baseline": reached / base_tokens if reached and base_tokens else None,
+            "diff_vs_baseline": [(x, interp(c, x) - y) for x, y in base if interp(c, x) is not None],
+        })
+    return {"baseline": baseline, "baseline_final_loss": target, "vs_baseline": rows}
+
+
 def compare(runs: list[Run], baseline: Run | None = None) -> dict:
-    """Final and best validation loss per run; against a baseline, the difference at the
-    baseline's eval points and the tokens each run needed to reach the baseline's final loss."""
+    """Final and best validation loss per run, and with a baseline ``compare_curves`` of them all
+    (the Runs pane draws the same numbers)."""
     out = {"runs": [r.summary() for r in runs]}
     if baseline is not None:
-        base = eval_curve(baseline)
-        if not base:
-            raise WorkbenchError(f"baseline run {baseline.name!r} has no evaluations yet")
-        target = base[-1][1]
-        out["baseline"] = baseline.name
-        out["baseline_final_loss"] = target
-        rows = []
-        for r in runs:
-            c = eval_curve(r)
-            diffs = [(x, interp(c, x) - y) for x, y in base if interp(c, x) is not None]
-            rows.append({
-                "name": r.name,
-                "tokens_to_baseline_final": tokens_to_reach(c, target) if c else None,
-                "diff_vs_baseline": diffs,
-            })
-        out["vs_baseline"] = rows
+        curves = {r.name: eval_curve(r) for r in runs}
+        cmp = compare_curves({**curves, baseline.name: curves.get(baseline.name) or eval_curve(baseline)},
+                             baseline.name)
+        cmp["vs_baseline"] = [row for row in cmp["vs_baseline"] if row["name"] in curves]
+        out.update(cmp)
     return out

@@ -209,21 +209,10 @@ def _result(ws: Workspace, run_name: str, code: int, cfg_dir) -> dict:
 
 
 def full_validation(ws: Workspace, run_name: str) -> dict:
-    """Loss and bits per byte on every window of the run's validation split."""
-    import torch
+    """Loss and bits per byte on every window of the run's validation split (`workbench eval`)."""
+    from .evaluate import EvalRequest, evaluate_run
 
-    from .device import resolve_precision
-    from .evaluate import evaluate
-    from .generate import load_for_generation
-    from .runs import get_run
-    from .tokens import run_data
-
-    run = get_run(ws, run_name)
-    model, tok, cfg, _ = load_for_generation(ws, run_name, precision="fp32", device="cpu")
-    dinfo = run_data(ws, run_name, run.raw_config().get("data") or {}, tok.sha256)
-    prec = resolve_precision(run.status().get("precision") or "fp32", torch.device("cpu"))
-    m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, None,
-                 dinfo.bytes_per_token("val"), torch.device("cpu"), prec)
+    m = evaluate_run(ws, EvalRequest(run_name))
     return {"bpb": m["bpb"], "val_loss": m["val_loss"], "val_tokens": m["val_tokens"], "full_eval": True}
 
 

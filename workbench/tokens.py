@@ -28,7 +28,7 @@ import numpy as np
 from . import fileio
 from .data import Source, resolve_source
 from .errors import Cancelled, WorkbenchError
-from .tokenizer import Tokenizer, load_tokenizer, tokenizer_info
+from .tokenizer import load_tokenizer, tokenizer_info
 from .workspace import Workspace, check_name
 
 META_FILE = "meta.json"

@@ -1,6 +1,7 @@
 """The training loop, one engine for the app and the CLI.
 
-A ``Trainer`` is made with :meth:`Trainer.new` (checks every input, prepares data if needed,
+``start_training(ws, request)`` is the train verb both clients call: it resolves a
+``TrainRequest`` (``train_request.py``) and makes the Trainer. A ``Trainer`` is made with :meth:`Trainer.new` (checks every input, prepares data if needed,
 creates the run folder) or :meth:`Trainer.resume` (reloads a run's latest checkpoint: weights,
 optimizer, schedule position, RNG and data position, so the continued run is step-for-step the
 run that was never stopped). :meth:`run` trains until the budget is spent or :meth:`stop` is
@@ -32,7 +33,7 @@ from .evaluate import evaluate
 from .locks import Locked, acquire
 from .locks import describe as describe_holder
 from .optim import lr_at, make_optimizer
-from .runs import (SAMPLES, Run, append_jsonl, create_run, get_run, new_run_name, read_jsonl, record_resume,
+from .runs import (SAMPLES, Run, append_jsonl, create_run, default_run_name, get_run, read_jsonl, record_resume,
                    run_config)
 from .tokenizer import Tokenizer, tokenizer_info
 from .tokens import DataInfo, ensure_prepared, run_data
@@ -149,11 +150,9 @@ class Trainer:
         tinfo = tokenizer_info(ws, tokenizer)
         tok = Tokenizer.load(tinfo.model_path)
         m = cfg.model
-        if m.vocab_size != tok.vocab_size:
-            raise WorkbenchError(
-                f"model.vocab_size = {m.vocab_size} does not match tokenizer {tokenizer!r}, which has "
-                f"{tok.vocab_size} pieces; pass --set model.vocab_size={tok.vocab_size} (or pick another tokenizer)"
-            )
+        if m.vocab_size != tok.vocab_size:  # train_request.resolve fits it; a caller that did not is told
+            raise WorkbenchError(f"model.vocab_size = {m.vocab_size} does not match tokenizer {tokenizer!r}, "
+                                 f"which has {tok.vocab_size} pieces")
         device = resolve_device(cfg.train.device)
         resolve_precision(cfg.train.precision, device, measure=False)  # refuse bad choices before any work
         if name is not None:
@@ -176,7 +175,7 @@ class Trainer:
                 )
         run = None
         if rank == 0:
-            run_name = name or new_run_name(ws, f"{cfg.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
+            run_name = name or default_run_name(ws, cfg)
             data_meta = {"name": dinfo.name, "source": data, "text_column": text_column,
                          "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256,
                          "fingerprint": dinfo.meta["source"].get("fingerprint"),
@@ -629,6 +628,24 @@ class Trainer:
         barrier(self.world)
 
 
+def start_training(ws: Workspace, req, resolved=None, on_event=None, prepare_progress=None,
+                   say: Callable[[str], None] | None = None) -> Trainer:
+    """The train verb: a ready Trainer for ``req`` (a ``TrainRequest``), new or resumed; call
+    ``run()`` on it. ``resolved`` is ``train_request.resolve``'s answer when the caller already
+    has it (to show the plan first); ``say`` hears the planner and the notices."""
+    from .train_request import resolve
+
+    res = resolved if resolved is not None else resolve(ws, req, say=say)
+    if resolved is None and say is not None:
+        for notice in res.notices:
+            say(notice)
+    if req.resume is not None:
+        return Trainer.resume(ws, req.resume, res.train_overrides or None, on_event=on_event)
+    return Trainer.new(ws, res.config, req.tokenizer, req.data, name=req.name, text_column=req.text_column,
+                       on_event=on_event, prepare_progress=prepare_progress,
+                       plan=res.plan.record() if res.plan is not None else None)
+
+
 def _is_oom(e: Exception) -> bool:
     import torch
 
@@ -641,4 +658,4 @@ def _dumps(r: dict) -> str:
     return json.dumps(r)
 
 
-__all__ = ["Trainer", "Event", "EventBuffer", "TrainingFailed", "init_distributed"]
+__all__ = ["Trainer", "Event", "EventBuffer", "TrainingFailed", "init_distributed", "start_training"]

@@ -12,7 +12,12 @@ from workbench.workspace import Workspace
 
 from .corpus import write_corpus
 
-SNAPSHOT_SIZE = (120, 36)
+SNAPSHOT_SIZES = {"120x40": (120, 40), "80x24": (80, 24)}  # every pane and dialog at both
+
+
+@pytest.fixture(params=list(SNAPSHOT_SIZES.values()), ids=list(SNAPSHOT_SIZES))
+def snapshot_size(request):
+    return request.param
 
 
 @pytest.fixture(scope="session")

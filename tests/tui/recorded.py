@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-from workbench.config import load_config
 from workbench.train import Event
 
 

@@ -8,7 +8,6 @@ import itertools
 
 import pytest
 
-from .conftest import SNAPSHOT_SIZE
 from .test_flows import focus, wait_for
 from .trained import RUN, copy_ws, trained_root
 
@@ -113,7 +112,7 @@ async def test_two_checkpoints_side_by_side(trained_ws, make_app):
         assert "top-p" in err and "1.5" in err and pane.streams == [a, b]
 
 
-def test_chat_pane_snapshot(snap_compare, built_ws, make_app, monkeypatch):
+def test_chat_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app, monkeypatch):
     """A random-init run (deterministic without training), a fixed seed and a fake clock."""
     from workbench import checkpoint
     from workbench.config import Config, ModelConfig
@@ -141,4 +140,4 @@ def test_chat_pane_snapshot(snap_compare, built_ws, make_app, monkeypatch):
         await pilot.wait_for_scheduled_animations()
         await pilot.pause()
 
-    assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)
+    assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)

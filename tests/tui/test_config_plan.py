@@ -79,3 +79,28 @@ async def test_every_placeholder_fits_its_box(built_ws, make_app):
                 box.scroll_visible(animate=False)
                 await pilot.pause()
                 assert len(box.placeholder) <= box.content_size.width, (size, box.id, box.placeholder)
+
+
+async def test_the_chosen_tokenizer_sets_the_vocab(built_ws, make_app):
+    """Choosing a tokenizer puts its vocab in the form, said in one line; a config loaded
+    afterwards (made for another vocab) gets the same; the Train pane receives that form."""
+    from textual.widgets import Select
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        pane = app.query_one("#config-pane")
+        await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+        vocab = pane.query_one("#model-vocab_size", Input)
+        status = pane.query_one("#cfg-status", Static)
+        assert vocab.value == "512"
+        pane.query_one("#cfg-tokenizer", Select).value = "stories-400"
+        await wait_for(pilot, lambda: vocab.value == "400", what="the tokenizer's vocab")
+        assert str(status.render()) == "model.vocab_size 512 → 400 from tokenizer stories-400"
+        pane.query_one("#cfg-load", Select).value = "tiny-1m"
+        await wait_for(pilot, lambda: pane.base is not None and pane.base.name == "tiny-1m", what="tiny-1m")
+        await wait_for(pilot, lambda: vocab.value == "400", what="the vocab kept")
+        assert "from tokenizer stories-400" in str(status.render())
+        assert pane.valid
+        config, error = app.panes["train"]._form  # what the Train pane would train, through the App
+        assert config is not None and config.model.vocab_size == 400 and error == ""

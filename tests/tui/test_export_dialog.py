@@ -147,3 +147,20 @@ async def test_chat_pane_empty_prompt_starts_from_bos(trained_ws, make_app):
     assert result.prompt_ids == [tok.bos_id]
     expected = generate(model, tok, "", SamplingParams(max_tokens=24, temperature=0))
     assert result.ids == expected.ids and result.text == expected.text and result.text
+
+
+def test_export_dialog_snapshot(snap_compare, snapshot_size, built_ws, make_app):
+    """Over a run whose numbers and date are fixed (``write_run``); the folder is typed in, as
+    the default names this test's temporary workspace."""
+    from textual.widgets import Input
+
+    from .recorded import write_run
+
+    write_run(built_ws, "base-run", scale=1.0)
+
+    async def run_before(pilot):
+        _, screen = await open_dialog(pilot, pilot.app, "base-run")
+        screen.query_one("#export-path", Input).value = "exports/base-run-hf"
+        await pilot.pause()
+
+    assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)

@@ -131,9 +131,14 @@ async def test_config_edit_refuse_save(tmp_path, make_app):
         await type_into(pilot, "3")
         await focus(pilot, app, "model-n_heads")
         await type_into(pilot, "5")
-        form_err = app.query_one("#cfg-form-error", Static)
-        await wait_for(pilot, lambda: "must divide" in str(form_err.render()), what="cross-field error")
+        # said live beside both fields it involves (not only on save)
+        beside = [app.query_one(f"#model-{f}-error", Static) for f in ("n_heads", "dim")]
+        await wait_for(pilot, lambda: all("n_heads = 5 is not allowed: it must divide model.dim = 32"
+                                          in str(b.render()) and b.display for b in beside),
+                       what="the cross-field error beside n_heads and dim")
+        assert not app.query_one("#cfg-form-error", Static).display
         await type_into(pilot, "8")
+        await wait_for(pilot, lambda: not any(b.display for b in beside), what="the message gone once fixed")
         await focus(pilot, app, "train-batch_size")
         await type_into(pilot, "4")
         await wait_for(pilot, lambda: pane.valid, what="a valid form")

@@ -3,7 +3,6 @@ and delete by keyboard, and a snapshot."""
 
 from __future__ import annotations
 
-from .conftest import SNAPSHOT_SIZE
 from .recorded import train_run, write_run
 from .test_flows import type_into, wait_for
 
@@ -55,12 +54,12 @@ async def test_compare_rename_delete(built_ws, make_app):
         assert not built_ws.run_path("renamed-run").exists() and built_ws.run_path("base-run").is_dir()
 
 
-def test_runs_pane_snapshot(snap_compare, built_ws, make_app):
+def test_runs_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app):
     _two_runs(built_ws)
 
     async def run_before(pilot):
-        pane = await _open(pilot, pilot.app)
+        await _open(pilot, pilot.app)
         await pilot.press("ctrl+b", "down", "space")
         await pilot.pause()
 
-    assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)
+    assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)

@@ -10,7 +10,6 @@ import pytest
 
 from workbench.tui.widgets import trace_views as tv
 
-from .conftest import SNAPSHOT_SIZE
 from .test_flows import wait_for
 from .trained import RUN, copy_ws, trained_root
 
@@ -160,7 +159,7 @@ def test_fold_and_anomalies():
     assert found["non-finite appears here"] == "layers.2"
 
 
-def test_trace_pane_snapshot(snap_compare, built_ws, make_app):
+def test_trace_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app):
     async def run_before(pilot):
         await pilot.press("4")
         pane = pilot.app.query_one("#trace-pane")
@@ -173,4 +172,4 @@ def test_trace_pane_snapshot(snap_compare, built_ws, make_app):
         await cursor_to(pilot, tree, lambda s: s.startswith("attn "), "attn")
         await pilot.pause()
 
-    assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)
+    assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)

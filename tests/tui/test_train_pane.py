@@ -3,7 +3,6 @@ filled; stop a run mid-way and resume it from the Runs pane; a snapshot from a r
 
 from __future__ import annotations
 
-from .conftest import SNAPSHOT_SIZE
 from .recorded import train_events
 from .test_flows import focus, type_into, wait_for
 
@@ -45,8 +44,9 @@ async def test_train_debug_to_completion(built_ws, make_app):
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        # the debug preset, with the vocab of the test's tokenizer and one torch thread
-        await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1"})
+        # the debug preset (vocab 512) with one torch thread; the tokenizer (400 pieces) sets the vocab
+        await _form(pilot, app, **{"train-num_threads": "1"})
+        assert app.query_one("#model-vocab_size").value == "512"
         pane = await _start_from_train_pane(pilot, app)
         try:
             await wait_for(pilot, lambda: pane.running or pane.state != "idle", what="training to start")
@@ -70,6 +70,9 @@ async def test_train_debug_to_completion(built_ws, make_app):
         assert pane.log_y and pane.x_mode == "tokens" and loss.log_y
         runs = list_runs(built_ws)
         assert len(runs) == 1 and runs[0].latest_checkpoint() == "step_000200"
+        # said in one line, in the app's words, and trained with
+        assert "model.vocab_size 512 → 400 from tokenizer stories-400" in pane.notices
+        assert runs[0].config().model.vocab_size == 400 and runs[0].config().train.num_threads == 1
 
 
 async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
@@ -107,7 +110,7 @@ async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
         assert [r.name for r in list_runs(built_ws)] == [run.name]  # the same run went on
 
 
-def test_train_pane_snapshot(snap_compare, built_ws, make_app):
+def test_train_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app):
     async def run_before(pilot):
         await pilot.press("escape", "3")
         await pilot.app.workers.wait_for_complete()
@@ -118,7 +121,7 @@ def test_train_pane_snapshot(snap_compare, built_ws, make_app):
         pane.redraw_charts()
         await pilot.pause()
 
-    assert snap_compare(make_app(built_ws), terminal_size=SNAPSHOT_SIZE, run_before=run_before)
+    assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)
 
 
 async def test_a_chart_plotext_cannot_build_says_so_instead_of_crashing(built_ws, make_app, monkeypatch):

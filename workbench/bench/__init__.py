@@ -1,7 +1,8 @@
 """The benchmark suite behind ``workbench bench``: each figure side by side with its peer.
 
-``suite.run_bench`` runs the tasks (``tasks.py``; the app task is ``workbench.tui.bench_app``),
-each in its own process; ``report.build_rows`` and ``report.render_markdown`` make the table.
+``suite.run_bench`` runs the tasks (``tasks.py``; the reference trainers, ``peers.py`` and
+``anchor.py``; the checks across sizes, ``sizes.py``; the app, ``app_task.py``), each in its own
+process; ``report.build_rows`` and ``report.render_markdown`` make the table.
 """
 
 from .report import build_rows, render_markdown

@@ -64,10 +64,16 @@ def build_rows(res: dict) -> list[dict]:
                                 t[dtype], rss=(t.get("process_peak_rss_mb"), None)))
         elif key == "tokenizer":
             rows += _tokenizer_rows(t)
+        elif key == "vocab-sweep":
+            rows += _vocab_sweep_rows(t)
         elif key == "prepare":
             rows += _prepare_rows(t)
+        elif key == "prepare-rss":
+            rows += _prepare_rss_rows(t)
         elif key.startswith("train "):
             rows += _train_rows(t, peaks)
+        elif key == "memory-estimate":
+            rows += _memory_estimate_rows(t)
         elif key.startswith("peers "):
             rows += _peer_rows(t, peaks)
         elif key == "parity":
@@ -99,6 +105,16 @@ def _tokenizer_rows(t: dict) -> list[dict]:
     ]
 
 
+def _vocab_sweep_rows(t: dict) -> list[dict]:
+    bpt = t["bytes_per_token"]
+    note = "one build per size (deterministic); 256 of ours' pieces are bytes" + "".join(
+        f"; vocab {v} left out: {why}" for v, why in t.get("skipped", {}).items())
+    return [row("tokenizer", f"bytes per token at vocab {v}, {t['valid_MB']:.1f} MB held out", "B/token",
+                [bpt["ours"][i]], peer_name=TOKENIZERS, peer=[bpt["peer"][i]] if bpt["peer"] else None,
+                missing=t.get("peer_missing"), note=note if i == 0 else None)
+            for i, v in enumerate(t["vocabs"])]
+
+
 def _prepare_rows(t: dict) -> list[dict]:
     runs = t["runs"]
     bad = [r["error"] for r in runs if r.get("error")]
@@ -108,6 +124,24 @@ def _prepare_rows(t: dict) -> list[dict]:
     return [row("data prepare", f"{runs[0]['MB']:.1f} MB of text, {runs[0]['threads']} threads", "MB/s",
                 [r["MBps"] for r in runs], rss=(stat(rss)["median"] if rss else None, None),
                 note="peak RSS: the whole `workbench data prepare` process")]
+
+
+def _prepare_rss_rows(t: dict) -> list[dict]:
+    mb, rss = t["MB"], t["rss_mb"]
+    note = (f"memory is bounded where the two peaks are alike; {stat(t['MBps']['big'])['median']:.1f} MB/s on "
+            f"the {mb['big']:.0f} MB")
+    return [row("data prepare", f"peak RSS of the whole process on {mb['big']:.0f} MB of text "
+                                f"({t['scale']}× the bench text)", "MB", rss["big"], better="lower",
+                peer_name=f"ours on {mb['small']:.1f} MB", peer=rss["small"], note=note)]
+
+
+def _memory_estimate_rows(t: dict) -> list[dict]:
+    note = "vs peer: the estimate over the measured peak; below 1× it promises less memory than training takes"
+    return [row("memory estimate", f"{preset} ({e['params'] / 1e6:.2f}M, {e['batch']}×{e['seq_len']}, fp32, "
+                                   f"attention {e['attention']}): the training-memory estimate", "MB",
+                e["estimate_mb"], peer_name="measured: peak RSS of a fresh process training two steps",
+                peer=e["peak_mb"], note=note if i == 0 else None)
+            for i, (preset, e) in enumerate(t["presets"].items())]
 
 
 def _train_rows(t: dict, peaks: dict) -> list[dict]:
@@ -220,19 +254,21 @@ def _generate_rows(t: dict) -> list[dict]:
 
 
 def _app_rows(t: dict) -> list[dict]:
-    lat, painted = t["latency_ms"], t["painted_ms"]
     ts = t["tok_s"]
     rows = [row("app", f"training {t['preset']} in the app, watched (steps {t['steps'] // 4 + 1}–{t['steps'] // 2})", "tok/s",
                 ts["app"], peer_name="headless workbench train", peer=ts["headless"],
                 rss=(t["rss_mb"]["app"], t["rss_mb"]["headless"])),
             row("app", f"training {t['preset']} in the app, a key every 0.25 s (the other steps)", "tok/s",
                 ts["app_keys"], peer_name="headless workbench train", peer=ts["headless_2nd_half"])]
-    if lat:
-        for name, xs in (("key press → action", lat), ("key press → chart repainted", painted)):
-            rows.append(row("app", f"{name} while training, p50 / p95 of {len(xs)} keys", "ms",
+    for size, keys in t["keys"].items():
+        if not keys["latency_ms"]:
+            rows.append(failed("app", f"no key press was measured at {size} (the run ended before its steps "
+                                      "were shown there)"))
+            continue
+        for name, xs in (("key press → action", keys["latency_ms"]),
+                         ("key press → chart repainted", keys["painted_ms"])):
+            rows.append(row("app", f"{name} while training at {size}, p50 / p95 of {len(xs)} keys", "ms",
                             {"p50": percentile(xs, 50), "p95": percentile(xs, 95)}, better="lower"))
-    else:
-        rows.append(failed("app", "no key press was measured (the run finished before its first step was shown)"))
     return rows
 
 

@@ -22,7 +22,8 @@ from typing import Callable
 from ..errors import WorkbenchError
 from .runner import run_task
 
-TASK_NAMES = ["matmul", "tokenizer", "prepare", "train", "peers", "parity", "compile", "generate", "app"]
+TASK_NAMES = ["matmul", "tokenizer", "vocab-sweep", "prepare", "prepare-rss", "train", "memory-estimate", "peers",
+              "parity", "compile", "generate", "app"]
 # asked for by name only: the budget figure trains for minutes (``anchor.py``)
 OPT_IN_TASKS = ["anchor"]
 ALL_TASKS = TASK_NAMES + OPT_IN_TASKS
@@ -41,6 +42,11 @@ APP_STEPS = {"quick": 320, "full": 1200}
 PEER_STEPS = {"quick": 3, "full": 8}
 MEMORY_STEPS = {"quick": 3, "full": 30}
 PARITY = {"quick": {"steps": 20, "eval_batches": 4}, "full": {"steps": 1000, "eval_batches": 50}}
+# The checks across sizes (``sizes.py``): the vocab sizes of the bytes-per-token sweep, and how
+# many times the text is repeated for prepare's peak RSS. (The memory estimate is checked at
+# every preset, or with --quick at the smallest: each measurement is a fresh process.)
+VOCAB_SWEEP = [512, 1024, 2048, 4096, 8192]
+PREPARE_SCALE = 4
 
 
 @dataclass
@@ -165,7 +171,8 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
                 "name": TOKENIZER, "text_dir": str(text_dir), "train_txt": str(text_dir / "train.txt"),
                 "valid_txt": str(text_dir / "valid.txt"), "sample_mb": min(train_mb + 1, 4096)}
         plan = _plan(opts)
-        needs_tok = any(t in opts.tasks for t in ("prepare", "train", "peers", "parity", "compile", "app", "anchor"))
+        needs_tok = any(t in opts.tasks for t in ("prepare", "prepare-rss", "train", "peers", "parity", "compile", "app",
+                                                  "anchor"))
         if needs_tok and "tokenizer" not in opts.tasks:
             say(f"  building the {opts.vocab}-piece tokenizer the other tasks use (not timed)")
             from ..tokenizer import TokenizerSettings
@@ -195,7 +202,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
 
 def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
     """(result key, module, task, extra arguments) for each child process, in order."""
-    engine, app = "workbench.bench.tasks", "workbench.tui.bench_app"
+    engine, sizes = "workbench.bench.tasks", "workbench.bench.sizes"
     steps = TRAIN_STEPS[opts.mode]
     plan: list[tuple[str, str, str, dict]] = []
     for task in ALL_TASKS:
@@ -205,8 +212,20 @@ def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
             plan.append(("matmul", engine, "matmul", {"seconds": 0.3 if opts.quick else 1.0}))
         elif task == "tokenizer":
             plan.append(("tokenizer", engine, "tokenizer", {}))
+        elif task == "vocab-sweep":
+            plan.append(("vocab-sweep", sizes, "vocab-sweep", {"vocabs": VOCAB_SWEEP}))
         elif task == "prepare":
             plan += [(f"prepare {r + 1}/{opts.reps}", engine, "prepare", {"rep": r}) for r in range(opts.reps)]
+        elif task == "prepare-rss":
+            plan.append(("prepare-rss", sizes, "prepare-rss", {"scale": PREPARE_SCALE}))
+        elif task == "memory-estimate":
+            from ..config import load_config
+            from ..estimate import param_count
+
+            presets = opts.presets
+            if opts.quick:
+                presets = [min(presets, key=lambda p: param_count(load_config(p).model))]
+            plan.append(("memory-estimate", sizes, "memory-estimate", {"presets": presets}))
         elif task == "train":
             for p in opts.presets:
                 n = steps.get(p, steps["stories15M"])
@@ -236,6 +255,6 @@ def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
             plan.append(("anchor", "workbench.bench.anchor", "anchor",
                          {"minutes": opts.anchor_minutes, "seeds": opts.anchor_seeds}))
         elif task == "app":
-            plan.append(("app", app, "app", {"preset": "debug", "steps": APP_STEPS[opts.mode]}))
+            plan.append(("app", "workbench.bench.app_task", "app", {"preset": "debug", "steps": APP_STEPS[opts.mode]}))
     return plan
 

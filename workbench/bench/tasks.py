@@ -8,7 +8,9 @@ repetition, so a drifting machine hits both alike and ratios can be taken pair b
 memory per side is the high-water mark of that side's phase (see ``measure.PhasePeak``); the
 parent also records the whole process's peak.
 
-The app task lives in ``workbench.tui.bench_app`` (only ``workbench/tui`` imports Textual).
+The other tasks live beside this module: ``peers.py`` and ``anchor.py`` (the reference trainers),
+``sizes.py`` (bytes per token across vocab sizes, prepare's memory as the input grows, the memory
+estimate beside a measured peak) and ``app_task.py`` (the app, driven through ``workbench.tui``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from ..workspace import Workspace
 
 # Command-group modules, in the order `--help` lists them. A module missing here simply
 # contributes no commands, so groups can be developed independently.
-GROUPS = ["tokenizer", "data", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export", "bench"]
+GROUPS = ["tokenizer", "data", "config", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export", "bench"]
 
 
 def quiet_native_logs() -> None:

@@ -18,12 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "bench", help="measure tokenizer, data, training, the app and decoding beside the peers",
-        description="Measure, in one run, tokenizer build and encode (beside HF tokenizers), data prepare, "
-        "training tokens/s and MFU (beside transformers and the machine's matmul peak), training in the app "
-        "against headless with key latency, and decoding (beside transformers generate), with each task's "
-        "peak RSS. Writes JSON and a markdown table and prints the table. Peers come from the `bench` extra; "
-        "a missing one is reported as missing.")
-    p.add_argument("--quick", action="store_true", help="fewer steps and less text: about 2 to 3 minutes on 2 cores")
+        description="Measure, in one run, tokenizer build and encode and bytes per token across vocab sizes "
+        "(beside HF tokenizers), data prepare and its peak RSS on a larger input, training tokens/s and MFU "
+        "(beside transformers, nanoGPT's and llama2.c's model.py and the machine's matmul peak), the memory "
+        "estimate beside a measured peak, fp32-vs-auto loss parity, training in the app against headless with "
+        "key latency, and decoding (beside transformers generate), with each task's peak RSS. Writes JSON and "
+        "a markdown table and prints the table. Peers come from the `bench` extra; a missing one is reported "
+        "as missing.")
+    p.add_argument("--quick", action="store_true", help="fewer steps and less text: about 5 minutes on 2 cores")
     p.add_argument("--json", metavar="PATH", default=None,
                    help="write the results here (default: bench/<date-time>.json in the workspace)")
     p.add_argument("--markdown", metavar="PATH", default=None,

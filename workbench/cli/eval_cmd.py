@@ -22,39 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args, ws) -> int:
-    from ..evaluate import evaluate
-    from ..runs import get_run, load_run_model
-    from ..tokens import ensure_prepared, run_data
+    from ..evaluate import EvalRequest, evaluate_run
 
-    run = get_run(ws, args.run)
-    model, tok, cfg, ckpt = load_run_model(run, args.checkpoint)
-    meta = run.raw_config().get("data") or {}
-    if args.data:
-        # Tokenize with the run's own tokenizer, registered in the workspace under the run's name.
-        import shutil
-
-        tdir = ws.tokenizer_path(f"run-{run.name}")
-        if not tdir.exists():
-            shutil.copytree(run.tokenizer_path(), tdir)
-        dinfo = ensure_prepared(ws, tdir.name, args.data, args.text_column)
-    else:
-        dinfo = run_data(ws, run.name, meta, tok.sha256)
-    import torch
-
-    from ..device import resolve_precision
-
-    device = torch.device("cpu")
-    name = args.precision
-    if name == "auto":
-        name = run.status().get("precision") or "fp32"
-    precision = resolve_precision(name, device)
-    m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, args.batches,
-                 dinfo.bytes_per_token("val"), device, precision)
-    out = {"run": run.name, "checkpoint": ckpt, "data": dinfo.name, **m}
+    m = evaluate_run(ws, EvalRequest(args.run, args.checkpoint, args.data, args.text_column, args.batches,
+                                     args.precision))
     if args.json:
-        print_json(out)
+        print_json(m)
     else:
-        print(f"run {run.name} @ {ckpt} on {dinfo.name} ({m['val_tokens']:,} tokens, {m['precision']})")
+        print(f"run {m['run']} @ {m['checkpoint']} on {m['data']} ({m['val_tokens']:,} tokens, {m['precision']})")
         print(f"  loss {m['val_loss']:.4f}  ppl {m['val_ppl']:.2f}  bits/byte {m['bpb']:.4f}  "
               f"top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}")
     return 0

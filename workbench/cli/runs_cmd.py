@@ -140,6 +140,7 @@ def cmd_compare(args, ws) -> int:
         for r in out["vs_baseline"]:
             t = r["tokens_to_baseline_final"]
             last = r["diff_vs_baseline"][-1][1] if r["diff_vs_baseline"] else None
-            print(f"  {r['name']:32} reaches it at {_fmt(t, ',.0f')} tokens; "
+            ratio = f" ({r['ratio_to_baseline']:.2f}x the baseline's)" if r["ratio_to_baseline"] else ""
+            print(f"  {r['name']:32} reaches it at {_fmt(t, ',.0f')} tokens{ratio}; "
                   f"difference at the last shared point {_fmt(last, '+.4f')}")
     return 0

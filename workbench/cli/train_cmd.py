@@ -7,7 +7,6 @@ import signal
 import sys
 
 from ..data import DEFAULT_HUB_ID
-from ..errors import WorkbenchError
 from .common import ProgressLine, fmt_seconds, print_json
 
 
@@ -29,41 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def parse_sets(items: list[str]) -> dict[str, dict]:
-    import yaml
-
-    out: dict[str, dict] = {"model": {}, "train": {}}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        section, dot, fname = key.strip().partition(".")
-        if not eq or not dot or not fname:
-            raise WorkbenchError(f"--set {item!r} is not SECTION.FIELD=VALUE (e.g. train.max_steps=500)")
-        if section not in out:
-            raise WorkbenchError(f"--set {item!r}: unknown section {section!r}; valid sections: model, train")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        out[section][fname] = value
-    return out
-
-
-def apply_sets(cfg, sets: dict[str, dict]):
-    from ..config import ModelConfig, TrainConfig
-
-    if sets["model"]:
-        cfg.model = ModelConfig.from_dict({**cfg.model.to_dict(), **sets["model"]})
-    if sets["train"]:
-        cfg.train = TrainConfig.from_dict({**cfg.train.to_dict(), **sets["train"]})
-    return cfg
-
-
 def cmd_train(args, ws) -> int:
-    from ..config import TrainConfig, load_config
-    from ..train import Trainer, init_distributed
+    from ..config import parse_overrides
+    from ..distributed import dist_info
+    from ..train import init_distributed, start_training
+    from ..train_request import TrainRequest, resolve
 
     init_distributed()
-    sets = parse_sets(args.set)
+    rank = dist_info()[0]
     line = ProgressLine("train")
     state = {"loss": None, "tok_s": None, "val": None}
 
@@ -93,44 +65,23 @@ def cmd_train(args, ws) -> int:
             line.update(frac, 1.0, "  ".join(parts), force=ev.kind != "step")
 
     trainer = None
-    if args.resume:
-        if args.minutes:
-            sets["train"] = {"max_minutes": args.minutes, **sets["train"]}
-        if sets["model"]:
-            raise WorkbenchError("--set model.* cannot change a run being resumed (its weights have that shape); "
-                                 "only train.* fields may be changed")
-        train_over = {}
-        if sets["train"]:
-            from ..runs import get_run, run_config
+    req = TrainRequest(tokenizer=args.tokenizer, data=args.data, config=args.config,
+                       overrides=parse_overrides(args.set), minutes=args.minutes, name=args.name,
+                       text_column=args.text_column, resume=args.resume)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if rank == 0 else (lambda m: None)
+    res = resolve(ws, req, say=say)
+    if res.plan is not None and rank == 0:
+        from .plan_cmd import print_plan
 
-            base = run_config(get_run(ws, args.resume)).train
-            train_over = TrainConfig.from_dict({**base.to_dict(), **sets["train"]}).to_dict()
-        trainer = Trainer.resume(ws, args.resume, train_over or None, on_event=on_event)
-    else:
-        if not args.tokenizer or not (args.config or args.minutes):
-            raise WorkbenchError("train needs --tokenizer NAME and --config PATH|PRESET or --minutes M "
-                                 "(or --resume RUN)")
-        planned = None
-        if args.config:
-            cfg = load_config(args.config, ws)
-        else:
-            from ..planner import PlanRequest, plan
-            from .plan_cmd import print_plan
-
-            planned = plan(ws, PlanRequest(args.tokenizer, args.minutes),
-                           say=lambda m: print(m, file=sys.stderr, flush=True))
-            print_plan(planned)
-            cfg = planned.config
-        if args.minutes:
-            sets["train"] = {"max_minutes": args.minutes, "max_steps": None, "max_tokens": None, **sets["train"]}
-        cfg = apply_sets(cfg, sets)
-        prep = ProgressLine("prepare data")
-        try:
-            trainer = Trainer.new(ws, cfg, args.tokenizer, args.data, name=args.name, text_column=args.text_column,
-                                  on_event=on_event, plan=planned.record() if planned else None,
-                                  prepare_progress=lambda split, done, total, msg: prep.update(done, total, f"{split}: {msg}"))
-        finally:
-            prep.close()
+        print_plan(res.plan)
+    for notice in res.notices:
+        say(notice)
+    prep = ProgressLine("prepare data")
+    try:
+        trainer = start_training(ws, req, res, on_event=on_event,
+                                 prepare_progress=lambda split, done, total, msg: prep.update(done, total, f"{split}: {msg}"))
+    finally:
+        prep.close()
     if trainer.rank == 0:
         print(f"run {trainer.run_folder.name}: {trainer.run_folder.path}", file=sys.stderr)
 

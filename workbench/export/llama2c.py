@@ -65,8 +65,6 @@ def check_version(version) -> int:
 
 
 def _f32(t) -> bytes:
-    import numpy as np
-
     return t.detach().to("cpu").float().numpy().astype("<f4", copy=False).tobytes()
 
 

@@ -12,17 +12,12 @@ from typing import Iterable
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import TabbedContent, TabPane, Tabs
 
 from ..workspace import Workspace
-from .panes.chat import ChatPane
-from .panes.config import ConfigPane
-from .panes.runs import RunsPane
+from .panes.base import FormChanged, OpenRun, Pane, RunsChanged
 from .panes.tokenizer import TokenizerPane
-from .panes.trace import TracePane
-from .panes.train import TrainPane
 from .sysinfo import SystemProbe
 from .widgets.footer import WrappingFooter
 from .widgets.modals import ConfirmScreen, HelpScreen
@@ -90,7 +85,10 @@ class WorkbenchApp(App):
         super().__init__()
         self.ws = ws
         self.probe = probe or SystemProbe()
-        self._train_pane: TrainPane | None = None
+        # every pane made so far, by key: the App routes to them (and reaches them on the way
+        # out, when queries no longer find unmounted widgets)
+        self.panes: dict[str, Pane] = {}
+        self._form: tuple | None = None  # the Config pane's form, as it last said
         if theme:
             self.theme = theme
 
@@ -99,27 +97,43 @@ class WorkbenchApp(App):
             for i, (key, title) in enumerate(PANES):
                 with TabPane(f"{i + 1} {title}", id=key):
                     if key == "tokenizer":
-                        yield TokenizerPane(self.ws, id="tokenizer-pane")
-                    else:
-                        # the hidden panes are mounted after the first paint: the app opens faster
-                        yield Lazy(self._make_pane(key))
+                        yield self._make_pane(key)
         yield WrappingFooter()
 
-    def _make_pane(self, key: str):
-        if key == "config":
-            return ConfigPane(self.ws, self.probe, id="config-pane")
-        if key == "train":
-            self._train_pane = TrainPane(self.ws, self.probe, id="train-pane")
-            return self._train_pane
-        if key == "runs":
-            return RunsPane(self.ws, id="runs-pane")
-        if key == "trace":
-            return TracePane(self.ws, self.probe, id="trace-pane")
-        return ChatPane(self.ws, self.probe, id="chat-pane")
+    def _make_pane(self, key: str) -> Pane:
+        # the other panes' modules (and plotext, and the engine behind them) are imported after
+        # the first paint: the app opens faster
+        if key == "tokenizer":
+            made: Pane = TokenizerPane(self.ws, id="tokenizer-pane")
+        elif key == "config":
+            from .panes.config import ConfigPane
+            made = ConfigPane(self.ws, self.probe, id="config-pane")
+        elif key == "train":
+            from .panes.train import TrainPane
+            made = TrainPane(self.ws, self.probe, id="train-pane")
+        elif key == "runs":
+            from .panes.runs import RunsPane
+            made = RunsPane(self.ws, id="runs-pane")
+        elif key == "trace":
+            from .panes.trace import TracePane
+            made = TracePane(self.ws, self.probe, id="trace-pane")
+        else:
+            from .panes.chat import ChatPane
+            made = ChatPane(self.ws, self.probe, id="chat-pane")
+        if self._form is not None:
+            made.form_changed(*self._form)  # a pane made after the Config pane spoke hears it too
+        self.panes[key] = made
+        return made
+
+    def _mount_hidden_panes(self) -> None:
+        for key, _ in PANES:
+            if key not in self.panes:
+                self.query_one(f"#{key}", TabPane).mount(self._make_pane(key))
 
     def on_mount(self) -> None:
         self.sub_title = str(self.ws.root)
         self._apply_size(self.size.width, self.size.height)
+        self.call_after_refresh(self._mount_hidden_panes)
 
     def on_resize(self, event) -> None:
         self._apply_size(event.size.width, event.size.height)
@@ -143,39 +157,44 @@ class WorkbenchApp(App):
     def active_pane(self) -> str:
         return str(self.query_one("#panes", TabbedContent).active)
 
-    def action_pane(self, pane: str, action: str) -> None:
-        target = self.query_one(f"#{pane}-pane")
-        getattr(target, f"action_{action}")()
+    async def action_pane(self, pane: str, action: str) -> None:
+        target = self.panes.get(pane)
+        if target is not None and target.is_mounted:
+            await self.run_action(action, target)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "pane" and parameters:
             if parameters[0] != self.active_pane or not isinstance(self.screen, Screen) \
                     or self.screen is not self.screen_stack[0]:
                 return False
-            if parameters[1:] == ("cancel_build",):
-                return self.busy
-            if parameters[1:] == ("build",):
-                return None if self.busy else True  # shown, greyed out, while building
-            # a pane may say which of its actions apply now (e.g. Pause vs Resume)
-            target = self.query(f"#{parameters[0]}-pane")
-            if len(parameters) > 1 and target and hasattr(target.first(), "check_pane_action"):
-                return target.first().check_pane_action(parameters[1])
+            # a pane says which of its actions apply now (e.g. Pause vs Resume)
+            target = self.panes.get(parameters[0])
+            if len(parameters) > 1 and target is not None and target.is_mounted:
+                return target.check_pane_action(parameters[1])
         return True
 
     @on(TabbedContent.TabActivated, "#panes")
     def _pane_changed(self) -> None:
         self.refresh_bindings()
 
-    def open_run_in(self, pane_key: str, run_name: str) -> None:
-        """Show pane ``pane_key`` ("trace" or "chat") with run ``run_name`` in it: the hook the
-        Runs pane uses. The pane (mounted as ``#<pane_key>-pane``) opts in by defining
-        ``open_run(run_name: str)``; until it does, the user is told plainly."""
-        self.action_show_pane(pane_key)
-        target = self.query(f"#{pane_key}-pane")
-        if target and hasattr(target.first(), "open_run"):
-            target.first().open_run(run_name)
-        else:
-            self.notify(f"the {pane_key} pane cannot open runs yet", severity="warning")
+    def on_open_run(self, msg: OpenRun) -> None:
+        """A pane asked to show a run in another (the Runs pane: trace, chat, resume)."""
+        target = self.panes.get(msg.pane)
+        if target is None or not target.is_mounted:
+            self.notify(f"the {msg.pane} pane is not ready yet; try again in a moment", severity="warning")
+            return
+        self.action_show_pane(msg.pane)
+        target.open_run(msg.run, msg.purpose)
+
+    def on_form_changed(self, msg: FormChanged) -> None:
+        self._form = (msg.config, msg.error)
+        for pane in self.panes.values():
+            pane.form_changed(msg.config, msg.error)
+
+    def on_runs_changed(self, msg: RunsChanged) -> None:
+        for pane in self.panes.values():
+            if pane.is_mounted:
+                pane.runs_changed()
 
     def action_focus_tabs(self) -> None:
         self.query_one("#panes", TabbedContent).query_one(Tabs).focus()
@@ -195,57 +214,39 @@ class WorkbenchApp(App):
         yield SystemCommand("Save config", "Save the Config pane's form as models/<name>.yaml",
                             self._palette_save)
 
-    def _palette_build(self) -> None:
+    async def _palette_build(self) -> None:
         self.action_show_pane("tokenizer")
-        self.query_one(TokenizerPane).action_build()
+        await self.action_pane("tokenizer", "build")
 
-    def _palette_save(self) -> None:
+    async def _palette_save(self) -> None:
         self.action_show_pane("config")
-        self.query_one(ConfigPane).action_save()
+        await self.action_pane("config", "save")
 
     # --- quitting ------------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        return self.query_one(TokenizerPane).building
-
     async def action_quit(self) -> None:
-        train = self.query(TrainPane)
-        if train and train.first().running:
-            async def stop_training(yes: bool | None) -> None:
-                if yes:
-                    self.notify("stopping training (a checkpoint is kept) …")
-                    await train.first().stop_and_wait()
-                    self.exit(0)
-
-            await self.push_screen(ConfirmScreen("Training is running. Stop it (a checkpoint is kept) "
-                                                 "and quit?", "Stop and quit", "Keep training"), stop_training)
-            return
-        if not self.busy:
+        busy = [text for pane in self.panes.values() if (text := pane.busy_text())]
+        if not busy:
             self.exit(0)
             return
 
         async def answer(yes: bool | None) -> None:
             if yes:
-                self.notify("stopping the build …")
-                await self.query_one(TokenizerPane).stop_build()
+                self.notify("stopping …")
+                await self._shutdown_panes()
                 self.exit(0)
 
-        await self.push_screen(ConfirmScreen("A tokenizer build is running. Stop it and quit?",
-                                             "Stop and quit", "Keep working"), answer)
+        question = ". ".join(busy) + (". Stop it and quit?" if len(busy) == 1 else ". Stop them and quit?")
+        await self.push_screen(ConfirmScreen(question, "Stop and quit", "Keep working"), answer)
+
+    async def _shutdown_panes(self) -> None:
+        for pane in list(self.panes.values()):
+            await pane.shutdown()
 
     async def on_unmount(self) -> None:
-        chat = self.query(ChatPane)
-        if chat:
-            await chat.first().stop_and_wait()
-        # However the app ends, no build process outlives it.
-        pane = self.query(TokenizerPane)
-        if pane and pane.first().building:
-            await pane.first().stop_build()
-        # The panes are unmounted by now (queries find nothing): the Train pane is reached
-        # through the reference kept when it was made, and stops its run without its widgets.
-        if self._train_pane is not None:
-            await self._train_pane.shutdown()
+        # However the app ends, nothing it started outlives it: every pane stops its work
+        # (training keeps a checkpoint) without touching its widgets, which are gone by now.
+        await self._shutdown_panes()
 
 
 def run(ws: Workspace) -> int:

@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Select, Static, Switch, TextArea
 
+from .base import Pane
 from ...errors import WorkbenchError
 from ..widgets.chat_views import ReplyColumn, ReplyView, Stream
 
@@ -30,7 +31,7 @@ FIELDS = (  # id, label, default, placeholder
 )
 
 
-class ChatPane(Vertical):
+class ChatPane(Pane):
     """Sample from checkpoints with streaming replies."""
 
     def __init__(self, ws, probe, **kw):
@@ -144,7 +145,7 @@ class ChatPane(Vertical):
         event.stop()
         self.query_one("#ch-reply-b").display = event.value != NONE
 
-    def open_run(self, run_name: str, checkpoint: str | None = None) -> None:
+    def open_run(self, run_name: str, purpose: str = "open", checkpoint: str | None = None) -> None:
         """Select a run (its latest checkpoint unless one is named), ready to chat."""
         self._run_opts = None
         self.refresh_runs()
@@ -275,7 +276,7 @@ class ChatPane(Vertical):
         for s in self.streams:
             s.stop.set()
 
-    async def stop_and_wait(self) -> None:
+    async def shutdown(self) -> None:
         """Stop any generation and wait for its worker (used on quit)."""
         self.action_stop()
         for w in list(self.workers):

@@ -16,18 +16,19 @@ from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from ... import estimate as est
-from ...config import Config, ModelConfig, TrainConfig, fields_of, load_config, preset_names, save_config
+from ... import config_report as report
+from ...config import (Config, ModelConfig, TrainConfig, config_diff, fields_of, format_field, load_config,
+                       parse_field, preset_names, save_config)
 from ...errors import ConfigError, WorkbenchError
 from ...workspace import check_name
-from ..forms import config_diff, format_value, parse_value
+from .base import FormChanged, Pane
 
 SECTIONS = (("model", ModelConfig), ("train", TrainConfig))
 DEFAULT_PRESET = "debug"
@@ -40,7 +41,7 @@ class FieldValidator(Validator):
 
     def validate(self, value: str) -> ValidationResult:
         try:
-            parse_value(self.section, self.info, value)
+            parse_field(self.section, self.info, value)
         except ConfigError as e:
             return self.failure(str(e))
         return self.success()
@@ -59,7 +60,7 @@ class HelpLine(Widget):
         self.text = text
 
 
-class ConfigPane(Vertical):
+class ConfigPane(Pane):
     """Edit, check and save a model + training config."""
 
     class Probed(Message):
@@ -95,9 +96,11 @@ class ConfigPane(Vertical):
             yield Input("", id="cfg-save-name", compact=True, placeholder="name")
             yield Button("Save", id="cfg-save", variant="primary", compact=True)
         with Horizontal(id="cfg-plan-row"):
+            yield Label("tokenizer", classes="top-label")
+            yield Select([], id="cfg-tokenizer", allow_blank=True, compact=True, prompt="none")
             yield Label("plan for", classes="top-label")
             yield Input("", id="cfg-minutes", compact=True, placeholder="minutes", type="number")
-            yield Label("minutes on this machine", classes="top-label")
+            yield Label("minutes here", classes="top-label")
             yield Button("Plan", id="cfg-plan", compact=True)
         yield Static("", id="cfg-status")
         with Horizontal(id="cfg-body"):
@@ -123,7 +126,7 @@ class ConfigPane(Vertical):
                 yield Select([(c, c) for c in info.choices], value=info.default, id=wid,
                              allow_blank=False, compact=True)
             else:
-                yield Input(format_value(info, info.default), id=wid, compact=True,
+                yield Input(format_field(info, info.default), id=wid, compact=True,
                             placeholder=info.none_means or "", validators=[FieldValidator(section, info)],
                             validate_on=["changed", "submitted"])
         yield Static("", id=f"{wid}-error", classes="field-error")
@@ -133,7 +136,49 @@ class ConfigPane(Vertical):
         start = DEFAULT_PRESET if DEFAULT_PRESET in names else (names[0] if names else None)
         if start is not None:
             self.query_one("#cfg-load", Select).value = start
+        self.refresh_tokenizers()
         self.probe_machine()
+
+    def on_show(self) -> None:
+        self.refresh_tokenizers()  # one built in the Tokenizer pane since
+
+    def refresh_tokenizers(self) -> None:
+        from ...tokenizer import list_tokenizers
+
+        try:
+            names = [t.name for t in list_tokenizers(self.ws)]
+        except WorkbenchError:
+            names = []
+        sel = self.query_one("#cfg-tokenizer", Select)
+        keep = sel.value
+        with sel.prevent(Select.Changed):
+            sel.set_options([(n, n) for n in names])
+            if keep in names:
+                sel.value = keep
+
+    @on(Select.Changed, "#cfg-tokenizer")
+    def _tokenizer_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.fit_tokenizer_vocab()
+
+    def fit_tokenizer_vocab(self) -> None:
+        """Set model.vocab_size to the chosen tokenizer's, and say so in one line."""
+        from ...config import vocab_notice
+        from ...tokenizer import load_tokenizer
+
+        name = self.query_one("#cfg-tokenizer", Select).value
+        if name is Select.NULL or name is None:
+            return
+        try:
+            vocab = load_tokenizer(self.ws, str(name)).vocab_size
+        except WorkbenchError as e:
+            self.set_status(f"tokenizer: {e}", error=True)
+            return
+        box = self.query_one("#model-vocab_size", Input)
+        if box.value.strip() != str(vocab):
+            old = box.value.strip() or "null"
+            box.value = str(vocab)
+            self.set_status(vocab_notice(old, vocab, str(name)))
 
     def _load_options(self) -> list[tuple[str, str]]:
         mine = {p.stem for p in self.ws.models_dir().glob("*.yaml")} if self.ws.models_dir().is_dir() else set()
@@ -157,6 +202,7 @@ class ConfigPane(Vertical):
         self.apply_config(cfg, f"{spec} ({where})")
         self.query_one("#cfg-save-name", Input).value = spec if where == "models/" else f"my-{spec}"
         self.set_status(f"loaded {self.base_label}" + (f": {cfg.description}" if cfg.description else ""))
+        self.fit_tokenizer_vocab()  # a config made for another vocab takes the chosen tokenizer's
         self.recompute()
 
     def apply_config(self, cfg: Config, label: str) -> None:
@@ -180,7 +226,7 @@ class ConfigPane(Vertical):
         elif isinstance(w, Select):
             w.value = value
         else:
-            w.value = format_value(info, value)
+            w.value = format_field(info, value)
 
     # --- reading the form ----------------------------------------------------------------
 
@@ -197,7 +243,7 @@ class ConfigPane(Vertical):
                     values[section][name] = w.value
                     continue
                 try:
-                    values[section][name] = parse_value(section, info, w.value)
+                    values[section][name] = parse_field(section, info, w.value)
                 except ConfigError as e:
                     errors[wid] = str(e)
         return values, errors
@@ -226,29 +272,43 @@ class ConfigPane(Vertical):
 
     def recompute(self) -> None:
         values, self.errors = self.read_form()
-        for section, _ in SECTIONS:
-            for name in self.fields[section]:
-                wid = f"{section}-{name}"
-                msg = self.errors.get(wid, "")
-                if msg != self._shown_errors.get(wid, ""):  # touch only what changed
-                    box = self.query_one(f"#{wid}-error", Static)
-                    box.update(msg)
-                    box.display = bool(msg)
-        self._shown_errors = dict(self.errors)
         model = train = None
         self.form_error = ""
+        shown = dict(self.errors)
         if not self.errors:
             try:
                 model, train = ModelConfig(**values["model"]), TrainConfig(**values["train"])
             except ConfigError as e:
+                # a rule across fields ("n_heads must divide dim"): said beside each field it names
                 self.form_error = str(e)
+                for where in e.fields:
+                    shown[where.replace(".", "-", 1)] = self.form_error
         elif len(self.errors) > 1:
             self.form_error = f"{len(self.errors)} fields have invalid values"
+        for section, _ in SECTIONS:
+            for name in self.fields[section]:
+                wid = f"{section}-{name}"
+                msg = shown.get(wid, "")
+                if msg != self._shown_errors.get(wid, ""):  # touch only what changed
+                    box = self.query_one(f"#{wid}-error", Static)
+                    box.update(msg)
+                    box.display = bool(msg)
+        self._shown_errors = shown
         err = self.query_one("#cfg-form-error", Static)
         err.update(self.form_error)
-        err.display = bool(self.form_error)
+        err.display = len(self.errors) > 1  # the count; each message stands beside its own field
+        self.post_message(FormChanged(self.form_config(model, train), self.form_error or
+                                      (next(iter(self.errors.values())) if self.errors else "")))
         self.query_one("#cfg-estimates", Static).update(self._estimates_text(model, train))
         self.query_one("#cfg-diff", Static).update(self._diff_text(values))
+
+    def form_config(self, model: ModelConfig | None, train: TrainConfig | None) -> Config | None:
+        """The form as a Config named after the one it was loaded from (None while invalid)."""
+        if model is None or train is None:
+            return None
+        base = self.base
+        return Config(model, train, name=base.name if base else "run",
+                      description=base.description if base else None)
 
     @property
     def valid(self) -> bool:
@@ -257,40 +317,12 @@ class ConfigPane(Vertical):
     # --- estimates and diff --------------------------------------------------------------
 
     def _estimates_text(self, model: ModelConfig | None, train: TrainConfig | None) -> str:
-        lines = ["[b]Estimates[/b]"]
+        """The estimates ``workbench config show`` prints, with the machine once probed."""
         if model is None or train is None:
-            lines.append("[dim]fix the invalid values to see estimates[/dim]")
-            return "\n".join(lines)
-        n = est.param_count(model)
-        parts = est.param_breakdown(model)
-        fl = est.flops_per_token(model)
-        lines += [
-            f"parameters      {_si(n)}  ({n:,})",
-            "  " + ", ".join(f"{k} {_si(v)}" for k, v in parts.items() if v),
-            f"FLOPs/token     {_si(fl['train'])} train, {_si(fl['forward'])} forward",
-            f"head_dim {model.head_dim}, ffn {model.ffn_dim}, kv heads {model.kv_heads}",
-        ]
-        probed = self.machine.get(train.device)
-        if probed is None:
-            lines.append("memory          [dim]checking the machine …[/dim]")
-            return "\n".join(lines)
-        device, memory = probed
-        mem = est.training_memory(model, train.batch_size, None, train.precision, device)
-        v = est.verdict(mem.total, memory.get("available", 0), device)
-        colour = {"fits": "green", "tight": "yellow"}.get(v.verdict, "red")
-        kind = "RAM" if device == "cpu" else f"{device} memory"
-        lines += [
-            f"training memory {est.fmt_bytes(mem.total)} at batch {train.batch_size} × "
-            f"{mem.seq_len} ({mem.precision}, {device})",
-            f"  weights+grads+adam {est.fmt_bytes(mem.weights + mem.grads + mem.optimizer)}, "
-            f"activations {est.fmt_bytes(mem.activations)}",
-            f"available {kind}   {est.fmt_bytes(memory.get('available', 0))} of "
-            f"{est.fmt_bytes(memory.get('total', 0))}" + (f" ({memory['note']})" if memory.get("note") else ""),
-            f"verdict         [b {colour}]{v.verdict}[/]",
-        ]
-        if device == "cpu" and train.max_minutes:
-            lines.append(self._budget_text(model, train))
-        return "\n".join(lines)
+            return report.render(report.estimate_lines(None), markup=True)
+        e = report.estimates(model, train, self.machine.get(train.device))
+        text = report.render(report.estimate_lines(e), markup=True)
+        return text + "\n" + self._budget_text(model, train) if e.budget_applies else text
 
     def _budget_text(self, model: ModelConfig, train: TrainConfig) -> str:
         """The measured speed of this shape here (measured once per shape, in a worker), and
@@ -305,14 +337,8 @@ class ConfigPane(Vertical):
                 self._speeds[key] = speed
         if speed is None:
             self._measure_speed(key, model, train)
-            return "speed here      [dim]measuring this shape's training speed …[/dim]"
-        if "error" in speed:
-            return f"speed here      [dim]not measured: {speed['error']}[/dim]"
-        tokens = int(speed["tok_s"] * train.max_minutes * 60 * planner.STEP_SHARE)
-        return (f"speed here      {speed['tok_s']:,.0f} tok/s measured ({speed['precision']}, "
-                f"{speed['threads']} thread(s))\n"
-                f"budget buys     {_si(tokens)} tokens in {train.max_minutes:g} min "
-                f"({tokens / max(est.param_count(model), 1):.1f} per parameter)")
+        lines = report.budget_lines(model, train, speed, pending="measuring this shape's training speed …")
+        return report.render(lines, markup=True)
 
     @staticmethod
     def _speed_key(model: ModelConfig, train: TrainConfig) -> str:
@@ -413,12 +439,7 @@ class ConfigPane(Vertical):
     def _diff_text(self, values: dict) -> str:
         if self.base is None:
             return ""
-        diff = config_diff(self.base, values)
-        head = f"[b]Changes vs {self.base_label}[/b]"
-        if not diff:
-            return head + "\n[dim]none[/dim]"
-        body = [f"{key}: {_show(old)} → [b]{_show(new)}[/b]" for key, old, new in diff]
-        return "\n".join([head, *body])
+        return report.render(report.diff_lines(config_diff(self.base, values), self.base_label), markup=True)
 
     # --- the machine (may import torch for cuda/mps; never on the UI thread) --------------
 
@@ -453,7 +474,7 @@ class ConfigPane(Vertical):
         if info is None:
             help_box.update("[dim]tab moves between fields; ctrl+s saves; ctrl+l loads a preset[/dim]")
             return
-        default = "null" if info.default is None else format_value(info, info.default)
+        default = "null" if info.default is None else format_field(info, info.default)
         help_box.update(f"[b]{section}.{name}[/b]: {info.help}\n[dim]allowed: {info.allowed()}; "
                         f"default {default}[/dim]")
 
@@ -513,13 +534,6 @@ class ConfigPane(Vertical):
         box = self.query_one("#cfg-status", Static)
         box.update(text)
         box.set_class(error, "error")
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:g}"
 
 
 def _show(v: Any) -> str:

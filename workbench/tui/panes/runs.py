@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from ...errors import WorkbenchError
+from .base import OpenRun, Pane
 from ..widgets.charts import LineChart, Series
 from ..widgets.train_views import si
 
@@ -34,7 +35,7 @@ VIEWS = ("curves", "vs")
 SPAN_FOR_LOG_X = 4.0  # overlaid runs whose token counts differ this much get a log x axis
 
 
-class RunsPane(Vertical):
+class RunsPane(Pane):
     """List, compare and act on runs."""
 
     class Loaded(Message):
@@ -113,6 +114,9 @@ class RunsPane(Vertical):
 
     def refresh_runs(self) -> None:
         self._load_worker()
+
+    def runs_changed(self) -> None:
+        self.refresh_runs()
 
     @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
     def _load_worker(self) -> None:
@@ -198,7 +202,7 @@ class RunsPane(Vertical):
         return picked[:MAX_OVERLAY]
 
     def redraw(self) -> None:
-        from ...runs import interp, tokens_to_reach
+        from ...runs import compare_curves
 
         shown = self.shown_runs()
         colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(shown)}
@@ -226,23 +230,22 @@ class RunsPane(Vertical):
             diff.empty_text = "the baseline has no evaluations yet"
             diff.set_series([])
         else:
-            target = base[-1][1]
+            # the numbers `workbench runs compare` prints, from the curves loaded here
+            cmp = compare_curves({n: self.curves.get(n, []) for n in shown}, self.baseline)
             series = []
-            for n in shown:
-                if n == self.baseline:
+            for row in cmp["vs_baseline"]:
+                if row["name"] == self.baseline:
                     continue
-                c = self.curves.get(n, [])
-                pts = [(x, interp(c, x) - y) for x, y in base if x > 0 and interp(c, x) is not None]
-                series.append(Series(n, [float(x) for x, _ in pts], [d for _, d in pts], color=colors[n]))
+                pts = [(x, d) for x, d in row["diff_vs_baseline"] if x > 0]  # log x
+                series.append(Series(row["name"], [float(x) for x, _ in pts], [d for _, d in pts],
+                                     color=colors[row["name"]]))
             diff.title = f"run − {self.baseline} (val loss)"
             diff.empty_text = "select runs that overlap the baseline's tokens: space"
             diff.set_series(series, xlabel="tokens (log)", log_x=True, zero_line=True)
-            base_tokens = tokens_to_reach(base, target)
-            for n in shown:
-                c = self.curves.get(n, [])
-                t = tokens_to_reach(c, target) if c else None
-                ratio = f"{t / base_tokens:.2f}" if t and base_tokens else "—"
-                reach.add_row(n, si(t) if t is not None else "not reached", ratio)
+            for row in cmp["vs_baseline"]:
+                t, ratio = row["tokens_to_baseline_final"], row["ratio_to_baseline"]
+                reach.add_row(row["name"], si(t) if t is not None else "not reached",
+                              f"{ratio:.2f}" if ratio else "—")
         if switch:
             diff.title += " · ctrl+f: curves"
         diff.redraw()
@@ -276,19 +279,8 @@ class RunsPane(Vertical):
 
     def action_resume(self) -> None:
         name = self.cursor_run
-        if name is None:
-            return
-        from .train import TrainPane
-
-        train = self.app.query(TrainPane)
-        if not train:
-            self.set_status("the Train pane is not available", error=True)
-            return
-        if train.first().running:
-            self.set_status("training is already running in the Train pane; stop it first", error=True)
-            return
-        self.app.action_show_pane("train")
-        train.first().resume_run(name)
+        if name is not None:
+            self.post_message(OpenRun("train", name, "resume"))
 
     def action_trace(self) -> None:
         self._open_in("trace")
@@ -299,7 +291,7 @@ class RunsPane(Vertical):
     def _open_in(self, pane: str) -> None:
         name = self.cursor_run
         if name is not None:
-            self.app.open_run_in(pane, name)
+            self.post_message(OpenRun(pane, name))
 
     def action_export(self) -> None:
         name = self.cursor_run
@@ -339,20 +331,8 @@ class RunsPane(Vertical):
     def on_runs_pane_exported(self, msg: "RunsPane.Exported") -> None:
         self.set_status(msg.text, error=msg.error)
 
-    def _idle_cursor_run(self) -> str | None:
-        """The run under the cursor unless the Train pane is training it (runs training in
-        other processes are refused by the engine's rename_run/delete_run themselves)."""
-        from .train import TrainPane
-
-        name = self.cursor_run
-        train = self.app.query(TrainPane)
-        if name is not None and train and train.first().running and train.first().run_name == name:
-            self.set_status(f"run {name!r} is training in the Train pane; stop it first", error=True)
-            return None
-        return name
-
     def action_rename(self) -> None:
-        name = self._idle_cursor_run()
+        name = self.cursor_run
         if name is None:
             return
         from ..widgets.prompt import PromptScreen
@@ -379,7 +359,7 @@ class RunsPane(Vertical):
         self.refresh_runs()
 
     def action_delete(self) -> None:
-        name = self._idle_cursor_run()
+        name = self.cursor_run
         if name is None:
             return
         from ..widgets.modals import ConfirmScreen

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.validation import Integer, Number
 from textual.widgets import (
@@ -20,11 +20,12 @@ from textual.widgets import (
 )
 
 from ...data import DEFAULT_HUB_ID
+from .base import Pane
 from ...errors import WorkbenchError
 from ...tokenizer import MAX_VOCAB, N_SPECIALS, TokenizerSettings, list_tokenizers
 from ...procs import ensure_resource_tracker
 from ..widgets.modals import PathPicker
-from ..widgets.tokenizer_views import BytesPerTokenChart, TryIt, VocabBrowser
+from ..widgets.tokenizer_views import TryIt, VocabBrowser
 
 DEFAULT_VOCAB = 512
 DEFAULT_SAMPLE_MB = 10.0
@@ -37,7 +38,7 @@ def default_name(data: str, vocab: int) -> str:
     return f"{stem[:50]}-{vocab}"
 
 
-class TokenizerPane(Vertical):
+class TokenizerPane(Pane):
     """Build, list and inspect tokenizers."""
 
     class BuildUpdate(Message):
@@ -102,8 +103,7 @@ class TokenizerPane(Vertical):
                     yield TryIt(id="try-it")
                 with TabPane("Vocabulary", id="tok-vocab-tab"):
                     yield VocabBrowser(id="vocab-browser")
-                with TabPane("Chart", id="tok-chart-tab"):
-                    yield BytesPerTokenChart(id="tok-chart")
+                yield TabPane("Chart", id="tok-chart-tab")  # its chart comes after the first paint
 
     def on_mount(self) -> None:
         self._update_bytefb_hint(True)
@@ -111,6 +111,14 @@ class TokenizerPane(Vertical):
         self._set_status("")
         self.show_error("")
         self.refresh_tokenizers()
+        self.call_after_refresh(self._mount_chart)
+
+    def _mount_chart(self) -> None:
+        from ..widgets.bpt_chart import BytesPerTokenChart
+
+        chart = BytesPerTokenChart(id="tok-chart")
+        self.query_one("#tok-chart-tab", TabPane).mount(chart)
+        chart.show(self.infos)
 
     # --- the list of built tokenizers ----------------------------------------------------
 
@@ -129,7 +137,8 @@ class TokenizerPane(Vertical):
                 _num(st.get("bytes_per_token"), "{:.2f}"), _num(st.get("build_seconds"), "{:.2f}"),
                 key=info.name,
             )
-        self.query_one("#tok-chart", BytesPerTokenChart).show(self.infos)
+        for chart in self.query("#tok-chart"):  # mounted after the first paint
+            chart.show(self.infos)
         names = [i.name for i in self.infos]
         target = select if select in names else (self._shown_name if self._shown_name in names
                                                   else (names[0] if names else None))
@@ -245,8 +254,22 @@ class TokenizerPane(Vertical):
             self._cancel.set()
             self._set_status("cancelling …")
 
+    def busy_text(self) -> str | None:
+        return "A tokenizer build is running" if self.building else None
+
+    def check_pane_action(self, action: str) -> bool | None:
+        if action == "cancel_build":
+            return self.building
+        if action == "build":
+            return None if self.building else True  # shown, greyed out, while building
+        return True
+
+    async def shutdown(self) -> None:
+        if self.building:
+            await self.stop_build()
+
     async def stop_build(self) -> None:
-        """Cancel a running build and wait until its process is gone (used on quit)."""
+        """Cancel a running build and wait until its process is gone (no process outlives the app)."""
         self._cancel.set()
         if self._worker is not None:
             try:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch, Tree
 
 from ...errors import WorkbenchError
+from .base import Pane
 from ...trace_request import INIT, TraceRequest, header_text
 from ..widgets import trace_views as tv
 
@@ -32,7 +33,7 @@ def traces_dir(ws) -> Path:
     return Path(ws.root) / "traces"
 
 
-class TracePane(Vertical):
+class TracePane(Pane):
     """Trace a model and look inside it."""
 
     class Done(Message):
@@ -156,7 +157,7 @@ class TracePane(Vertical):
             tok.disabled = False
         self.query_one("#tr-save-name", Input).placeholder = self._default_name()
 
-    def open_run(self, run_name: str, checkpoint: str | None = None) -> None:
+    def open_run(self, run_name: str, purpose: str = "open", checkpoint: str | None = None) -> None:
         """Select a run (its latest checkpoint unless one is named), ready to trace."""
         self.refresh_sources()
         src = self.query_one("#tr-source", Select)

@@ -21,16 +21,17 @@ import time
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, Static
 
 from ...data import DEFAULT_HUB_ID
 from ...errors import WorkbenchError
+from .base import Pane, RunsChanged
 from ...estimate import fmt_bytes
 from ...procs import ensure_resource_tracker
-from .. import budget
+from ... import budget
 from ..widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
 from ..widgets.train_views import VIEWS, header_parts, newest_that_fit, pack
 
@@ -46,7 +47,7 @@ NOTICE_LINES = 12  # notices shown before the box has a size
 SHORT_HEADER_BELOW = 100  # columns: the header uses fewer words
 
 
-class TrainPane(Vertical):
+class TrainPane(Pane):
     """Train a model and watch it learn."""
 
     class Finished(Message):
@@ -84,6 +85,7 @@ class TrainPane(Vertical):
         self.view = VIEWS[0]
         self.devices: list[dict] = []
         self._resume_info: dict | None = None  # the run chosen to resume: its train config, progress
+        self._form: tuple = (None, "the Config pane has not been opened yet; choose a preset instead")
 
     # --- layout --------------------------------------------------------------------------
 
@@ -249,82 +251,90 @@ class TrainPane(Vertical):
             data.value = src  # train on what the tokenizer was built from, unless told otherwise
             self._auto_data = src
 
+    def form_changed(self, config, error: str) -> None:
+        self._form = (config, error)
+
     def _chosen_config(self):
-        from ...config import Config, load_config
-
+        """The preset's name, or the Config pane's form as a Config (as it last said)."""
         spec = self.query_one("#train-config", Select).value
-        if spec == FORM:
-            from .config import ConfigPane
+        if spec != FORM:
+            return str(spec)
+        config, error = self._form
+        if config is None:
+            raise WorkbenchError(f"the Config pane's form is invalid: {error}")
+        return config
 
-            panes = self.app.query(ConfigPane)
-            if not panes:
-                raise WorkbenchError("the Config pane is not ready yet; choose a preset instead")
-            pane = panes.first()
-            model, train = pane.current()
-            if pane.form_error:
-                raise WorkbenchError(f"the Config pane's form is invalid: {pane.form_error}")
-            base = pane.base
-            return Config(model, train, name=base.name if base else "run",
-                          description=base.description if base else None)
-        return load_config(str(spec), self.ws)
+    def _request(self):
+        """The form as a TrainRequest (checked; a WorkbenchError says what is wrong)."""
+        from ...train_request import TrainRequest
+
+        resume = self.query_one("#train-resume", Select).value
+        if resume != NEW:
+            from ...runs import get_run, run_config
+
+            cfg = run_config(get_run(self.ws, str(resume)))
+            return TrainRequest(resume=str(resume),
+                                overrides={"model": {}, "train": self._budget_overrides(str(resume), cfg.train)})
+        tok = self.query_one("#train-tokenizer", Select).value
+        if tok is Select.NULL or tok is None:
+            raise WorkbenchError("choose a tokenizer (build one in the Tokenizer pane first)")
+        data = self.query_one("#train-data", Input).value.strip() or DEFAULT_HUB_ID
+        return TrainRequest(tokenizer=str(tok), data=data, config=self._chosen_config())
 
     # --- starting ------------------------------------------------------------------------
 
-    def resume_run(self, name: str) -> None:
-        """Resume run ``name`` (from the Runs pane)."""
+    def busy_text(self) -> str | None:
+        return "Training is running (stopping keeps a checkpoint)" if self.running else None
+
+    def open_run(self, run: str, purpose: str = "resume") -> None:
+        """Resume run ``run`` (from the Runs pane) with the budget in the form."""
+        if self.running:
+            self.show_error(f"training is already running ({self.run_name}); stop it before resuming {run!r}")
+            return
         self.refresh_choices()
         rsel = self.query_one("#train-resume", Select)
-        if name not in self._resumable:
-            self.show_error(f"run {name!r} has no checkpoint to resume from")
+        if run not in self._resumable:
+            self.show_error(f"run {run!r} has no checkpoint to resume from")
             return
-        rsel.value = name
-        self._show_resume(name)
+        rsel.value = run
+        self._show_resume(run)
         self.action_start()
 
     def action_start(self) -> None:
+        from ...train_request import resolve
+
         if self.running:
             self.notify("training is already running", severity="warning")
             return
         self.show_error("")
-        resume = self.query_one("#train-resume", Select).value
         try:
             nproc = self._procs()
-            if resume != NEW:
-                from ...runs import get_run, run_config
-
-                cfg = run_config(get_run(self.ws, str(resume)))
-                over = self._budget_overrides(str(resume), cfg.train)
-                cfg.train = cfg.train.replace(**over)
-                job = {"resume": str(resume), "overrides": over}
-            else:
-                cfg = self._chosen_config()
-                tok = self.query_one("#train-tokenizer", Select).value
-                if tok is Select.NULL or tok is None:
-                    raise WorkbenchError("choose a tokenizer (build one in the Tokenizer pane first)")
-                data = self.query_one("#train-data", Input).value.strip() or DEFAULT_HUB_ID
-                job = {"cfg": cfg, "tokenizer": str(tok), "data": data}
+            req = self._request()
+            res = resolve(self.ws, req)
         except WorkbenchError as e:
             self.show_error(str(e))
             return
+        cfg = res.config
         ensure_resource_tracker()  # data preparation and torchrun start child processes
         self.history.clear()
         self._last_step, self._last_log, self._last_eval = {}, {}, {}
         self.query_one("#train-samples", Static).update("")
         self.notices.clear()
-        self.query_one("#train-log", Static).update("")
+        self.notices.extend(res.notices)  # e.g. the vocab the tokenizer set
+        self._show_notices()
         self.total_steps = cfg.train.max_steps
         self._stop_requested = False
         self._prepare = None
-        if "resume" in job:
-            self._load_history(job["resume"])
-        self.run_name = job.get("resume")
+        if req.resume is not None:
+            self._load_history(req.resume)
+        self.run_name = req.resume
         self.redraw_charts()  # the last run's curves go now, not at this run's first draw
         self._set_running(True, "preparing")
         if nproc > 1:
-            self._start_child(job, nproc)
+            self._start_child(req, res, nproc)
         else:
             self.job = None
-            self._worker = self._train_worker(job)
+            self._worker = self._train_worker(req, res)
         self._timer.resume()
 
     def _budget_overrides(self, run_name: str, train) -> dict:
@@ -380,24 +390,14 @@ class TrainPane(Vertical):
         events = [e for e in read_history(self.ws, run_name) if upto is None or e.step <= upto]
         self.feed(events)
 
-    def _start_child(self, job: dict, nproc: int) -> None:
-        import time as _t
-
-        from ...runs import new_run_name
+    def _start_child(self, req, res, nproc: int) -> None:
+        from ...runs import default_run_name
+        from ...train_request import child_args
         from ..child_run import ChildRun
 
         try:
-            if "resume" in job:
-                run, args, yaml_text = job["resume"], ["--resume", job["resume"]], None
-                for k, v in job.get("overrides", {}).items():  # the budget, as the CLI sets it
-                    args += ["--set", f"train.{k}={'null' if v is None else v}"]
-            else:
-                import yaml
-
-                cfg = job["cfg"]
-                run = new_run_name(self.ws, f"{cfg.name or 'run'}-{_t.strftime('%Y%m%d-%H%M%S')}")
-                args = ["--tokenizer", job["tokenizer"], "--data", job["data"], "--name", run]
-                yaml_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            run = req.resume or req.name or default_run_name(self.ws, res.config)
+            args, yaml_text = child_args(req, res, run)  # `workbench train` under torchrun
             child = ChildRun(self.ws, run, nproc, args, yaml_text)
             child.start()
         except (WorkbenchError, OSError) as e:
@@ -418,15 +418,11 @@ class TrainPane(Vertical):
         self.post_message(self.Finished({"state": "child"}))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
-    def _train_worker(self, job: dict) -> None:
-        from ...train import Trainer
+    def _train_worker(self, req, res) -> None:
+        from ...train import start_training
 
         try:
-            if "resume" in job:
-                trainer = Trainer.resume(self.ws, job["resume"], train_overrides=job.get("overrides") or None)
-            else:
-                trainer = Trainer.new(self.ws, job["cfg"], job["tokenizer"], job["data"],
-                                      prepare_progress=self._on_prepare)
+            trainer = start_training(self.ws, req, res, prepare_progress=self._on_prepare)
         except WorkbenchError as e:
             self.post_message(self.Finished({"state": "failed", "message": str(e)}))
             return
@@ -477,30 +473,26 @@ class TrainPane(Vertical):
         self._render_header()
         self._update_buttons()
 
-    async def stop_and_wait(self) -> None:
-        """Stop training and wait until it has (used on quit): every process stops after the
-        same step and a checkpoint is kept, with one process or many."""
+    async def shutdown(self) -> None:
+        """On quit, and however else the app ends, even with this pane already unmounted (no
+        widget is touched): every process stops after the same step with a checkpoint kept,
+        and nothing is left running."""
+        self._stop_requested = True  # a trainer still being made stops as soon as it exists
         if not self.running:
             return
         job = self.job
-        self.action_stop()
-        if self._worker is not None:
+        if job is not None:
+            job.stop()
+            await asyncio.to_thread(_wait_stopped, job)
+        worker = self._worker
+        if worker is not None and not worker.is_finished:
             try:
-                await self._worker.wait()  # a child run's follower ends when torchrun exits
+                await worker.wait()  # the trainer still being made, or a child run's follower
             except Exception:
                 pass
+        job = self.job
         if job is not None and hasattr(job, "kill"):
             job.kill()  # only if it outlived its stop (ChildRun gives it STOP_GRACE seconds)
-
-    async def shutdown(self) -> None:
-        """However the app ends, even with this pane already unmounted (no widget is touched):
-        a running job stops after a step with a checkpoint and nothing is left running."""
-        self._stop_requested = True  # a trainer still being made stops as soon as it exists
-        job = self.job
-        if job is None or not self.running:
-            return
-        job.stop()
-        await asyncio.to_thread(_wait_stopped, job)
 
     def action_toggle_log_y(self) -> None:
         self.log_y = not self.log_y
@@ -647,9 +639,7 @@ class TrainPane(Vertical):
         self.job = None
         self.redraw_charts()
         self.refresh_choices()
-        runs = self.app.query("#runs-pane")
-        if runs and hasattr(runs.first(), "refresh_runs"):
-            runs.first().refresh_runs()
+        self.post_message(RunsChanged())
 
     def on_train_pane_devices(self, msg: "TrainPane.Devices") -> None:
         self.devices = msg.devices

@@ -1,13 +1,17 @@
-"""Terminal line charts for training metrics: a history of log/eval rows, a debiased EMA,
+"""Terminal line charts for training metrics: a history of log/eval rows with a debiased EMA,
 thinning to the plot's width, and a ``PlotextPlot`` that redraws only when asked.
 
 The Train pane calls ``LineChart.set_series`` as often as it likes; the (pure-Python, slow)
 plotext build runs only when ``redraw`` is called, which the pane throttles to a few per second.
+``LineChart.add_listener`` lets a measurement (``workbench bench``'s app task) see when a chart
+is given new series and when it is painted, without wrapping its methods.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from textual_plotext import PlotextPlot
@@ -15,15 +19,6 @@ from textual_plotext import PlotextPlot
 X_MODES = ("steps", "tokens", "time")
 X_KEYS = {"steps": "step", "tokens": "tokens", "time": "elapsed"}
 EMA_BETA = 0.9
-
-
-def debiased_ema(values: list[float], beta: float = EMA_BETA) -> list[float]:
-    """Exponential moving average divided by (1 - beta^n), so early points are not pulled to 0."""
-    out, ema = [], 0.0
-    for n, v in enumerate(values, 1):
-        ema = beta * ema + (1 - beta) * v
-        out.append(ema / (1 - beta ** n))
-    return out
 
 
 def thin(xs: list[float], ys: list[float], max_points: int) -> tuple[list[float], list[float]]:
@@ -59,6 +54,8 @@ class MetricsHistory:
         self._ema_state = 0.0
 
     def add_train(self, row: dict) -> None:
+        """Keep a train row; its loss extends the EMA, divided by (1 - beta^n) so that the first
+        points are not pulled towards 0."""
         loss = row.get("loss")
         if not isinstance(loss, (int, float)) or not math.isfinite(loss):
             return
@@ -94,6 +91,9 @@ class Series:
     scatter: bool = False
 
 
+ChartListener = Callable[[str, float], None]
+
+
 class LineChart(PlotextPlot):
     """A titled chart of a few series; ``redraw`` rebuilds it, thinned to the current width."""
 
@@ -106,6 +106,26 @@ class LineChart(PlotextPlot):
         self.log_x = False
         self.zero_line = False
         self.empty_text = "no data yet"
+        self._listeners: list[ChartListener] = []
+
+    def add_listener(self, listener: ChartListener) -> None:
+        """Call ``listener(event, t)`` from now on, ``t`` being ``time.perf_counter()``:
+
+        - ``"redraw"`` when ``redraw`` has set up the plot from the current series (its owner
+          acted on new data or a new view; the picture is not built yet);
+        - ``"painted"`` when ``render`` has built the picture Textual puts on the screen.
+
+        For measurements (``workbench bench`` times key press to repaint with it). Listeners run
+        on the UI thread inside the redraw and the paint: they must be quick and must not touch
+        widgets.
+        """
+        self._listeners.append(listener)
+
+    def _tell(self, event: str) -> None:
+        if self._listeners:
+            t = time.perf_counter()
+            for listener in self._listeners:
+                listener(event, t)
 
     def set_series(self, series: list[Series], xlabel: str = "", log_y: bool = False,
                    log_x: bool = False, zero_line: bool = False) -> None:
@@ -116,12 +136,14 @@ class LineChart(PlotextPlot):
         """The plot; if plotext cannot build it (it has raised IndexError on some sizes and
         data, e.g. a legend that does not fit), one line saying so instead of a crash."""
         try:
-            return super().render()
+            picture = super().render()
         except (IndexError, ValueError, ZeroDivisionError, OverflowError) as e:
             from rich.text import Text
 
-            return Text(f"{self.title}: cannot be drawn at {self.size.width}×{self.size.height} "
-                        f"({type(e).__name__}); resize, or press a chart key to redraw", style="dim")
+            picture = Text(f"{self.title}: cannot be drawn at {self.size.width}×{self.size.height} "
+                           f"({type(e).__name__}); resize, or press a chart key to redraw", style="dim")
+        self._tell("painted")
+        return picture
 
     @property
     def max_points(self) -> int:
@@ -160,6 +182,7 @@ class LineChart(PlotextPlot):
                 plt.xlim(all_x[0] - 1, all_x[0] + 1)
         else:
             plt.title(f"{self.title} — {self.empty_text}")
+        self._tell("redraw")
         self.refresh()
 
 

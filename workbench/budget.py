@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import WorkbenchError
+from .errors import WorkbenchError
 
 KINDS = ("steps", "tokens", "minutes")
 FIELDS = {"steps": "max_steps", "tokens": "max_tokens", "minutes": "max_minutes"}
@@ -34,7 +34,7 @@ def fmt(kind: str, value) -> str:
 def progress(run) -> dict:
     """Where the run's latest checkpoint stands: steps, tokens and minutes trained (what a
     resume continues from)."""
-    from ..checkpoint import latest_name
+    from .checkpoint import latest_name
 
     name = latest_name(run.path) or ""
     tail = name.rsplit("_", 1)[-1]

@@ -7,7 +7,7 @@ import pytest
 
 from workbench.config import TrainConfig
 from workbench.errors import WorkbenchError
-from workbench.tui import budget
+from workbench import budget
 
 
 def test_a_larger_budget_becomes_that_budget_alone():

@@ -1,0 +1,132 @@
+"""TrainRequest: what `workbench train` and the Train pane ask for, and what it resolves to.
+
+A request is a new run (a config — a preset name, a YAML path or the Config pane's form — or
+only a time budget, which the planner turns into a config; a tokenizer; a data source) or the
+resume of a run with new train settings. ``resolve`` turns it into the exact config a run
+trains with, the notices that say what was changed on the way (the vocab the tokenizer
+dictates), and the plan where the planner chose. ``train.start_training`` is the one function
+both clients call with it; ``child_args`` hands a resolved request to ``workbench train``
+under torchrun. Torch-free, so the app checks a request on the UI thread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Config, TrainConfig, apply_overrides, fields_of, fit_vocab, format_field, load_config
+from .data import DEFAULT_HUB_ID
+from .errors import ConfigError, WorkbenchError
+
+MAX_MINUTES = 10**7
+
+
+def _no_overrides() -> dict[str, dict[str, Any]]:
+    return {"model": {}, "train": {}}
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training request. ``overrides`` are typed field values by section (the CLI's
+    ``--set`` items parsed by ``config.parse_overrides``; the Train pane's resume budget)."""
+
+    tokenizer: str | None = None
+    data: str = DEFAULT_HUB_ID
+    config: str | Config | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=_no_overrides)
+    minutes: float | None = None
+    name: str | None = None
+    text_column: str = "text"
+    resume: str | None = None
+
+    def __post_init__(self):
+        unknown = set(self.overrides) - {"model", "train"}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; valid sections: model, train")
+        if self.minutes is not None and (isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float))
+                                         or not math.isfinite(self.minutes) or not 0 < self.minutes <= MAX_MINUTES):
+            raise ConfigError(f"minutes = {self.minutes!r} is not allowed: expected a number above 0, "
+                              f"at most {MAX_MINUTES:g}", ("train.max_minutes",))
+        if self.name is not None:
+            from .workspace import check_name
+
+            check_name("run", self.name)
+        if self.resume is not None:
+            if self.overrides.get("model"):
+                raise WorkbenchError("model fields cannot change when a run is resumed (its weights have that "
+                                     "shape); only train fields can")
+            if self.config is not None:
+                raise WorkbenchError(f"a resumed run trains with its own config: resume {self.resume!r} "
+                                     "without a config")
+        elif not self.tokenizer:
+            raise WorkbenchError("choose a tokenizer (build one first: `workbench tokenizer build`, or the "
+                                 "Tokenizer pane)")
+        elif self.config is None and self.minutes is None:
+            raise WorkbenchError("give a config (a preset, a YAML file) or a time budget in minutes for the "
+                                 "planner to choose one")
+
+
+@dataclass
+class Resolved:
+    """A request made concrete: the config the run trains with (for a resume, the run's own
+    with the new train settings), what changed on the way, and the plan if one chose it."""
+
+    config: Config
+    notices: list[str] = field(default_factory=list)
+    plan: Any = None                      # planner.Plan, when the planner chose the config
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # a resume's train changes
+
+
+def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> Resolved:
+    """The config ``req`` trains, checked whole; ``say`` hears the planner's progress."""
+    if req.resume is not None:
+        return _resolve_resume(ws, req)
+    from .tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(ws, req.tokenizer).vocab_size
+    planned = None
+    if req.config is None:
+        from .planner import PlanRequest, plan
+
+        planned = plan(ws, PlanRequest(req.tokenizer, req.minutes), say=say)
+        cfg = planned.config
+    elif isinstance(req.config, Config):
+        cfg = req.config
+    else:
+        cfg = load_config(req.config, ws)
+    cfg = apply_overrides(cfg, req.overrides, minutes=req.minutes)
+    cfg, notice = fit_vocab(cfg, req.tokenizer, vocab, pinned="vocab_size" in (req.overrides.get("model") or {}))
+    return Resolved(cfg, [notice] if notice else [], planned)
+
+
+def _resolve_resume(ws, req: TrainRequest) -> Resolved:
+    from .runs import get_run, run_config
+
+    cfg = run_config(get_run(ws, req.resume))
+    wanted = dict(req.overrides.get("train") or {})
+    if req.minutes is not None:
+        wanted = {"max_minutes": float(req.minutes), **wanted}
+    train = cfg.train.replace(**wanted)  # checked whole (a budget must remain, min_lr <= lr, ...)
+    before = cfg.train.to_dict()
+    changes = {k: v for k, v in train.to_dict().items() if before[k] != v}
+    cfg.train = train
+    return Resolved(cfg, [], None, changes)
+
+
+def child_args(req: TrainRequest, res: Resolved, run_name: str | None = None) -> tuple[list[str], str | None]:
+    """``workbench train`` arguments for the resolved request (under torchrun), and the YAML of
+    the config to hand over as a file (None for a resume: the run has its config)."""
+    if req.resume is not None:
+        infos = {f.name: f for f in fields_of(TrainConfig)}
+        args = ["--resume", req.resume]
+        for k, v in res.train_overrides.items():
+            args += ["--set", f"train.{k}={'null' if v is None else format_field(infos[k], v)}"]
+        return args, None
+    import yaml
+
+    args = ["--tokenizer", str(req.tokenizer), "--data", req.data, "--text-column", req.text_column]
+    if run_name or req.name:
+        args += ["--name", run_name or req.name]
+    return args, yaml.safe_dump(res.config.to_dict(), sort_keys=False)
+
