@@ -29,3 +29,17 @@ def test_a_budget_that_cannot_extend_the_run_is_refused(kind, text, needle):
     done = {"steps": 200, "tokens": 102400, "minutes": 1.5}
     with pytest.raises(WorkbenchError, match=needle.replace("(", r"\(")):
         budget.overrides("first", TrainConfig(max_steps=200), kind, text, done)
+
+
+def test_the_budget_of_each_kind_as_the_form_writes_it():
+    train = TrainConfig(max_steps=None, max_tokens=None, max_minutes=2.5)
+    assert budget.current(train) == ("minutes", "2.5")
+    assert [budget.value(train, k) for k in budget.KINDS] == ["", "", "2.5"]
+
+
+def test_a_resume_goes_on_from_the_latest_checkpoint(trained):
+    from conftest import TRAINED_RUN
+
+    point = budget.resume_point(trained, TRAINED_RUN)
+    assert point["name"] == TRAINED_RUN and point["train"].max_steps == 12
+    assert point["done"]["steps"] == 12 and point["done"]["tokens"] > 0

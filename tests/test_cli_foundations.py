@@ -76,3 +76,10 @@ def test_every_help_reads_as_plain_text(group, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "``" not in out and out.count("`") % 2 == 0, out[:400]
+
+
+def test_a_caught_error_is_one_line_for_a_person():
+    from workbench.errors import ConfigError, user_message
+
+    assert user_message(ConfigError("model.dim = 0 is not allowed")) == "model.dim = 0 is not allowed"
+    assert user_message(KeyError("x")) == "KeyError: 'x'"

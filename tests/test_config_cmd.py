@@ -199,6 +199,56 @@ def test_the_pane_and_the_cli_show_the_same_text():
     assert "available RAM   0 B of 0 B" in unknown and "verdict         won't fit" in unknown
 
 
+def test_a_fields_help_says_what_it_is_for_allows_and_defaults_to():
+    from workbench.config import ModelConfig, fields_of
+    from workbench.config_report import field_help
+
+    info = next(f for f in fields_of(ModelConfig) if f.name == "n_kv_heads")
+    assert render(field_help("model", info)) == (f"model.n_kv_heads: {info.help}\n"
+                                                 f"allowed: {info.allowed()}; default null")
+    assert render(field_help("model", info), markup=True).startswith("[b]model.n_kv_heads[/]: ")
+
+
+def test_a_form_is_checked_whole_and_a_rule_across_fields_is_said_beside_each():
+    from workbench.config import ModelConfig, TrainConfig
+    from workbench.config_report import check_form
+
+    values = {"model": ModelConfig().to_dict(), "train": TrainConfig().to_dict()}
+    model, train, shown, line = check_form(values, {})
+    assert (model, train, shown, line) == (ModelConfig(), TrainConfig(), {}, "")
+    bad = {**values, "model": {**values["model"], "dim": 64, "n_heads": 5}}
+    model, _, shown, line = check_form(bad, {})
+    assert model is None and line.startswith("model.n_heads = 5 is not allowed") and set(shown) == {
+        "model.n_heads", "model.dim"} and set(shown.values()) == {line}
+    assert check_form(values, {"model.dim": "x"})[2:] == ({"model.dim": "x"}, "")  # said beside it
+    assert check_form(values, {"model.dim": "x", "train.lr": "y"})[3] == "2 fields have invalid values"
+
+
+def test_the_pane_saves_as_the_cli_does(own_built):
+    """``save_as`` writes models/NAME.yaml for `config new` and the Config pane alike."""
+    from workbench.config_report import models_path, save_as
+    from workbench.errors import WorkbenchError
+
+    base = load_config("debug", own_built)
+    path, saved = save_as(own_built, "mine", base)
+    assert path == models_path(own_built, "mine") == own_built.models_dir() / "mine.yaml"
+    assert saved.name == "mine" and saved.source is None and saved.description == base.description
+    assert load_config("mine", own_built).model == base.model
+    with pytest.raises(WorkbenchError, match="config name 'a/b' is not allowed"):
+        models_path(own_built, "a/b")
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", "inf", "1000001"])
+def test_the_panes_plan_box_is_checked_as_a_plan_request(text):
+    from workbench.errors import WorkbenchError
+    from workbench.planner import MINUTES_ALLOWED, PlanRequest, parse_minutes
+
+    assert parse_minutes(" 2.5 ") == 2.5 and PlanRequest(None, 2.5, vocab=512).validate()
+    with pytest.raises(WorkbenchError) as e:
+        parse_minutes(text)
+    assert str(e.value) == f"minutes = {text!r} is not allowed: {MINUTES_ALLOWED}"
+
+
 @pytest.mark.parametrize("verb", [[], ["list"], ["show"], ["new"]])
 def test_help_reads_as_plain_text(verb, capsys):
     with pytest.raises(SystemExit) as e:

@@ -26,7 +26,8 @@ from workbench.config import ModelConfig
 from workbench.errors import WorkbenchError
 from workbench.generate import Generation, generate, load_for_generation, token_loop
 from workbench.model import build_model
-from workbench.sampling import SamplingParams, apply_repetition_penalty, choose, filter_top_k_top_p
+from workbench.sampling import (SamplingParams, apply_repetition_penalty, choose, filter_top_k_top_p,
+                                sampling_params)
 from workbench.streaming import StopStrings, TextDeltas
 from workbench.tokenizer import load_tokenizer
 
@@ -189,6 +190,35 @@ def test_bad_settings_name_the_field():
                       ({"temperature": -1}, "temperature"), ({"repetition_penalty": 0}, "repetition_penalty")]:
         with pytest.raises(WorkbenchError, match=field):
             SamplingParams(**kw).validate()
+
+
+FORM_LABELS = {"temperature": "temperature", "top_k": "top-k", "top_p": "top-p", "max_tokens": "max tokens",
+               "seed": "seed"}
+
+
+def test_the_chat_form_and_the_cli_make_the_same_params():
+    """The Chat pane's text and `workbench generate`'s typed options go through one function."""
+    form = sampling_params(FORM_LABELS, temperature=" 0.7", top_k="40", top_p="", max_tokens="12", seed="",
+                           stop_at_eos=False)
+    cli = sampling_params(temperature=0.7, top_k=40, top_p=None, max_tokens=12, seed=None, stop_at_eos=False)
+    assert form == cli == SamplingParams(max_tokens=12, temperature=0.7, top_k=40, stop_at_eos=False)
+
+
+@pytest.mark.parametrize("field, text, said", [
+    ("top_k", "x", "top-k 'x' is not allowed: expected an integer >= 1, or empty (off)"),
+    ("temperature", "", "temperature '' is not allowed: expected a number >= 0 (0 is greedy)"),
+    ("max_tokens", "0", "max tokens 0 is not allowed: expected an integer >= 1"),
+    ("top_p", "1.5", "top-p = 1.5 is not allowed: expected a number > 0 and <= 1, or none (off)"),
+    ("seed", "-1", "seed = -1 is not allowed: expected an integer from 0 to 2**63-1, or none (random)"),
+])
+def test_form_text_is_refused_naming_the_field_as_the_form_labels_it(field, text, said):
+    values = {"temperature": "0.8", "max_tokens": "20", field: text}
+    with pytest.raises(WorkbenchError) as e:
+        sampling_params(FORM_LABELS, **values)
+    assert str(e.value) == said
+    if field == "top_p":  # the CLI names the field as SamplingParams does
+        with pytest.raises(WorkbenchError, match="^top_p = 1.5 is not allowed"):
+            sampling_params(top_p=1.5)
 
 
 # --- streaming -----------------------------------------------------------------------------

@@ -124,7 +124,9 @@ def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--grid", "model.dim=16", "--name", "bad/name"], "sweep name 'bad/name' is not allowed"),
-    (["--grid", "model.dmi=16", "--name", "s1"], "unknown model key(s) 'dmi'"),
+    (["--grid", "model.dmi=16", "--name", "s1"], "unknown model field 'dmi'; valid fields: vocab_size"),
+    (["--grid", "model.dim=16,x", "--name", "s5"], "model.dim = 'x' is not allowed: expected an integer"),
+    (["--grid", "model.vocab_size=512", "--name", "s6"], "does not match tokenizer 'tok', which has 400 pieces"),
     (["--grid", "model.dim=16", "--name", "s2", "--parallel", "64"], "--parallel 64 is not allowed"),
     (["--name", "s3"], "the sweep has no runs"),
     (["--grid", "dim=16", "--name", "s4"], "is not SECTION.FIELD=VALUES"),

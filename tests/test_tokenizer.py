@@ -13,7 +13,7 @@ from workbench.errors import Cancelled, WorkbenchError
 from workbench.tokenizer import (
     SPACE_MARK, TokenizerSettings, list_tokenizers, load_tokenizer, min_vocab_size, tokenizer_info,
 )
-from workbench.tokenizer_build import BuildJob, build_tokenizer
+from workbench.tokenizer_build import BuildJob, build_request, build_tokenizer, default_name
 
 TRICKY = [
     "", " ", "  ", "\n", "\n\n\n", "\t", " \t \n ", "a  b   c", "trailing   ", "   leading",
@@ -172,3 +172,22 @@ def test_overwrite_replaces(built, corpus, tmp_path):
     info = build_tokenizer(w, "tok", TokenizerSettings(vocab_size=450, data=str(corpus)), overwrite=True)
     assert info.stats["vocab_size"] == 450
     assert sorted(p.name for p in w.tokenizers_dir().iterdir()) == ["tok"]
+
+
+def test_the_form_and_the_cli_ask_for_a_build_alike():
+    """The Tokenizer pane's text and `workbench tokenizer build`'s options: one request."""
+    form = build_request(" stories.txt ", "512", "10", True, "")
+    cli = build_request("stories.txt", 512, 10.0, True, "stories-512")
+    assert form == cli == ("stories-512", TokenizerSettings(vocab_size=512, sample_mb=10.0, data="stories.txt"))
+    assert build_request("", "600", "1", False)[0] == "tinystories-600"  # the hub id by default
+    assert default_name("/data/My Corpus.jsonl", 99) == "my-corpus-99"
+
+
+def test_form_text_is_refused_naming_the_field():
+    allowed = {"vocab size": "an integer from 5 to 32768", "sample MB": "a number above 0, up to 4096"}
+    for vocab, sample, bad in [("99999", "10", "vocab size"), ("4", "10", "vocab size"), ("5.5", "10", "vocab size"),
+                               ("512", "0", "sample MB"), ("512", "nan", "sample MB")]:
+        with pytest.raises(WorkbenchError) as e:
+            build_request("x.txt", vocab, sample, True)
+        text = vocab if bad == "vocab size" else sample
+        assert str(e.value) == f"{bad} {text!r} is not allowed: expected {allowed[bad]}"

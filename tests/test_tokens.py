@@ -136,8 +136,9 @@ def test_cancel_event_stops_prepare(built, corpus):
 
 def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path):
     """The data a run gets is always its tokenizer's encoding of the source as it is now: an
-    edited file gets a folder of its own (its fingerprint), and a rebuilt tokenizer under the
-    same name re-prepares a named folder instead of reusing the old tokens."""
+    edited file gets a folder of its own (its fingerprint) or, in a folder named by the user, is
+    prepared again; a rebuilt tokenizer under the same name re-prepares a named folder instead of
+    reusing the old tokens."""
     import shutil
 
     from workbench.tokenizer import TokenizerSettings
@@ -154,6 +155,14 @@ def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path
     tok = load_tokenizer(built, "tok")
     assert np.array_equal(np.fromfile(b.train.path, dtype=b.dtype).astype(np.int64), _expected(tok, stories))
 
+    # a folder named by the user: the same name, a changed source, prepared again
+    named = ensure_prepared(built, "tok", str(src), name="named")
+    edited = make_stories(200, seed=11)
+    write_txt(src / "train.txt", edited)
+    again = ensure_prepared(built, "tok", str(src), name="named")
+    assert again.path == named.path
+    assert np.array_equal(np.fromfile(again.train.path, dtype=again.dtype).astype(np.int64), _expected(tok, edited))
+
     # the same tokenizer name, rebuilt with another vocab: the named folder is prepared again
     build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=330, data=str(corpus), sample_mb=5))
     c = ensure_prepared(built, "tok2", str(src), name="retok")
@@ -162,4 +171,4 @@ def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path
     d = ensure_prepared(built, "tok2", str(src), name="retok")
     assert d.meta["tokenizer"]["sha256"] != c.meta["tokenizer"]["sha256"]
     tok2 = load_tokenizer(built, "tok2")
-    assert np.array_equal(np.fromfile(d.train.path, dtype=d.dtype).astype(np.int64), _expected(tok2, stories))
+    assert np.array_equal(np.fromfile(d.train.path, dtype=d.dtype).astype(np.int64), _expected(tok2, edited))

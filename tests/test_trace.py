@@ -194,6 +194,30 @@ def test_cli_trace_config_debug(tmp_path, capsys):
     assert d["total_flops"] == d["estimated_flops"]
 
 
+def test_a_saved_trace_holds_what_the_cli_prints_and_loads_back(tmp_path, capsys):
+    """The Trace pane saves traces/NAME.json and NAME.txt (``trace_files``); the .txt is what
+    `workbench trace` prints, and the .json is a baseline to diff against."""
+    from workbench.errors import WorkbenchError
+    from workbench.trace import run_trace
+    from workbench.trace_files import load_trace, save_trace, saved_traces, trace_text
+    from workbench.trace_request import TraceRequest
+    from workbench.workspace import Workspace
+
+    ws = Workspace.at(tmp_path / "ws")
+    assert main(["--workspace", str(ws.root), "trace", "--config", "debug", "--tokens", "4"]) == 0
+    printed = capsys.readouterr().out
+    result, _ = run_trace(ws, TraceRequest(config="debug", tokens=4))
+    folder = save_trace(ws, "debug-init", result)
+    assert (folder / "debug-init.txt").read_text() == printed == trace_text(result) + "\n"
+    assert saved_traces(ws) == [folder / "debug-init.json"]
+    assert load_trace(folder / "debug-init.json")["root"]["path"] == ""
+    with pytest.raises(WorkbenchError, match="trace name '../x' is not allowed"):
+        save_trace(ws, "../x", result)
+    (folder / "bad.json").write_text("[1, 2]")
+    with pytest.raises(WorkbenchError, match=r"cannot read .*bad.json: no 'root' call"):
+        load_trace(folder / "bad.json")
+
+
 def test_cli_trace_meta_and_errors(tmp_path, capsys):
     ws = ["--workspace", str(tmp_path)]
     assert main([*ws, "trace", "--config", "stories15M", "--meta", "--tokens", "4", "--depth", "0"]) == 0

@@ -21,10 +21,15 @@ def current(train) -> tuple[str, str]:
     """The kind and value (as the form writes it) of a train config's budget: the first of
     steps, tokens, minutes that is set."""
     for kind in KINDS:
-        value = getattr(train, FIELDS[kind])
-        if value is not None:
-            return kind, fmt(kind, value)
+        if value(train, kind):
+            return kind, value(train, kind)
     return "steps", ""
+
+
+def value(train, kind: str) -> str:
+    """A train config's budget of ``kind`` as the form writes it ("" where it has none)."""
+    v = getattr(train, FIELDS[kind])
+    return "" if v is None else fmt(kind, v)
 
 
 def fmt(kind: str, value) -> str:
@@ -80,3 +85,12 @@ def overrides(run_name: str, train, kind: str, text: str, done: dict) -> dict:
     wanted = {field: None for field in FIELDS.values()}
     wanted[FIELDS[kind]] = value
     return {k: v for k, v in wanted.items() if getattr(train, k) != v}
+
+
+def resume_point(ws, name: str) -> dict:
+    """What a resume of run ``name`` goes on from: its train config (the budget it had) and
+    its ``progress``, as ``overrides`` takes them."""
+    from .runs import get_run, run_config
+
+    run = get_run(ws, name)
+    return {"name": name, "train": run_config(run).train, "done": progress(run)}

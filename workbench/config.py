@@ -470,21 +470,41 @@ def section_class(section: str):
     return {"model": ModelConfig, "train": TrainConfig}[section]
 
 
+def field_info(key: str, where: str = "") -> tuple[str, FieldInfo]:
+    """``"train.lr"`` -> ("train", its FieldInfo); a ConfigError names a bad section or field
+    and the valid ones (``where`` says where the key was written, e.g. "--set 'x=1'")."""
+    section, dot, name = key.strip().partition(".")
+    at = f"{where}: " if where else ""
+    if not dot or not name:
+        raise ConfigError(f"{at}{key.strip()!r} is not SECTION.FIELD (e.g. train.max_steps)")
+    if section not in SECTIONS:
+        raise ConfigError(f"{at}unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+    infos = {f.name: f for f in fields_of(section_class(section))}
+    if name not in infos:
+        raise ConfigError(f"{at}unknown {section} field {name!r}; valid fields: {', '.join(infos)}")
+    return section, infos[name]
+
+
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["train.lr=3e-3", "model.dim=128"]`` -> {"model": {...}, "train": {...}}, each value
     parsed and checked as its field's type (``parse_field``): a bad one is named with what is allowed."""
     out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for item in items:
         key, eq, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not eq or not dot or not name:
+        if not eq or "." not in key:
             raise ConfigError(f"--set {item!r} is not SECTION.FIELD=VALUE (e.g. train.max_steps=500)")
-        if section not in out:
-            raise ConfigError(f"--set {item!r}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
-        infos = {f.name: f for f in fields_of(section_class(section))}
-        if name not in infos:
-            raise ConfigError(f"--set {item!r}: unknown {section} field {name!r}; valid fields: {', '.join(infos)}")
-        out[section][name] = parse_field(section, infos[name], raw)
+        section, info = field_info(key, f"--set {item!r}")
+        out[section][info.name] = parse_field(section, info, raw)
+    return out
+
+
+def sections_of(dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"model.dim": 128, "train.lr": 2e-3}`` (a sweep's overrides) -> by section, each key
+    checked; the values are checked when the config is built."""
+    out: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in dotted.items():
+        section, info = field_info(str(key))
+        out[section][info.name] = value
     return out
 
 

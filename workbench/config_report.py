@@ -5,10 +5,11 @@ vocab the config takes, a time budget) becomes a ``ConfigReport`` (``config_repo
 config, the base it was loaded from, the notices, every field, the diff against the base and
 the estimates — parameters, FLOPs, training memory and the verdict for this machine, and the
 tokens a time budget buys at this machine's measured speed. ``new_config`` saves such a config
-as ``models/NAME.yaml``; ``list_configs`` lists what ``load_config`` can load.
+as ``models/NAME.yaml`` (through ``save_as``, as the Config pane saves its form); ``list_configs``
+lists what ``load_config`` can load.
 
-The text of the estimates and of the diff is made here once, as lines of (text, style)
-segments: the Config pane renders them with Rich markup, ``workbench config`` as plain text.
+The text of the estimates, the diff and a field's help is made here once, as lines of (text,
+style) segments: the Config pane renders them with Rich markup, ``workbench config`` as plain text.
 Neither torch nor textual is imported at module level: the pane calls the formatters on every
 keystroke, and only the machine's device and speed (``machine_now``, ``config_report``) need torch.
 """
@@ -123,6 +124,20 @@ def resolve(ws, req: ConfigRequest) -> Resolved:
         cfg, notice = fit_vocab(cfg, req.tokenizer, vocab, pinned="vocab_size" in req.overrides["model"])
         notices += [notice] if notice else []
     return Resolved(cfg, base, label, notices)
+
+
+def check_form(values: dict[str, dict[str, Any]], errors: dict[str, str]):
+    """A form's config checked whole once each field is parsed (``errors``: a message by
+    "section.name" for each that did not parse): (model, train) — None while anything is wrong —,
+    the message to show beside each field (a rule across fields, "n_heads must divide dim",
+    beside every field it names) and one line for the form (that rule, or how many fields are
+    invalid)."""
+    if errors:
+        return None, None, dict(errors), f"{len(errors)} fields have invalid values" if len(errors) > 1 else ""
+    try:
+        return ModelConfig(**values["model"]), TrainConfig(**values["train"]), {}, ""
+    except ConfigError as e:
+        return None, None, {where: str(e) for where in e.fields}, str(e)
 
 
 # --- estimates -----------------------------------------------------------------------------
@@ -250,17 +265,31 @@ def config_report(ws, req: ConfigRequest, machine: tuple[str, dict] | None = Non
 
 
 def new_config(ws, req: NewConfigRequest) -> tuple[Path, Resolved]:
-    """The new verb: the config ``req.source`` resolves to, written atomically as
-    ``models/NAME.yaml`` (named NAME, the base's description and data/tokenizer sections kept)."""
+    """The new verb: the config ``req.source`` resolves to, saved as ``models/NAME.yaml``."""
+    r = resolve(ws, req.source)
+    if models_path(ws, req.name).exists() and not req.force:
+        raise WorkbenchError(f"models/{req.name}.yaml exists: pass --force to replace it, or choose another name")
+    path, r.config = save_as(ws, req.name, r.config)
+    return path, r
+
+
+def models_path(ws, name: str) -> Path:
+    """Where config ``name`` is saved: ``models/NAME.yaml`` (the name checked first)."""
+    from .workspace import check_name
+
+    return ws.models_dir() / f"{check_name('config', name)}.yaml"
+
+
+def save_as(ws, name: str, cfg: Config) -> tuple[Path, Config]:
+    """``cfg`` written atomically as ``models/NAME.yaml``, named NAME (its description and
+    data/tokenizer sections kept), replacing any file there; the path and the config saved."""
     from .config import save_config
 
-    r = resolve(ws, req.source)
-    path = ws.models_dir() / f"{req.name}.yaml"
-    if path.exists() and not req.force:
-        raise WorkbenchError(f"models/{req.name}.yaml exists: pass --force to replace it, or choose another name")
-    r.config = dataclasses.replace(r.config, name=req.name, source=None)
-    save_config(ws.models_dir(create=True) / path.name, r.config)
-    return path, r
+    cfg = dataclasses.replace(cfg, name=name, source=None)
+    path = models_path(ws, name)
+    ws.models_dir(create=True)
+    save_config(path, cfg)
+    return path, cfg
 
 
 # --- listing (`workbench config list`) -----------------------------------------------------
@@ -328,12 +357,31 @@ def show_value(v: Any) -> str:
     return "null" if v is None else str(v)
 
 
+def value_text(info, v: Any) -> str:
+    """A field's value as a YAML file or ``--set`` writes it."""
+    return "null" if v is None else format_field(info, v)
+
+
+def field_help(section: str, info) -> list[Line]:
+    """What field ``section.name`` is for, what it allows and its default (the Config pane
+    shows it for the focused field)."""
+    return [[(f"{section}.{info.name}", "b"), (f": {info.help}", "")],
+            [(f"allowed: {info.allowed()}; default {value_text(info, info.default)}", "dim")]]
+
+
 VERDICT_STYLE = {"fits": "b green", "tight": "b yellow"}
+NOT_MEASURED = "not measured on this machine yet (the Config pane measures it)"
 
 
-def estimate_lines(e: Estimates | None) -> list[Line]:
+def estimate_lines(e: Estimates | None, pending: str = NOT_MEASURED) -> list[Line]:
     """The Estimates block (None: the config does not validate). Without the machine the
-    memory line says it is being checked."""
+    memory line says it is being checked; under a time budget on the CPU, ``budget_lines``
+    follow (``pending`` says why there is no speed yet)."""
+    lines = _estimate_lines(e)
+    return lines + budget_lines(e, pending) if e is not None and e.budget_applies else lines
+
+
+def _estimate_lines(e: Estimates | None) -> list[Line]:
     lines: list[Line] = [[("Estimates", "b")]]
     if e is None:
         return lines + [[("fix the invalid values to see estimates", "dim")]]
@@ -360,19 +408,20 @@ def estimate_lines(e: Estimates | None) -> list[Line]:
     ]
 
 
-def budget_lines(model: ModelConfig, train: TrainConfig, speed: dict | None, pending: str) -> list[Line]:
-    """This machine's measured speed for the shape and the tokens the time budget buys;
-    ``pending`` says why there is no speed yet (the pane is measuring it; the CLI has none)."""
+def budget_lines(e: Estimates, pending: str) -> list[Line]:
+    """This machine's measured speed for the shape (``e.speed``) and the tokens the time budget
+    buys; ``pending`` says why there is no speed yet (the pane is measuring it; the CLI has none)."""
+    speed = e.speed
     if speed is None:
         return [_row("speed here", (pending, "dim"))]
     if "error" in speed:
         return [_row("speed here", (f"not measured: {speed['error']}", "dim"))]
-    tokens = budget_tokens(speed, train.max_minutes)
+    tokens = budget_tokens(speed, e.max_minutes)
     return [
         _row("speed here", f"{speed['tok_s']:,.0f} tok/s measured ({speed['precision']}, "
                            f"{speed['threads']} thread(s))"),
-        _row("budget buys", f"{si(tokens)} tokens in {train.max_minutes:g} min "
-                            f"({tokens / max(est.param_count(model), 1):.1f} per parameter)"),
+        _row("budget buys", f"{si(tokens)} tokens in {e.max_minutes:g} min "
+                            f"({tokens / max(e.params, 1):.1f} per parameter)"),
     ]
 
 
@@ -382,9 +431,6 @@ def diff_lines(diff: list[tuple[str, Any, Any]], base_label: str) -> list[Line]:
     if not diff:
         return [head, [("none", "dim")]]
     return [head] + [[(f"{key}: {show_value(old)} → ", ""), (show_value(new), "b")] for key, old, new in diff]
-
-
-NOT_MEASURED = "not measured on this machine yet (the Config pane measures it)"
 
 
 def report_lines(rep: ConfigReport) -> list[Line]:
@@ -401,12 +447,10 @@ def report_lines(rep: ConfigReport) -> list[Line]:
         lines += [[(section, "b")]]
         infos = {f.name: f for f in fields_of(getattr(cfg, section))}
         for f in (f for f in rep.fields if f.section == section):
-            text = "null" if f.value is None else format_field(infos[f.name], f.value)
+            text = value_text(infos[f.name], f.value)
             none = infos[f.name].none_means if f.value is None else None
             lines.append([(f"{'*' if f.changed else ' '} {f.name.ljust(width)}", ""),
                           (text, "b" if f.changed else ""), (f"  ({none})" if none else "", "dim")])
     lines += [[]] + estimate_lines(rep.estimates)
-    if rep.estimates.budget_applies:
-        lines += budget_lines(cfg.model, cfg.train, rep.estimates.speed, NOT_MEASURED)
     lines += [[]] + diff_lines(rep.diff, rep.base_label)
     return lines

@@ -23,3 +23,9 @@ class ConfigError(WorkbenchError, ValueError):
 
 class Cancelled(WorkbenchError):
     """Long work stopped because the user asked it to."""
+
+
+def user_message(e: BaseException) -> str:
+    """The line a person reads for an exception a client caught: a WorkbenchError's own
+    message; anything else (a bug, a library failing) with its type, never a traceback."""
+    return str(e) if isinstance(e, WorkbenchError) else f"{type(e).__name__}: {e}"

@@ -326,6 +326,27 @@ def decode_precision(cfg, requested: str = "auto", device=None, measure: bool = 
     return "fp32", f"auto; {facts}"
 
 
+class LoadedModels:
+    """Runs' models loaded for generation by (run, checkpoint), for a client that switches
+    between them (the Chat pane, two side by side): each loaded once, only one run's kept (so
+    memory stays bounded), safe to call from several threads."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self._models: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, run: str, checkpoint: str, device: str):
+        """(model, tok) of ``run`` at ``checkpoint``, loaded on ``device`` the first time."""
+        key = (run, checkpoint)
+        with self._lock:
+            if key not in self._models:
+                model, tok, _, _ = load_for_generation(self.ws, run, checkpoint, device=device)
+                self._models = {k: v for k, v in self._models.items() if k[0] == run}
+                self._models[key] = (model, tok)
+            return self._models[key]
+
+
 def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device: str = "auto",
                         precision: str = "auto"):
     """A run's model (eval mode) with a checkpoint's weights, on ``device``, in the decoding

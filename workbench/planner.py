@@ -35,6 +35,8 @@ BATCH = 16
 SHAPES = ((64, 2), (96, 3), (128, 4), (160, 4), (192, 5), (224, 6), (256, 6), (320, 6), (384, 8))
 # the share of a time budget that goes to steps (evaluations, checkpoints, samples take the rest)
 STEP_SHARE = 0.95
+MAX_MINUTES = 10**6
+MINUTES_ALLOWED = "a budget > 0 and at most 1e6 minutes"
 
 
 def load_law() -> dict:
@@ -135,14 +137,29 @@ class PlanRequest:
     vocab: int | None = None    # ... or is given (the Config pane's form)
 
     def validate(self) -> "PlanRequest":
-        if isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float)) \
-                or not 0 < self.minutes <= 10**6:
-            raise WorkbenchError(f"minutes = {self.minutes!r} is not allowed: a budget > 0 and at most 1e6 minutes")
+        if not _minutes_ok(self.minutes):
+            raise WorkbenchError(f"minutes = {self.minutes!r} is not allowed: {MINUTES_ALLOWED}")
         if self.tokenizer is None and not (isinstance(self.vocab, int) and 2 <= self.vocab <= 2**20):
             raise WorkbenchError(f"vocab_size = {self.vocab!r} is not allowed: give a tokenizer or a vocab of 2 to 2**20")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise WorkbenchError(f"threads = {self.threads!r} is not allowed: 1 to 1024")
         return self
+
+
+def _minutes_ok(m) -> bool:
+    return not isinstance(m, bool) and isinstance(m, (int, float)) and 0 < m <= MAX_MINUTES
+
+
+def parse_minutes(text: str) -> float:
+    """A budget typed into a form (the Config pane's), checked as ``PlanRequest`` checks it;
+    the WorkbenchError quotes the text as typed."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = None
+    if not _minutes_ok(minutes):
+        raise WorkbenchError(f"minutes = {text!r} is not allowed: {MINUTES_ALLOWED}")
+    return minutes
 
 
 @dataclass
@@ -243,6 +260,36 @@ def _fmt_minutes(m: float) -> str:
     if m >= 60 and float(m / 60).is_integer():
         return f"{int(m // 60)}h"
     return f"{m:g}min"
+
+
+class BudgetSpeeds:
+    """``budget_speed`` for a form that asks on every keystroke (the Config pane): answered from
+    memory, else from the probe cache on disk. A shape measured nowhere yet stays unknown until
+    ``measure`` (seconds: call it from a worker) has run; a shape torch cannot run here gets
+    ``{"error": why}`` instead of an exception."""
+
+    def __init__(self):
+        self._known: dict[str, dict] = {}
+
+    @staticmethod
+    def key(model: ModelConfig, train: TrainConfig) -> str:
+        return repr((model.to_dict(), train.batch_size, train.precision, train.optimizer))
+
+    def known(self, model: ModelConfig, train: TrainConfig) -> dict | None:
+        key = self.key(model, train)
+        if key not in self._known:
+            speed = budget_speed(model, train, measure=False)
+            if speed is not None:
+                self._known[key] = speed
+        return self._known.get(key)
+
+    def measure(self, model: ModelConfig, train: TrainConfig) -> dict:
+        try:
+            speed = budget_speed(model, train, measure=True)
+        except Exception as e:
+            speed = {"error": str(e).splitlines()[0][:120] if str(e) else type(e).__name__}
+        self._known[self.key(model, train)] = speed
+        return speed
 
 
 def budget_speed(model: ModelConfig, train: TrainConfig, measure: bool = True) -> dict | None:

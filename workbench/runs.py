@@ -178,6 +178,22 @@ def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def summary_cells(row: dict, count, missing: str) -> dict[str, str]:
+    """A ``Run.summary`` row as text by column key, for `runs list` and the Runs pane alike:
+    counts as ``count`` writes them, losses to 4 places, bits per byte to 3, and ``missing``
+    for what is unknown (a damaged run's row may lack any number)."""
+    def num(v, fmt: str) -> str:
+        return missing if v is None else fmt.format(v)
+
+    def n(v) -> str:
+        return missing if v is None else count(v)
+
+    return {"name": row["name"], "preset": row.get("preset") or missing, "params": n(row.get("params")),
+            "tokens": n(row.get("tokens")), "val": num(row.get("best_val_loss"), "{:.4f}"),
+            "bpb": num(row.get("best_bpb"), "{:.3f}"), "tok_s": n(row.get("tok_s")),
+            "created": row.get("created") or missing, "status": row.get("status") or missing}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSON-lines file; a torn last line (a killed writer) is ignored."""
     out = []
@@ -217,6 +233,32 @@ def list_runs(ws: Workspace) -> list[Run]:
     if not root.is_dir():
         return []
     return [Run(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and (p / CONFIG).is_file()]
+
+
+def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+    """Every run's ``summary`` (for `runs list` and the Runs pane) and, with ``curves``, its
+    ``eval_curve``. A run whose files cannot be read at all still gets a row, saying so: one
+    broken run never hides the others."""
+    rows, evals = [], {}
+    for run in list_runs(ws):
+        try:
+            rows.append(run.summary())
+            if curves:
+                evals[run.name] = eval_curve(run)
+        except Exception as e:
+            rows.append({"name": run.name, "status": f"unreadable: {type(e).__name__}"})
+    return rows, evals
+
+
+SORTS = ("name", "bpb")
+
+
+def sort_rows(rows: list[dict], by: str = "name") -> list[dict]:
+    """Run summaries in order: by name (``list_runs``' order), or best bits per byte first (runs
+    without an evaluation last) — how a sweep's runs are read."""
+    if by == "bpb":
+        return sorted(rows, key=lambda r: (r.get("best_bpb") is None, r.get("best_bpb") or 0.0, r["name"]))
+    return rows
 
 
 def get_run(ws: Workspace, name: str) -> Run:

@@ -63,6 +63,45 @@ class SamplingParams:
         return self
 
 
+# A form's settings come as text: what each parses to, and what it allows in a form's words
+# (empty is off, or a fresh seed, where the setting may be None).
+TEXT = {
+    "temperature": (float, "a number >= 0 (0 is greedy)"),
+    "top_k": (int, "an integer >= 1, or empty (off)"),
+    "top_p": (float, "a number > 0 and <= 1, or empty (off)"),
+    "max_tokens": (int, "an integer >= 1"),
+    "seed": (int, "an integer >= 0, or empty (random)"),
+}
+
+
+def sampling_params(labels: dict[str, str] | None = None, **values) -> SamplingParams:
+    """Checked SamplingParams from ``workbench generate``'s options or the Chat pane's form,
+    whose values come as text (see ``TEXT``). Every error names the setting as ``labels`` has
+    it (the form's labels), else by its field name."""
+    labels = labels or {}
+    for key, v in values.items():
+        if not (isinstance(v, str) and key in TEXT):
+            continue
+        kind, allowed = TEXT[key]
+        text = v.strip()
+        if not text and "empty" in allowed:
+            values[key] = None
+            continue
+        try:
+            values[key] = kind(text)
+        except ValueError:
+            raise WorkbenchError(f"{labels.get(key, key)} {text!r} is not allowed: expected {allowed}") from None
+        if key == "max_tokens" and values[key] < 1:  # a form asks for a reply; the CLI may ask for none
+            raise WorkbenchError(f"{labels.get(key, key)} {values[key]} is not allowed: expected {allowed}")
+    try:
+        return SamplingParams(**values).validate()
+    except WorkbenchError as e:
+        msg = str(e)
+        for key, label in labels.items():
+            msg = msg.replace(key, label)
+        raise WorkbenchError(msg) from None
+
+
 def apply_repetition_penalty(logits, seen, penalty: float):
     """CTRL's penalty: logits of ids already in the text are divided by ``penalty`` when
     positive and multiplied when negative, so a penalty > 1 always makes them less likely."""

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Config, ModelConfig, TrainConfig, load_config, save_config
+from .config import Config, apply_overrides, fit_vocab, load_config, save_config, sections_of
+from .data import DEFAULT_HUB_ID
 from .errors import Cancelled, WorkbenchError
 from .workspace import Workspace, check_name
 
@@ -30,7 +31,7 @@ BUDGETS = ("minutes", "tokens", "steps")
 
 @dataclass
 class SweepRequest:
-    base: str                                 # config path or preset
+    base: str | Config                        # config path or preset, or a Config (the Config pane's form)
     tokenizer: str
     data: str
     name: str                                 # run names are <name>-<i>
@@ -61,10 +62,15 @@ class SweepRequest:
             raise WorkbenchError("the sweep has no runs: give --grid FIELD=V1,V2 (repeatable) or a list of runs")
         if len(variants) > 200:
             raise WorkbenchError(f"the sweep has {len(variants)} runs; at most 200 are allowed")
+        from .tokenizer import load_tokenizer
+
+        vocab = load_tokenizer(ws, self.tokenizer).vocab_size
+        base = self.base if isinstance(self.base, Config) else load_config(self.base, ws)
         out = []
         for i, v in enumerate(variants, 1):
-            cfg = load_config(self.base, ws)
-            cfg = apply_overrides(cfg, {**self.sets, **self._budget(), **v})  # a run's own values win
+            wanted = {**self.sets, **self._budget(), **v}  # a run's own values win
+            cfg = apply_overrides(base, sections_of(wanted))
+            cfg, _ = fit_vocab(cfg, self.tokenizer, vocab, pinned="model.vocab_size" in wanted)
             cfg.train = cfg.train.replace(num_threads=max(1, cores // self.parallel))
             out.append((f"{self.name}-{i}", cfg))
         for run_name, _ in out:
@@ -80,20 +86,58 @@ class SweepRequest:
         return {"train.max_steps": int(self.amount), "train.max_tokens": None, "train.max_minutes": None}
 
 
-def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """``{"model.dim": 128, "train.lr": 2e-3}`` applied to a config, validated; a bad key names
-    itself and the valid ones."""
-    parts: dict[str, dict] = {"model": {}, "train": {}}
-    for key, value in overrides.items():
-        section, dot, fname = str(key).partition(".")
-        if not dot or section not in parts:
-            raise WorkbenchError(f"{key!r} is not a SECTION.FIELD (sections: model, train)")
-        parts[section][fname] = value
-    if parts["model"]:
-        cfg.model = ModelConfig.from_dict({**cfg.model.to_dict(), **parts["model"]})
-    if parts["train"]:
-        cfg.train = TrainConfig.from_dict({**cfg.train.to_dict(), **parts["train"]})
-    return cfg
+def parse_pairs(items: list[str], flag: str, many: bool) -> dict[str, Any]:
+    """``--set``/``--grid`` items (the app's grid box too) by dotted key, each value parsed as its
+    field's type: ``["model.dim=96,128"]`` -> ``{"model.dim": [96, 128]}`` with ``many``."""
+    from .config import field_info, parse_field
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        if not eq or "." not in key:
+            raise WorkbenchError(f"{flag} {item!r} is not SECTION.FIELD=VALUE" + ("S" if many else ""))
+        section, info = field_info(key, f"{flag} {item!r}")
+        values = [parse_field(section, info, v) for v in (raw.split(",") if many else [raw])]
+        out[f"{section}.{info.name}"] = values if many else values[0]
+    return out
+
+
+def request_from_text(ws: Workspace, answers: dict[str, Any], base: str | Config) -> SweepRequest:
+    """The app's sweep dialog: its text answers (grid "SECTION.FIELD=V1,V2 ...", a budget kind
+    and amount, runs at once, a name, a tokenizer and data) as a request, checked as the CLI's is
+    (``validate``), so a bad one is refused before anything trains."""
+    def number(key: str, text: Any, kind=float):
+        try:
+            value = kind(str(text).strip())
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise WorkbenchError(f"{key} {str(text).strip()!r} is not allowed: expected "
+                                 + ("a whole number >= 1" if kind is int else "a number > 0"))
+        return value
+
+    if not answers.get("tokenizer"):
+        raise WorkbenchError("choose a tokenizer (build one first in the Tokenizer pane)")
+    req = SweepRequest(base=base, tokenizer=answers["tokenizer"], data=(answers.get("data") or "").strip()
+                       or DEFAULT_HUB_ID, name=(answers.get("name") or "").strip(),
+                       budget=answers.get("budget") or "minutes",
+                       amount=number(answers.get("budget") or "budget", answers.get("amount")),
+                       grid=parse_pairs(str(answers.get("grid") or "").split(), "grid", many=True),
+                       parallel=number("at once", answers.get("parallel") or "1", int),
+                       full_eval=bool(answers.get("full_eval")))
+    req.validate(ws)
+    return req
+
+
+def best_line(res: "SweepResult") -> str:
+    """The sweep's outcome in one line: its best run, or why there is none."""
+    done = [r for r in res.rows if r.get("bpb") is not None]
+    if not done:
+        return f"sweep {res.name}: no run finished with an evaluation ({len(res.rows)} run(s))"
+    best = done[0]
+    c = best.get("config") or {}
+    return (f"sweep {res.name}: best {best['name']} at {best['bpb']:.4f} bits/byte (dim {c.get('dim')}, "
+            f"{c.get('n_layers')} layers, lr {c.get('lr')}) of {len(res.rows)} run(s)")
 
 
 def fits(cfg: Config, share: int = 1) -> tuple[bool, str]:

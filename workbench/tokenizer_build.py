@@ -1,5 +1,7 @@
 """Building a tokenizer in a child process, with progress and cancel.
 
+``build_request`` turns what ``workbench tokenizer build`` or the Tokenizer pane's form asks for
+into a folder name and checked ``TokenizerSettings``.
 ``BuildJob`` checks the request up front (name, settings, data source), then starts a child
 process that reads a capped sample of the training documents, trains sentencepiece BPE,
 measures bytes/chars per token on held-out text and writes the folder under a temporary name.
@@ -23,11 +25,11 @@ from pathlib import Path
 from typing import Callable
 
 from . import fileio
-from .data import resolve_source
+from .data import DEFAULT_HUB_ID, resolve_source
 from .errors import Cancelled, WorkbenchError
 from .procs import ensure_resource_tracker
 from .tokenizer import (
-    BOS_ID, EOS_ID, MODEL_FILE, PAD_ID, SETTINGS_FILE, SPACE_MARK, STATS_FILE, UNK_ID,
+    BOS_ID, EOS_ID, MAX_VOCAB, MODEL_FILE, N_SPECIALS, PAD_ID, SETTINGS_FILE, SPACE_MARK, STATS_FILE, UNK_ID,
     Tokenizer, TokenizerInfo, TokenizerSettings, min_vocab_size, read_info,
 )
 from .workspace import Workspace, check_name
@@ -40,6 +42,40 @@ HELDOUT_BYTES = 1 << 20
 _MERGE_RE = re.compile(rb"merges=(\d+)")
 _TOO_HIGH_RE = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_LOW_RE = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
+
+
+def default_name(data: str, vocab: int) -> str:
+    """A folder name from the source and the vocab size, e.g. ``tinystories-512``."""
+    stem = "tinystories" if data in ("", DEFAULT_HUB_ID) else Path(data.rstrip("/")).stem or "data"
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem.lower()).strip("-.") or "data"
+    return f"{stem[:50]}-{vocab}"
+
+
+def build_request(data: str, vocab_size: int | str, sample_mb: float | str, byte_fallback: bool,
+                  name: str | None = None, text_column: str = "text") -> tuple[str, TokenizerSettings]:
+    """The folder name (``default_name`` where none is given) and checked settings of a build,
+    from ``workbench tokenizer build``'s options or the Tokenizer pane's form. Numbers typed into
+    the form come as text: one that does not parse or is out of range is refused in the form's
+    words, naming its field."""
+    data = data.strip() or DEFAULT_HUB_ID
+    if isinstance(vocab_size, str):
+        vocab_size = _typed("vocab size", vocab_size, int, lambda v: N_SPECIALS < v <= MAX_VOCAB,
+                            f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}")
+    if isinstance(sample_mb, str):
+        sample_mb = _typed("sample MB", sample_mb, float, lambda v: 0 < v <= 4096, "a number above 0, up to 4096")
+    settings = TokenizerSettings(vocab_size=vocab_size, byte_fallback=byte_fallback, sample_mb=sample_mb,
+                                 data=data, text_column=text_column)
+    return (name or "").strip() or default_name(data, vocab_size), settings.validate()
+
+
+def _typed(label: str, text: str, kind, ok, allowed: str):
+    try:
+        value = kind(text.strip())
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise WorkbenchError(f"{label} {text.strip()!r} is not allowed: expected {allowed}")
+    return value
 
 
 @dataclass
@@ -156,7 +192,8 @@ class BuildJob:
         on_event: Callable[[BuildEvent], None] | None = None,
         cancel_event: threading.Event | None = None,
     ) -> TokenizerInfo:
-        """Block until the build ends; ``cancel_event`` stops it from another thread."""
+        """Block until the build ends; ``on_event`` hears each poll's newest progress and the
+        final event; ``cancel_event`` stops it from another thread."""
         if self.proc is None:
             self.start()
         try:
@@ -164,8 +201,11 @@ class BuildJob:
                 if cancel_event is not None and cancel_event.is_set():
                     self.cancel()
                     break
-                for ev in self.poll(timeout=0.1):
-                    if on_event:
+                events = self.poll(timeout=0.1)
+                progress = [e for e in events if e.kind == "progress"]
+                for ev in events:
+                    # a poll's newest progress says it all (a UI redraws a few times a second)
+                    if on_event and (ev.kind != "progress" or ev is progress[-1]):
                         on_event(ev)
         except BaseException:
             self.cancel()

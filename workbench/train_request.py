@@ -6,7 +6,8 @@ resume of a run with new train settings. ``resolve`` turns it into the exact con
 trains with, the notices that say what was changed on the way (the vocab the tokenizer
 dictates), and the plan where the planner chose. ``train.start_training`` is the one function
 both clients call with it; ``child_args`` hands a resolved request to ``workbench train``
-under torchrun. Torch-free, so the app checks a request on the UI thread.
+under torchrun, with as many processes as ``max_procs`` allows this machine. Torch-free, so
+the app checks a request on the UI thread.
 """
 
 from __future__ import annotations
@@ -130,3 +131,36 @@ def child_args(req: TrainRequest, res: Resolved, run_name: str | None = None) ->
         args += ["--name", run_name or req.name]
     return args, yaml.safe_dump(res.config.to_dict(), sort_keys=False)
 
+
+
+# --- how many processes (the Train pane starts N under torchrun) ---------------------------
+
+MAX_PROCS = 64
+
+
+def max_procs(devices: list[dict]) -> tuple[int, str]:
+    """How many processes this machine can train with, and why: one per GPU where there are
+    GPUs, else one per CPU core (more would only wait for each other). ``devices`` as
+    ``device.describe_devices`` lists them; while they are unknown, the ceiling alone."""
+    gpus = [d for d in devices if str(d.get("device", "")).startswith("cuda")]
+    if gpus:
+        return len(gpus), f"one per GPU; this machine has {len(gpus)}"
+    cores = next((d.get("cores") for d in devices if d.get("device") == "cpu"), None)
+    if isinstance(cores, int) and cores > 0:
+        return min(cores, MAX_PROCS), f"one per CPU core; this machine has {cores}"
+    return MAX_PROCS, ""
+
+
+def parse_procs(text: str, devices: list[dict]) -> int:
+    """The number of processes as typed (empty: 1), within ``max_procs``; a WorkbenchError
+    names the value and what is allowed."""
+    text = text.strip() or "1"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    limit, why = max_procs(devices)
+    if not 1 <= n <= limit:
+        raise WorkbenchError(f"processes {text!r} is not allowed: expected an integer from 1 to {limit}"
+                             + (f" ({why})" if why else ""))
+    return n

@@ -61,3 +61,19 @@ def test_runs_dialog(snap_compare, snapshot_size, key, built_ws, make_app):
         await pilot.pause()
 
     assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)
+
+
+def test_sweep_dialog(snap_compare, snapshot_size, built_ws, make_app):
+    from .test_runs_pane import _open, _two_runs
+
+    _two_runs(built_ws)
+
+    async def run_before(pilot):
+        await _open(pilot, pilot.app)
+        await pilot.press("ctrl+w")
+        await pilot.pause()
+        pilot.app.screen.query_one("#sweep-data").value = "stories.txt"  # not this test's temporary path
+        pilot.app.screen.query_one("#sweep-name").value = "sweep-1"  # not the date
+        await pilot.pause()
+
+    assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)

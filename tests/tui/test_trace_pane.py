@@ -159,6 +159,22 @@ def test_fold_and_anomalies():
     assert found["non-finite appears here"] == "layers.2"
 
 
+def test_summary_and_heatmap_say_what_there_is():
+    import numpy as np
+
+    rec = _rec([1, 3], min=0.0, max=0.0, mean=0.0, std=0.0, nonfinite=0)
+    root = {"path": "", "class": "Transformer", "params": 1, "flops": 10, "inputs": {}, "outputs": {"out": rec},
+            "logs": {}, "children": []}
+    r = {"source": "run r", "checkpoint": "step_000012", "input_shape": [1, 3], "device": "meta", "params": 41120,
+         "total_flops": 2_500_000, "root": root, "labels": ["a", "b", "c"]}
+    assert tv.summary(r) == ("run r, step_000012: input (1, 3) on meta (shapes only) · 41,120 parameters · "
+                             "2.5M FLOPs\n[b red]!! 1 anomalies[/]: (model) out: all zero")
+    assert tv.layer_heatmap(r, {}, 0, 3) == ("[dim]attention heatmap: shapes only on the meta device[/dim]", 3)
+    probs = np.full((1, 2, 3, 3), 1 / 3)
+    shown, head = tv.layer_heatmap({**r, "device": "cpu"}, {("layers.0.attn", "probs"): probs}, 0, 3)
+    assert head == 1 and "attention · layer 0 · head 2/2" in shown.plain
+
+
 def test_trace_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app):
     async def run_before(pilot):
         await pilot.press("4")

@@ -45,12 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _params(args, seed):
-    from ..sampling import SamplingParams
+    from ..sampling import sampling_params
 
-    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p,
-                          repetition_penalty=args.repetition_penalty, seed=seed,
-                          stop=tuple(args.stop), stop_at_eos=not args.ignore_eos).validate()
+    return sampling_params(max_tokens=args.max_tokens, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p,
+                           repetition_penalty=args.repetition_penalty, seed=seed,
+                           stop=tuple(args.stop), stop_at_eos=not args.ignore_eos)
 
 
 def cmd_generate(args, ws) -> int:

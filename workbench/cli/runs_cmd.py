@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list, show and compare runs")
     s = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
     ls = s.add_parser("list", help="one line per run")
+    ls.add_argument("--sort", choices=("name", "bpb"), default="name",
+                    help="name (default), or best bits per byte first (how a sweep's runs rank)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
     sh = s.add_parser("show", help="config, status, checkpoints and latest metrics of a run")
@@ -85,9 +87,9 @@ def _fmt(v, spec):
 
 
 def cmd_list(args, ws) -> int:
-    from ..runs import list_runs
+    from ..runs import sort_rows, summaries, summary_cells
 
-    rows = [r.summary() for r in list_runs(ws)]
+    rows = sort_rows(summaries(ws)[0], args.sort)
     if args.json:
         print_json(rows)
         return 0
@@ -95,10 +97,9 @@ def cmd_list(args, ws) -> int:
         print("no runs yet; start one with `workbench train --config debug --tokenizer NAME --data SOURCE`")
         return 0
     print(f"{'run':32} {'preset':12} {'params':>9} {'tokens':>11} {'best val':>8} {'bpb':>6} {'tok/s':>8} {'status':11} created")
-    for r in rows:
-        print(f"{r['name']:32} {r['preset'] or '-':12} {_fmt(r['params'], ',d'):>9} {r['tokens']:>11,} "
-              f"{_fmt(r['best_val_loss'], '.4f'):>8} {_fmt(r['best_bpb'], '.3f'):>6} {_fmt(r['tok_s'], ',.0f'):>8} "
-              f"{r['status'] or '-':11} {r['created'] or '-'}")
+    for c in (summary_cells(r, "{:,.0f}".format, "-") for r in rows):
+        print(f"{c['name']:32} {c['preset']:12} {c['params']:>9} {c['tokens']:>11} {c['val']:>8} {c['bpb']:>6} "
+              f"{c['tok_s']:>8} {c['status']:11} {c['created']}")
     return 0
 
 

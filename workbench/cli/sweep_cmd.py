@@ -37,27 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
-def _value(raw: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        return raw
-
-
-def _pairs(items: list[str], flag: str, many: bool) -> dict:
-    out = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        if not eq or "." not in key:
-            raise WorkbenchError(f"{flag} {item!r} is not SECTION.FIELD=VALUE" + ("S" if many else ""))
-        out[key.strip()] = [_value(v) for v in raw.split(",")] if many else _value(raw)
-    return out
-
-
 def build_request(args):
-    from ..sweep import SweepRequest
+    from ..sweep import SweepRequest, parse_pairs
 
     spec: dict = {}
     if args.spec:
@@ -87,15 +68,15 @@ def build_request(args):
     if not base or not tok or not name:
         raise WorkbenchError("sweep needs --config (the base), --tokenizer and --name (or base, tokenizer, name in --spec)")
     return SweepRequest(base=base, tokenizer=tok, data=spec.get("data") or args.data, name=name, budget=kind,
-                        amount=float(amount), sets={**(spec.get("set") or {}), **_pairs(args.set, "--set", False)},
-                        grid={**(spec.get("grid") or {}), **_pairs(args.grid, "--grid", True)},
+                        amount=float(amount), sets={**(spec.get("set") or {}), **parse_pairs(args.set, "--set", False)},
+                        grid={**(spec.get("grid") or {}), **parse_pairs(args.grid, "--grid", True)},
                         runs=list(spec.get("runs") or []), parallel=args.parallel if args.parallel != 1 else
                         int(spec.get("parallel") or 1), full_eval=args.full_eval or bool(spec.get("full_eval")),
                         text_column=args.text_column)
 
 
 def cmd_sweep(args, ws) -> int:
-    from ..sweep import run_sweep
+    from ..sweep import best_line, run_sweep
 
     req = build_request(args)
     res = run_sweep(ws, req, say=lambda m: print(m, file=sys.stderr, flush=True))
@@ -110,4 +91,5 @@ def cmd_sweep(args, ws) -> int:
               f"{r['bpb']:>9.4f} {r['status']}" if r.get("bpb") else
               f"{r['name']:24} {c.get('dim', '-'):>4} {c.get('n_layers', '-'):>2} {'':>8} {'':>11} {'':>9} "
               f"{r['status']}{': ' + r['message'] if r.get('message') else ''}")
+    print(best_line(res))
     return 0 if all(r["status"] in ("finished", "skipped") for r in res.rows) else 1

@@ -45,20 +45,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args, ws) -> int:
-    from ..tokenizer_build import build_tokenizer
+    from ..tokenizer_build import build_request, build_tokenizer
 
-    settings = TokenizerSettings(
-        vocab_size=args.vocab_size, byte_fallback=not args.no_byte_fallback, sample_mb=args.sample_mb,
-        data=args.data, text_column=args.text_column,
-    )
-    line = ProgressLine(f"tokenizer {args.name}")
+    name, settings = build_request(args.data, args.vocab_size, args.sample_mb, not args.no_byte_fallback,
+                                   args.name, args.text_column)  # as the Tokenizer pane's form asks
+    line = ProgressLine(f"tokenizer {name}")
 
     def on_event(ev):
         if ev.kind == "progress":
             line.update(ev.done, ev.total, f"{ev.phase}: {ev.message}")
 
     try:
-        info = build_tokenizer(ws, args.name, settings, overwrite=args.overwrite, on_event=on_event)
+        info = build_tokenizer(ws, name, settings, overwrite=args.overwrite, on_event=on_event)
     finally:
         line.close()
     if args.json:

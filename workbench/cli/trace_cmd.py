@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args, ws) -> int:
     from ..fileio import write_json
-    from ..trace import render_text, run_trace
-    from ..trace_request import INIT, TraceRequest, header_text
+    from ..trace import run_trace
+    from ..trace_files import trace_text
+    from ..trace_request import INIT, TraceRequest
 
     if args.depth is not None and args.depth < 0:
         raise WorkbenchError(f"--depth = {args.depth} is not allowed: 0 or more")
@@ -54,8 +55,7 @@ def run(args, ws) -> int:
                        text=args.text, tokenizer=args.tokenizer, tokens=args.tokens, batch=args.batch,
                        seed=args.seed, meta=args.meta)
     result, _ = run_trace(ws, req)
-    print(header_text(result))
-    print(render_text(result, depth=args.depth))
+    print(trace_text(result, depth=args.depth))  # what the Trace pane saves as NAME.txt
     if args.json:
         write_json(Path(args.json), result)
         print(f"wrote {args.json}")

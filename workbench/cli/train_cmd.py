@@ -32,6 +32,7 @@ def cmd_train(args, ws) -> int:
     from ..config import parse_overrides
     from ..distributed import dist_info
     from ..train import init_distributed, start_training
+    from ..train_notices import start_lines
     from ..train_request import TrainRequest, resolve
 
     init_distributed()
@@ -50,9 +51,7 @@ def cmd_train(args, ws) -> int:
             print(d["text"], file=sys.stderr)
         elif ev.kind == "start" and trainer.rank == 0:
             line.close()
-            print(f"{d['params']:,} parameters on {d['device']}, {d['world']} process(es)\n"
-                  f"precision {d['precision']} ({d['precision_reason']})\n"
-                  f"attention {d['attention']} ({d['attention_reason']})", file=sys.stderr)
+            print("\n".join(start_lines(d)), file=sys.stderr)  # as the Train pane's notices say it
         if ev.kind in ("step", "log", "eval", "checkpoint"):
             frac = trainer._budget_fraction() if trainer is not None else 0
             parts = [f"step {ev.step}"]

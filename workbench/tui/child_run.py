@@ -68,6 +68,16 @@ class ChildRun:
         self._started = False  # the start event was passed on
         self._old_pid = None  # a resumed run's status.json is the last run's until the workers start
 
+    @classmethod
+    def for_request(cls, ws: Workspace, req, res, nproc: int) -> "ChildRun":
+        """``workbench train`` under torchrun for a resolved ``TrainRequest`` (a new run that
+        names none is named as ``workbench train`` would name it)."""
+        from ..runs import default_run_name
+        from ..train_request import child_args
+
+        run = req.resume or req.name or default_run_name(ws, res.config)
+        return cls(ws, run, nproc, *child_args(req, res, run))
+
     # --- process control -----------------------------------------------------------------
 
     def start(self) -> None:
@@ -153,6 +163,12 @@ class ChildRun:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    def follow(self, period: float) -> None:
+        """``poll`` every ``period`` seconds until the run has ended (in a worker thread)."""
+        while not self._finished:
+            self.poll()
+            time.sleep(period)
 
     # --- following -----------------------------------------------------------------------
 
@@ -279,8 +295,31 @@ def _row_key(row: dict) -> tuple:
 
 
 def read_history(ws: Workspace, run_name: str) -> list[Event]:
-    """A run's recorded metrics as events (to show a resumed run's past)."""
+    """A run's recorded metrics as events, up to its latest checkpoint (to show a resumed run's
+    past: the resume goes on from there, so later rows are about to be trained again)."""
+    from ..checkpoint import latest_name
+
+    tail = (latest_name(ws.run_path(run_name)) or "").rsplit("_", 1)[-1]
+    upto = int(tail) if tail.isdigit() else None
     out = []
     for row in read_jsonl(ws.run_path(run_name) / METRICS):
-        out.append(Event("eval" if row.get("kind") == "eval" else "log", int(row.get("step", 0)), row))
+        ev = Event("eval" if row.get("kind") == "eval" else "log", int(row.get("step", 0)), row)
+        if upto is None or ev.step <= upto:
+            out.append(ev)
     return out
+
+
+def wait_stopped(job, period: float) -> None:
+    """Wait (off the event loop, checking every ``period`` seconds) until a job asked to stop
+    has ended: a ``Trainer`` stops after its step with a checkpoint; a ``ChildRun`` is polled,
+    which writes the stop request again until its workers act on it, and is ended the hard way
+    if it outlives its grace time."""
+    deadline = time.monotonic() + STOP_GRACE + 15
+    if isinstance(job, ChildRun):
+        while not job.finished and time.monotonic() < deadline:
+            job.poll()
+            time.sleep(period)
+        job.kill()  # only if it outlived its stop
+        return
+    while job.state not in ("finished", "stopped", "failed") and time.monotonic() < deadline:
+        time.sleep(period)

@@ -49,6 +49,10 @@ DETAIL = {
     "runs.rename": "rename it",
     "runs.delete": "delete it and its checkpoints (asks first)",
     "runs.view": "next view where the pane is too small for every chart at once",
+    "runs.sort": "order the table by name or by best bits per byte",
+    "runs.sweep": "start a sweep: a grid of configs from a preset or the Config pane's form, each "
+                  "trained for a budget, ranked by bits per byte (as `workbench sweep`)",
+    "runs.stop_sweep": "stop the sweep (each of its runs stops with a checkpoint)",
 }
 
 NOTES = {

@@ -41,7 +41,10 @@ class SystemProbe:
         """Every device torch can use (imports torch: call it from a worker thread)."""
         from ..device import describe_devices
 
-        return describe_devices()
+        try:
+            return describe_devices()
+        except Exception as e:  # a broken driver must not take the app down: say so in its place
+            return [{"device": "cpu", "name": f"(could not list devices: {e})", "cores": "?"}]
 
 
 @dataclass
@@ -62,3 +65,14 @@ class FixedProbe:
         return [{"device": "cpu", "name": "Test CPU", "cores": 2, "memory_bytes": self.total,
                  "available": True, "precision": "bf16", "bf16_speedup": 4.0,
                  "precision_reason": "auto: bf16 autocast (a test machine)"}]
+
+
+def machine(probe, choice: str) -> tuple[str, dict]:
+    """The device ``choice`` means on ``probe``'s machine and its free memory, as
+    ``config_report.machine_now`` gives them; a broken driver gives unknown memory, saying why
+    (it must not take the app down)."""
+    try:
+        device = probe.resolve_device(choice)
+        return device, probe.available(device)
+    except Exception as e:
+        return choice, {"available": 0, "total": 0, "note": f"unknown: {e}"}

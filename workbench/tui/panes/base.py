@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from textual.containers import Vertical
 from textual.message import Message
+from textual.widgets import Button, Input
 
 
 class OpenRun(Message):
@@ -35,6 +36,20 @@ class RunsChanged(Message):
 
 class Pane(Vertical):
     """A pane of the app. The defaults suit a pane with no long work and no runs to open."""
+
+    # what pressing a button or Enter in an input of the pane does: widget id -> action name
+    ACTIONS: dict[str, str] = {}
+
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        await self._act(event.button.id)
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        await self._act(event.input.id)
+
+    async def _act(self, widget_id: str | None) -> None:
+        action = self.ACTIONS.get(widget_id or "")
+        if action is not None:  # the pane's own action, as its key runs it (Textual's dispatch)
+            await self.app.run_action(action, self)
 
     def busy_text(self) -> str | None:
         """What long work runs now, in a few words for the quit question ("Training is

@@ -7,27 +7,26 @@ the streams' stop events; the engine checks them between tokens.
 
 from __future__ import annotations
 
-import threading
-
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Select, Static, Switch, TextArea
 
 from .base import Pane
-from ...errors import WorkbenchError
-from ..widgets.chat_views import ReplyColumn, ReplyView, Stream
+from ...errors import WorkbenchError, user_message
+from ...generate import LoadedModels
+from ..widgets.chat_views import ReplyColumn, ReplyView, Stream, transcript
 
 DRAIN_HZ = 25
 NONE = "@none"
 SEP = "\x1f"  # between run and checkpoint in a select value
 DEFAULT_PROMPT = "Once upon a time"
-FIELDS = (  # id, label, default, placeholder
-    ("ch-temp", "temperature", "0.8", "0 = greedy"),
-    ("ch-topk", "top-k", "", "off"),
-    ("ch-topp", "top-p", "", "off"),
-    ("ch-max", "max tokens", "200", ""),
-    ("ch-seed", "seed", "", "random"),
+FIELDS = (  # id, SamplingParams field, label, default, placeholder
+    ("ch-temp", "temperature", "temperature", "0.8", "0 = greedy"),
+    ("ch-topk", "top_k", "top-k", "", "off"),
+    ("ch-topp", "top_p", "top-p", "", "off"),
+    ("ch-max", "max_tokens", "max tokens", "200", ""),
+    ("ch-seed", "seed", "seed", "", "random"),
 )
 
 
@@ -39,8 +38,7 @@ class ChatPane(Pane):
         self.ws, self.probe = ws, probe
         self.streams: list[Stream] = []
         self.last_prompt: str | None = None
-        self._models: dict = {}
-        self._models_lock = threading.Lock()
+        self._models = LoadedModels(ws)
         self._timer = None
         self._run_opts = None
 
@@ -56,7 +54,7 @@ class ChatPane(Pane):
                 yield Select([("nothing", NONE)], id="ch-ckpt2", value=NONE, allow_blank=False,
                              compact=True)
                 yield Label("sampling", classes="section-title")
-                for wid, label, default, placeholder in FIELDS:
+                for wid, _, label, default, placeholder in FIELDS:
                     with Horizontal(classes="form-row"):
                         yield Label(label, classes="field-label")
                         yield Input(default, id=wid, compact=True, placeholder=placeholder)
@@ -162,33 +160,11 @@ class ChatPane(Pane):
 
     def params(self):
         """SamplingParams from the form; raises WorkbenchError naming the bad field."""
-        from ...sampling import SamplingParams
+        from ...sampling import sampling_params
 
-        def read(wid, label, kind, allowed, optional=False):
-            text = self.query_one(f"#{wid}", Input).value.strip()
-            if not text and optional:
-                return None
-            try:
-                return kind(text)
-            except ValueError:
-                raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}") from None
-
-        p = SamplingParams(
-            temperature=read("ch-temp", "temperature", float, "a number >= 0 (0 is greedy)"),
-            top_k=read("ch-topk", "top-k", int, "an integer >= 1, or empty (off)", True),
-            top_p=read("ch-topp", "top-p", float, "a number > 0 and <= 1, or empty (off)", True),
-            max_tokens=read("ch-max", "max tokens", int, "an integer >= 1"),
-            seed=read("ch-seed", "seed", int, "an integer >= 0, or empty (random)", True),
-            stop_at_eos=self.query_one("#ch-eos", Switch).value, alternatives=5)
-        if p.max_tokens < 1:
-            raise WorkbenchError(f"max tokens {p.max_tokens} is not allowed: expected an integer >= 1")
-        try:
-            return p.validate()
-        except WorkbenchError as e:  # name the field as the form labels it
-            msg = str(e)
-            for a, b in (("max_tokens", "max tokens"), ("top_k", "top-k"), ("top_p", "top-p")):
-                msg = msg.replace(a, b)
-            raise WorkbenchError(msg) from None
+        texts = {key: self.query_one(f"#{wid}", Input).value for wid, key, *_ in FIELDS}
+        return sampling_params({key: label for _, key, label, *_ in FIELDS}, **texts,
+                               stop_at_eos=self.query_one("#ch-eos", Switch).value, alternatives=5)
 
     def targets(self) -> list[tuple[str, str]]:
         run, ckpt = self.query_one("#ch-run", Select).value, self.query_one("#ch-ckpt", Select).value
@@ -239,29 +215,15 @@ class ChatPane(Pane):
         from ...generate import Generation
 
         try:
-            model, tok = self._model(run, ckpt)
+            model, tok = self._models.get(run, ckpt, self.probe.resolve_device("auto"))
             gen = Generation(model, tok, prompt, params, stop_event=stream.stop)
             for step in gen.steps():
                 stream.push(step)
             stream.result = gen.result
-        except WorkbenchError as e:
-            stream.error = str(e)
         except Exception as e:  # never a traceback in the user's face
-            stream.error = f"{type(e).__name__}: {e}"
+            stream.error = user_message(e)
         finally:
             stream.done = True
-
-    def _model(self, run: str, ckpt: str):
-        from ...generate import load_for_generation
-
-        key = (run, ckpt)
-        with self._models_lock:
-            if key not in self._models:
-                device = self.probe.resolve_device("auto")
-                model, tok, _, _ = load_for_generation(self.ws, run, ckpt, device=device)
-                self._models = {k: v for k, v in self._models.items() if k[0] == run}  # bounded
-                self._models[key] = (model, tok)
-            return self._models[key]
 
     def _drain(self) -> None:
         more = False
@@ -308,10 +270,7 @@ class ChatPane(Pane):
         if not cols:
             self.notify("nothing to copy yet", severity="warning")
             return
-        if len(cols) == 1:
-            text = cols[0].prompt + cols[0].stream.text
-        else:
-            text = "\n\n".join(f"[{c.stream.label}]\n{c.prompt}{c.stream.text}" for c in cols)
+        text = transcript(cols)
         self.app.copy_to_clipboard(text)
         self.notify(f"copied {len(text):,} characters")
 

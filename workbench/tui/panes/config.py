@@ -12,6 +12,7 @@ this machine's measured speed for the form's shape (measured once per shape, in 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from textual import on, work
@@ -25,9 +26,9 @@ from textual.widgets import Button, Input, Label, Select, Static, Switch
 
 from ... import config_report as report
 from ...config import (Config, ModelConfig, TrainConfig, config_diff, fields_of, format_field, load_config,
-                       parse_field, preset_names, save_config)
+                       parse_field, preset_names)
 from ...errors import ConfigError, WorkbenchError
-from ...workspace import check_name
+from ...planner import BudgetSpeeds
 from .base import FormChanged, Pane
 
 SECTIONS = (("model", ModelConfig), ("train", TrainConfig))
@@ -63,6 +64,8 @@ class HelpLine(Widget):
 class ConfigPane(Pane):
     """Edit, check and save a model + training config."""
 
+    ACTIONS = {"cfg-plan": "plan", "cfg-minutes": "plan", "cfg-save": "save", "cfg-save-name": "save"}
+
     class Probed(Message):
         def __init__(self, choice: str, device: str, memory: dict):
             super().__init__()
@@ -82,7 +85,7 @@ class ConfigPane(Pane):
         self._shown_errors: dict[str, str] = {}
         self.planning = False
         self.plan = None  # the last plan applied to the form
-        self._speeds: dict[str, dict] = {}  # throughput key -> measured speed (or {"error": ...})
+        self.speeds = BudgetSpeeds()  # this machine's speed per shape, once measured
         self._measuring: set[str] = set()
 
     # --- layout --------------------------------------------------------------------------
@@ -121,7 +124,7 @@ class ConfigPane(Pane):
             yield Label(info.name, classes="field-label")
             if info.type is bool:
                 yield Switch(bool(info.default), id=wid)
-                yield Label(_show(info.default).lower(), id=f"{wid}-state", classes="hint")
+                yield Label(report.show_value(info.default).lower(), id=f"{wid}-state", classes="hint")
             elif info.choices:
                 yield Select([(c, c) for c in info.choices], value=info.default, id=wid,
                              allow_blank=False, compact=True)
@@ -198,7 +201,7 @@ class ConfigPane(Pane):
         except WorkbenchError as e:
             self.set_status(str(e), error=True)
             return
-        where = "models/" if cfg.source and cfg.source.parent == self.ws.models_dir() else "preset"
+        where = report.source_of(cfg.source, self.ws)  # a name from the list: models/ or preset
         self.apply_config(cfg, f"{spec} ({where})")
         self.query_one("#cfg-save-name", Input).value = spec if where == "models/" else f"my-{spec}"
         self.set_status(f"loaded {self.base_label}" + (f": {cfg.description}" if cfg.description else ""))
@@ -231,7 +234,7 @@ class ConfigPane(Pane):
     # --- reading the form ----------------------------------------------------------------
 
     def read_form(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-        """Values by section, and an error message per field id that does not parse."""
+        """Values by section, and an error message per field ("model.dim") that does not parse."""
         values: dict[str, dict[str, Any]] = {}
         errors: dict[str, str] = {}
         for section, _ in SECTIONS:
@@ -245,7 +248,7 @@ class ConfigPane(Pane):
                 try:
                     values[section][name] = parse_field(section, info, w.value)
                 except ConfigError as e:
-                    errors[wid] = str(e)
+                    errors[f"{section}.{name}"] = str(e)
         return values, errors
 
     def values(self) -> dict[str, dict[str, Any]]:
@@ -272,25 +275,13 @@ class ConfigPane(Pane):
 
     def recompute(self) -> None:
         values, self.errors = self.read_form()
-        model = train = None
-        self.form_error = ""
-        shown = dict(self.errors)
-        if not self.errors:
-            try:
-                model, train = ModelConfig(**values["model"]), TrainConfig(**values["train"])
-            except ConfigError as e:
-                # a rule across fields ("n_heads must divide dim"): said beside each field it names
-                self.form_error = str(e)
-                for where in e.fields:
-                    shown[where.replace(".", "-", 1)] = self.form_error
-        elif len(self.errors) > 1:
-            self.form_error = f"{len(self.errors)} fields have invalid values"
+        model, train, shown, self.form_error = report.check_form(values, self.errors)
         for section, _ in SECTIONS:
             for name in self.fields[section]:
-                wid = f"{section}-{name}"
-                msg = shown.get(wid, "")
-                if msg != self._shown_errors.get(wid, ""):  # touch only what changed
-                    box = self.query_one(f"#{wid}-error", Static)
+                key = f"{section}.{name}"
+                msg = shown.get(key, "")
+                if msg != self._shown_errors.get(key, ""):  # touch only what changed
+                    box = self.query_one(f"#{section}-{name}-error", Static)
                     box.update(msg)
                     box.display = bool(msg)
         self._shown_errors = shown
@@ -318,33 +309,16 @@ class ConfigPane(Pane):
 
     def _estimates_text(self, model: ModelConfig | None, train: TrainConfig | None) -> str:
         """The estimates ``workbench config show`` prints, with the machine once probed."""
-        if model is None or train is None:
-            return report.render(report.estimate_lines(None), markup=True)
-        e = report.estimates(model, train, self.machine.get(train.device))
-        text = report.render(report.estimate_lines(e), markup=True)
-        return text + "\n" + self._budget_text(model, train) if e.budget_applies else text
+        e = report.estimates(model, train, self.machine.get(train.device)) if model and train else None
+        if e is not None and e.budget_applies:
+            e.speed = self.speeds.known(model, train)
+            if e.speed is None:
+                self._measure_speed(model, train)
+        return report.render(report.estimate_lines(e, pending="measuring this shape's training speed …"),
+                             markup=True)
 
-    def _budget_text(self, model: ModelConfig, train: TrainConfig) -> str:
-        """The measured speed of this shape here (measured once per shape, in a worker), and
-        the tokens the time budget buys."""
-        from ... import planner
-
-        key = self._speed_key(model, train)
-        speed = self._speeds.get(key)
-        if speed is None:  # the probe cache on disk, once per shape (this runs on every keystroke)
-            speed = planner.budget_speed(model, train, measure=False)
-            if speed is not None:
-                self._speeds[key] = speed
-        if speed is None:
-            self._measure_speed(key, model, train)
-        lines = report.budget_lines(model, train, speed, pending="measuring this shape's training speed …")
-        return report.render(lines, markup=True)
-
-    @staticmethod
-    def _speed_key(model: ModelConfig, train: TrainConfig) -> str:
-        return repr((model.to_dict(), train.batch_size, train.precision, train.optimizer))
-
-    def _measure_speed(self, key: str, model: ModelConfig, train: TrainConfig) -> None:
+    def _measure_speed(self, model: ModelConfig, train: TrainConfig) -> None:
+        key = self.speeds.key(model, train)
         if key in self._measuring or self._measuring:
             return  # one at a time; the form's latest shape is measured next
         self._measuring.add(key)
@@ -352,50 +326,35 @@ class ConfigPane(Pane):
 
     @work(thread=True, group="config-speed", exit_on_error=False)
     def _speed_worker(self, key: str, model: ModelConfig, train: TrainConfig) -> None:
-        from ... import planner
-
-        try:
-            speed = planner.budget_speed(model, train, measure=True)
-        except Exception as e:  # a shape torch cannot run here must not take the pane down
-            speed = {"error": str(e).splitlines()[0][:120] if str(e) else type(e).__name__}
-        self.post_message(self.Measured(key, speed))
+        self.speeds.measure(model, train)
+        self.post_message(self.Measured(key))
 
     class Measured(Message):
-        def __init__(self, key: str, speed: dict):
+        def __init__(self, key: str):
             super().__init__()
-            self.key, self.speed = key, speed
+            self.key = key
 
     def on_config_pane_measured(self, msg: "ConfigPane.Measured") -> None:
-        self._speeds[msg.key] = msg.speed
         self._measuring.discard(msg.key)
         self.recompute()
 
     # --- the planner ---------------------------------------------------------------------
 
-    @on(Button.Pressed, "#cfg-plan")
-    def _plan_pressed(self) -> None:
-        self.action_plan()
-
-    @on(Input.Submitted, "#cfg-minutes")
-    def _minutes_submitted(self) -> None:
-        self.action_plan()
-
     def action_plan(self) -> None:
         """Fill the form with what the planner picks for the budget and the form's vocab."""
         if self.planning:
             return
-        text = self.query_one("#cfg-minutes", Input).value.strip()
+        from ...planner import parse_minutes
+
         try:
-            minutes = float(text)
-            if not 0 < minutes <= 10**6:
-                raise ValueError
-        except ValueError:
-            self.set_status(f"plan: minutes = {text!r} is not allowed: a number > 0 and at most 1e6", error=True)
+            minutes = parse_minutes(self.query_one("#cfg-minutes", Input).value.strip())
+        except WorkbenchError as e:
+            self.set_status(f"plan: {e}", error=True)
             self.query_one("#cfg-minutes", Input).focus()
             return
         values, errors = self.read_form()
         vocab = values["model"].get("vocab_size")
-        if "model-vocab_size" in errors or not isinstance(vocab, int):
+        if "model.vocab_size" in errors or not isinstance(vocab, int):
             self.set_status("plan: fix model.vocab_size first (the planner keeps the tokenizer's vocab)", error=True)
             return
         self.planning = True
@@ -453,12 +412,9 @@ class ConfigPane(Pane):
 
     @work(thread=True, group="config-probe", exit_on_error=False)
     def _probe_worker(self, choice: str) -> None:
-        try:
-            device = self.probe.resolve_device(choice)
-            memory = self.probe.available(device)
-        except Exception as e:  # a broken driver must not take the pane down
-            device, memory = choice, {"available": 0, "total": 0, "note": f"unknown: {e}"}
-        self.post_message(self.Probed(choice, device, memory))
+        from ..sysinfo import machine
+
+        self.post_message(self.Probed(choice, *machine(self.probe, choice)))
 
     def on_config_pane_probed(self, msg: "ConfigPane.Probed") -> None:
         self.machine[msg.choice] = (msg.device, msg.memory)
@@ -474,22 +430,12 @@ class ConfigPane(Pane):
         if info is None:
             help_box.update("[dim]tab moves between fields; ctrl+s saves; ctrl+l loads a preset[/dim]")
             return
-        default = "null" if info.default is None else format_field(info, info.default)
-        help_box.update(f"[b]{section}.{name}[/b]: {info.help}\n[dim]allowed: {info.allowed()}; "
-                        f"default {default}[/dim]")
+        help_box.update(report.render(report.field_help(section, info), markup=True))
 
     # --- saving --------------------------------------------------------------------------
 
     def action_focus_load(self) -> None:
         self.query_one("#cfg-load", Select).focus()
-
-    @on(Button.Pressed, "#cfg-save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Input.Submitted, "#cfg-save-name")
-    def _save_submitted(self) -> None:
-        self.action_save()
 
     def action_save(self) -> None:
         self.recompute()
@@ -499,11 +445,10 @@ class ConfigPane(Pane):
             return
         name = self.query_one("#cfg-save-name", Input).value.strip()
         try:
-            check_name("config", name)
+            path = report.models_path(self.ws, name)
         except WorkbenchError as e:
             self.set_status(f"not saved: {e}", error=True)
             return
-        path = self.ws.models_dir() / f"{name}.yaml"
         if path.exists() and path not in (self.base.source if self.base else None, self.saved_path):
             from ..widgets.modals import ConfirmScreen
 
@@ -514,12 +459,10 @@ class ConfigPane(Pane):
 
     def save(self, name: str) -> None:
         model, train = self.current()
-        base = self.base
-        cfg = Config(model, train, base.data if base else None, base.tokenizer if base else None,
-                     name=name, description=base.description if base else None)
-        path = self.ws.models_dir(create=True) / f"{name}.yaml"
+        cfg = dataclasses.replace(self.base, model=model, train=train) if self.base else Config(model, train)
+        path = report.models_path(self.ws, name)
         try:
-            save_config(path, cfg)
+            report.save_as(self.ws, name, cfg)
         except OSError as e:
             self.set_status(f"not saved: cannot write {path}: {e.strerror}", error=True)
             return
@@ -534,7 +477,3 @@ class ConfigPane(Pane):
         box = self.query_one("#cfg-status", Static)
         box.update(text)
         box.set_class(error, "error")
-
-
-def _show(v: Any) -> str:
-    return "null" if v is None else str(v)

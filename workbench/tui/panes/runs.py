@@ -1,7 +1,8 @@
 """The Runs pane: every run in a table, their validation curves overlaid against tokens, and a
 comparison against a chosen baseline (run − baseline on log-x tokens, tokens to reach the
 baseline's final loss). Actions on the run under the cursor: resume, open in Trace or Chat,
-export, rename, delete.
+export, rename, delete. A sweep (``sweep.run_sweep``, as `workbench sweep`) starts here too: its
+runs appear as they finish, and the table then ranks by bits per byte (ctrl+s toggles).
 
 Run folders are read in a thread worker (metrics files can be long); actions that change the
 disk are refused for a run that is still training. Where the screen is narrow the table keeps
@@ -17,7 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from ...errors import WorkbenchError
+from ...errors import WorkbenchError, user_message
+from ...runs import summary_cells
 from .base import OpenRun, Pane
 from ..widgets.charts import LineChart, Series
 from ..widgets.train_views import si
@@ -60,6 +62,12 @@ class RunsPane(Pane):
         self.view = VIEWS[0]
         self._narrow: bool | None = None
         self._status_is_detail = True
+        self.sort = "name"
+        self._listed: list[dict] = []
+        self._form = None  # the Config pane's form, a sweep's possible base
+        self.sweeping: str | None = None  # the sweep running, by name
+        self._sweep_cancel = None
+        self._sweep_worker_ref = None
 
     def compose(self) -> ComposeResult:
         yield Static(HINT, id="runs-status")
@@ -120,22 +128,19 @@ class RunsPane(Pane):
 
     @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
     def _load_worker(self) -> None:
-        from ...runs import eval_curve, list_runs
+        from ...runs import summaries
 
-        rows, curves = [], {}
         try:
-            for run in list_runs(self.ws):
-                try:
-                    rows.append(run.summary())
-                    curves[run.name] = eval_curve(run)
-                except Exception as e:  # one damaged run must not hide the others
-                    rows.append({"name": run.name, "status": f"unreadable: {type(e).__name__}"})
+            rows, curves = summaries(self.ws, curves=True)
         except OSError as e:
-            rows = [{"name": "?", "status": f"cannot list runs: {e.strerror}"}]
+            rows, curves = [{"name": "?", "status": f"cannot list runs: {e.strerror}"}], {}
         self.post_message(self.Loaded(rows, curves))
 
     def on_runs_pane_loaded(self, msg: "RunsPane.Loaded") -> None:
-        self.rows, self.curves = msg.rows, msg.curves
+        from ...runs import sort_rows
+
+        self._listed = msg.rows  # in list_runs' order
+        self.rows, self.curves = sort_rows(msg.rows, self.sort), msg.curves
         names = {r["name"] for r in self.rows}
         self.selected &= names
         if self.baseline not in names:
@@ -151,7 +156,7 @@ class RunsPane(Pane):
         table.clear()
         keys = [c.key.value for c in table.ordered_columns]
         for r in self.rows:
-            cells = _cells(r, self._mark(r["name"]))
+            cells = self._cells(r)
             table.add_row(*[cells[k] for k in keys], key=r["name"])
         names = [r["name"] for r in self.rows]
         if keep in names:
@@ -165,7 +170,7 @@ class RunsPane(Pane):
         row = next((r for r in self.rows if r["name"] == name), None)
         if row is None or not self._status_is_detail:
             return
-        c = _cells(row, "")
+        c = self._cells(row)
         text = (f"{name}: {c['preset']} · {c['params']} params · {si(row.get('steps'))} steps · {c['tokens']} tokens"
                 f" · best val {c['val']} · {c['bpb']} bits/byte · {c['tok_s']} tok/s · {c['date']} · {c['status']}")
         if row.get("problem"):
@@ -174,6 +179,11 @@ class RunsPane(Pane):
 
     def _mark(self, name: str) -> str:
         return ("B" if name == self.baseline else "") + ("●" if name in self.selected else "")
+
+    def _cells(self, r: dict) -> dict[str, str]:
+        """One run's table cells by column key: `runs list`'s, with counts in K/M/G."""
+        c = summary_cells(r, si, "—")
+        return {**c, "mark": self._mark(r["name"]), "date": c["created"].replace("T", " ")[:16]}
 
     @property
     def cursor_run(self) -> str | None:
@@ -323,10 +333,8 @@ class RunsPane(Pane):
             opts = "".join(f", {k} {v}" for k, v in out["options"].items())
             self.post_message(self.Exported(f"exported {name} ({out['checkpoint']}, {out['format']}{opts}) "
                                             f"to {out['path']}", False))
-        except WorkbenchError as e:
-            self.post_message(self.Exported(f"not exported: {e}", True))
-        except Exception as e:
-            self.post_message(self.Exported(f"not exported: {type(e).__name__}: {e}", True))
+        except Exception as e:  # never a traceback in the user's face
+            self.post_message(self.Exported(f"not exported: {user_message(e)}", True))
 
     def on_runs_pane_exported(self, msg: "RunsPane.Exported") -> None:
         self.set_status(msg.text, error=msg.error)
@@ -383,8 +391,103 @@ class RunsPane(Pane):
         self.set_status(f"deleted {name}")
         self.refresh_runs()
 
+    # --- sorting and sweeps ------------------------------------------------------------
+
+    def action_sort(self) -> None:
+        from ...runs import SORTS, sort_rows
+
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self.rows = sort_rows(list(self._listed), self.sort)
+        self._fill_table()
+        self.set_status("sorted by " + ("best bits per byte" if self.sort == "bpb" else "name"))
+
+    def form_changed(self, config, error: str) -> None:
+        self._form = config
+
+    def action_sweep(self) -> None:
+        if self.sweeping:
+            self.set_status(f"sweep {self.sweeping} is running; ctrl+g stops it", error=True)
+            return
+        import time
+
+        from ...config import preset_names
+        from ...sweep import request_from_text
+        from ...tokenizer import list_tokenizers
+        from ..widgets.sweep_dialog import FORM, SweepScreen
+
+        bases = ([("the Config pane's form", FORM)] if self._form is not None else []) + \
+            [(n, n) for n in preset_names(self.ws)]
+        toks = {t.name: str(t.settings.get("data") or "") for t in list_tokenizers(self.ws)}
+
+        def check(answers: dict):
+            base = self._form if answers["base"] == FORM else answers["base"]
+            return request_from_text(self.ws, answers, base)
+
+        def answer(req) -> None:
+            if req is not None:
+                self._start_sweep(req)
+
+        self.app.push_screen(SweepScreen(bases, toks, f"sweep-{time.strftime('%m%d-%H%M')}", check), answer)
+
+    def _start_sweep(self, req) -> None:
+        import threading
+
+        self.sweeping = req.name
+        self._sweep_cancel = threading.Event()
+        self.set_status(f"sweep {req.name}: starting …")
+        self.app.refresh_bindings()
+        self._sweep_worker_ref = self._sweep_worker(req, self._sweep_cancel)
+
+    @work(thread=True, group="runs-sweep", exit_on_error=False)
+    def _sweep_worker(self, req, cancel) -> None:
+        from ...sweep import best_line, run_sweep
+
+        def say(text: str) -> None:
+            self.post_message(self.SweepSaid(text, False))
+
+        try:
+            res = run_sweep(self.ws, req, say=say, cancel_event=cancel)
+            self.post_message(self.SweepSaid(best_line(res), False, done=True))
+        except Exception as e:  # never a traceback in the user's face
+            self.post_message(self.SweepSaid(f"sweep {req.name}: {user_message(e)}", True, done=True))
+
+    class SweepSaid(Message):
+        def __init__(self, text: str, error: bool, done: bool = False):
+            super().__init__()
+            self.text, self.error, self.done = text, error, done
+
+    def on_runs_pane_sweep_said(self, msg: "RunsPane.SweepSaid") -> None:
+        self.set_status(msg.text, error=msg.error)
+        if msg.done:
+            self.sweeping = None
+            self.sort = "bpb"  # the ranking, as the sweep printed it
+            self.app.refresh_bindings()
+        self.refresh_runs()  # a run started or finished
+
+    def action_stop_sweep(self) -> None:
+        if self.sweeping and self._sweep_cancel is not None:
+            self._sweep_cancel.set()
+            self.set_status(f"stopping sweep {self.sweeping} (each run keeps a checkpoint) …")
+
+    def busy_text(self) -> str | None:
+        return f"Sweep {self.sweeping} is running (its runs stop with a checkpoint)" if self.sweeping else None
+
+    async def shutdown(self) -> None:
+        worker = self._sweep_worker_ref
+        if self._sweep_cancel is not None:
+            self._sweep_cancel.set()
+        if worker is not None and not worker.is_finished:
+            try:
+                await worker.wait()
+            except Exception:
+                pass
+
     def check_pane_action(self, action: str) -> bool | None:
-        if action in ("resume", "trace", "chat", "export", "rename", "delete", "toggle_select", "baseline"):
+        if action == "stop_sweep":
+            return bool(self.sweeping)
+        if action == "sweep":
+            return None if self.sweeping else True
+        if action in ("resume", "trace", "chat", "export", "rename", "delete", "toggle_select", "baseline", "sort"):
             return True if self.rows else None
         if action == "next_view":
             return self.one_view
@@ -398,19 +501,3 @@ class RunsPane(Pane):
         self._status_is_detail = detail
         box.update(escape(text))
         box.set_class(error, "error")
-
-
-def _cells(r: dict, mark: str) -> dict[str, str]:
-    """One run's table cells by column key. A damaged run's row may lack any of its numbers."""
-    return {"mark": mark, "name": r["name"], "preset": r.get("preset") or "—", "params": _si(r.get("params")),
-            "tokens": _si(r.get("tokens")), "val": _num(r.get("best_val_loss"), "{:.4f}"),
-            "bpb": _num(r.get("best_bpb"), "{:.3f}"), "tok_s": _si(r.get("tok_s")),
-            "date": (r.get("created") or "—").replace("T", " ")[:16], "status": r.get("status") or "—"}
-
-
-def _si(n) -> str:
-    return "—" if n is None else si(n)
-
-
-def _num(v, fmt: str) -> str:
-    return "—" if v is None else fmt.format(v)

@@ -21,25 +21,22 @@ from textual.widgets import (
 
 from ...data import DEFAULT_HUB_ID
 from .base import Pane
-from ...errors import WorkbenchError
+from ...errors import Cancelled, WorkbenchError, user_message
 from ...tokenizer import MAX_VOCAB, N_SPECIALS, TokenizerSettings, list_tokenizers
+from ...tokenizer_build import build_request, default_name
 from ...procs import ensure_resource_tracker
 from ..widgets.modals import PathPicker
-from ..widgets.tokenizer_views import TryIt, VocabBrowser
+from ..widgets.tokenizer_views import TryIt, VocabBrowser, stats_cells
 
 DEFAULT_VOCAB = 512
 DEFAULT_SAMPLE_MB = 10.0
 
 
-def default_name(data: str, vocab: int) -> str:
-    """A folder name from the source and the vocab size, e.g. ``tinystories-512``."""
-    stem = "tinystories" if data in ("", DEFAULT_HUB_ID) else Path(data.rstrip("/")).stem or "data"
-    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem.lower()).strip("-.") or "data"
-    return f"{stem[:50]}-{vocab}"
-
-
 class TokenizerPane(Pane):
     """Build, list and inspect tokenizers."""
+
+    ACTIONS = {"tok-build": "build", "tok-cancel": "cancel_build", "tok-browse": "browse",
+               **{f"tok-{f}": "build" for f in ("data", "name", "vocab", "sample")}}
 
     class BuildUpdate(Message):
         """A batch of build events from the worker (the last progress one is enough)."""
@@ -131,12 +128,7 @@ class TokenizerPane(Pane):
         table = self.query_one("#tok-table", DataTable)
         table.clear()
         for info in self.infos:
-            st = info.stats
-            table.add_row(
-                info.name, _num(st.get("vocab_size")), _num(st.get("alphabet_size")),
-                _num(st.get("bytes_per_token"), "{:.2f}"), _num(st.get("build_seconds"), "{:.2f}"),
-                key=info.name,
-            )
+            table.add_row(info.name, *stats_cells(info.stats), key=info.name)
         for chart in self.query("#tok-chart"):  # mounted after the first paint
             chart.show(self.infos)
         names = [i.name for i in self.infos]
@@ -171,15 +163,9 @@ class TokenizerPane(Pane):
 
     def settings(self) -> tuple[str, TokenizerSettings]:
         """The build request from the form; raises WorkbenchError naming the bad field."""
-        data = self.query_one("#tok-data", Input).value.strip() or DEFAULT_HUB_ID
-        vocab = _parse(self.query_one("#tok-vocab", Input), "vocab size", int,
-                       f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}")
-        sample = _parse(self.query_one("#tok-sample", Input), "sample MB", float,
-                        "a number above 0, up to 4096")
-        name = self.query_one("#tok-name", Input).value.strip() or default_name(data, vocab)
-        s = TokenizerSettings(vocab_size=vocab, byte_fallback=self.query_one("#tok-bytefb", Switch).value,
-                              sample_mb=sample, data=data)
-        return name, s.validate()
+        form = {f: self.query_one(f"#tok-{f}", Input).value for f in ("data", "vocab", "sample", "name")}
+        return build_request(form["data"], form["vocab"], form["sample"],
+                             self.query_one("#tok-bytefb", Switch).value, form["name"])
 
     def action_build(self) -> None:
         if self.building:
@@ -201,36 +187,19 @@ class TokenizerPane(Pane):
     def _build_worker(self, name: str, settings: TokenizerSettings, cancel: threading.Event) -> None:
         from ...tokenizer_build import BuildJob
 
-        post = self.post_message
+        def progress(e) -> None:
+            if e.kind == "progress":
+                self.post_message(self.BuildUpdate("progress", e.phase, e.done, e.total, e.message, name))
+
         try:
-            job = BuildJob(self.ws, name, settings)  # checks the source (may touch the network)
-            if cancel.is_set():
-                post(self.BuildUpdate("cancelled", name=name))
-                return
-            job.start()
-        except WorkbenchError as e:
-            post(self.BuildUpdate("error", message=str(e), name=name))
-            return
+            # checking the source first may touch the network: in the worker too
+            BuildJob(self.ws, name, settings).wait(progress, cancel)
+            update = self.BuildUpdate("done", name=name)
+        except Cancelled:
+            update = self.BuildUpdate("cancelled", name=name)
         except Exception as e:  # never a traceback in the user's face
-            post(self.BuildUpdate("error", message=f"{type(e).__name__}: {e}", name=name))
-            return
-        try:
-            while not job.finished:
-                if cancel.is_set():
-                    job.cancel()
-                    post(self.BuildUpdate("cancelled", name=name))
-                    return
-                events = job.poll(timeout=0.1)
-                progress = [e for e in events if e.kind == "progress"]
-                if progress:  # a few per second is plenty; drop the intermediate ones
-                    e = progress[-1]
-                    post(self.BuildUpdate("progress", e.phase, e.done, e.total, e.message, name))
-                for e in events:
-                    if e.kind in ("done", "error"):
-                        post(self.BuildUpdate(e.kind, e.phase, e.done, e.total, e.message, name))
-        finally:
-            if not job.finished:
-                job.cancel()
+            update = self.BuildUpdate("error", message=user_message(e), name=name)
+        self.post_message(update)
 
     def on_tokenizer_pane_build_update(self, msg: "TokenizerPane.BuildUpdate") -> None:
         bar = self.query_one("#tok-progress", ProgressBar)
@@ -299,22 +268,6 @@ class TokenizerPane(Pane):
 
     # --- small handlers ------------------------------------------------------------------
 
-    @on(Button.Pressed, "#tok-build")
-    def _build_pressed(self) -> None:
-        self.action_build()
-
-    @on(Button.Pressed, "#tok-cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel_build()
-
-    @on(Button.Pressed, "#tok-browse")
-    def _browse_pressed(self) -> None:
-        self.action_browse()
-
-    @on(Input.Submitted, "#tok-data, #tok-name, #tok-vocab, #tok-sample")
-    def _submitted(self) -> None:
-        self.action_build()
-
     @on(Input.Changed, "#tok-data, #tok-vocab")
     def _update_name_hint(self) -> None:
         data = self.query_one("#tok-data", Input).value.strip()
@@ -344,19 +297,3 @@ class TokenizerPane(Pane):
                 field.focus()
 
         self.app.push_screen(PathPicker(start.resolve()), picked)
-
-
-def _num(v, fmt: str = "{}") -> str:
-    return "—" if v is None else fmt.format(v)
-
-
-def _parse(field: Input, label: str, kind, allowed: str):
-    text = field.value.strip()
-    try:
-        value = kind(text)
-    except ValueError:
-        raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}") from None
-    result = field.validate(text)
-    if result is not None and not result.is_valid:
-        raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}")
-    return value

@@ -8,7 +8,6 @@ the UI thread. Saved traces go to ``traces/`` in the workspace.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from textual import on, work
@@ -17,9 +16,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch, Tree
 
-from ...errors import WorkbenchError
+from ...errors import WorkbenchError, user_message
 from .base import Pane
-from ...trace_request import INIT, TraceRequest, header_text
+from ...trace_files import load_trace, save_trace, saved_traces, traces_dir
+from ...trace_request import INIT, TraceRequest
 from ..widgets import trace_views as tv
 
 DEFAULT_TEXT = "Once upon a time, there was a little girl named Lily."
@@ -29,12 +29,10 @@ NO_BASE, PINNED = "@none", "@pinned"
 N_RANDOM = 8
 
 
-def traces_dir(ws) -> Path:
-    return Path(ws.root) / "traces"
-
-
 class TracePane(Pane):
     """Trace a model and look inside it."""
+
+    ACTIONS = {"tr-run": "trace", "tr-text": "trace", "tr-save-name": "save"}
 
     class Done(Message):
         def __init__(self, result: dict | None = None, tensors: dict | None = None, error: str = ""):
@@ -177,20 +175,15 @@ class TracePane(Pane):
         return f"{name}-{'init' if ck == INIT else ck}"
 
     def request(self) -> TraceRequest:
-        """The trace request from the form; raises WorkbenchError naming the bad field."""
+        """The trace request from the form; raises WorkbenchError naming the bad field (the
+        request checks it: a model is chosen, the text is not empty)."""
         src = self.query_one("#tr-source", Select).value
-        if not isinstance(src, str):
-            raise WorkbenchError("model: choose a config or a run to trace")
-        kind, _, name = src.partition(":")
-        text = self.query_one("#tr-text", Input).value
+        kind, _, name = src.partition(":") if isinstance(src, str) else ("", "", None)
         tok = self.query_one("#tr-tok", Select).value
-        if tok != RANDOM_IDS and not text.strip():
-            raise WorkbenchError("text is empty: type some input text, or choose "
-                                 f"'{N_RANDOM} random ids' as the tokenizer")
         run = kind == "run"
         return TraceRequest(config=None if run else name, run=name if run else None,
                             checkpoint=self.query_one("#tr-ckpt", Select).value if run else None,
-                            text=None if tok == RANDOM_IDS else text,
+                            text=None if tok == RANDOM_IDS else self.query_one("#tr-text", Input).value,
                             tokenizer=None if tok in (RANDOM_IDS, RUN_TOK) else tok, tokens=N_RANDOM,
                             meta=self.query_one("#tr-meta", Switch).value, keep=("probs",))
 
@@ -217,10 +210,8 @@ class TracePane(Pane):
 
         try:
             result, tensors = run_trace(self.ws, req, available=self.probe.available)
-        except WorkbenchError as e:
-            self.post_message(self.Done(error=str(e)))
         except Exception as e:  # never a traceback in the user's face
-            self.post_message(self.Done(error=f"{type(e).__name__}: {e}"))
+            self.post_message(self.Done(error=user_message(e)))
         else:
             self.post_message(self.Done(result, tensors))
 
@@ -247,20 +238,7 @@ class TracePane(Pane):
         self._add_children(tree.root, root, total)
         tree.root.expand()
         tree.move_cursor(tree.root)
-        anomalies = tv.anomaly_list(root)
-        B, T = r["input_shape"]
-        where = r["device"] + (" (shapes only)" if r["device"] == "meta" else "")
-        text = (f"{r['source']}{', ' + r['checkpoint'] if r.get('checkpoint') else ''}: input ({B}, {T}) on "
-                f"{where} · {r['params']:,} parameters · {tv.fmt_count(total)} FLOPs")
-        if anomalies:
-            first = r.get("first_nonfinite")
-            text += f"\n[b red]!! {len(anomalies)} anomalies[/]: " + "; ".join(
-                f"{p} {f}" for p, f in anomalies[:3])
-            if first:
-                text += f" — first non-finite: {first['name']} at {first['path'] or '(model)'}"
-        else:
-            text += " · no anomalies"
-        self._set_status(text)
+        self._set_status(tv.summary(r))
         self.query_one("#tr-save-name", Input).placeholder = self._default_name()
         self._show_node(tree.root.data)
 
@@ -321,16 +299,8 @@ class TracePane(Pane):
         if r is None:
             box.update("")
             return
-        key = next((k for k in self.tensors if k[1] == "probs" and tv.layer_of(k[0]) == self.attn_layer), None)
-        if key is None:
-            why = ("shapes only on the meta device" if r["device"] == "meta"
-                   else "no attention values in this trace")
-            box.update(f"[dim]attention heatmap: {why}[/dim]")
-            return
-        probs = self.tensors[key]
-        H = probs.shape[1]
-        self.head %= H
-        box.update(tv.heatmap(probs[0, self.head], r.get("labels", []), self.attn_layer, self.head, H))
+        shown, self.head = tv.layer_heatmap(r, self.tensors, self.attn_layer, self.head)
+        box.update(shown)
 
     def action_head(self, step: int) -> None:
         self.head += step
@@ -339,27 +309,18 @@ class TracePane(Pane):
     # --- save and diff -------------------------------------------------------------------
 
     def action_save(self) -> None:
-        from ... import fileio
-        from ...trace import render_text
-        from ...workspace import check_name
-
         self.show_error("")
         if self.result is None:
             self.show_error("nothing to save yet: trace a model first (ctrl+g)")
             return
-        field = self.query_one("#tr-save-name", Input)
+        name = self.query_one("#tr-save-name", Input).value.strip() or self._default_name()
         try:
-            name = check_name("trace", field.value.strip() or self._default_name())
+            folder = save_trace(self.ws, name, self.result)
         except WorkbenchError as e:
             self.show_error(f"save as: {e}")
             return
-        folder = traces_dir(self.ws)
-        try:
-            fileio.write_json(folder / f"{name}.json", self.result)
-            fileio.write_text(folder / f"{name}.txt", header_text(self.result) + "\n"
-                              + render_text(self.result) + "\n")
         except OSError as e:
-            self.show_error(f"cannot write {folder}: {e.strerror or e}")
+            self.show_error(f"cannot write {traces_dir(self.ws)}: {e.strerror or e}")
             return
         self._refresh_baselines()
         self.notify(f"saved traces/{name}.json and traces/{name}.txt")
@@ -379,9 +340,7 @@ class TracePane(Pane):
         opts = [("none", NO_BASE)]
         if self.pinned:
             opts.append((self.pinned[0], PINNED))
-        folder = traces_dir(self.ws)
-        if folder.is_dir():
-            opts += [(f"traces/{p.name}", str(p)) for p in sorted(folder.glob("*.json"))]
+        opts += [(f"traces/{p.name}", str(p)) for p in saved_traces(self.ws)]
         if opts == getattr(self, "_base_opts", None):
             return
         self._base_opts = opts
@@ -399,13 +358,10 @@ class TracePane(Pane):
             self.baseline = self.pinned
         elif isinstance(v, str) and v not in (NO_BASE, PINNED):
             try:
-                d = json.loads(Path(v).read_text(encoding="utf-8"))
-                if "root" not in d:
-                    raise ValueError("no 'root' call")
-                self.baseline = (f"traces/{Path(v).name}", d)
-            except (OSError, ValueError) as e:
+                self.baseline = (f"traces/{Path(v).name}", load_trace(v))
+            except WorkbenchError as e:
                 self.baseline = None
-                self.show_error(f"diff vs: cannot read {v}: {e}")
+                self.show_error(f"diff vs: {e}")
         else:
             self.baseline = None
         if self._node is not None:
@@ -425,18 +381,6 @@ class TracePane(Pane):
 
     def action_head_next(self) -> None:
         self.action_head(1)
-
-    @on(Button.Pressed, "#tr-run")
-    def _run_pressed(self) -> None:
-        self.action_trace()
-
-    @on(Input.Submitted, "#tr-text")
-    def _text_submitted(self) -> None:
-        self.action_trace()
-
-    @on(Input.Submitted, "#tr-save-name")
-    def _name_submitted(self) -> None:
-        self.action_save()
 
     @on(Select.Changed, "#tr-ckpt")
     def _ckpt_changed(self, event: Select.Changed) -> None:

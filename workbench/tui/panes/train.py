@@ -27,13 +27,15 @@ from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, Static
 
 from ...data import DEFAULT_HUB_ID
-from ...errors import WorkbenchError
+from ...errors import WorkbenchError, user_message
 from .base import Pane, RunsChanged
-from ...estimate import fmt_bytes
 from ...procs import ensure_resource_tracker
 from ... import budget
+from ...train_notices import notices
+from ...train_request import MAX_PROCS, parse_procs
 from ..widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
-from ..widgets.train_views import VIEWS, header_parts, newest_that_fit, pack
+from ..widgets.train_views import (VIEWS, devices_text, header_parts, newest_that_fit, pack, prepare_text,
+                                   resume_hint, samples_text)
 
 FORM = "@form"  # the Config pane's current form
 NEW = "@new"  # a new run (not a resume)
@@ -42,13 +44,15 @@ DRAIN_PERIOD = 0.25
 # too: redraw the loss chart once a second and the side charts every other time.
 CHART_PERIOD = 1.0
 SIDE_EVERY = 2
-MAX_PROCS = 64
 NOTICE_LINES = 12  # notices shown before the box has a size
 SHORT_HEADER_BELOW = 100  # columns: the header uses fewer words
 
 
 class TrainPane(Pane):
     """Train a model and watch it learn."""
+
+    ACTIONS = {"train-start": "start", "train-pause": "toggle_pause", "train-stop": "stop",
+               "train-data": "start", "train-procs": "start", "train-budget": "start"}
 
     class Finished(Message):
         """The training worker returned (its summary: state finished|stopped|failed)."""
@@ -203,11 +207,8 @@ class TrainPane(Pane):
         field = self.query_one("#train-budget", Input)
         info = None
         if name not in (NEW, None, Select.NULL):
-            from ...runs import get_run, run_config
-
             try:
-                run = get_run(self.ws, str(name))
-                info = {"name": str(name), "train": run_config(run).train, "done": budget.progress(run)}
+                info = budget.resume_point(self.ws, str(name))
             except (WorkbenchError, OSError) as e:
                 self.show_error(f"resume: {e}")
         if info is not None and (self._resume_info or {}).get("name") == info["name"]:
@@ -228,19 +229,8 @@ class TrainPane(Pane):
         info = self._resume_info
         if info is None or not isinstance(event.value, str):
             return
-        own = getattr(info["train"], budget.FIELDS[event.value])  # that budget, where the run has one
-        self.query_one("#train-budget", Input).value = "" if own is None else budget.fmt(event.value, own)
+        self.query_one("#train-budget", Input).value = budget.value(info["train"], event.value)
         self._render_header()
-
-    def _resume_hint(self) -> str:
-        info = self._resume_info
-        if info is None or self.running:
-            return ""
-        kind = self.query_one("#train-budget-kind", Select).value
-        done = info["done"]
-        have = f"{done['minutes']:.1f}" if kind == "minutes" else budget.fmt(kind, done.get(kind, 0))
-        return (f"resume {info['name']} from {have} {kind}: set the budget (in all) to train on, "
-                "then ctrl+r")
 
     @on(Select.Changed, "#train-tokenizer")
     def _tokenizer_changed(self, event: Select.Changed) -> None:
@@ -270,16 +260,11 @@ class TrainPane(Pane):
 
         resume = self.query_one("#train-resume", Select).value
         if resume != NEW:
-            from ...runs import get_run, run_config
-
-            cfg = run_config(get_run(self.ws, str(resume)))
             return TrainRequest(resume=str(resume),
-                                overrides={"model": {}, "train": self._budget_overrides(str(resume), cfg.train)})
-        tok = self.query_one("#train-tokenizer", Select).value
-        if tok is Select.NULL or tok is None:
-            raise WorkbenchError("choose a tokenizer (build one in the Tokenizer pane first)")
+                                overrides={"model": {}, "train": self._budget_overrides(str(resume))})
+        tok = self.query_one("#train-tokenizer", Select).value  # none chosen: the request says so
         data = self.query_one("#train-data", Input).value.strip() or DEFAULT_HUB_ID
-        return TrainRequest(tokenizer=str(tok), data=data, config=self._chosen_config())
+        return TrainRequest(tokenizer=tok if isinstance(tok, str) else None, data=data, config=self._chosen_config())
 
     # --- starting ------------------------------------------------------------------------
 
@@ -308,7 +293,7 @@ class TrainPane(Pane):
             return
         self.show_error("")
         try:
-            nproc = self._procs()
+            nproc = parse_procs(self.query_one("#train-procs", Input).value, self.devices)
             req = self._request()
             res = resolve(self.ws, req)
         except WorkbenchError as e:
@@ -326,7 +311,9 @@ class TrainPane(Pane):
         self._stop_requested = False
         self._prepare = None
         if req.resume is not None:
-            self._load_history(req.resume)
+            from ..child_run import read_history
+
+            self.feed(read_history(self.ws, req.resume))
         self.run_name = req.resume
         self.redraw_charts()  # the last run's curves go now, not at this run's first draw
         self._set_running(True, "preparing")
@@ -337,42 +324,19 @@ class TrainPane(Pane):
             self._worker = self._train_worker(req, res)
         self._timer.resume()
 
-    def _budget_overrides(self, run_name: str, train) -> dict:
+    def _budget_overrides(self, run_name: str) -> dict:
         info = self._resume_info
         if info is None or info["name"] != run_name:
             self._show_resume(run_name)
             info = self._resume_info
         kind = str(self.query_one("#train-budget-kind", Select).value)
-        return budget.overrides(run_name, train, kind, self.query_one("#train-budget", Input).value, info["done"])
-
-    def max_procs(self) -> tuple[int, str]:
-        """How many processes this machine can train with, and why: one per GPU where there
-        are GPUs, else one per CPU core (more would only wait for each other)."""
-        gpus = [d for d in self.devices if str(d.get("device", "")).startswith("cuda")]
-        if gpus:
-            return len(gpus), f"one per GPU; this machine has {len(gpus)}"
-        cores = next((d.get("cores") for d in self.devices if d.get("device") == "cpu"), None)
-        if isinstance(cores, int) and cores > 0:
-            return min(cores, MAX_PROCS), f"one per CPU core; this machine has {cores}"
-        return MAX_PROCS, ""
-
-    def _procs(self) -> int:
-        field = self.query_one("#train-procs", Input)
-        text = field.value.strip() or "1"
-        try:
-            n = int(text)
-        except ValueError:
-            n = 0
-        limit, why = self.max_procs()
-        if not 1 <= n <= limit:
-            raise WorkbenchError(f"processes {text!r} is not allowed: expected an integer from 1 to {limit}"
-                                 + (f" ({why})" if why else ""))
-        return n
+        return budget.overrides(run_name, info["train"], kind, self.query_one("#train-budget", Input).value,
+                                info["done"])
 
     @on(Input.Changed, "#train-procs")
     def _procs_changed(self) -> None:
         try:
-            self._procs()
+            parse_procs(self.query_one("#train-procs", Input).value, self.devices)
         except WorkbenchError as e:
             self.show_error(str(e))
             self._procs_error = True
@@ -381,40 +345,24 @@ class TrainPane(Pane):
             self.show_error("")
             self._procs_error = False
 
-    def _load_history(self, run_name: str) -> None:
-        from ...checkpoint import latest_name
-        from ..child_run import read_history
-
-        ck = latest_name(self.ws.run_path(run_name)) or ""
-        upto = int(ck.rsplit("_", 1)[-1]) if ck.rsplit("_", 1)[-1].isdigit() else None
-        events = [e for e in read_history(self.ws, run_name) if upto is None or e.step <= upto]
-        self.feed(events)
-
     def _start_child(self, req, res, nproc: int) -> None:
-        from ...runs import default_run_name
-        from ...train_request import child_args
         from ..child_run import ChildRun
 
         try:
-            run = req.resume or req.name or default_run_name(self.ws, res.config)
-            args, yaml_text = child_args(req, res, run)  # `workbench train` under torchrun
-            child = ChildRun(self.ws, run, nproc, args, yaml_text)
+            child = ChildRun.for_request(self.ws, req, res, nproc)
             child.start()
         except (WorkbenchError, OSError) as e:
             self._set_running(False, "failed")
             self.show_error(f"could not start torchrun: {e}")
             return
         self.job = child
-        self.run_name = run
+        self.run_name = child.run_name
         self._set_running(True, "running")
         self._worker = self._follow_worker(child)
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _follow_worker(self, child) -> None:
-        # Tailing touches the disk: keep it off the UI thread too.
-        while not child.finished:
-            child.poll()
-            time.sleep(DRAIN_PERIOD)
+        child.follow(DRAIN_PERIOD)  # tailing touches the disk: keep it off the UI thread too
         self.post_message(self.Finished({"state": "child"}))
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
@@ -423,11 +371,8 @@ class TrainPane(Pane):
 
         try:
             trainer = start_training(self.ws, req, res, prepare_progress=self._on_prepare)
-        except WorkbenchError as e:
-            self.post_message(self.Finished({"state": "failed", "message": str(e)}))
-            return
         except Exception as e:  # never a traceback in the user's face
-            self.post_message(self.Finished({"state": "failed", "message": f"{type(e).__name__}: {e}"}))
+            self.post_message(self.Finished({"state": "failed", "message": user_message(e)}))
             return
         self.job = trainer
         if self._stop_requested:
@@ -435,7 +380,7 @@ class TrainPane(Pane):
         try:
             summary = trainer.run()
         except Exception as e:
-            summary = {"state": "failed", "message": f"{type(e).__name__}: {e}"}
+            summary = {"state": "failed", "message": user_message(e)}
         self.post_message(self.Finished(summary))
 
     def _on_prepare(self, split, done, total, msg) -> None:
@@ -482,8 +427,10 @@ class TrainPane(Pane):
             return
         job = self.job
         if job is not None:
+            from ..child_run import wait_stopped
+
             job.stop()
-            await asyncio.to_thread(_wait_stopped, job)
+            await asyncio.to_thread(wait_stopped, job, DRAIN_PERIOD)
         worker = self._worker
         if worker is not None and not worker.is_finished:
             try:
@@ -533,22 +480,6 @@ class TrainPane(Pane):
         self.query_one("#train-stop", Button).disabled = not self.running
         self.app.refresh_bindings()
 
-    @on(Button.Pressed, "#train-start")
-    def _start_pressed(self) -> None:
-        self.action_start()
-
-    @on(Button.Pressed, "#train-pause")
-    def _pause_pressed(self) -> None:
-        self.action_toggle_pause()
-
-    @on(Button.Pressed, "#train-stop")
-    def _stop_pressed(self) -> None:
-        self.action_stop()
-
-    @on(Input.Submitted, "#train-data, #train-procs, #train-budget")
-    def _submitted(self) -> None:
-        self.action_start()
-
     # --- events --------------------------------------------------------------------------
 
     def _tick(self) -> None:
@@ -556,9 +487,7 @@ class TrainPane(Pane):
         if job is not None:
             self.feed(job.buffer.drain())
         elif self._prepare is not None:
-            split, done, total, msg = self._prepare
-            pct = f" {100 * done / total:.0f}%" if total else ""
-            self.query_one("#train-header", Static).update(f"preparing data: {split}{pct} {msg}")
+            self.query_one("#train-header", Static).update(prepare_text(*self._prepare))
         if self._dirty and time.monotonic() - self._drawn_at >= CHART_PERIOD and self.is_on_screen:
             self._draws = getattr(self, "_draws", 0) + 1
             self.redraw_charts(side=self._draws % SIDE_EVERY == 0)
@@ -583,41 +512,22 @@ class TrainPane(Pane):
                 self.history.add_eval(d)
                 self._last_eval = d
                 self._dirty = True
-                log.append(f"step {ev.step}: val loss {d['val_loss']:.4f}, ppl {d.get('val_ppl', 0):.2f}"
-                          + (f", {d['bpb']:.3f} bits/byte" if d.get("bpb") is not None else ""))
             elif k == "start":
                 self.run_name = d.get("run") or self.run_name
                 self.state = "running"
-                resumed = f", resumed from {d['resumed_from']}" if d.get("resumed_from") else ""
-                log.append(f"run {d.get('run')}: {d.get('params', 0):,} parameters on {d.get('device')}, "
-                          f"{d.get('world', 1)} process(es){resumed}")
-                log.append(f"precision {d.get('precision')}"
-                           + (f" ({d['precision_reason']})" if d.get("precision_reason") else ""))
-                if d.get("attention"):
-                    log.append(f"attention {d['attention']} ({d.get('attention_reason') or ''})")
                 self._update_buttons()
             elif k == "sample":
-                texts = d.get("texts") or []
-                body = "\n".join(f"› {t.strip()[:400]}" for t in texts)
-                self.query_one("#train-samples", Static).update(
-                    f"[b]samples at step {ev.step}[/b]\n" + _escape(body))
-            elif k == "checkpoint":
-                log.append(f"checkpoint saved: {d.get('name')}")
-            elif k == "message":
-                text = d.get("text", "")
-                if text == "paused":  # the run has paused (every process of it)
-                    if self.job is not None and self.job.paused:
-                        self.state = "paused"
-                else:
-                    log.append(text)
+                self.query_one("#train-samples", Static).update(samples_text(ev.step, d.get("texts") or []))
+            elif k == "message" and d.get("text") == "paused":  # a state (every process paused), not a notice
+                if self.job is not None and self.job.paused:
+                    self.state = "paused"
+                continue
             elif k == "done":
                 self.state = d.get("state", "finished")
-                log.append(f"{self.state}: step {d.get('step', self._step())}"
-                          + (f", checkpoint {d['checkpoint']}" if d.get("checkpoint") else ""))
             elif k == "error":
                 self.state = "failed"
                 self.show_error(d.get("message", "training failed"))
-                log.append(f"error: {d.get('message')}")
+            log.extend(notices(ev, self._step()))
         if step_ev is not None:
             self._last_step = {"step": step_ev.step, **step_ev.data}
         if len(log) != n_notices or (log and log[-1] is not getattr(self, "_shown_notice", None)):
@@ -648,30 +558,13 @@ class TrainPane(Pane):
             self._procs_changed()  # the limit is known now
 
     def _show_devices(self) -> None:
-        if not self.devices:
-            return
-        short = self.size.width < SHORT_HEADER_BELOW
-        parts = []
-        for d in self.devices:
-            mem = fmt_bytes(d["memory_bytes"]) if d.get("memory_bytes") else "?"
-            if d["device"] == "cpu":
-                prec = ""
-                if d.get("precision"):
-                    speed = f"{d['bf16_speedup']:.1f}× fp32" if d.get("bf16_speedup") else "not measured"
-                    why = speed if short or not d.get("bf16_speedup") else f"bf16 matmul {speed}"
-                    prec = f", auto {d['precision']} ({why})"
-                parts.append(f"cpu: {d.get('cores')} cores, {mem}{'' if short else ' RAM'}{prec}")
-            else:
-                parts.append(f"{d['device']}: {d.get('name')}, {mem}")
-        self.query_one("#train-devices", Static).update(_escape(" · ".join(parts)))
+        if self.devices:
+            text = devices_text(self.devices, short=self.size.width < SHORT_HEADER_BELOW)
+            self.query_one("#train-devices", Static).update(_escape(text))
 
     @work(thread=True, group="train-devices", exit_on_error=False)
     def _devices_worker(self) -> None:
-        try:
-            devices = self.probe.devices()
-        except Exception as e:  # a broken driver must not take the pane down
-            devices = [{"device": "cpu", "name": f"(could not list devices: {e})", "cores": "?"}]
-        self.post_message(self.Devices(devices))
+        self.post_message(self.Devices(self.probe.devices()))
 
     # --- drawing -------------------------------------------------------------------------
 
@@ -686,9 +579,9 @@ class TrainPane(Pane):
                                       self._last_log, self._last_eval, ema, self.x_mode, self.log_y,
                                       short=self.size.width < SHORT_HEADER_BELOW,
                                       view=self.view if self.is_mounted and self.one_view else None)
-        hint = self._resume_hint()
-        if hint:
-            losses = [_escape(hint)]
+        info = self._resume_info
+        if info is not None and not self.running:
+            losses = [_escape(resume_hint(info, self.query_one("#train-budget-kind", Select).value))]
         box.update("\n".join(pack(status, width) + pack(losses, width)))
 
     def _show_notices(self) -> None:
@@ -730,18 +623,3 @@ def _escape(text: str) -> str:
 
     return escape(text)
 
-
-def _wait_stopped(job) -> None:
-    """Wait (off the event loop) until a stopped job has ended; end a torchrun child the hard
-    way if it outlives its grace time."""
-    from ..child_run import STOP_GRACE, ChildRun
-
-    deadline = time.monotonic() + STOP_GRACE + 15
-    if isinstance(job, ChildRun):
-        while not job.finished and time.monotonic() < deadline:
-            job.poll()  # writes the stop request again until the workers act on it
-            time.sleep(DRAIN_PERIOD)
-        job.kill()  # only if it outlived its stop
-        return
-    while job.state not in ("finished", "stopped", "failed") and time.monotonic() < deadline:
-        time.sleep(DRAIN_PERIOD)  # the trainer's thread stops after its step, with a checkpoint

@@ -64,6 +64,13 @@ class Stream:
         return "".join(s.text for s in list(self.steps))
 
 
+def transcript(columns: list) -> str:
+    """What copying the replies takes: one reply's prompt and text, or each under its label."""
+    if len(columns) == 1:
+        return columns[0].prompt + columns[0].stream.text
+    return "\n\n".join(f"[{c.stream.label}]\n{c.prompt}{c.stream.text}" for c in columns)
+
+
 class ReplyView(VerticalScroll, can_focus=True):
     """The scrolling body of a reply; ←/→ move the token cursor."""
 

@@ -12,6 +12,15 @@ SAMPLE_TEXT = "Once upon a time, there was a little girl named Lily. She loved t
 MAX_VOCAB_ROWS = 1000
 
 
+def stats_cells(stats: dict) -> list[str]:
+    """A built tokenizer's row in the table: vocab, alphabet, bytes per token, build seconds."""
+    def num(v, fmt: str = "{}") -> str:
+        return "—" if v is None else fmt.format(v)
+
+    return [num(stats.get("vocab_size")), num(stats.get("alphabet_size")),
+            num(stats.get("bytes_per_token"), "{:.2f}"), num(stats.get("build_seconds"), "{:.2f}")]
+
+
 class TryIt(Vertical):
     """A text box; below it the text split into tokens, their ids and the count, live."""
 

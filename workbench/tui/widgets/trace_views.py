@@ -1,6 +1,6 @@
 """What the Trace pane shows, as plain functions of a trace dict (``Trace.to_dict()`` plus a
-header): tree labels with repeated blocks folded, the detail of one node, anomalies, the
-attention heatmap and the diff of two traces. No widgets here, so it is easy to test.
+header): the status line over it, tree labels with repeated blocks folded, the detail of one
+node, anomalies, the attention heatmap and the diff of two traces. No widgets here, so it is easy to test.
 """
 
 from __future__ import annotations
@@ -97,6 +97,21 @@ def anomaly_list(root: dict) -> list[tuple[str, str]]:
             visit(k)
     visit(root)
     return out
+
+
+def summary(r: dict) -> str:
+    """The status line over a trace (markup): what was traced on what input, its size and
+    FLOPs, and its first anomalies or that there are none."""
+    B, T = r["input_shape"]
+    where = r["device"] + (" (shapes only)" if r["device"] == "meta" else "")
+    text = (f"{r['source']}{', ' + r['checkpoint'] if r.get('checkpoint') else ''}: input ({B}, {T}) on "
+            f"{where} · {r['params']:,} parameters · {fmt_count(r.get('total_flops', 0))} FLOPs")
+    anomalies = anomaly_list(r["root"])
+    if not anomalies:
+        return text + " · no anomalies"
+    text += f"\n[b red]!! {len(anomalies)} anomalies[/]: " + "; ".join(f"{p} {f}" for p, f in anomalies[:3])
+    first = r.get("first_nonfinite")
+    return text + (f" — first non-finite: {first['name']} at {first['path'] or '(model)'}" if first else "")
 
 
 # ---------------------------------------------------------------- folding and labels
@@ -273,6 +288,19 @@ def layer_of(path: str) -> int | None:
 def ramp(p: float) -> str:
     p = 0.0 if not math.isfinite(p) else min(1.0, max(0.0, p))
     return RAMP[min(len(RAMP) - 1, int(math.sqrt(p) * len(RAMP)))]  # sqrt: small weights stay visible
+
+
+def layer_heatmap(r: dict, tensors: dict, layer: int, head: int):
+    """The heatmap of ``layer``'s attention at ``head`` (taken round its number of heads), or a
+    line saying why there is none; and the head shown."""
+    key = next((k for k in tensors if k[1] == "probs" and layer_of(k[0]) == layer), None)
+    if key is None:
+        why = "shapes only on the meta device" if r["device"] == "meta" else "no attention values in this trace"
+        return f"[dim]attention heatmap: {why}[/dim]", head
+    probs = tensors[key]
+    H = probs.shape[1]
+    head %= H
+    return heatmap(probs[0, head], r.get("labels", []), layer, head, H), head
 
 
 def heatmap(probs, labels: list[str], layer: int, head: int, n_heads: int) -> Text:

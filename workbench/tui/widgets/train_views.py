@@ -1,6 +1,7 @@
-"""What the Train pane writes in its header and notices: the run's numbers, packed into as
-many lines as the pane's width needs (with fewer words when it is narrow), and the newest
-notices that fit their box. Plain functions (no widgets here)."""
+"""What the Train pane writes in its header, notices and device line: the run's numbers, packed
+into as many lines as the pane's width needs (with fewer words when it is narrow), the newest
+notices that fit their box, the machine's devices, and what a resume or data preparation is at.
+Plain functions (no widgets here)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 from rich.cells import cell_len
 from rich.markup import escape, render
 
+from ... import budget
 from ...estimate import fmt_bytes
 
 VIEWS = ("loss", "rates", "samples")  # what a narrow or short Train pane shows, one at a time
@@ -52,6 +54,44 @@ def header_parts(state: str, run_name: str | None, total_steps: int | None, step
     if view is not None:
         line2.append(f"[b]view: {VIEW_NAMES[view]}[/b] (ctrl+f: next)")
     return parts, line2
+
+
+def resume_hint(info: dict, kind: str) -> str:
+    """The header while a run to resume is chosen: where it stands in the budget's ``kind``
+    (``info`` as ``budget.resume_point`` gives it) and what to do next."""
+    done = info["done"]
+    have = f"{done['minutes']:.1f}" if kind == "minutes" else budget.fmt(kind, done.get(kind, 0))
+    return f"resume {info['name']} from {have} {kind}: set the budget (in all) to train on, then ctrl+r"
+
+
+def prepare_text(split: str, done: float, total: float | None, msg: str) -> str:
+    """The header while the data is being prepared, before the run starts."""
+    pct = f" {100 * done / total:.0f}%" if total else ""
+    return f"preparing data: {split}{pct} {msg}"
+
+
+def samples_text(step: int, texts: list[str]) -> str:
+    """The samples box (markup): the texts sampled at ``step``, each cut to 400 characters."""
+    body = "\n".join(f"› {t.strip()[:400]}" for t in texts)
+    return f"[b]samples at step {step}[/b]\n" + escape(body)
+
+
+def devices_text(devices: list[dict], short: bool) -> str:
+    """The machine's devices in one line (plain text): for the CPU its cores, memory and the
+    precision ``auto`` picks with the measured bf16 speed-up behind it. ``short`` uses fewer words."""
+    parts = []
+    for d in devices:
+        mem = fmt_bytes(d["memory_bytes"]) if d.get("memory_bytes") else "?"
+        if d["device"] == "cpu":
+            prec = ""
+            if d.get("precision"):
+                speed = f"{d['bf16_speedup']:.1f}× fp32" if d.get("bf16_speedup") else "not measured"
+                why = speed if short or not d.get("bf16_speedup") else f"bf16 matmul {speed}"
+                prec = f", auto {d['precision']} ({why})"
+            parts.append(f"cpu: {d.get('cores')} cores, {mem}{'' if short else ' RAM'}{prec}")
+        else:
+            parts.append(f"{d['device']}: {d.get('name')}, {mem}")
+    return " · ".join(parts)
 
 
 def pack(parts: list[str], width: int, sep: str = " · ") -> list[str]:
