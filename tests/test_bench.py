@@ -383,3 +383,15 @@ def test_the_memory_estimate_stands_beside_a_measured_peak(tmp_path):
     # --quick checks the smallest of the presets asked for (each measurement is a fresh process)
     (step,) = _plan(BenchOptions(quick=True, tasks=["memory-estimate"], presets=["stories15M", "debug"]))
     assert step[3] == {"presets": ["debug"]}
+
+
+def test_the_recorded_command_reproduces_the_run():
+    """What the report says ran is what ran: every option that changes the figures, anchor
+    budgets and seeds included, and none left at its default."""
+    from workbench.cli import build_parser
+    from workbench.cli.bench_cmd import _command
+
+    argv = ["bench", "--tasks", "anchor", "--anchor-minutes", "10,30", "--anchor-seeds", "2", "--reps", "5"]
+    cmd = _command(build_parser().parse_args(argv))
+    assert cmd == "workbench bench --tasks anchor --reps 5 --anchor-minutes 10,30 --anchor-seeds 2"
+    assert _command(build_parser().parse_args(["bench", "--quick"])) == "workbench bench --quick"

@@ -140,6 +140,50 @@ def best_line(res: "SweepResult") -> str:
             f"{c.get('n_layers')} layers, lr {c.get('lr')}) of {len(res.rows)} run(s)")
 
 
+class SweepJob:
+    """``run_sweep`` in a thread, for a client that must stay responsive (the Runs pane): what
+    the sweep says piles up for ``drain``; ``cancel`` stops it (each run keeps a checkpoint);
+    ``line`` is its outcome once ``finished`` (``error`` says whether it failed)."""
+
+    def __init__(self, ws: Workspace, req: SweepRequest):
+        self.ws, self.req = ws, req
+        self._said: list[str] = []
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sweep-{req.name}", daemon=True)
+        self.finished = False
+        self.line: str | None = None
+        self.error = False
+
+    def start(self) -> "SweepJob":
+        self._thread.start()
+        return self
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            self._said.append(text)
+
+    def _run(self) -> None:
+        from .errors import user_message
+
+        try:
+            self.line = best_line(run_sweep(self.ws, self.req, say=self._say, cancel_event=self._cancel))
+        except BaseException as e:  # reported, never raised into the client
+            self.line, self.error = f"sweep {self.req.name}: {user_message(e)}", True
+        self.finished = True
+
+    def drain(self) -> list[str]:
+        with self._lock:
+            said, self._said = self._said, []
+        return said
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
 def fits(cfg: Config, share: int = 1) -> tuple[bool, str]:
     """Whether a run's memory estimate fits this machine's free RAM (shared by ``share`` runs)."""
     from .estimate import available_memory, fmt_bytes, training_memory

@@ -61,3 +61,27 @@ async def test_a_sweep_from_the_runs_pane(built_ws, make_app, corpus):
         assert pane.sort == "bpb"
         await pilot.press("ctrl+s")
         assert pane.sort == "name" and [r["name"] for r in pane.rows] == ["sw-1", "sw-2"]
+
+
+async def test_stopping_a_sweep_keeps_a_checkpoint(built_ws, make_app):
+    from workbench.runs import get_run
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane, dialog = await _dialog(pilot, app)
+        dialog.query_one("#sweep-base", Select).value = "debug"
+        dialog.query_one("#sweep-budget", Select).value = "steps"
+        dialog.query_one("#sweep-amount", Input).value = "100000"
+        dialog.query_one("#sweep-name", Input).value = "long"
+        dialog.query_one("#sweep-grid", Input).value = "train.lr=0.001,0.002 train.log_interval=1"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pane.sweeping == "long", what="the sweep to start")
+        await wait_for(pilot, lambda: built_ws.run_path("long-1").is_dir()
+                       and get_run(built_ws, "long-1").metrics(), timeout=120, what="the first run's steps")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: pane.sweeping is None, timeout=180, what="the sweep to stop")
+        status = pane.query_one("#runs-status", Static)
+        assert "sweep long: sweep 'long' was cancelled" in str(status.render())
+        run = get_run(built_ws, "long-1")
+        assert run.status()["state"] == "stopped" and run.latest_checkpoint() is not None
+        assert not built_ws.run_path("long-2").exists()  # never started

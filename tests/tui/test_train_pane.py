@@ -137,6 +137,7 @@ async def test_a_chart_plotext_cannot_build_says_so_instead_of_crashing(built_ws
 
         monkeypatch.setattr(chart.plt, "build", broken)
         chart.refresh()
-        await pilot.pause(0.2)
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()  # the repaint has run (the app would have crashed in it)
         assert "cannot be drawn" in str(chart.render())
         assert app.is_running

@@ -60,6 +60,8 @@ def _command(args) -> str:
                                  ("--tasks", ",".join(args.tasks), ",".join(TASK_NAMES)),
                                  ("--presets", ",".join(args.presets), ",".join(PRESETS)),
                                  ("--reps", args.reps, 3), ("--vocab", args.vocab, 4096),
+                                 ("--anchor-minutes", ",".join(f"{m:g}" for m in args.anchor_minutes), "10"),
+                                 ("--anchor-seeds", args.anchor_seeds, 1),
                                  ("--json", args.json, None), ("--markdown", args.markdown, None)):
         if value != default:
             parts += [flag, shlex.quote(str(value))]

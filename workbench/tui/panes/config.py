@@ -1,7 +1,7 @@
 """The Config pane: a form generated from ``fields_of(ModelConfig)`` and ``fields_of(TrainConfig)``,
 with live estimates, a diff against the loaded preset, and save-as into ``models/``.
 
-Every field is checked as it is typed (``forms.parse_value``), then the whole config is built
+Every field is checked as it is typed (``config.parse_field``), then the whole config is built
 (cross-field rules such as "n_heads must divide dim"); any error blocks saving.
 
 A budget in minutes and ``ctrl+b`` fill the form from the planner (``planner.plan``, the same
@@ -19,9 +19,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.reactive import reactive
-from textual.widget import Widget
-from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
 from ... import config_report as report
@@ -29,36 +26,11 @@ from ...config import (Config, ModelConfig, TrainConfig, config_diff, fields_of,
                        parse_field, preset_names)
 from ...errors import ConfigError, WorkbenchError
 from ...planner import BudgetSpeeds
+from ..widgets.form_fields import FieldValidator, HelpLine
 from .base import FormChanged, Pane
 
 SECTIONS = (("model", ModelConfig), ("train", TrainConfig))
 DEFAULT_PRESET = "debug"
-
-
-class FieldValidator(Validator):
-    def __init__(self, section: str, info):
-        super().__init__()
-        self.section, self.info = section, info
-
-    def validate(self, value: str) -> ValidationResult:
-        try:
-            parse_field(self.section, self.info, value)
-        except ConfigError as e:
-            return self.failure(str(e))
-        return self.success()
-
-
-class HelpLine(Widget):
-    """A fixed-height line of help: changing it repaints, without re-laying out the screen
-    (a Static would, on every focus change)."""
-
-    text = reactive("", layout=False)
-
-    def render(self) -> str:
-        return self.text
-
-    def update(self, text: str) -> None:
-        self.text = text
 
 
 class ConfigPane(Pane):

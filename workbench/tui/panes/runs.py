@@ -21,10 +21,10 @@ from textual.widgets import DataTable, Static
 from ...errors import WorkbenchError, user_message
 from ...runs import summary_cells
 from .base import OpenRun, Pane
-from ..widgets.charts import LineChart, Series
+from ..widgets.charts import LineChart
+from ..widgets.runs_views import COLORS, curve_series, diff_series, reach_rows
 from ..widgets.train_views import si
 
-COLORS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 MAX_OVERLAY = len(COLORS)
 HINT = "space selects runs for the overlay; the keys below act on the run under the cursor"
 # (key, header, narrow header): the narrow table keeps the first column set, the detail line
@@ -34,7 +34,6 @@ COLUMNS = (("mark", " "), ("name", "name"), ("preset", "preset"), ("params", "pa
 NARROW_COLUMNS = ("mark", "name", "tokens", "val", "bpb", "tok_s", "status")
 NARROW_HEADERS = {"val": "val", "bpb": "bpb"}
 VIEWS = ("curves", "vs")
-SPAN_FOR_LOG_X = 4.0  # overlaid runs whose token counts differ this much get a log x axis
 
 
 class RunsPane(Pane):
@@ -63,11 +62,11 @@ class RunsPane(Pane):
         self._narrow: bool | None = None
         self._status_is_detail = True
         self.sort = "name"
+        self._highlighted_run: str | None = None
         self._listed: list[dict] = []
         self._form = None  # the Config pane's form, a sweep's possible base
-        self.sweeping: str | None = None  # the sweep running, by name
-        self._sweep_cancel = None
-        self._sweep_worker_ref = None
+        self.sweep_job = None  # a sweep.SweepJob, once one was started here
+        self._sweep_shown = False  # its outcome is in the status line
 
     def compose(self) -> ComposeResult:
         yield Static(HINT, id="runs-status")
@@ -196,8 +195,11 @@ class RunsPane(Pane):
             return None
 
     @on(DataTable.RowHighlighted, "#runs-table")
-    def _highlighted(self) -> None:
-        self._status_is_detail = True  # moving on replaces the last action's message
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        run = event.row_key.value if event.row_key is not None else None
+        if run != self._highlighted_run:  # moving on replaces the last action's message; a refill does not
+            self._highlighted_run = run
+            self._status_is_detail = True
         self._show_detail()
         if not self.selected:
             self.redraw()  # with nothing selected the overlay follows the cursor
@@ -215,17 +217,12 @@ class RunsPane(Pane):
         from ...runs import compare_curves
 
         shown = self.shown_runs()
-        colors = {n: COLORS[i % len(COLORS)] for i, n in enumerate(shown)}
         curves = self.query_one("#runs-curves", LineChart)
-        # a short run beside a long one would be squashed against the left edge on linear x
-        ends = [c[-1][0] for c in (self.curves.get(n, []) for n in shown) if c and c[-1][0] > 0]
-        log_x = len(ends) > 1 and max(ends) / min(ends) >= SPAN_FOR_LOG_X
+        series, log_x = curve_series(self.curves, shown)
         switch = self.is_mounted and self.one_view
         curves.title = "validation loss vs tokens" + (" (log x)" if log_x else "") + \
             (" · ctrl+f: vs baseline" if switch else "")
-        curves.set_series([Series(n, [float(x) for x, _ in self.curves.get(n, [])],
-                                  [y for _, y in self.curves.get(n, [])], color=colors[n])
-                           for n in shown], xlabel="tokens (log)" if log_x else "tokens", log_x=log_x)
+        curves.set_series(series, xlabel="tokens (log)" if log_x else "tokens", log_x=log_x)
         curves.redraw()
         diff = self.query_one("#runs-diff", LineChart)
         reach = self.query_one("#runs-reach", DataTable)
@@ -242,20 +239,11 @@ class RunsPane(Pane):
         else:
             # the numbers `workbench runs compare` prints, from the curves loaded here
             cmp = compare_curves({n: self.curves.get(n, []) for n in shown}, self.baseline)
-            series = []
-            for row in cmp["vs_baseline"]:
-                if row["name"] == self.baseline:
-                    continue
-                pts = [(x, d) for x, d in row["diff_vs_baseline"] if x > 0]  # log x
-                series.append(Series(row["name"], [float(x) for x, _ in pts], [d for _, d in pts],
-                                     color=colors[row["name"]]))
             diff.title = f"run − {self.baseline} (val loss)"
             diff.empty_text = "select runs that overlap the baseline's tokens: space"
-            diff.set_series(series, xlabel="tokens (log)", log_x=True, zero_line=True)
-            for row in cmp["vs_baseline"]:
-                t, ratio = row["tokens_to_baseline_final"], row["ratio_to_baseline"]
-                reach.add_row(row["name"], si(t) if t is not None else "not reached",
-                              f"{ratio:.2f}" if ratio else "—")
+            diff.set_series(diff_series(cmp, shown), xlabel="tokens (log)", log_x=True, zero_line=True)
+            for cells in reach_rows(cmp):
+                reach.add_row(*cells)
         if switch:
             diff.title += " · ctrl+f: curves"
         diff.redraw()
@@ -408,79 +396,54 @@ class RunsPane(Pane):
         if self.sweeping:
             self.set_status(f"sweep {self.sweeping} is running; ctrl+g stops it", error=True)
             return
-        import time
+        from ..widgets.sweep_dialog import SweepScreen
 
-        from ...config import preset_names
-        from ...sweep import request_from_text
-        from ...tokenizer import list_tokenizers
-        from ..widgets.sweep_dialog import FORM, SweepScreen
-
-        bases = ([("the Config pane's form", FORM)] if self._form is not None else []) + \
-            [(n, n) for n in preset_names(self.ws)]
-        toks = {t.name: str(t.settings.get("data") or "") for t in list_tokenizers(self.ws)}
-
-        def check(answers: dict):
-            base = self._form if answers["base"] == FORM else answers["base"]
-            return request_from_text(self.ws, answers, base)
-
-        def answer(req) -> None:
-            if req is not None:
-                self._start_sweep(req)
-
-        self.app.push_screen(SweepScreen(bases, toks, f"sweep-{time.strftime('%m%d-%H%M')}", check), answer)
+        self.app.push_screen(SweepScreen.for_workspace(self.ws, self._form),
+                             lambda req: req is not None and self._start_sweep(req))
 
     def _start_sweep(self, req) -> None:
-        import threading
+        from ...sweep import SweepJob
 
-        self.sweeping = req.name
-        self._sweep_cancel = threading.Event()
+        self.sweep_job = SweepJob(self.ws, req).start()
+        self._sweep_shown = False
         self.set_status(f"sweep {req.name}: starting …")
         self.app.refresh_bindings()
-        self._sweep_worker_ref = self._sweep_worker(req, self._sweep_cancel)
+        self._sweep_timer = self.set_interval(0.5, self._follow_sweep)
 
-    @work(thread=True, group="runs-sweep", exit_on_error=False)
-    def _sweep_worker(self, req, cancel) -> None:
-        from ...sweep import best_line, run_sweep
+    @property
+    def sweeping(self) -> str | None:
+        """The name of the sweep running here, if one is (until its outcome is shown)."""
+        job = self.sweep_job
+        return job.req.name if job is not None and not self._sweep_shown else None
 
-        def say(text: str) -> None:
-            self.post_message(self.SweepSaid(text, False))
-
-        try:
-            res = run_sweep(self.ws, req, say=say, cancel_event=cancel)
-            self.post_message(self.SweepSaid(best_line(res), False, done=True))
-        except Exception as e:  # never a traceback in the user's face
-            self.post_message(self.SweepSaid(f"sweep {req.name}: {user_message(e)}", True, done=True))
-
-    class SweepSaid(Message):
-        def __init__(self, text: str, error: bool, done: bool = False):
-            super().__init__()
-            self.text, self.error, self.done = text, error, done
-
-    def on_runs_pane_sweep_said(self, msg: "RunsPane.SweepSaid") -> None:
-        self.set_status(msg.text, error=msg.error)
-        if msg.done:
-            self.sweeping = None
+    def _follow_sweep(self) -> None:
+        job = self.sweep_job
+        said = job.drain()
+        if said:
+            self.set_status(said[-1])
+            self.refresh_runs()  # a run started or finished
+        if job.finished:
+            self._sweep_timer.stop()
+            self._sweep_shown = True
+            self.set_status(job.line, error=job.error)
             self.sort = "bpb"  # the ranking, as the sweep printed it
+            self.refresh_runs()
             self.app.refresh_bindings()
-        self.refresh_runs()  # a run started or finished
 
     def action_stop_sweep(self) -> None:
-        if self.sweeping and self._sweep_cancel is not None:
-            self._sweep_cancel.set()
+        if self.sweeping:
+            self.sweep_job.cancel()
             self.set_status(f"stopping sweep {self.sweeping} (each run keeps a checkpoint) …")
 
     def busy_text(self) -> str | None:
         return f"Sweep {self.sweeping} is running (its runs stop with a checkpoint)" if self.sweeping else None
 
     async def shutdown(self) -> None:
-        worker = self._sweep_worker_ref
-        if self._sweep_cancel is not None:
-            self._sweep_cancel.set()
-        if worker is not None and not worker.is_finished:
-            try:
-                await worker.wait()
-            except Exception:
-                pass
+        if self.sweep_job is not None and not self.sweep_job.finished:
+            import asyncio
+
+            self.sweep_job.cancel()
+            await asyncio.to_thread(self.sweep_job.join)
 
     def check_pane_action(self, action: str) -> bool | None:
         if action == "stop_sweep":

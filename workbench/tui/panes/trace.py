@@ -230,35 +230,10 @@ class TracePane(Pane):
     def show_trace(self) -> None:
         r = self.result
         tree = self.query_one("#tr-tree", Tree)
-        tree.clear()
-        root = r["root"]
-        total = r.get("total_flops", 0)
-        tree.root.set_label(tv.call_label(root, "", total))
-        tree.root.data = tv.Node("call", call=root)
-        self._add_children(tree.root, root, total)
-        tree.root.expand()
-        tree.move_cursor(tree.root)
+        tv.fill_tree(tree, r)
         self._set_status(tv.summary(r))
         self.query_one("#tr-save-name", Input).placeholder = self._default_name()
         self._show_node(tree.root.data)
-
-    def _add_children(self, parent, call: dict, total: int) -> None:
-        for name, rec in call.get("logs", {}).items():
-            parent.add_leaf(tv.log_label(name, rec), data=tv.Node("log", call=call, name=name, rec=rec))
-        for item in tv.fold(call.get("children", [])):
-            if item.kind == "group":
-                g = parent.add(tv.group_label(item, call["path"], total), data=item)
-                for c in item.calls:
-                    self._add_call(g, c, call["path"], total)
-            else:
-                self._add_call(parent, item.call, call["path"], total)
-
-    def _add_call(self, parent, c: dict, parent_path: str, total: int) -> None:
-        label, data = tv.call_label(c, parent_path, total), tv.Node("call", call=c)
-        if c.get("children") or c.get("logs"):
-            self._add_children(parent.add(label, data=data), c, total)
-        else:
-            parent.add_leaf(label, data=data)
 
     # --- the detail panel and heatmap ----------------------------------------------------
 

@@ -52,6 +52,22 @@ class SweepScreen(ModalScreen["object | None"]):
             yield Static("", id="sweep-error", classes="error", markup=False)
             yield Static("enter: start · esc: cancel", id="sweep-hint", markup=False)
 
+    @classmethod
+    def for_workspace(cls, ws, form=None) -> "SweepScreen":
+        """The dialog over workspace ``ws``: its presets (and the Config pane's ``form`` when it
+        is valid) as bases, its tokenizers with the data each was built on, and the engine's
+        ``sweep.request_from_text`` as the check."""
+        import time
+
+        from ...config import preset_names
+        from ...sweep import request_from_text
+        from ...tokenizer import list_tokenizers
+
+        bases = ([("the Config pane's form", FORM)] if form is not None else []) + [(n, n) for n in preset_names(ws)]
+        toks = {t.name: str(t.settings.get("data") or "") for t in list_tokenizers(ws)}
+        return cls(bases, toks, f"sweep-{time.strftime('%m%d-%H%M')}",
+                   lambda answers: request_from_text(ws, answers, form if answers["base"] == FORM else answers["base"]))
+
     @staticmethod
     def _row(label: str, widget) -> ComposeResult:
         with Horizontal(classes="sweep-row"):

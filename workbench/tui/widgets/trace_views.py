@@ -1,6 +1,7 @@
 """What the Trace pane shows, as plain functions of a trace dict (``Trace.to_dict()`` plus a
 header): the status line over it, tree labels with repeated blocks folded, the detail of one
-node, anomalies, the attention heatmap and the diff of two traces. No widgets here, so it is easy to test.
+node, anomalies, the attention heatmap and the diff of two traces; and ``fill_tree``, which puts
+the calls in the pane's Tree. Besides that one, no widgets: easy to test.
 """
 
 from __future__ import annotations
@@ -401,3 +402,37 @@ def diff_summary(base: dict, cur: dict, base_label: str) -> Text:
         t.append(f" {name}: ", style="magenta")
         t.append(change + "\n")
     return t
+
+
+# ---------------------------------------------------------------- the call tree
+
+def fill_tree(tree, result: dict) -> None:
+    """Put a trace's calls in a Textual ``Tree`` (``layers ×N`` folded; each node's data a
+    ``Node``), the root expanded and under the cursor."""
+    tree.clear()
+    root, total = result["root"], result.get("total_flops", 0)
+    tree.root.set_label(call_label(root, "", total))
+    tree.root.data = Node("call", call=root)
+    _add_children(tree.root, root, total)
+    tree.root.expand()
+    tree.move_cursor(tree.root)
+
+
+def _add_children(parent, call: dict, total: int) -> None:
+    for name, rec in call.get("logs", {}).items():
+        parent.add_leaf(log_label(name, rec), data=Node("log", call=call, name=name, rec=rec))
+    for item in fold(call.get("children", [])):
+        if item.kind == "group":
+            g = parent.add(group_label(item, call["path"], total), data=item)
+            for c in item.calls:
+                _add_call(g, c, call["path"], total)
+        else:
+            _add_call(parent, item.call, call["path"], total)
+
+
+def _add_call(parent, c: dict, parent_path: str, total: int) -> None:
+    label, data = call_label(c, parent_path, total), Node("call", call=c)
+    if c.get("children") or c.get("logs"):
+        _add_children(parent.add(label, data=data), c, total)
+    else:
+        parent.add_leaf(label, data=data)
