@@ -21,6 +21,13 @@ async def _dialog(pilot, app):
     return pane, app.screen
 
 
+def _fill(dialog, base: str, budget: str, amount: str, name: str) -> None:
+    dialog.query_one("#sweep-base", Select).value = base
+    dialog.query_one("#sweep-budget", Select).value = budget
+    dialog.query_one("#sweep-amount", Input).value = amount
+    dialog.query_one("#sweep-name", Input).value = name
+
+
 async def test_a_sweep_from_the_runs_pane(built_ws, make_app, corpus):
     from workbench.runs import get_run, list_runs
 
@@ -29,10 +36,7 @@ async def test_a_sweep_from_the_runs_pane(built_ws, make_app, corpus):
         pane, dialog = await _dialog(pilot, app)
         assert dialog.query_one("#sweep-tokenizer", Select).value == "stories-400"
         assert dialog.query_one("#sweep-data", Input).value == str(corpus)  # what the tokenizer was built on
-        dialog.query_one("#sweep-base", Select).value = "debug"
-        dialog.query_one("#sweep-budget", Select).value = "steps"
-        dialog.query_one("#sweep-amount", Input).value = "4"
-        dialog.query_one("#sweep-name", Input).value = "sw"
+        _fill(dialog, "debug", "steps", "4", "sw")
 
         # a value the field does not allow: named in the dialog, which stays open; nothing trains
         dialog.query_one("#sweep-grid", Input).value = "model.dim=16,x"
@@ -69,10 +73,7 @@ async def test_stopping_a_sweep_keeps_a_checkpoint(built_ws, make_app):
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
         pane, dialog = await _dialog(pilot, app)
-        dialog.query_one("#sweep-base", Select).value = "debug"
-        dialog.query_one("#sweep-budget", Select).value = "steps"
-        dialog.query_one("#sweep-amount", Input).value = "100000"
-        dialog.query_one("#sweep-name", Input).value = "long"
+        _fill(dialog, "debug", "steps", "100000", "long")
         dialog.query_one("#sweep-grid", Input).value = "train.lr=0.001,0.002 train.log_interval=1"
         await pilot.press("enter")
         await wait_for(pilot, lambda: pane.sweeping == "long", what="the sweep to start")
