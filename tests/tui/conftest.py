@@ -3,6 +3,7 @@ it (stats pinned so snapshots do not show timings), and an app with fixed machin
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 
@@ -18,6 +19,28 @@ SNAPSHOT_SIZES = {"120x40": (120, 40), "80x24": (80, 24)}  # every pane and dial
 @pytest.fixture(params=list(SNAPSHOT_SIZES.values()), ids=list(SNAPSHOT_SIZES))
 def snapshot_size(request):
     return request.param
+
+
+@pytest.fixture
+def snap_compare(snap_compare):
+    """The plugin's snap_compare, with the text cursors held still before the screenshot: a
+    focused Input blinks every half second, so on a loaded machine the picture could catch
+    it in either phase."""
+
+    def compare(app, *args, run_before=None, **kwargs):
+        async def steady(pilot):
+            if run_before is not None:
+                result = run_before(pilot)
+                if inspect.isawaitable(result):
+                    await result
+            await pilot.pause()
+            for widget in pilot.app.screen.query("Input, TextArea"):
+                widget.cursor_blink = False  # shows the cursor, steady, where it has focus
+            await pilot.pause()
+
+        return snap_compare(app, *args, run_before=steady, **kwargs)
+
+    return compare
 
 
 @pytest.fixture(scope="session")
