@@ -59,16 +59,26 @@ def build_request(data: str, vocab_size: int | str, sample_mb: float | str, byte
     words, naming its field."""
     data = data.strip() or DEFAULT_HUB_ID
     if isinstance(vocab_size, str):
-        vocab_size = _typed("vocab size", vocab_size, int, lambda v: N_SPECIALS < v <= MAX_VOCAB,
-                            f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}")
+        vocab_size = parse_form_number("vocab size", vocab_size)
     if isinstance(sample_mb, str):
-        sample_mb = _typed("sample MB", sample_mb, float, lambda v: 0 < v <= 4096, "a number above 0, up to 4096")
+        sample_mb = parse_form_number("sample MB", sample_mb)
     settings = TokenizerSettings(vocab_size=vocab_size, byte_fallback=byte_fallback, sample_mb=sample_mb,
                                  data=data, text_column=text_column)
     return (name or "").strip() or default_name(data, vocab_size), settings.validate()
 
 
-def _typed(label: str, text: str, kind, ok, allowed: str):
+# The build form's numbers, as text: (type, the check, what is allowed), by the form's label.
+FORM_NUMBERS = {
+    "vocab size": (int, lambda v: N_SPECIALS < v <= MAX_VOCAB, f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}"),
+    "sample MB": (float, lambda v: 0 < v <= 4096, "a number above 0, up to 4096"),
+}
+
+
+def parse_form_number(label: str, text: str) -> int | float:
+    """One of the build form's numbers from its text (the CLI's options and the Tokenizer pane's
+    boxes, which mark a value red with this message); refused naming the field, the value and
+    what is allowed."""
+    kind, ok, allowed = FORM_NUMBERS[label]
     try:
         value = kind(text.strip())
     except ValueError:

@@ -91,6 +91,38 @@ async def test_bad_vocab_shown_in_place(tmp_path, corpus, make_app):
         assert not app.query_one("#tokenizer-pane").building
 
 
+async def test_the_build_form_marks_red_exactly_what_the_engine_refuses(tmp_path, make_app):
+    """The vocab and sample boxes use the engine's own check: a value is red if and only if
+    ``build_request`` refuses it, with the engine's message."""
+    from textual.widgets import Input
+
+    from workbench.errors import WorkbenchError
+    from workbench.tokenizer_build import build_request
+
+    app = make_app(Workspace.at(tmp_path / "ws"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        for box, texts in (("tok-vocab", ["4", "5", "512", "32768", "32769", "5.5", "x"]),
+                           ("tok-sample", ["0", "0.0005", "1", "4096", "4097", "nan", "-1", "x"])):
+            for text in texts:
+                await focus(pilot, app, box)
+                await type_into(pilot, text)
+                await pilot.pause()
+                field = app.query_one(f"#{box}", Input)
+                held = field.value  # what the box let through (an integer box takes no ".")
+                vocab, sample = (held, "1") if box == "tok-vocab" else ("512", held)
+                try:
+                    build_request("stories.txt", vocab, sample, True)
+                    refusal = None
+                except WorkbenchError as e:
+                    refusal = str(e)
+                result = field.validate(field.value)
+                assert field.is_valid == (refusal is None), (box, text, refusal)
+                if refusal is not None:
+                    assert result.failure_descriptions == [refusal]
+                if text in ("0.0005", "4097"):  # the engine's bounds, not the box's old ones
+                    assert held == text and field.is_valid == (text == "0.0005")
+
+
 async def test_vocab_browser_search(built_ws, make_app):
     from textual.widgets import DataTable
 

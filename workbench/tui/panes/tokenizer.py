@@ -14,7 +14,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.validation import Integer, Number
 from textual.widgets import (
     Button, DataTable, Input, Label, ProgressBar, Static, Switch, TabbedContent, TabPane,
 )
@@ -22,9 +21,10 @@ from textual.widgets import (
 from ...data import DEFAULT_HUB_ID
 from .base import Pane
 from ...errors import Cancelled, WorkbenchError, user_message
-from ...tokenizer import MAX_VOCAB, N_SPECIALS, TokenizerSettings, list_tokenizers
+from ...tokenizer import TokenizerSettings, list_tokenizers
 from ...tokenizer_build import build_request, default_name
 from ...procs import ensure_resource_tracker
+from ..widgets.form_fields import FormNumberValidator
 from ..widgets.modals import PathPicker
 from ..widgets.tokenizer_views import TryIt, VocabBrowser, stats_cells
 
@@ -75,11 +75,11 @@ class TokenizerPane(Pane):
                 with Horizontal(classes="form-row"):
                     yield Label("vocab size", classes="field-label")
                     yield Input(str(DEFAULT_VOCAB), id="tok-vocab", compact=True, type="integer",
-                                validators=[Integer(N_SPECIALS + 1, MAX_VOCAB)])
+                                validators=[FormNumberValidator("vocab size")])
                 with Horizontal(classes="form-row"):
                     yield Label("sample MB", classes="field-label")
                     yield Input(str(DEFAULT_SAMPLE_MB), id="tok-sample", compact=True,
-                                type="number", validators=[Number(0.001, 4096)])
+                                type="number", validators=[FormNumberValidator("sample MB")])
                 with Horizontal(classes="form-row"):
                     yield Label("byte fallback", classes="field-label")
                     yield Switch(True, id="tok-bytefb")

@@ -1,5 +1,5 @@
-"""Widgets of the Config pane's generated form: an Input validator that is the config's own
-field check (``config.parse_field``), and the help line under the form."""
+"""Widgets of the generated forms: Input validators that are the engine's own checks (the
+config's ``parse_field``, the tokenizer build form's numbers), and the help line under a form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 
 from ...config import parse_field
-from ...errors import ConfigError
+from ...errors import ConfigError, WorkbenchError
+from ...tokenizer_build import parse_form_number
 
 
 class FieldValidator(Validator):
@@ -22,6 +23,21 @@ class FieldValidator(Validator):
         try:
             parse_field(self.section, self.info, value)
         except ConfigError as e:
+            return self.failure(str(e))
+        return self.success()
+
+
+class FormNumberValidator(Validator):
+    """Marks a number of the tokenizer build form invalid exactly where the engine refuses it."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            parse_form_number(self.label, value)
+        except WorkbenchError as e:
             return self.failure(str(e))
         return self.success()
 
