@@ -438,6 +438,46 @@ def test_ddp_two_gloo_processes(built, corpus):
     assert get_run(built, "ddp").checkpoints() == ["step_000030"]
 
 
+def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpus, tmp_path):
+    """Under torchrun, ``train --minutes`` without a config: rank 0 plans and the others train
+    its plan. Each rank here reads its own speed cache (a sitecustomize picks it by RANK), filled
+    so that planning apart would pick dim 96 on rank 0 and dim 64 on rank 1."""
+    from workbench import planner, probe
+
+    law = planner.load_law()
+    optimizer = law["recipe"].get("train", {}).get("optimizer", "adamw")
+    fast = {"0": (96, 3), "1": (64, 2)}
+    for rank, winner in fast.items():
+        entries = {}
+        for dim, layers in planner.SHAPES:
+            cfg = planner.shape_config(dim, layers, 400, law["recipe"])
+            key = planner._throughput_key(cfg, planner.BATCH, "auto", 1, optimizer)
+            entries[key] = {"tok_s": 1e6 if (dim, layers) == winner else 10.0, "precision": "fp32",
+                            "attention": "sdpa", "threads": 1, "measured": "2026-01-01 00:00:00"}
+        os.environ[probe.CACHE_ENV], old = str(tmp_path / f"cache-rank{rank}"), os.environ[probe.CACHE_ENV]
+        try:
+            probe.write_cached(entries)
+        finally:
+            os.environ[probe.CACHE_ENV] = old
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        f"os.environ[{probe.CACHE_ENV!r}] = {str(tmp_path)!r} + '/cache-rank' + os.environ.get('RANK', '0')\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
+           "--workspace", str(built.root), "train", "--minutes", "5", "--tokenizer", "tok", "--data", str(corpus),
+           "--name", "ddp-plan", "--set", "model.max_seq_len=32", "--set", "train.batch_size=4",
+           "--set", "train.max_steps=4", "--set", "train.eval_batches=1", "--set", "train.num_threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "picked dim 96, 3 layers" in r.stderr and "dim 64, 2 layers" not in r.stderr.split("picked")[1]
+    cfg = run_config(get_run(built, "ddp-plan"))
+    assert (cfg.model.dim, cfg.model.n_layers) == (96, 3)
+    assert get_run(built, "ddp-plan").status()["state"] == "finished"
+
+
 # --- the real sample --------------------------------------------------------------------------
 
 

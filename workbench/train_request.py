@@ -88,9 +88,14 @@ def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> 
     vocab = load_tokenizer(ws, req.tokenizer).vocab_size
     planned = None
     if req.config is None:
+        from .distributed import broadcast_object, dist_info
         from .planner import PlanRequest, plan
 
-        planned = plan(ws, PlanRequest(req.tokenizer, req.minutes), say=say)
+        # Under torchrun rank 0 measures and plans alone, and every rank trains its plan: ranks
+        # measuring apart could pick different shapes (and would measure each other's load).
+        rank, _, world = dist_info()
+        planned = broadcast_object(plan(ws, PlanRequest(req.tokenizer, req.minutes), say=say) if rank == 0
+                                   else None, world)
         cfg = planned.config
     elif isinstance(req.config, Config):
         cfg = req.config
