@@ -72,6 +72,43 @@ def test_a_damaged_cache_is_measured_again(tmp_path, monkeypatch):
     assert probe.matmul_probe()["cached"] is False
 
 
+class _Clocked:
+    """A matrix whose product costs ``cost`` seconds of a fake clock, counted."""
+
+    def __init__(self, clock: list, cost: float):
+        self.clock, self.cost, self.calls = clock, cost, 0
+
+    def __matmul__(self, other):
+        self.calls += 1
+        self.clock[0] += self.cost
+        return self
+
+
+@pytest.mark.parametrize("cost,calls", [(2.0, 2), (1 / 256, 2 + 3 * 64)])  # 0.25 s windows
+def test_matmul_timing_keeps_to_its_budget(monkeypatch, cost, calls):
+    """A dtype whose single product outlasts a window (an emulated bf16: seconds per call) is
+    timed once after its warm-up; a fast one fills three windows of the budget."""
+    clock = [0.0]
+    monkeypatch.setattr(probe.time, "perf_counter", lambda: clock[0])
+    a = _Clocked(clock, cost)
+    assert probe.best_matmul_seconds(a, a, seconds=0.75) == pytest.approx(cost)
+    assert a.calls == calls
+
+
+def test_the_bench_peak_uses_the_same_budgeted_timing(monkeypatch):
+    from workbench.bench import measure
+
+    seen = {}
+
+    def fake(a, b, seconds, windows=3, max_reps=200):
+        seen.update(shape=tuple(a.shape), seconds=seconds, windows=windows, max_reps=max_reps)
+        return 0.5
+
+    monkeypatch.setattr(probe, "best_matmul_seconds", fake)
+    assert measure.matmul_peak_gflops("bfloat16", n=64, seconds=0.2) == pytest.approx(2 * 64**3 / 0.5 / 1e9)
+    assert seen == {"shape": (64, 64), "seconds": 0.2, "windows": 5, "max_reps": 50}
+
+
 def test_attention_choice_rules():
     fast_explicit = {"sdpa": 10.0, "explicit": 5.0}
     assert probe.attention_choice(fast_explicit, 16, 4, 256, 4, 2)[0] == "explicit"

@@ -135,23 +135,34 @@ def cached_measurement(key: str, measure_fn, measure: bool = True) -> dict | Non
 
 # ---------------------------------------------------------------- bf16 vs fp32 matmul
 
+def best_matmul_seconds(a, b, seconds: float, windows: int = 3, max_reps: int = 200) -> float:
+    """The best seconds per ``a @ b`` in about ``seconds``: after a warm-up call (oneDNN picks
+    and JITs its kernel), ``windows`` timed windows of as many calls as fit one. A call that
+    alone outlasts a window is timed once: an emulated dtype runs at 1/80 of fp32 and more, its
+    figure needs no more precision, and each of its calls can take seconds."""
+    a @ b
+    t = time.perf_counter()
+    a @ b
+    one = max(time.perf_counter() - t, 1e-6)
+    window = seconds / windows
+    if one > window:
+        return one
+    reps = max(2, min(max_reps, int(window / one)))
+    best = one
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
+
+
 def _gflops(dtype, m: int, k: int, n: int, seconds: float) -> float:
     import torch
 
     a = torch.randn(m, k).to(dtype)
     b = torch.randn(k, n).to(dtype)
-    a @ b  # first call: oneDNN picks and JITs its kernel
-    t = time.perf_counter()
-    a @ b
-    one = max(time.perf_counter() - t, 1e-6)
-    reps = max(2, min(200, int(seconds / 3 / one)))
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = min(best, (time.perf_counter() - t) / reps)
-    return 2 * m * k * n / best / 1e9
+    return 2 * m * k * n / best_matmul_seconds(a, b, seconds) / 1e9
 
 
 def _sig(x: float, digits: int = 4) -> float:

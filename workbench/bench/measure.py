@@ -110,22 +110,12 @@ def matmul_peak_gflops(dtype_name: str, n: int = 1024, seconds: float = 0.4) -> 
     """Best sustained GFLOP/s of an n x n matmul in ``dtype_name`` on the CPU, over ~seconds."""
     import torch
 
+    from ..probe import best_matmul_seconds
+
     dtype = getattr(torch, dtype_name)
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        a @ b
-    t = time.perf_counter()
-    a @ b
-    one = max(time.perf_counter() - t, 1e-6)
-    reps = max(3, min(50, int(seconds / 5 / one)))
-    best = math.inf
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = min(best, (time.perf_counter() - t) / reps)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best_matmul_seconds(a, b, seconds, windows=5, max_reps=50) / 1e9
 
 
 # --- peers ------------------------------------------------------------------------------------
