@@ -72,6 +72,24 @@ def test_each_field_rejects_a_bad_value_naming_field_value_and_rule(cls, info):
     assert info.allowed() in msg
 
 
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig])
+def test_every_choice_and_null_reads_back_from_text(cls):
+    """What ``--set``, a sweep grid and the form type: each choice of a choice field as itself
+    (``model.pos=none`` is NoPE, not null), null words for an optional field."""
+    from workbench.config import format_field, parse_overrides
+    from workbench.sweep import parse_pairs
+
+    section = "model" if cls is ModelConfig else "train"
+    for info in fields_of(cls):
+        for choice in info.choices or ():
+            text = format_field(info, choice)
+            assert parse_overrides([f"{section}.{info.name}={text}"])[section] == {info.name: choice}
+            assert parse_pairs([f"{section}.{info.name}={text},{text}"], "--grid", True) == \
+                {f"{section}.{info.name}": [choice, choice]}
+        if info.optional and None not in (info.choices or ()):
+            assert parse_overrides([f"{section}.{info.name}=null"])[section] == {info.name: None}
+
+
 @pytest.mark.parametrize("kwargs,expected", [
     ({"dim": 0}, "model.dim = 0 is not allowed: expected an integer >= 1 and <= 65536"),
     ({"dim": 64.5}, "model.dim = 64.5 is not allowed: expected an integer"),

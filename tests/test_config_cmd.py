@@ -238,10 +238,11 @@ def test_the_pane_saves_as_the_cli_does(own_built):
         models_path(own_built, "a/b")
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", "inf", "1000001"])
+@pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", "inf", "10000001"])
 def test_the_panes_plan_box_is_checked_as_a_plan_request(text):
     from workbench.errors import WorkbenchError
-    from workbench.planner import MINUTES_ALLOWED, PlanRequest, parse_minutes
+    from workbench.config import MINUTES_ALLOWED, parse_minutes
+    from workbench.planner import PlanRequest
 
     assert parse_minutes(" 2.5 ") == 2.5 and PlanRequest(None, 2.5, vocab=512).validate()
     with pytest.raises(WorkbenchError) as e:

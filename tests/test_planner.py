@@ -67,7 +67,7 @@ def test_the_planner_measures_what_it_has_not(built, law, tmp_path, monkeypatch)
     assert said == []  # cached
 
 
-@pytest.mark.parametrize("minutes", [0, -1, 10**7])
+@pytest.mark.parametrize("minutes", [0, -1, 10**7 + 1, float("inf")])  # train.max_minutes allows up to 1e7
 def test_bad_budgets_are_refused(built, law, minutes):
     with pytest.raises(WorkbenchError, match="minutes = .* is not allowed"):
         planner.plan(built, planner.PlanRequest("tok", minutes))
@@ -97,6 +97,23 @@ def test_train_minutes_trains_the_plan_and_records_it(built, corpus, law, capsys
     assert main(["--workspace", str(built.root), "plan", "--tokenizer", "tok", "--minutes", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["config"]["model"]["vocab_size"] == 400 and len(out["candidates"]) == 2
+
+
+@pytest.mark.parametrize("budget", ["minutes", "tokens", "steps"])
+@pytest.mark.parametrize("amount", ["inf", "1e400", "nan"])
+def test_a_sweep_budget_must_be_finite(built, corpus, budget, amount):
+    """An infinite budget is refused in words, not an OverflowError out of int(): typed into the
+    sweep dialog, or given to the engine (``sweep --tokens inf``)."""
+    from workbench.sweep import SweepRequest, request_from_text
+
+    answers = {"tokenizer": "tok", "data": str(corpus), "name": "inf-sweep", "budget": budget,
+               "amount": amount, "grid": "model.dim=16,32", "parallel": "1"}
+    with pytest.raises(WorkbenchError, match=f"{budget} '{amount}' is not allowed: expected a finite number > 0"):
+        request_from_text(built, answers, "debug")
+    req = SweepRequest(base="debug", tokenizer="tok", data=str(corpus), name="inf-sweep", budget=budget,
+                       amount=float(amount), grid={"model.dim": [16, 32]})
+    with pytest.raises(WorkbenchError, match=f"the sweep's {budget} budget must be a finite number > 0"):
+        req.validate(built)
 
 
 def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus, capsys):

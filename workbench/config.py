@@ -162,7 +162,7 @@ def parse_field(owner: str, info: FieldInfo, text: str) -> Any:
         where = f"{owner}.{info.name}"
         raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}", (where,))
 
-    if raw.lower() in NULL_WORDS:
+    if raw.lower() in NULL_WORDS and raw not in (info.choices or ()):  # model.pos=none is NoPE, not null
         return check_field(owner, info, None) if info.optional else bad()
     value: Any = raw
     if info.type is bool:
@@ -483,6 +483,30 @@ def field_info(key: str, where: str = "") -> tuple[str, FieldInfo]:
     if name not in infos:
         raise ConfigError(f"{at}unknown {section} field {name!r}; valid fields: {', '.join(infos)}")
     return section, infos[name]
+
+
+# A time budget in minutes (``--minutes``, the planner, the Config pane's box): what
+# ``train.max_minutes`` allows, bar null.
+MINUTES_INFO = dataclasses.replace(next(f for f in fields_of(TrainConfig) if f.name == "max_minutes"), optional=False)
+MINUTES_ALLOWED = f"expected {MINUTES_INFO.allowed()}"
+
+
+def check_minutes(minutes: Any, text: str | None = None) -> float:
+    """``minutes`` as a budget, or a ConfigError quoting ``text`` (what was typed) or the value."""
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not math.isfinite(minutes) \
+            or not 0 < minutes <= MINUTES_INFO.max:
+        shown = text if text is not None else minutes
+        raise ConfigError(f"minutes = {shown!r} is not allowed: {MINUTES_ALLOWED}", ("train.max_minutes",))
+    return float(minutes)
+
+
+def parse_minutes(text: str) -> float:
+    """A budget typed into a form, checked as ``check_minutes``."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = None
+    return check_minutes(minutes, text)
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -17,21 +17,15 @@ keystroke, and only the machine's device and speed (``machine_now``, ``config_re
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import estimate as est
-from .config import (PRESETS_DIR, SECTIONS, Config, ModelConfig, TrainConfig, apply_overrides, config_diff,
+from .config import (PRESETS_DIR, check_minutes, SECTIONS, Config, ModelConfig, TrainConfig, apply_overrides, config_diff,
                      fields_of, fit_vocab, format_field, load_config, parse_overrides, preset_names,
                      resolve_config_path)
 from .errors import ConfigError, WorkbenchError
-
-# Budget minutes: what ``train.max_minutes`` allows, bar null (``--minutes`` is a budget).
-MINUTES_FIELD = dataclasses.replace(next(f for f in fields_of(TrainConfig) if f.name == "max_minutes"),
-                                    optional=False)
-
 
 @dataclass(frozen=True)
 class ConfigRequest:
@@ -53,11 +47,7 @@ class ConfigRequest:
         object.__setattr__(self, "sets", tuple(self.sets))
         object.__setattr__(self, "overrides", parse_overrides(list(self.sets)))
         if self.minutes is not None:
-            m = self.minutes
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) \
-                    or not 0 < m <= MINUTES_FIELD.max:
-                raise ConfigError(f"minutes = {m!r} is not allowed: expected {MINUTES_FIELD.allowed()}",
-                                  ("train.max_minutes",))
+            check_minutes(self.minutes)
         if self.tokenizer is not None:
             from .workspace import check_name
 

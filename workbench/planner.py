@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import Config, ModelConfig, TrainConfig
+from .config import Config, ModelConfig, TrainConfig, check_minutes
 from .errors import WorkbenchError
 
 LAW_FILE = Path(__file__).with_name("planner_law.json")
@@ -35,8 +35,6 @@ BATCH = 16
 SHAPES = ((64, 2), (96, 3), (128, 4), (160, 4), (192, 5), (224, 6), (256, 6), (320, 6), (384, 8))
 # the share of a time budget that goes to steps (evaluations, checkpoints, samples take the rest)
 STEP_SHARE = 0.95
-MAX_MINUTES = 10**6
-MINUTES_ALLOWED = "a budget > 0 and at most 1e6 minutes"
 
 
 def load_law() -> dict:
@@ -137,29 +135,12 @@ class PlanRequest:
     vocab: int | None = None    # ... or is given (the Config pane's form)
 
     def validate(self) -> "PlanRequest":
-        if not _minutes_ok(self.minutes):
-            raise WorkbenchError(f"minutes = {self.minutes!r} is not allowed: {MINUTES_ALLOWED}")
+        check_minutes(self.minutes)
         if self.tokenizer is None and not (isinstance(self.vocab, int) and 2 <= self.vocab <= 2**20):
             raise WorkbenchError(f"vocab_size = {self.vocab!r} is not allowed: give a tokenizer or a vocab of 2 to 2**20")
         if self.threads is not None and not 1 <= self.threads <= 1024:
             raise WorkbenchError(f"threads = {self.threads!r} is not allowed: 1 to 1024")
         return self
-
-
-def _minutes_ok(m) -> bool:
-    return not isinstance(m, bool) and isinstance(m, (int, float)) and 0 < m <= MAX_MINUTES
-
-
-def parse_minutes(text: str) -> float:
-    """A budget typed into a form (the Config pane's), checked as ``PlanRequest`` checks it;
-    the WorkbenchError quotes the text as typed."""
-    try:
-        minutes = float(text)
-    except ValueError:
-        minutes = None
-    if not _minutes_ok(minutes):
-        raise WorkbenchError(f"minutes = {text!r} is not allowed: {MINUTES_ALLOWED}")
-    return minutes
 
 
 @dataclass

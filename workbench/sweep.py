@@ -13,6 +13,7 @@ pass over the validation split with ``full_eval``. The CLI and the app both call
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -49,8 +50,10 @@ class SweepRequest:
         check_name("sweep", self.name)
         if self.budget not in BUDGETS:
             raise WorkbenchError(f"sweep budget {self.budget!r} is not one of {', '.join(BUDGETS)}")
-        if not self.amount > 0:
-            raise WorkbenchError(f"the sweep's {self.budget} budget must be > 0, got {self.amount!r}")
+        amount = self.amount
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) \
+                or not amount > 0:  # inf would reach int() below
+            raise WorkbenchError(f"the sweep's {self.budget} budget must be a finite number > 0, got {amount!r}")
         cores = os.cpu_count() or 1
         if not 1 <= self.parallel <= cores:
             raise WorkbenchError(f"--parallel {self.parallel} is not allowed: 1 to {cores} (this machine's cores)")
@@ -111,9 +114,9 @@ def request_from_text(ws: Workspace, answers: dict[str, Any], base: str | Config
             value = kind(str(text).strip())
         except ValueError:
             value = None
-        if value is None or not value > 0:
+        if value is None or not math.isfinite(value) or not value > 0:
             raise WorkbenchError(f"{key} {str(text).strip()!r} is not allowed: expected "
-                                 + ("a whole number >= 1" if kind is int else "a number > 0"))
+                                 + ("a whole number >= 1" if kind is int else "a finite number > 0"))
         return value
 
     if not answers.get("tokenizer"):

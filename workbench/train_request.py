@@ -12,15 +12,13 @@ the app checks a request on the UI thread.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Config, TrainConfig, apply_overrides, fields_of, fit_vocab, format_field, load_config
+from .config import Config, TrainConfig, apply_overrides, check_minutes, fields_of, fit_vocab, format_field, load_config
 from .data import DEFAULT_HUB_ID
 from .errors import ConfigError, WorkbenchError
 
-MAX_MINUTES = 10**7
 
 
 def _no_overrides() -> dict[str, dict[str, Any]]:
@@ -45,10 +43,8 @@ class TrainRequest:
         unknown = set(self.overrides) - {"model", "train"}
         if unknown:
             raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; valid sections: model, train")
-        if self.minutes is not None and (isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float))
-                                         or not math.isfinite(self.minutes) or not 0 < self.minutes <= MAX_MINUTES):
-            raise ConfigError(f"minutes = {self.minutes!r} is not allowed: expected a number above 0, "
-                              f"at most {MAX_MINUTES:g}", ("train.max_minutes",))
+        if self.minutes is not None:
+            check_minutes(self.minutes)
         if self.name is not None:
             from .workspace import check_name
 

@@ -316,7 +316,7 @@ class ConfigPane(Pane):
         """Fill the form with what the planner picks for the budget and the form's vocab."""
         if self.planning:
             return
-        from ...planner import parse_minutes
+        from ...config import parse_minutes
 
         try:
             minutes = parse_minutes(self.query_one("#cfg-minutes", Input).value.strip())

@@ -93,12 +93,12 @@ class SweepScreen(ModalScreen["object | None"]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        from ...errors import WorkbenchError
+        from ...errors import user_message
 
         try:
             req = self.check(self.answers())
-        except WorkbenchError as e:
-            self.query_one("#sweep-error", Static).update(str(e))
+        except Exception as e:  # said in the dialog, never a traceback
+            self.query_one("#sweep-error", Static).update(user_message(e))
             return
         self.dismiss(req)
 
