@@ -6,7 +6,7 @@ reads ``WORKSPACE/sweeps/<SWEEP>/results.json`` (``workbench sweep ... --full-ev
 every finished run's non-embedding parameters N, tokens trained D and bits per byte on the whole
 validation split, and fits (to the runs of one schedule, ``--fit-schedule``; the others are
 listed beside the fit as recipe comparisons) ``bpb = E + A / N^alpha + B / D^beta`` (a grid over alpha and beta,
-non-negative least squares for E, A, B). Writes ``workbench/planner_law.json`` (the rule, the
+non-negative least squares for E, A, B). Writes ``workbench/planning/planner_law.json`` (the rule, the
 recipe the sweeps chose, the points) and prints a markdown table of the points with the fit's
 prediction for ``benchmarks/PLANNER.md``.
 """
@@ -24,8 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from workbench.config import load_config  # noqa: E402
-from workbench.planner import LAW_FILE, body_params  # noqa: E402
+from workbench.config.schema import load_config  # noqa: E402
+from workbench.planning.planner import LAW_FILE, body_params  # noqa: E402
 
 
 def points(ws: Path, sweeps: list[str]) -> list[dict]:

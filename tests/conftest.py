@@ -12,7 +12,7 @@ import pytest
 
 from workbench.workspace import Workspace
 
-# The suite must not depend on the machine it runs on: the probe cache (workbench.probe) lives
+# The suite must not depend on the machine it runs on: the probe cache (workbench.machine.probe) lives
 # in a folder of this session's, holding an injected "bf16 is not faster here" measurement, so
 # `precision: auto` means fp32 everywhere (subprocesses inherit the variable). Tests of the
 # choice itself inject their own measurements with ``inject_matmul``.
@@ -21,7 +21,7 @@ os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cach
 
 def inject_matmul(bf16_speedup: float) -> None:
     """Pretend this machine measured bf16 matmuls at ``bf16_speedup`` x fp32."""
-    from workbench.probe import write_cached
+    from workbench.machine.probe import write_cached
 
     write_cached({"matmul": {"fp32_gflops": 100.0, "bf16_gflops": 100.0 * bf16_speedup,
                              "bf16_speedup": bf16_speedup, "shape": [2048, 256, 1024], "threads": 1,
@@ -33,8 +33,8 @@ def inject_speed(law: dict, vocab: int, tok_s_of, threads: int | None = None) ->
     planner candidate (precision auto, the law's optimizer, ``threads`` or torch's own)."""
     import torch
 
-    from workbench import planner
-    from workbench.probe import write_cached
+    from workbench.planning import planner
+    from workbench.machine.probe import write_cached
 
     opt = law["recipe"].get("train", {}).get("optimizer", "adamw")
     threads = threads or torch.get_num_threads()
@@ -96,8 +96,8 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, corpus):
     """A workspace holding tokenizer ``tok`` (vocab 400, byte fallback) built on ``corpus``."""
-    from workbench.tokenizer import TokenizerSettings
-    from workbench.tokenizer_build import build_tokenizer
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
 
     w = Workspace.at(tmp_path_factory.mktemp("ws"))
     build_tokenizer(w, "tok", TokenizerSettings(vocab_size=400, data=str(corpus), sample_mb=5))
@@ -118,7 +118,7 @@ TRAINED_RUN = "real"
 def trained_cfg():
     """The session run's config: the debug preset shrunk to the test tokenizer, with dropout so
     that evaluation must switch it off, checkpoints at steps 6 and 12, evaluations at 6 and 12."""
-    from workbench.config import load_config
+    from workbench.config.schema import load_config
 
     cfg = load_config("debug")
     cfg.model = cfg.model.replace(vocab_size=400, max_seq_len=32, dim=32, n_layers=2, dropout=0.1)
@@ -134,7 +134,7 @@ def trained_root(tmp_path_factory, built, corpus) -> Path:
     status, checkpoints ``step_000006`` and ``step_000012``. Read-only: use ``trained``."""
     import shutil
 
-    from workbench.train import Trainer
+    from workbench.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("trained") / "ws"
     shutil.copytree(built.root, root)

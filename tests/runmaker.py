@@ -5,10 +5,11 @@ checkpoint with its optimizer state — in well under a second once the session 
 
 from __future__ import annotations
 
-from workbench.config import Config, ModelConfig, TrainConfig
-from workbench.runs import get_run, load_run_model
-from workbench.tokenizer import tokenizer_info
-from workbench.train import Trainer
+from workbench.config.schema import Config, ModelConfig, TrainConfig
+from workbench.runs.folder import get_run
+from workbench.runs.load import load_run_model
+from workbench.tokenizer.tokenizer import tokenizer_info
+from workbench.training.trainer import Trainer
 
 TINY = dict(vocab_size=400, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64)
 

@@ -268,7 +268,7 @@ def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus):
 def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus):
     """The budget figure's task, for seconds: nanoGPT's model as the anchor beside `workbench
     train --minutes`, at once, both scored on the whole validation split."""
-    from workbench import planner
+    from workbench.planning import planner
     from workbench.bench.peers import peers_dir
 
     if not (peers_dir() / "nanoGPT" / "model.py").is_file():

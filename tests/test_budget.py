@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.config import TrainConfig
+from workbench.config.schema import TrainConfig
 from workbench.errors import WorkbenchError
-from workbench import budget
+from workbench.training import budget
 
 
 def test_a_larger_budget_becomes_that_budget_alone():

@@ -9,14 +9,11 @@ import sys
 import pytest
 import yaml
 
-from workbench.config import (
-    CONFIG_VERSION, Config, ModelConfig, TrainConfig, config_from_dict, fields_of, load_config,
-    preset_names, read_config, save_config,
-)
+from workbench.config.schema import (CONFIG_VERSION, Config, ModelConfig, TrainConfig, config_from_dict, load_config, preset_names, read_config, save_config)
+from workbench.config.fields import fields_of
 from workbench.errors import ConfigError
-from workbench.estimate import (
-    kv_cache_bytes, param_breakdown, param_count, training_memory, verdict,
-)
+from workbench.machine.estimate import kv_cache_bytes, training_memory, verdict
+from workbench.config.sizes import param_breakdown, param_count
 from workbench.workspace import Workspace
 
 PRESETS = ["debug", "tiny-1m", "stories260K", "stories15M", "gpt2-style", "cpu-10min", "cpu-30min"]
@@ -76,8 +73,9 @@ def test_each_field_rejects_a_bad_value_naming_field_value_and_rule(cls, info):
 def test_every_choice_and_null_reads_back_from_text(cls):
     """What ``--set``, a sweep grid and the form type: each choice of a choice field as itself
     (``model.pos=none`` is NoPE, not null), null words for an optional field."""
-    from workbench.config import format_field, parse_overrides
-    from workbench.sweep import parse_pairs
+    from workbench.config.fields import format_field
+    from workbench.config.overrides import parse_overrides
+    from workbench.planning.sweep import parse_pairs
 
     section = "model" if cls is ModelConfig else "train"
     for info in fields_of(cls):
@@ -191,7 +189,7 @@ def test_budget_presets_are_the_planners_recipe_with_a_measured_figure(name, min
     import json
     import re
 
-    from workbench.planner import LAW_FILE
+    from workbench.planning.planner import LAW_FILE
 
     cfg = load_config(name)
     recipe = json.loads(LAW_FILE.read_text())["recipe"]["train"]
@@ -245,9 +243,9 @@ def test_load_config_errors_are_clear(tmp_path):
 
 def test_config_and_estimates_do_not_import_torch():
     """Nor textual: the Config pane's text comes from config_report on the UI thread."""
-    code = ("import sys; import workbench.config as c, workbench.estimate as e;"
-            "from workbench import config_report as r;"
-            "cfg = c.load_config('stories15M'); m = cfg.model; e.param_count(m); e.flops_per_token(m);"
+    code = ("import sys; import workbench.config.schema as c, workbench.machine.estimate as e;"
+            "import workbench.config.sizes as s; from workbench.config import report as r;"
+            "cfg = c.load_config('stories15M'); m = cfg.model; s.param_count(m); s.flops_per_token(m);"
             "e.training_memory(m, 8); e.kv_cache_bytes(m); m.n_params;"
             "e.fit(m, 8, device='cpu');"
             "x = r.estimates(m, cfg.train); r.render(r.estimate_lines(x), markup=True);"

@@ -1,5 +1,5 @@
 """`workbench config list | show | new` end to end through the real CLI, and the shared text the
-Config pane shows (``workbench.config_report``)."""
+Config pane shows (``workbench.config.report``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import shutil
 
 import pytest
 
-from workbench import estimate as est
+from workbench.config import sizes
+from workbench.machine import estimate as est
 from workbench.cli import main
-from workbench.config import load_config
-from workbench.config_report import ConfigRequest, config_report, estimate_lines, render, report_lines
+from workbench.config.schema import load_config
+from workbench.config.report import (ConfigRequest, config_report, estimate_lines, render, report_lines)
 from workbench.workspace import Workspace
 
 
@@ -45,7 +46,7 @@ def test_list_shows_presets_and_saved_configs(tmp_path, capsys):
 
     rc, out, _ = cli(ws, "list", "--json", capsys=capsys)
     listed = {e["name"]: e for e in json.loads(out)}
-    assert listed["mine"]["params"] == est.param_count(load_config("debug").model.replace(dim=64))
+    assert listed["mine"]["params"] == sizes.param_count(load_config("debug").model.replace(dim=64))
     assert listed["debug"]["description"] == load_config("debug").description
     assert listed["mine"]["path"] == str(Workspace.at(ws).models_dir() / "mine.yaml")
 
@@ -54,7 +55,7 @@ def test_show_prints_fields_estimates_verdict_and_diff(tmp_path, capsys):
     ws = tmp_path / "ws"
     rc, out, err = cli(ws, "show", "debug", "--set", "model.dim=64", "--set", "train.lr=0.002", capsys=capsys)
     assert rc == 0, err
-    n = est.param_count(load_config("debug").model.replace(dim=64))
+    n = sizes.param_count(load_config("debug").model.replace(dim=64))
     assert out.startswith("debug (preset): A very small model")
     assert "* dim" in out and "  n_layers" in out and "* lr" in out  # changed fields are marked
     assert f"parameters      {n / 1e3:.2f}K  ({n:,})" in out
@@ -67,7 +68,7 @@ def test_show_prints_fields_estimates_verdict_and_diff(tmp_path, capsys):
     d = show_json(ws, "debug", "--set", "model.dim=64", "--set", "train.lr=0.002", capsys=capsys)
     e = d["estimates"]
     assert e["params"] == n and sum(e["params_breakdown"].values()) == n
-    assert e["flops_per_token"] == est.flops_per_token(load_config("debug").model.replace(dim=64))
+    assert e["flops_per_token"] == sizes.flops_per_token(load_config("debug").model.replace(dim=64))
     assert e["verdict"]["verdict"] in ("fits", "tight", "won't fit")
     assert e["verdict"]["needed"] == e["memory"]["total"] and e["verdict"]["available"] == e["machine"]["available"]
     assert e["memory"]["batch_size"] == 8 and e["head_dim"] == 16
@@ -102,8 +103,8 @@ def test_minutes_is_the_budget_and_a_measured_speed_buys_tokens(tmp_path, monkey
     import torch
 
     from conftest import inject_matmul
-    from workbench import planner
-    from workbench.probe import CACHE_ENV, write_cached
+    from workbench.planning import planner
+    from workbench.machine.probe import CACHE_ENV, write_cached
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     inject_matmul(0.5)
@@ -200,8 +201,9 @@ def test_the_pane_and_the_cli_show_the_same_text():
 
 
 def test_a_fields_help_says_what_it_is_for_allows_and_defaults_to():
-    from workbench.config import ModelConfig, fields_of
-    from workbench.config_report import field_help
+    from workbench.config.schema import ModelConfig
+    from workbench.config.fields import fields_of
+    from workbench.config.report import field_help
 
     info = next(f for f in fields_of(ModelConfig) if f.name == "n_kv_heads")
     assert render(field_help("model", info)) == (f"model.n_kv_heads: {info.help}\n"
@@ -210,8 +212,8 @@ def test_a_fields_help_says_what_it_is_for_allows_and_defaults_to():
 
 
 def test_a_form_is_checked_whole_and_a_rule_across_fields_is_said_beside_each():
-    from workbench.config import ModelConfig, TrainConfig
-    from workbench.config_report import check_form
+    from workbench.config.schema import ModelConfig, TrainConfig
+    from workbench.config.report import check_form
 
     values = {"model": ModelConfig().to_dict(), "train": TrainConfig().to_dict()}
     model, train, shown, line = check_form(values, {})
@@ -226,7 +228,7 @@ def test_a_form_is_checked_whole_and_a_rule_across_fields_is_said_beside_each():
 
 def test_the_pane_saves_as_the_cli_does(own_built):
     """``save_as`` writes models/NAME.yaml for `config new` and the Config pane alike."""
-    from workbench.config_report import models_path, save_as
+    from workbench.config.report import models_path, save_as
     from workbench.errors import WorkbenchError
 
     base = load_config("debug", own_built)
@@ -241,8 +243,8 @@ def test_the_pane_saves_as_the_cli_does(own_built):
 @pytest.mark.parametrize("text", ["0", "-1", "abc", "nan", "inf", "10000001"])
 def test_the_panes_plan_box_is_checked_as_a_plan_request(text):
     from workbench.errors import WorkbenchError
-    from workbench.config import MINUTES_ALLOWED, parse_minutes
-    from workbench.planner import PlanRequest
+    from workbench.config.overrides import MINUTES_ALLOWED, parse_minutes
+    from workbench.planning.planner import PlanRequest
 
     assert parse_minutes(" 2.5 ") == 2.5 and PlanRequest(None, 2.5, vocab=512).validate()
     with pytest.raises(WorkbenchError) as e:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import make_stories, write_txt
-from workbench.data import HOLDOUT_STRIDE, resolve_source
+from workbench.data.sources import HOLDOUT_STRIDE, resolve_source
 from workbench.errors import WorkbenchError
 
 
@@ -176,7 +176,7 @@ def no_network(monkeypatch):
     """The hub probe's socket, replaced: no test reaches the network."""
     import socket
 
-    import workbench.data as data
+    import workbench.data.sources as data
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -215,7 +215,7 @@ def test_hub_whose_name_does_not_resolve_says_so(no_network):
 
 def test_hub_split_selection_and_held_out_fallback():
     # The same split logic serves hub and saved datasets; rows are dicts as datasets yields them.
-    from workbench.data import _split_stream
+    from workbench.data.sources import _split_stream
 
     rows = [{"text": f"story {i}"} for i in range(250)]
     only_train = {"train": rows}

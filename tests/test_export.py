@@ -18,7 +18,7 @@ import torch
 
 from runmaker import make_run
 from workbench.cli import main
-from workbench.config import ModelConfig, read_config
+from workbench.config.schema import ModelConfig, read_config
 from workbench.errors import WorkbenchError
 from workbench.export import MARKER, export_run, format_choices, read_marker
 from workbench.export.layout import interleave_heads, llama_incompatibilities
@@ -35,7 +35,7 @@ def test_hf_export_loads_in_transformers_and_logits_match(built, tmp_path, tie, 
     assert {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json",
             "special_tokens_map.json"} <= set(out["files"])
     hf = tf.LlamaForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
-    from workbench.generate import load_for_generation
+    from workbench.generation.generate import load_for_generation
 
     ours, *_ = load_for_generation(built, name, device="cpu")
     x = torch.randint(0, 400, (2, 64))
@@ -47,8 +47,8 @@ def test_hf_export_loads_in_transformers_and_logits_match(built, tmp_path, tie, 
     with torch.no_grad():
         theirs = hf.generate(prompt, max_new_tokens=20, do_sample=False, use_cache=True,
                              eos_token_id=None, pad_token_id=0)[0, 4:].tolist()
-    from workbench.generate import token_loop
-    from workbench.sampling import SamplingParams
+    from workbench.generation.generate import token_loop
+    from workbench.generation.sampling import SamplingParams
 
     mine = [s.id for s in token_loop(ours, [1, 50, 60, 70], SamplingParams(max_tokens=20, temperature=0, stop_at_eos=False))]
     assert mine == theirs
@@ -59,7 +59,7 @@ def test_hf_tokenizer_matches_ours(built, tmp_path):
     pytest.importorskip("google.protobuf")  # transformers reads tokenizer.model through protobuf
     make_run(built, "exp-tok")
     export_run(built, "exp-tok", tmp_path / "hf", "hf")
-    from workbench.tokenizer import load_tokenizer
+    from workbench.tokenizer.tokenizer import load_tokenizer
 
     ours = load_tokenizer(built, "tok")
     theirs = tf.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
@@ -240,7 +240,7 @@ def test_llama2c_v0_and_v1_hold_the_same_tensors_in_their_orders(built, tmp_path
 def test_llama2c_tokenizer_bin_is_what_our_decoder_says(built, tmp_path):
     make_run(built, "exp-l2c-tok")
     export_run(built, "exp-l2c-tok", tmp_path / "t", "llama2c")
-    from workbench.tokenizer import load_tokenizer
+    from workbench.tokenizer.tokenizer import load_tokenizer
 
     tok = load_tokenizer(built, "tok")
     b = (tmp_path / "t" / "tokenizer.bin").read_bytes()
@@ -356,8 +356,8 @@ def test_cli_hf_export_loads_with_the_auto_classes_as_the_readme_shows(built, tm
     assert main(["--workspace", str(built.root), "export", "exp-hf-cli", "--to", str(dest), "--format", "hf"]) == 0
     assert "exported exp-hf-cli @ step_000001 as hf" in capsys.readouterr().out
     model, tok = tf.AutoModelForCausalLM.from_pretrained(str(dest)), tf.AutoTokenizer.from_pretrained(str(dest))
-    from workbench.generate import load_for_generation, token_loop
-    from workbench.sampling import SamplingParams
+    from workbench.generation.generate import load_for_generation, token_loop
+    from workbench.generation.sampling import SamplingParams
 
     ours, our_tok, *_ = load_for_generation(built, "exp-hf-cli", device="cpu")
     text = "Once upon a time Lily"

@@ -33,10 +33,10 @@ RUNS = {"tied": dict(tie_embeddings=True, n_kv_heads=2), "untied": dict(tie_embe
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Workspace:
-    from workbench.config import load_config
-    from workbench.tokenizer import TokenizerSettings
-    from workbench.tokenizer_build import build_tokenizer
-    from workbench.train import Trainer
+    from workbench.config.schema import load_config
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
+    from workbench.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("clients")
     ws = Workspace.at(root / "ws")
@@ -114,7 +114,7 @@ def _gguf(trained, tmp_path, capsys, run, dtype) -> Path:
 def test_gguf_reader_reads_back_every_key_and_tensor(trained, tmp_path, capsys, run, dtype):
     gguf = pytest.importorskip("gguf")
     from workbench.export.gguf_file import encode_tensor, gguf_tensors
-    from workbench.generate import load_for_generation
+    from workbench.generation.generate import load_for_generation
 
     path = _gguf(trained, tmp_path, capsys, run, dtype)
     model, tok, cfg, _ = load_for_generation(trained, run, device="cpu")
@@ -173,7 +173,7 @@ def test_gguf_export_generates_our_tokens_in_llama_cpp(trained, tmp_path, capsys
     # its tokenizer reads our vocabulary as we do, byte-fallback pieces included
     prompt = llm.tokenize(prompt_text.encode(), add_bos=True)
     assert prompt == ours_prompted["prompt_ids"]
-    from workbench.tokenizer import Tokenizer
+    from workbench.tokenizer.tokenizer import Tokenizer
 
     tok = Tokenizer.load(trained.run_path(run) / "tokenizer")
     odd = "Lily saw 日本 😀 and  two spaces\n"

@@ -25,12 +25,12 @@ import torch
 
 from conftest import make_stories, write_txt
 from test_train import SETS, tiny_cfg
-from workbench import checkpoint
+from workbench.runs import checkpoint
 from workbench.cli import main
 from workbench.locks import holder
 from workbench.model import build_model
-from workbench.runs import delete_run, get_run, run_config
-from workbench.train import Trainer
+from workbench.runs.folder import delete_run, get_run, run_config
+from workbench.training.trainer import Trainer
 
 pytestmark = pytest.mark.faults
 WB = [sys.executable, "-m", "workbench"]
@@ -343,7 +343,8 @@ def test_another_folder_of_the_same_name_gets_its_own_data(built, tmp_path, caps
 
 def test_a_prepare_in_progress_is_not_disturbed(built, corpus, tmp_path):
     from workbench.fileio import remove_stale_temps
-    from workbench.tokens import data_lock_path, prepare_data
+    from workbench.data.tokens import data_lock_path
+    from workbench.data.prepare import prepare_data
 
     built.data_dir().mkdir(parents=True, exist_ok=True)
     other = _hold_lock(data_lock_path(built, "f-busy-data"), "preparing")
@@ -450,8 +451,8 @@ def test_a_damaged_run_is_named_and_the_others_still_list(damaged, what, capsys)
 
 
 def test_a_replaced_tokenizer_is_refused_not_decoded_into_gibberish(damaged, private, capsys, tmp_path):
-    from workbench.tokenizer import TokenizerSettings
-    from workbench.tokenizer_build import build_tokenizer
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
 
     ws, run = damaged
     write_txt(tmp_path / "other.txt", make_stories(600, seed=99) + ["Zebras quietly jumped over 42 foxes."] * 50)

@@ -22,14 +22,13 @@ from hypothesis import strategies as st
 
 from runmaker import make_run
 from workbench.cli import main
-from workbench.config import ModelConfig
+from workbench.config.schema import ModelConfig
 from workbench.errors import WorkbenchError
-from workbench.generate import Generation, generate, load_for_generation, token_loop
+from workbench.generation.generate import Generation, generate, load_for_generation, token_loop
 from workbench.model import build_model
-from workbench.sampling import (SamplingParams, apply_repetition_penalty, choose, filter_top_k_top_p,
-                                sampling_params)
-from workbench.streaming import StopStrings, TextDeltas
-from workbench.tokenizer import load_tokenizer
+from workbench.generation.sampling import (SamplingParams, apply_repetition_penalty, choose, filter_top_k_top_p, sampling_params)
+from workbench.generation.streaming import StopStrings, TextDeltas
+from workbench.tokenizer.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 GREEDY = dict(temperature=0.0, stop_at_eos=False, alternatives=0)
@@ -328,7 +327,7 @@ def test_long_prompt_keeps_recent_tokens_and_says_so(tok):
 
 def test_load_any_checkpoint_strictly(built):
     run, net = make_run(built, "gen-load")
-    from workbench import checkpoint
+    from workbench.runs import checkpoint
 
     checkpoint.save_checkpoint(run.path, 2, build_model(net.config, seed=5), {"step": 2}, keep_last=3)
     m1, *_ , name1 = load_for_generation(built, "gen-load", "step_000001", "cpu")

@@ -7,8 +7,9 @@ import itertools
 import pytest
 import torch
 
-from workbench.config import ModelConfig, load_config
-from workbench.estimate import kv_cache_bytes, param_count, saved_activation_bytes
+from workbench.config.schema import ModelConfig, load_config
+from workbench.machine.estimate import kv_cache_bytes, saved_activation_bytes
+from workbench.config.sizes import param_count
 from workbench.model import IGNORE_INDEX, KVCache, build_model, lm_loss
 
 PRESETS = ["debug", "tiny-1m", "stories260K", "stories15M", "gpt2-style"]

@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from workbench import planner, probe
+from workbench.planning import planner
+from workbench.machine import probe
 from workbench.cli import main
 from workbench.errors import WorkbenchError
-from workbench.runs import get_run
+from workbench.runs.folder import get_run
 
 LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a test law",
        "recipe": {"model": {}, "train": {"lr": 0.002, "min_lr": 0.0002, "schedule": "wsd", "decay_fraction": 0.3,
@@ -104,7 +105,7 @@ def test_train_minutes_trains_the_plan_and_records_it(built, corpus, law, capsys
 def test_a_sweep_budget_must_be_finite(built, corpus, budget, amount):
     """An infinite budget is refused in words, not an OverflowError out of int(): typed into the
     sweep dialog, or given to the engine (``sweep --tokens inf``)."""
-    from workbench.sweep import SweepRequest, request_from_text
+    from workbench.planning.sweep import SweepRequest, request_from_text
 
     answers = {"tokenizer": "tok", "data": str(corpus), "name": "inf-sweep", "budget": budget,
                "amount": amount, "grid": "model.dim=16,32", "parallel": "1"}

@@ -11,13 +11,13 @@ import torch
 
 from conftest import inject_matmul
 from test_train import losses, tiny_cfg
-from workbench import probe
+from workbench.machine import probe
 from workbench.cli import main
-from workbench.config import ModelConfig
-from workbench.device import resolve_precision
+from workbench.config.schema import ModelConfig
+from workbench.machine.device import resolve_precision
 from workbench.model import build_model, lm_loss
-from workbench.runs import get_run
-from workbench.train import Trainer
+from workbench.runs.folder import get_run
+from workbench.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -38,7 +38,7 @@ def test_auto_follows_the_measurement_both_ways(bf16_machine):
     p = resolve_precision("auto", CPU)
     assert p.name == "fp32" and p.autocast_dtype is None and "not faster" in p.reason
     # the estimate (no torch) reads the same cached decision
-    from workbench.estimate import resolve_precision as estimate_precision
+    from workbench.machine.estimate import resolve_precision as estimate_precision
 
     assert estimate_precision("auto", "cpu") == "fp32"
     inject_matmul(4.0)
@@ -256,7 +256,7 @@ def test_attention_probe_measures_both_kernels(tmp_path, monkeypatch):
 
 def test_decode_precision_is_measured_per_shape(bf16_machine):
     from workbench.errors import WorkbenchError
-    from workbench.generate import decode_precision
+    from workbench.generation.generate import decode_precision
 
     small = ModelConfig(vocab_size=300, dim=32, n_layers=2, n_heads=4, max_seq_len=32)
     big = ModelConfig(vocab_size=300, dim=64, n_layers=2, n_heads=4, max_seq_len=32)
@@ -274,8 +274,8 @@ def test_decode_precision_is_measured_per_shape(bf16_machine):
 
 
 def test_generation_in_bf16_says_so(built, corpus, capsys):
-    from workbench.generate import generate, load_for_generation
-    from workbench.sampling import SamplingParams
+    from workbench.generation.generate import generate, load_for_generation
+    from workbench.generation.sampling import SamplingParams
 
     Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name="gen-bf16").run()
     model, tok, _, _ = load_for_generation(built, "gen-bf16", precision="bf16")
@@ -302,7 +302,7 @@ def test_muon_trains_hidden_matrices_and_adamw_the_rest(built, corpus):
     for name, p in t.raw_model.named_parameters():
         is_hidden = p.dim() == 2 and "tok_emb" not in name and "lm_head" not in name
         assert (id(p) in hidden) == is_hidden, name
-    from workbench.estimate import hidden_matrix_params
+    from workbench.config.sizes import hidden_matrix_params
 
     assert sum(p.numel() for g in muon.param_groups for p in g["params"]) == hidden_matrix_params(t.cfg.model)
     assert t.run()["state"] == "finished"
@@ -322,8 +322,8 @@ def test_muon_trains_hidden_matrices_and_adamw_the_rest(built, corpus):
 
 
 def test_wsd_holds_the_peak_then_decays_over_the_last_fraction():
-    from workbench.config import TrainConfig
-    from workbench.optim import lr_at
+    from workbench.config.schema import TrainConfig
+    from workbench.training.optim import lr_at
 
     tc = TrainConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, schedule="wsd", decay_fraction=0.25, max_steps=110)
     assert lr_at(tc, 0, 0.0) == pytest.approx(1e-4)  # warm-up
@@ -336,8 +336,8 @@ def test_wsd_holds_the_peak_then_decays_over_the_last_fraction():
 def test_estimate_and_training_agree_on_cuda(monkeypatch, bf16):
     """One rule for `auto`: the estimate of a CUDA run names what training would pick, a GPU
     without bf16 included (fp16 with a scaler)."""
-    from workbench.device import auto_precision
-    from workbench.estimate import resolve_precision as estimate_precision
+    from workbench.machine.device import auto_precision
+    from workbench.machine.estimate import resolve_precision as estimate_precision
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     assert auto_precision(torch.device("cuda"), measure=False)[0] == estimate_precision("auto", "cuda") \

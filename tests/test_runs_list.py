@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from workbench.cli import main
-from workbench.runs import summaries, summary_cells
+from workbench.runs.folder import summaries, summary_cells
 from workbench.tui.widgets.train_views import si
 
 ROW = {"name": "r1", "preset": "debug", "params": 1_234_567, "tokens": 102_400, "steps": 200,

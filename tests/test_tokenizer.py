@@ -10,10 +10,8 @@ from hypothesis import strategies as st
 
 from conftest import make_stories, write_txt
 from workbench.errors import Cancelled, WorkbenchError
-from workbench.tokenizer import (
-    SPACE_MARK, TokenizerSettings, list_tokenizers, load_tokenizer, min_vocab_size, tokenizer_info,
-)
-from workbench.tokenizer_build import BuildJob, build_request, build_tokenizer, default_name
+from workbench.tokenizer.tokenizer import (SPACE_MARK, TokenizerSettings, list_tokenizers, load_tokenizer, min_vocab_size, tokenizer_info)
+from workbench.tokenizer.build import BuildJob, build_request, build_tokenizer, default_name
 
 TRICKY = [
     "", " ", "  ", "\n", "\n\n\n", "\t", " \t \n ", "a  b   c", "trailing   ", "   leading",

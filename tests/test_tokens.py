@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import make_stories, write_txt
-from workbench.data import resolve_source
+from workbench.data.sources import resolve_source
 from workbench.errors import WorkbenchError
-from workbench.tokenizer import load_tokenizer
-from workbench.tokens import data_info, ensure_prepared, prepare_data, token_dtype
+from workbench.tokenizer.tokenizer import load_tokenizer
+from workbench.data.tokens import data_info, token_dtype
+from workbench.data.prepare import ensure_prepared, prepare_data
 
 
 def _expected(tok, docs):
@@ -141,8 +142,8 @@ def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path
     reusing the old tokens."""
     import shutil
 
-    from workbench.tokenizer import TokenizerSettings
-    from workbench.tokenizer_build import build_tokenizer
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
 
     src = tmp_path / "src"
     shutil.copytree(corpus, src)

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.config import ModelConfig
-from workbench.estimate import flops_per_token, param_count
+from workbench.config.schema import ModelConfig
+from workbench.config.sizes import flops_per_token, param_count
 from workbench.model import build_model, lm_loss
-from workbench.trace import LoggingModule, register_cpu_sdpa_flops, render_text, trace_model
+from workbench.model.base import LoggingModule
+from workbench.tracing.tracer import register_cpu_sdpa_flops, trace_model
+from workbench.tracing.render import render_text
 
 B, T, H, HKV, D = 2, 5, 4, 2, 8
 CFG = ModelConfig(vocab_size=50, dim=H * D, n_layers=2, n_heads=H, n_kv_heads=HKV, max_seq_len=16)
@@ -154,10 +156,10 @@ def test_logging_is_inactive_outside_a_trace(model_and_idx, monkeypatch):
 def test_meta_trace_of_1b_config_stays_under_1gb(tmp_path):
     script = textwrap.dedent("""
         import json, resource, torch
-        from workbench.config import ModelConfig
-        from workbench.estimate import param_count
+        from workbench.config.schema import ModelConfig
+        from workbench.config.sizes import param_count
         from workbench.model import build_model
-        from workbench.trace import trace_model
+        from workbench.tracing.tracer import trace_model
         cfg = ModelConfig(vocab_size=32000, dim=2048, n_layers=22, n_heads=16, n_kv_heads=8,
                           max_seq_len=2048)
         model = build_model(cfg, device="meta")
@@ -198,9 +200,9 @@ def test_a_saved_trace_holds_what_the_cli_prints_and_loads_back(tmp_path, capsys
     """The Trace pane saves traces/NAME.json and NAME.txt (``trace_files``); the .txt is what
     `workbench trace` prints, and the .json is a baseline to diff against."""
     from workbench.errors import WorkbenchError
-    from workbench.trace import run_trace
-    from workbench.trace_files import load_trace, save_trace, saved_traces, trace_text
-    from workbench.trace_request import TraceRequest
+    from workbench.tracing.run import run_trace
+    from workbench.tracing.files import load_trace, save_trace, saved_traces, trace_text
+    from workbench.tracing.request import TraceRequest
     from workbench.workspace import Workspace
 
     ws = Workspace.at(tmp_path / "ws")
@@ -235,7 +237,7 @@ def test_cli_trace_meta_and_errors(tmp_path, capsys):
 def test_cli_trace_text_with_workspace_tokenizer(built, capsys, tmp_path):
     """--text is encoded with the named tokenizer (not random ids): the trace's input is exactly
     the tokenizer's ids for the text."""
-    from workbench.tokenizer import load_tokenizer
+    from workbench.tokenizer.tokenizer import load_tokenizer
 
     ids = load_tokenizer(built, "tok").encode("the cat sat")
     out_json = tmp_path / "t.json"
@@ -253,7 +255,7 @@ def test_cli_trace_run_traces_the_latest_checkpoint_of_a_real_run(trained, capsy
     from safetensors.torch import load_file
 
     from conftest import TRAINED_RUN as RUN
-    from workbench.runs import get_run
+    from workbench.runs.folder import get_run
 
     run = get_run(trained, RUN)
     ws = ["--workspace", str(trained.root)]
@@ -279,7 +281,7 @@ def test_cli_trace_run_with_damaged_checkpoints_says_what_is_wrong(trained, caps
     import shutil
 
     from conftest import TRAINED_RUN as RUN
-    from workbench.runs import get_run
+    from workbench.runs.folder import get_run
 
     run = get_run(trained, RUN)
     ws = ["--workspace", str(trained.root)]

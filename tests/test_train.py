@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from workbench import checkpoint
+from workbench.runs import checkpoint
 from workbench.cli import main
-from workbench.config import load_config
+from workbench.config.schema import load_config
 from workbench.model import build_model
-from workbench.runs import get_run, list_runs, run_config
-from workbench.train import Trainer
+from workbench.runs.folder import get_run, list_runs, run_config
+from workbench.training.trainer import Trainer
 
 SETS = ["--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--set", "train.batch_size=4"]
 
@@ -105,9 +105,9 @@ def test_eval_is_fixed_and_dropout_free(trained):
     import torch.nn.functional as F
 
     from conftest import TRAINED_RUN
-    from workbench.evaluate import evaluate
-    from workbench.runs import load_run_model
-    from workbench.tokens import run_data
+    from workbench.training.evaluate import evaluate
+    from workbench.runs.load import load_run_model
+    from workbench.data.tokens import run_data
 
     run = get_run(trained, TRAINED_RUN)
     model, tok, cfg, _ = load_run_model(run)
@@ -442,7 +442,8 @@ def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpu
     """Under torchrun, ``train --minutes`` without a config: rank 0 plans and the others train
     its plan. Each rank here reads its own speed cache (a sitecustomize picks it by RANK), filled
     so that planning apart would pick dim 96 on rank 0 and dim 64 on rank 1."""
-    from workbench import planner, probe
+    from workbench.planning import planner
+    from workbench.machine import probe
 
     law = planner.load_law()
     optimizer = law["recipe"].get("train", {}).get("optimizer", "adamw")
@@ -482,8 +483,8 @@ def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpu
 
 
 def test_debug_preset_on_tinystories_beats_unigram_entropy(ts_dir, tmp_path):
-    from workbench.tokenizer import TokenizerSettings
-    from workbench.tokenizer_build import build_tokenizer
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
     from workbench.workspace import Workspace
 
     w = Workspace.at(tmp_path)
@@ -565,7 +566,7 @@ def test_rename_and_delete_runs(built, corpus, capsys):
 def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
     """Both ranks of a 2-process run pause together, go on, and stop at the same step with one
     checkpoint, through the run's control file (what the app and `workbench runs` use)."""
-    from workbench.train import request_control
+    from workbench.training.trainer import request_control
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
            "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.train import Event
-from workbench.train_notices import notices, start_lines
-from workbench.train_request import MAX_PROCS, max_procs, parse_procs
+from workbench.training.trainer import Event
+from workbench.training.notices import notices, start_lines
+from workbench.training.request import MAX_PROCS, max_procs, parse_procs
 
 START = {"run": "r1", "params": 30_000, "device": "cpu", "world": 2, "resumed_from": "step_000200",
          "precision": "bf16", "precision_reason": "bf16 matmul 4.0x fp32", "attention": "sdpa",

@@ -99,7 +99,7 @@ def is_stale_temp(p: Path) -> bool:
             return time.time() - p.stat().st_mtime > 60
         except OSError:
             return False
-    from .locks import owner_alive
+    from workbench.locks import owner_alive
 
     return not owner_alive(pid)
 

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import WorkbenchError
+from workbench.errors import WorkbenchError
 
 _HELD: set[str] = set()  # lock files this process holds (a second holder in-process is refused too)
 _HELD_LOCK = threading.Lock()

@@ -51,8 +51,8 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_root(tmp_path_factory, corpus):
     """A workspace folder holding tokenizer ``stories-400``, built once per session."""
-    from workbench.tokenizer import TokenizerSettings
-    from workbench.tokenizer_build import build_tokenizer
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
 
     root = tmp_path_factory.mktemp("built")
     info = build_tokenizer(Workspace.at(root), "stories-400",
@@ -77,7 +77,7 @@ def measured_machine(tmp_path, monkeypatch):
     """Each app test sees the same machine facts: a fresh probe cache with only the suite's
     injected "bf16 is not faster" measurement (no attention kernel measured by earlier tests),
     so estimates and snapshots never depend on what this machine measured."""
-    from workbench.probe import CACHE_ENV
+    from workbench.machine.probe import CACHE_ENV
 
     from conftest import inject_matmul
 
@@ -88,7 +88,7 @@ def measured_machine(tmp_path, monkeypatch):
 @pytest.fixture
 def make_app():
     from workbench.tui.app import WorkbenchApp
-    from workbench.tui.sysinfo import FixedProbe
+    from workbench.machine.sysinfo import FixedProbe
 
     def make(ws):
         return WorkbenchApp(ws, probe=FixedProbe(), theme="textual-dark")

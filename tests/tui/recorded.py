@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from workbench.train import Event
+from workbench.training.trainer import Event
 
 
 def log_row(step: int, seed: float = 0.0, scale: float = 1.0) -> dict:
@@ -48,8 +48,8 @@ def train_events(upto: int = 120) -> list[Event]:
 def train_run(ws, name: str, lr: float, steps: int = 20) -> None:
     """Run ``name`` trained by the real engine on the tokenizer's corpus (the tiny config of
     ``trained.py``, learning rate ``lr``): what `workbench train` writes, checkpoints included."""
-    from workbench.tokenizer import tokenizer_info
-    from workbench.train import Trainer
+    from workbench.tokenizer.tokenizer import tokenizer_info
+    from workbench.training.trainer import Trainer
 
     from .trained import tiny_cfg
 

@@ -114,10 +114,10 @@ async def test_two_checkpoints_side_by_side(trained_ws, make_app):
 
 def test_chat_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app, monkeypatch):
     """A random-init run (deterministic without training), a fixed seed and a fake clock."""
-    from workbench import checkpoint
-    from workbench.config import Config, ModelConfig
+    from workbench.runs import checkpoint
+    from workbench.config.schema import Config, ModelConfig
     from workbench.model import build_model
-    from workbench.runs import create_run
+    from workbench.runs.folder import create_run
     from workbench.tui.widgets import chat_views
 
     cfg = ModelConfig(vocab_size=400, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64)

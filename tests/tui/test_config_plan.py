@@ -8,7 +8,7 @@ import json
 
 from textual.widgets import Input, Static
 
-from workbench import planner
+from workbench.planning import planner
 
 from .test_flows import focus, type_into, wait_for
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import checkpoint
+from workbench.runs import checkpoint
 from workbench.export import read_marker
 
 from .test_flows import focus, type_into, wait_for
@@ -21,9 +21,9 @@ def trained_ws(tmp_path_factory, built_root, corpus, tmp_path):
 
 def add_gpt_run(ws, name="gpt-run"):
     """A GPT-2 style run (gelu, layernorm, learned positions): only plain weights can hold it."""
-    from workbench.config import Config, ModelConfig
+    from workbench.config.schema import Config, ModelConfig
     from workbench.model import build_model
-    from workbench.runs import create_run
+    from workbench.runs.folder import create_run
 
     cfg = ModelConfig(vocab_size=400, dim=32, n_layers=1, n_heads=4, max_seq_len=32, mlp="gelu",
                       norm="layernorm", pos="learned")
@@ -129,8 +129,8 @@ async def test_export_dialog_says_why_a_format_cannot_hold_the_run(trained_ws, m
 async def test_chat_pane_empty_prompt_starts_from_bos(trained_ws, make_app):
     from textual.widgets import TextArea
 
-    from workbench.generate import generate, load_for_generation
-    from workbench.sampling import SamplingParams
+    from workbench.generation.generate import generate, load_for_generation
+    from workbench.generation.sampling import SamplingParams
 
     app = make_app(trained_ws)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 
-from workbench.config import read_config
+from workbench.config.schema import read_config
 from workbench.workspace import Workspace
 
 from .corpus import write_big_corpus
@@ -97,7 +97,7 @@ async def test_the_build_form_marks_red_exactly_what_the_engine_refuses(tmp_path
     from textual.widgets import Input
 
     from workbench.errors import WorkbenchError
-    from workbench.tokenizer_build import build_request
+    from workbench.tokenizer.build import build_request
 
     app = make_app(Workspace.at(tmp_path / "ws"))
     async with app.run_test(size=(120, 40)) as pilot:

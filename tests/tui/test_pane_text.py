@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from workbench.config import TrainConfig
-from workbench.tui.sysinfo import FixedProbe, machine
+from workbench.config.schema import TrainConfig
+from workbench.machine.sysinfo import FixedProbe, machine
 from workbench.tui.widgets.chat_views import transcript
 from workbench.tui.widgets.tokenizer_views import stats_cells
 from workbench.tui.widgets.train_views import devices_text, prepare_text, resume_hint, samples_text

@@ -28,7 +28,7 @@ async def test_compare_rename_delete(built_ws, make_app):
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
         pane = await _open(pilot, app)
-        from workbench.runs import get_run
+        from workbench.runs.folder import get_run
         params = get_run(built_ws, "base-run").summary()["params"]
         rows = [pane.query_one("#runs-table").get_row_at(i)[1:5] for i in range(2)]
         assert rows == [[n, "debug", f"{params / 1000:.1f}K", "2.6K"] for n in ("base-run", "wide-run")]  # 20 x 4 x 32 tokens

@@ -29,7 +29,7 @@ def _fill(dialog, base: str, budget: str, amount: str, name: str) -> None:
 
 
 async def test_a_sweep_from_the_runs_pane(built_ws, make_app, corpus):
-    from workbench.runs import get_run, list_runs
+    from workbench.runs.folder import get_run, list_runs
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -68,7 +68,7 @@ async def test_a_sweep_from_the_runs_pane(built_ws, make_app, corpus):
 
 
 async def test_stopping_a_sweep_keeps_a_checkpoint(built_ws, make_app):
-    from workbench.runs import get_run
+    from workbench.runs.folder import get_run
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -38,7 +38,7 @@ async def trace_now(pilot, pane):
 async def test_trace_run_unfold_scores_heatmap_diff(trained_ws, make_app):
     from textual.widgets import Static, Tree
 
-    from workbench.tokenizer import Tokenizer
+    from workbench.tokenizer.tokenizer import Tokenizer
 
     app = make_app(trained_ws)
     async with app.run_test(size=(140, 44)) as pilot:

@@ -40,7 +40,7 @@ async def _start_from_train_pane(pilot, app):
 
 
 async def test_train_debug_to_completion(built_ws, make_app):
-    from workbench.runs import list_runs
+    from workbench.runs.folder import list_runs
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -76,7 +76,7 @@ async def test_train_debug_to_completion(built_ws, make_app):
 
 
 async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
-    from workbench.runs import list_runs
+    from workbench.runs.folder import list_runs
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:

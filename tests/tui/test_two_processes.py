@@ -9,8 +9,8 @@ import os
 
 import psutil
 
-from workbench.runs import get_run, list_runs
-from workbench.tui.child_run import ChildRun
+from workbench.runs.folder import get_run, list_runs
+from workbench.training.follower import ChildRun
 
 from .test_flows import focus, type_into, wait_for
 from .test_train_pane import _form, _train_pane

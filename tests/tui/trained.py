@@ -13,7 +13,7 @@ RUN = "tiny"
 
 
 def tiny_cfg():
-    from workbench.config import load_config
+    from workbench.config.schema import load_config
 
     cfg = load_config("debug")
     cfg.model = cfg.model.replace(vocab_size=400, max_seq_len=32, dim=32, n_layers=2)
@@ -27,7 +27,7 @@ def trained_root(tmp_path_factory, built_root: Path, corpus: Path) -> Path:
     """Session-wide: a copy of the built workspace with run ``tiny`` (checkpoints at steps
     10 and 20)."""
     if built_root not in _ROOTS:
-        from workbench.train import Trainer
+        from workbench.training.trainer import Trainer
 
         root = tmp_path_factory.mktemp("trained")
         shutil.rmtree(root)

@@ -5,7 +5,7 @@
 process; ``report.build_rows`` and ``report.render_markdown`` make the table.
 """
 
-from .report import build_rows, render_markdown
-from .suite import ALL_TASKS, PRESETS, TASK_NAMES, BenchOptions, run_bench
+from workbench.bench.report import build_rows, render_markdown
+from workbench.bench.suite import ALL_TASKS, PRESETS, TASK_NAMES, BenchOptions, run_bench
 
 __all__ = ["ALL_TASKS", "BenchOptions", "PRESETS", "TASK_NAMES", "build_rows", "render_markdown", "run_bench"]

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkbenchError
-from .measure import PeerMissing
-from .peers import build_peer, load_peer_file, peer_step, say
+from workbench.errors import WorkbenchError
+from workbench.bench.measure import PeerMissing
+from workbench.bench.peers import build_peer, load_peer_file, peer_step, say
 
 ANCHOR = dict(dim=128, n_layers=4, n_heads=4, vocab=4096, batch=16, seq_len=256)
 WARMUP, LR = 100, 1e-3
@@ -39,7 +39,7 @@ def anchor_process(args_path: str) -> int:
     import numpy as np
     import torch
 
-    from .. import fileio
+    from workbench import fileio
 
     a = json.loads(Path(args_path).read_text())
     torch.set_num_threads(1)
@@ -97,9 +97,9 @@ def task_anchor(a: dict) -> dict:
     """One pair (anchor and workbench) per budget and seed, both at once."""
     import subprocess
 
-    from .. import fileio
-    from ..tokens import ensure_prepared
-    from ..workspace import Workspace
+    from workbench import fileio
+    from workbench.data.prepare import ensure_prepared
+    from workbench.workspace import Workspace
 
     try:
         load_peer_file("nanoGPT")
@@ -136,7 +136,7 @@ def task_anchor(a: dict) -> dict:
             if ev.returncode != 0:
                 raise WorkbenchError(f"evaluating {run} failed: {ev.stderr[-400:]}")
             mine = json.loads(ev.stdout)
-            from ..runs import get_run
+            from workbench.runs.folder import get_run
 
             r = get_run(ws, run)
             trains = [x for x in r.metrics() if x.get("kind") == "train"]
@@ -164,6 +164,6 @@ TASKS = {"anchor": task_anchor}
 if __name__ == "__main__":
     if sys.argv[1:2] == ["anchor-process"]:
         sys.exit(anchor_process(sys.argv[2]))
-    from .tasks import child_main
+    from workbench.bench.tasks import child_main
 
     sys.exit(child_main(TASKS, sys.argv[1:]))

@@ -27,10 +27,10 @@ import sys
 import time
 from typing import Any
 
-from ..config import load_config, save_config
-from ..workspace import Workspace
-from .measure import PhasePeak, run_measured
-from .tasks import child_main, say
+from workbench.config.schema import load_config, save_config
+from workbench.workspace import Workspace
+from workbench.bench.measure import PhasePeak, run_measured
+from workbench.bench.tasks import child_main, say
 
 CONFIG = "bench-app"
 KEYS = ("ctrl+y", "ctrl+n")  # log-y, next x axis: both redraw the loss chart
@@ -57,7 +57,7 @@ def _median(xs: list[float]) -> float:
 def _headless(ws: Workspace, a: dict, rep: int) -> tuple[float, float, float]:
     """A real ``workbench train`` process on the same config: its two halves' tokens/s and its
     peak RSS. (In its own process, as a user runs it: torch's OpenMP pool belongs to one thread.)"""
-    from ..runs import get_run
+    from workbench.runs.folder import get_run
 
     name = f"bench-headless-{rep}"
     code, _, rss, err = run_measured([sys.executable, "-m", "workbench", "--workspace", str(ws.root), "train",
@@ -107,8 +107,8 @@ class _KeyWatch:
 
 
 async def _in_app(ws: Workspace, a: dict) -> tuple[tuple[float, float], dict[str, dict[str, list[float]]]]:
-    from ..tui.app import PANES, WorkbenchApp
-    from ..tui.sysinfo import FixedProbe
+    from workbench.tui.app import PANES, WorkbenchApp
+    from workbench.machine.sysinfo import FixedProbe
 
     app = WorkbenchApp(ws, probe=FixedProbe(), theme="textual-dark")
     keys = {size: {"latency_ms": [], "painted_ms": []} for size in SIZES}

@@ -110,7 +110,7 @@ def matmul_peak_gflops(dtype_name: str, n: int = 1024, seconds: float = 0.4) -> 
     """Best sustained GFLOP/s of an n x n matmul in ``dtype_name`` on the CPU, over ~seconds."""
     import torch
 
-    from ..probe import best_matmul_seconds
+    from workbench.machine.probe import best_matmul_seconds
 
     dtype = getattr(torch, dtype_name)
     a = torch.randn(n, n).to(dtype)

@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkbenchError
-from .measure import PeerMissing, run_measured
+from workbench.errors import WorkbenchError
+from workbench.bench.measure import PeerMissing, run_measured
 
 PEERS_ENV = "WORKBENCH_PEERS"
 # The three shapes of the speed issue: stories260K's width, tiny-1m, stories15M's width.
@@ -106,8 +106,8 @@ def peer_step(name: str, model, opt, x, y) -> float:
 
 def peer_flops_per_token(name: str, shape: dict) -> int:
     """Training FLOPs per token of the peer's architecture, by our estimate's formulas."""
-    from ..config import ModelConfig
-    from ..estimate import flops_per_token
+    from workbench.config.schema import ModelConfig
+    from workbench.config.sizes import flops_per_token
 
     kw = dict(vocab_size=shape["vocab"], dim=shape["dim"], n_layers=shape["n_layers"], n_heads=shape["n_heads"],
               max_seq_len=shape["seq_len"])
@@ -126,9 +126,9 @@ def _shape(a: dict) -> dict:
 
 def ensure_tokenizer(a: dict, vocab: int) -> str:
     """The bench tokenizer at ``vocab`` pieces (built here, untimed, when the suite has none)."""
-    from ..tokenizer import TokenizerSettings
-    from ..tokenizer_build import build_tokenizer
-    from ..workspace import Workspace
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
+    from workbench.workspace import Workspace
 
     if vocab == a["vocab"]:
         return a["tokenizer"]
@@ -142,7 +142,7 @@ def ensure_tokenizer(a: dict, vocab: int) -> str:
 
 
 def _engine_cfg(shape: dict, steps: int, threads: int, precision: str = "auto", seed: int = 1337):
-    from ..config import Config, ModelConfig, TrainConfig
+    from workbench.config.schema import Config, ModelConfig, TrainConfig
 
     model = ModelConfig(vocab_size=shape["vocab"], dim=shape["dim"], n_layers=shape["n_layers"],
                         n_heads=shape["n_heads"], max_seq_len=shape["seq_len"])
@@ -154,7 +154,7 @@ def _engine_cfg(shape: dict, steps: int, threads: int, precision: str = "auto", 
 
 
 def _ours(ws, a: dict, tok: str, shape: dict, rep: int) -> tuple[float, dict]:
-    from ..train import Trainer
+    from workbench.training.trainer import Trainer
 
     t = Trainer.new(ws, _engine_cfg(shape, a["steps"], a["threads"]), tok, a["text_dir"],
                     name=f"peers-{shape['dim']}-{rep}-{time.monotonic_ns()}")
@@ -195,10 +195,10 @@ def _threads(a: dict) -> None:
 def task_peers(a: dict) -> dict:
     import torch
 
-    from ..estimate import flops_per_token
-    from ..probe import cpu_has_native_bf16, cpu_name
-    from ..tokens import ensure_prepared
-    from ..workspace import Workspace
+    from workbench.config.sizes import flops_per_token
+    from workbench.machine.probe import cpu_has_native_bf16, cpu_name
+    from workbench.data.prepare import ensure_prepared
+    from workbench.workspace import Workspace
 
     _threads(a)
     shape = _shape(a)
@@ -238,8 +238,8 @@ def task_peers(a: dict) -> dict:
 def _memory(a: dict, tok: str, shape: dict) -> dict:
     """Peak RSS of a whole ``workbench train`` and of a whole nanoGPT training process (as its
     train.py: model, configure_optimizers, memmap batches), one thread each, same steps."""
-    from .. import fileio
-    from ..config import save_config
+    from workbench import fileio
+    from workbench.config.schema import save_config
 
     steps = a["memory_steps"]
     root = Path(a["workspace"])
@@ -256,8 +256,8 @@ def _memory(a: dict, tok: str, shape: dict) -> dict:
         raise WorkbenchError(f"`workbench train` for the memory figure failed: {tail[-300:]}")
     out["ours_mb"] = mb
     shutil.rmtree(root / "trained_models" / name, ignore_errors=True)
-    from ..tokens import ensure_prepared
-    from ..workspace import Workspace
+    from workbench.data.prepare import ensure_prepared
+    from workbench.workspace import Workspace
 
     info = ensure_prepared(Workspace.at(root), tok, a["text_dir"])  # prepared already: found, not redone
     args = root / f"{name}.json"
@@ -303,10 +303,10 @@ def nanogpt_process(args_path: str) -> int:
 def task_parity(a: dict) -> dict:
     import torch
 
-    from ..device import resolve_precision
-    from ..evaluate import evaluate
-    from ..train import Trainer
-    from ..workspace import Workspace
+    from workbench.machine.device import resolve_precision
+    from workbench.training.evaluate import evaluate
+    from workbench.training.trainer import Trainer
+    from workbench.workspace import Workspace
 
     _threads(a)
     shape = _shape(a)
@@ -352,8 +352,8 @@ def task_compile(a: dict) -> dict:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=a["workspace"])
     import torch
 
-    from ..train import Trainer
-    from ..workspace import Workspace
+    from workbench.training.trainer import Trainer
+    from workbench.workspace import Workspace
 
     _threads(a)
     shape = _shape(a)
@@ -388,6 +388,6 @@ TASKS = {"peers": task_peers, "parity": task_parity, "compile": task_compile}
 if __name__ == "__main__":
     if sys.argv[1:2] == ["nanogpt-process"]:
         sys.exit(nanogpt_process(sys.argv[2]))
-    from .tasks import child_main
+    from workbench.bench.tasks import child_main
 
     sys.exit(child_main(TASKS, sys.argv[1:]))

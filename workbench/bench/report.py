@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .measure import percentile, stat
+from workbench.bench.measure import percentile, stat
 
 TOKENIZERS = "HF tokenizers"
 TRANSFORMERS = "transformers Llama"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import Cancelled
-from .measure import vm_hwm_mb
+from workbench.errors import Cancelled
+from workbench.bench.measure import vm_hwm_mb
 
 
 @dataclass

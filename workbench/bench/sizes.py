@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkbenchError
-from .measure import run_measured
-from .tasks import _hf_train, _peer, child_main, say
+from workbench.errors import WorkbenchError
+from workbench.bench.measure import run_measured
+from workbench.bench.tasks import _hf_train, _peer, child_main, say
 
 # --- bytes per token across vocab sizes ---------------------------------------------------------
 
@@ -32,10 +32,10 @@ from .tasks import _hf_train, _peer, child_main, say
 def task_vocab_sweep(a: dict) -> dict:
     """One build per vocab size on each side: a build on the same text is deterministic, so its
     bytes per token is one figure, not a spread. A size the text cannot fill is left out, saying why."""
-    from ..data import resolve_source
-    from ..tokenizer import TokenizerSettings, load_tokenizer
-    from ..tokenizer_build import build_tokenizer
-    from ..workspace import Workspace
+    from workbench.data.sources import resolve_source
+    from workbench.tokenizer.tokenizer import TokenizerSettings, load_tokenizer
+    from workbench.tokenizer.build import build_tokenizer
+    from workbench.workspace import Workspace
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     ws = Workspace.at(a["workspace"])
@@ -120,10 +120,11 @@ def _step_peak(conn, preset: str) -> None:
     try:
         import torch
 
-        from ..config import load_config
-        from ..estimate import param_count, training_memory
-        from ..planner import measure_throughput
-        from .measure import peak_mb
+        from workbench.config.schema import load_config
+        from workbench.config.sizes import param_count
+        from workbench.machine.estimate import training_memory
+        from workbench.planning.planner import measure_throughput
+        from workbench.bench.measure import peak_mb
 
         cfg = load_config(preset)
         batch, model = cfg.train.batch_size, cfg.model

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import WorkbenchError
-from .runner import run_task
+from workbench.errors import WorkbenchError
+from workbench.bench.runner import run_task
 
 TASK_NAMES = ["matmul", "tokenizer", "vocab-sweep", "prepare", "prepare-rss", "train", "memory-estimate", "peers",
               "parity", "compile", "generate", "app"]
@@ -75,7 +75,7 @@ class BenchOptions:
             raise WorkbenchError(f"--anchor-minutes {self.anchor_minutes!r}: each budget must be > 0 and <= 600")
         if not 1 <= self.anchor_seeds <= 10:
             raise WorkbenchError(f"--anchor-seeds {self.anchor_seeds!r}: 1 to 10")
-        from ..config import preset_names
+        from workbench.config.schema import preset_names
 
         known = preset_names()
         bad = [p for p in self.presets if p not in known]
@@ -84,7 +84,7 @@ class BenchOptions:
                                  f"{', '.join(bad) or '(none given)'}; allowed: {', '.join(known)}")
         if not isinstance(self.reps, int) or not 3 <= self.reps <= 100:
             raise WorkbenchError(f"--reps {self.reps!r} is out of range: allowed 3 to 100 (medians need at least 3)")
-        from ..tokenizer import TokenizerSettings
+        from workbench.tokenizer.tokenizer import TokenizerSettings
 
         try:
             TokenizerSettings(vocab_size=self.vocab).validate()
@@ -109,8 +109,8 @@ def default_data() -> str:
 def materialize(source_spec: str, out: Path, train_mb: float, progress: Callable[[str], None]) -> dict:
     """Write up to ``train_mb`` MB of the source's training documents to ``out/train.txt`` and up
     to a quarter of that of its validation documents to ``out/valid.txt`` (TinyStories format)."""
-    from .. import fileio
-    from ..data import resolve_source
+    from workbench import fileio
+    from workbench.data.sources import resolve_source
 
     src = resolve_source(source_spec)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     info.setdefault("cpu", platform.processor() or platform.machine())
-    from ..probe import cpu_has_native_bf16
+    from workbench.machine.probe import cpu_has_native_bf16
 
     info["native_bf16_flag"] = cpu_has_native_bf16()
     return info
@@ -175,9 +175,9 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
                                                   "anchor"))
         if needs_tok and "tokenizer" not in opts.tasks:
             say(f"  building the {opts.vocab}-piece tokenizer the other tasks use (not timed)")
-            from ..tokenizer import TokenizerSettings
-            from ..tokenizer_build import build_tokenizer
-            from ..workspace import Workspace
+            from workbench.tokenizer.tokenizer import TokenizerSettings
+            from workbench.tokenizer.build import build_tokenizer
+            from workbench.workspace import Workspace
 
             build_tokenizer(Workspace.at(ws_root), TOKENIZER,
                             TokenizerSettings(vocab_size=opts.vocab, data=base["train_txt"], sample_mb=base["sample_mb"]),
@@ -219,8 +219,8 @@ def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
         elif task == "prepare-rss":
             plan.append(("prepare-rss", sizes, "prepare-rss", {"scale": PREPARE_SCALE}))
         elif task == "memory-estimate":
-            from ..config import load_config
-            from ..estimate import param_count
+            from workbench.config.schema import load_config
+            from workbench.config.sizes import param_count
 
             presets = opts.presets
             if opts.quick:
@@ -232,7 +232,7 @@ def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
                 plan.append((f"train {p}", engine, "train",
                              {"preset": p, "steps": n, "warmup": 1 if opts.quick else 2, "bf16": not opts.quick}))
         elif task == "peers":
-            from .peers import SHAPES
+            from workbench.bench.peers import SHAPES
 
             for shape in SHAPES:
                 plan.append((f"peers {shape}", "workbench.bench.peers", "peers",

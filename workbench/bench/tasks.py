@@ -24,9 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import fileio
-from ..errors import WorkbenchError
-from .measure import PeerMissing, PhasePeak, load_peer, matmul_peak_gflops, timed
+from workbench import fileio
+from workbench.errors import WorkbenchError
+from workbench.bench.measure import PeerMissing, PhasePeak, load_peer, matmul_peak_gflops, timed
 
 
 def say(msg: str) -> None:
@@ -82,10 +82,10 @@ def _hf_train(tk, docs, vocab: int):
 
 def task_tokenizer(a: dict) -> dict:
     """Build time at the same vocab on the same text, encode MB/s and bytes per token."""
-    from ..data import resolve_source
-    from ..tokenizer import TokenizerSettings, load_tokenizer
-    from ..tokenizer_build import build_tokenizer
-    from ..workspace import Workspace
+    from workbench.data.sources import resolve_source
+    from workbench.tokenizer.tokenizer import TokenizerSettings, load_tokenizer
+    from workbench.tokenizer.build import build_tokenizer
+    from workbench.workspace import Workspace
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # HF encodes on every core, as we do
     ws = Workspace.at(a["workspace"])
@@ -145,8 +145,8 @@ def _max(a: float | None, b: float | None) -> float | None:
 def task_prepare(a: dict) -> dict:
     """One ``data prepare`` of the bench text (the parent runs one child per repetition, so each
     child's peak RSS is that of a whole ``workbench data prepare``)."""
-    from ..tokens import prepare_data
-    from ..workspace import Workspace
+    from workbench.data.prepare import prepare_data
+    from workbench.workspace import Workspace
 
     ws = Workspace.at(a["workspace"])
     name = f"bench-prepare-{a['rep']}"
@@ -171,7 +171,7 @@ class _Ids:
 
 def hf_llama(model_cfg, tf):
     """A transformers LlamaForCausalLM of exactly our model's shape (the export's mapping)."""
-    from ..export import hf_config
+    from workbench.export import hf_config
 
     d = hf_config(model_cfg, _Ids())
     for k in ("architectures", "model_type", "torch_dtype"):
@@ -180,7 +180,7 @@ def hf_llama(model_cfg, tf):
 
 
 def _train_cfg(preset: str, vocab: int, steps: int, precision: str):
-    from ..config import load_config
+    from workbench.config.schema import load_config
 
     cfg = load_config(preset)
     cfg.model = cfg.model.replace(vocab_size=vocab)
@@ -193,7 +193,7 @@ def _train_cfg(preset: str, vocab: int, steps: int, precision: str):
 def _ours_train(ws, a: dict, precision: str, rep: int) -> float:
     """Tokens/s of the real engine (data loading, AdamW, clipping and logging included): the
     median of its per-step records after the warm-up steps."""
-    from ..train import Trainer
+    from workbench.training.trainer import Trainer
 
     cfg = _train_cfg(a["preset"], a["vocab"], a["steps"], precision)
     t = Trainer.new(ws, cfg, a["tokenizer"], a["text_dir"], name=f"bench-{a['preset']}-{precision}-{rep}")
@@ -234,8 +234,8 @@ def _median(xs: list[float]) -> float:
 
 
 def task_train(a: dict) -> dict:
-    from ..estimate import flops_per_token, param_count
-    from ..workspace import Workspace
+    from workbench.config.sizes import flops_per_token, param_count
+    from workbench.workspace import Workspace
 
     ws = Workspace.at(a["workspace"])
     cfg = _train_cfg(a["preset"], a["vocab"], a["steps"], "fp32")
@@ -275,8 +275,8 @@ def task_train(a: dict) -> dict:
 
 
 def _ours_decode(model, prompt: list[int], n_new: int) -> tuple[list[int], float, float]:
-    from ..generate import token_loop
-    from ..sampling import SamplingParams
+    from workbench.generation.generate import token_loop
+    from workbench.generation.sampling import SamplingParams
 
     params = SamplingParams(max_tokens=n_new, temperature=0.0, stop_at_eos=False)
     t0 = time.perf_counter()
@@ -322,9 +322,9 @@ def task_generate(a: dict) -> dict:
     on the same weights, checked to produce the same tokens."""
     import torch
 
-    from ..config import load_config
-    from ..export import hf_state_dict
-    from ..model import build_model
+    from workbench.config.schema import load_config
+    from workbench.export import hf_state_dict
+    from workbench.model import build_model
 
     cfg = load_config(a["preset"]).model
     # stay within the context, where both sides are defined to agree

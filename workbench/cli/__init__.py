@@ -12,8 +12,8 @@ import importlib
 import os
 import sys
 
-from ..errors import Cancelled, WorkbenchError
-from ..workspace import Workspace
+from workbench.errors import Cancelled, WorkbenchError
+from workbench.workspace import Workspace
 
 # Command-group modules, in the order `--help` lists them. A module missing here simply
 # contributes no commands, so groups can be developed independently.
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_app(ws: Workspace) -> int:
     try:
-        from ..tui.app import run
+        from workbench.tui.app import run
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("workbench.tui"):
             print("the app is not built yet; see `workbench --help` for the commands", file=sys.stderr)

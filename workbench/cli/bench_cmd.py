@@ -14,7 +14,7 @@ def _csv(text: str) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..bench import ALL_TASKS, PRESETS, TASK_NAMES
+    from workbench.bench import ALL_TASKS, PRESETS, TASK_NAMES
 
     p = sub.add_parser(
         "bench", help="measure tokenizer, data, training, the app and decoding beside the peers",
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _command(args) -> str:
     """The command line that reproduces this run (as the report records it)."""
-    from ..bench import PRESETS, TASK_NAMES
+    from workbench.bench import PRESETS, TASK_NAMES
 
     parts = ["workbench", "bench"] + (["--quick"] if args.quick else [])
     for flag, value, default in (("--data", args.data, None), ("--text-mb", args.text_mb, None),
@@ -69,8 +69,8 @@ def _command(args) -> str:
 
 
 def cmd_bench(args, ws) -> int:
-    from .. import fileio
-    from ..bench import BenchOptions, build_rows, render_markdown, run_bench
+    from workbench import fileio
+    from workbench.bench import BenchOptions, build_rows, render_markdown, run_bench
 
     opts = BenchOptions(data=args.data, quick=args.quick, tasks=args.tasks, presets=args.presets, reps=args.reps,
                         text_mb=args.text_mb, vocab=args.vocab, keep=args.keep, anchor_minutes=args.anchor_minutes,
@@ -79,7 +79,7 @@ def cmd_bench(args, ws) -> int:
     md_path = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
     for p in (json_path, md_path):
         if p.exists() and p.is_dir():
-            from ..errors import WorkbenchError
+            from workbench.errors import WorkbenchError
 
             raise WorkbenchError(f"{str(p)!r} is a folder; --json and --markdown take file paths")
 

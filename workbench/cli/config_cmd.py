@@ -1,10 +1,10 @@
-"""``workbench config list | show | new``: the Config pane without the app (``workbench.config_report``)."""
+"""``workbench config list | show | new``: the Config pane without the app (``workbench.config.report``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import print_json
+from workbench.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,13 +42,13 @@ def _request_args(p: argparse.ArgumentParser) -> None:
 
 
 def _request(args):
-    from ..config_report import ConfigRequest
+    from workbench.config.report import ConfigRequest
 
     return ConfigRequest(args.spec, tuple(args.set), args.tokenizer, args.minutes)
 
 
 def cmd_list(args, ws) -> int:
-    from ..config_report import list_configs, si
+    from workbench.config.report import list_configs, si
 
     entries = list_configs(ws)
     if args.json:
@@ -71,7 +71,7 @@ def _clip(text: str, width: int) -> str:
 
 
 def cmd_show(args, ws) -> int:
-    from ..config_report import config_report, render, report_lines
+    from workbench.config.report import config_report, render, report_lines
 
     rep = config_report(ws, _request(args))
     if args.json:
@@ -82,7 +82,7 @@ def cmd_show(args, ws) -> int:
 
 
 def cmd_new(args, ws) -> int:
-    from ..config_report import NewConfigRequest, diff_lines, new_config, render
+    from workbench.config.report import NewConfigRequest, diff_lines, new_config, render
 
     path, r = new_config(ws, NewConfigRequest(args.name, _request(args), args.force))
     if args.json:

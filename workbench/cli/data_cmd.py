@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import DEFAULT_HUB_ID
-from ..tokens import data_info, list_data, prepare_data
-from .common import ProgressLine, print_json
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.data.tokens import data_info, list_data
+from workbench.data.prepare import prepare_data
+from workbench.cli.common import ProgressLine, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import print_json
+from workbench.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args, ws) -> int:
-    from ..evaluate import EvalRequest, evaluate_run
+    from workbench.training.evaluate import EvalRequest, evaluate_run
 
     m = evaluate_run(ws, EvalRequest(args.run, args.checkpoint, args.data, args.text_column, args.batches,
                                      args.precision))

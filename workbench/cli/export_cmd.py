@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import print_json
+from workbench.cli.common import print_json
 
 FORMAT_HELP = ("hf: transformers Llama folder; gguf: llama.cpp model.gguf; llama2c: run.c "
                "model.bin + tokenizer.bin; weights: safetensors + config.yaml (any config)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..export import FORMATS
+    from workbench.export import FORMATS
 
     p = sub.add_parser("export", help="export a run's checkpoint for transformers, llama.cpp, "
                                       "llama2.c's run.c, or as plain weights")
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args, ws) -> int:
-    from ..export import export_run
+    from workbench.export import export_run
 
     out = export_run(ws, args.run, args.to, args.format, args.checkpoint, overwrite=args.force,
                      dtype=args.dtype, version=args.version)

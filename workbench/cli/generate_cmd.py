@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from .common import print_json
+from workbench.cli.common import print_json
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _params(args, seed):
-    from ..sampling import sampling_params
+    from workbench.generation.sampling import sampling_params
 
     return sampling_params(max_tokens=args.max_tokens, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p,
@@ -56,8 +56,8 @@ def _params(args, seed):
 def cmd_generate(args, ws) -> int:
     import os
 
-    from ..errors import WorkbenchError
-    from ..generate import Generation, load_for_generation
+    from workbench.errors import WorkbenchError
+    from workbench.generation.generate import Generation, load_for_generation
 
     if args.n < 1:
         raise WorkbenchError(f"--n {args.n} is not allowed: expected an integer >= 1")
@@ -90,7 +90,7 @@ def cmd_generate(args, ws) -> int:
 
 
 def cmd_chat(args, ws) -> int:
-    from ..generate import Generation, load_for_generation
+    from workbench.generation.generate import Generation, load_for_generation
 
     _params(args, args.seed)
     model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision)
@@ -131,7 +131,7 @@ def cmd_chat(args, ws) -> int:
 
 
 def _precision(model) -> str:
-    from ..generate import weights_precision
+    from workbench.generation.generate import weights_precision
 
     return weights_precision(model)
 

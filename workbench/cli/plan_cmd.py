@@ -1,11 +1,11 @@
-"""``workbench plan``: the recipe a time budget buys on this machine (``workbench.planner``)."""
+"""``workbench plan``: the recipe a time budget buys on this machine (``workbench.planning.planner``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .common import print_json
+from workbench.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,13 +32,13 @@ def print_plan(pl, stream=None) -> None:
 
 
 def cmd_plan(args, ws) -> int:
-    from ..config import save_config
-    from ..planner import PlanRequest, plan
+    from workbench.config.schema import save_config
+    from workbench.planning.planner import PlanRequest, plan
 
     pl = plan(ws, PlanRequest(args.tokenizer, args.minutes, args.threads),
               say=lambda m: print(m, file=sys.stderr, flush=True))
     if args.save:
-        from ..workspace import check_name
+        from workbench.workspace import check_name
 
         path = ws.models_dir(create=True) / f"{check_name('config', args.save)}.yaml"
         save_config(path, pl.config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import print_json
+from workbench.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_control(args, ws) -> int:
-    from ..runs import get_run
-    from ..train import request_control
+    from workbench.runs.folder import get_run
+    from workbench.training.trainer import request_control
 
     run = get_run(ws, args.run)
     state = run.status().get("state")
     if state not in ("running", "paused"):
-        from ..errors import WorkbenchError
+        from workbench.errors import WorkbenchError
 
         raise WorkbenchError(f"run {args.run!r} is not training (its status is {state!r})")
     request_control(run.path, args.verb)
@@ -56,7 +56,7 @@ def cmd_control(args, ws) -> int:
 
 
 def cmd_rename(args, ws) -> int:
-    from ..runs import rename_run
+    from workbench.runs.folder import rename_run
 
     run = rename_run(ws, args.run, args.new_name)
     print(f"renamed {args.run} -> {run.name}")
@@ -66,12 +66,12 @@ def cmd_rename(args, ws) -> int:
 def cmd_delete(args, ws) -> int:
     import sys
 
-    from ..runs import delete_run, get_run
+    from workbench.runs.folder import delete_run, get_run
 
     get_run(ws, args.run)  # a missing run is an error before any question
     if not args.yes:
         if not sys.stdin.isatty():
-            from ..errors import WorkbenchError
+            from workbench.errors import WorkbenchError
 
             raise WorkbenchError(f"deleting run {args.run!r} needs --yes when not run from a terminal")
         if input(f"delete run {args.run!r} and all its checkpoints? [y/N] ").strip().lower() not in ("y", "yes"):
@@ -87,7 +87,7 @@ def _fmt(v, spec):
 
 
 def cmd_list(args, ws) -> int:
-    from ..runs import sort_rows, summaries, summary_cells
+    from workbench.runs.folder import sort_rows, summaries, summary_cells
 
     rows = sort_rows(summaries(ws)[0], args.sort)
     if args.json:
@@ -104,7 +104,7 @@ def cmd_list(args, ws) -> int:
 
 
 def cmd_show(args, ws) -> int:
-    from ..runs import get_run
+    from workbench.runs.folder import get_run
 
     run = get_run(ws, args.run)
     out = {"summary": run.summary(), "status": run.status(), "checkpoints": run.checkpoints(),
@@ -124,7 +124,8 @@ def cmd_show(args, ws) -> int:
 
 
 def cmd_compare(args, ws) -> int:
-    from ..runs import compare, get_run
+    from workbench.runs.compare import compare
+    from workbench.runs.folder import get_run
 
     runs = [get_run(ws, n) for n in args.runs]
     base = get_run(ws, args.baseline) if args.baseline else None

@@ -1,14 +1,14 @@
 """``workbench sweep``: train a grid or list of configs for a budget each and rank them by
-validation bits per byte (``workbench.sweep.run_sweep``)."""
+validation bits per byte (``workbench.planning.sweep.run_sweep``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..data import DEFAULT_HUB_ID
-from ..errors import WorkbenchError
-from .common import print_json
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.errors import WorkbenchError
+from workbench.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_request(args):
-    from ..sweep import SweepRequest, parse_pairs
+    from workbench.planning.sweep import SweepRequest, parse_pairs
 
     spec: dict = {}
     if args.spec:
@@ -76,7 +76,7 @@ def build_request(args):
 
 
 def cmd_sweep(args, ws) -> int:
-    from ..sweep import best_line, run_sweep
+    from workbench.planning.sweep import best_line, run_sweep
 
     req = build_request(args)
     res = run_sweep(ws, req, say=lambda m: print(m, file=sys.stderr, flush=True))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import DEFAULT_HUB_ID
-from ..tokenizer import TokenizerSettings, list_tokenizers, load_tokenizer, tokenizer_info
-from .common import ProgressLine, print_json
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.tokenizer.tokenizer import (TokenizerSettings, list_tokenizers, load_tokenizer, tokenizer_info)
+from workbench.cli.common import ProgressLine, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_build(args, ws) -> int:
-    from ..tokenizer_build import build_request, build_tokenizer
+    from workbench.tokenizer.build import build_request, build_tokenizer
 
     name, settings = build_request(args.data, args.vocab_size, args.sample_mb, not args.no_byte_fallback,
                                    args.name, args.text_column)  # as the Tokenizer pane's form asks

@@ -5,7 +5,7 @@ The model comes from a config (``--config PATH|PRESET``, freshly initialised) or
 tokenizer (the run's own, or ``--tokenizer NAME`` from the workspace) or, without text,
 ``--tokens N`` random ids. There is no byte-level stand-in for a tokenizer: text is only ever
 encoded the way the model would see it. The Trace pane makes the same ``TraceRequest`` and
-calls the same ``workbench.trace.run_trace``.
+calls the same ``workbench.tracing.run.run_trace``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import WorkbenchError
+from workbench.errors import WorkbenchError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args, ws) -> int:
-    from ..fileio import write_json
-    from ..trace import run_trace
-    from ..trace_files import trace_text
-    from ..trace_request import INIT, TraceRequest
+    from workbench.fileio import write_json
+    from workbench.tracing.run import run_trace
+    from workbench.tracing.files import trace_text
+    from workbench.tracing.request import INIT, TraceRequest
 
     if args.depth is not None and args.depth < 0:
         raise WorkbenchError(f"--depth = {args.depth} is not allowed: 0 or more")

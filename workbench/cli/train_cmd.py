@@ -6,8 +6,8 @@ import argparse
 import signal
 import sys
 
-from ..data import DEFAULT_HUB_ID
-from .common import ProgressLine, fmt_seconds, print_json
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.cli.common import ProgressLine, fmt_seconds, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args, ws) -> int:
-    from ..config import parse_overrides
-    from ..distributed import dist_info
-    from ..train import init_distributed, start_training
-    from ..train_notices import start_lines
-    from ..train_request import TrainRequest, resolve
+    from workbench.config.overrides import parse_overrides
+    from workbench.training.distributed import dist_info
+    from workbench.training.trainer import init_distributed, start_training
+    from workbench.training.notices import start_lines
+    from workbench.training.request import TrainRequest, resolve
 
     init_distributed()
     rank = dist_info()[0]
@@ -70,7 +70,7 @@ def cmd_train(args, ws) -> int:
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if rank == 0 else (lambda m: None)
     res = resolve(ws, req, say=say)
     if res.plan is not None and rank == 0:
-        from .plan_cmd import print_plan
+        from workbench.cli.plan_cmd import print_plan
 
         print_plan(res.plan)
     for notice in res.notices:

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import WorkbenchError
-from . import gguf_file, hf, llama2c, weights
-from .folder import MARKER, check_destination, read_marker, write_folder
-from .hf import hf_config, hf_state_dict
+from workbench.errors import WorkbenchError
+from workbench.export import gguf_file, hf, llama2c, weights
+from workbench.export.folder import MARKER, check_destination, read_marker, write_folder
+from workbench.export.hf import hf_config, hf_state_dict
 
 _MODULES = {m.NAME: m for m in (hf, gguf_file, llama2c, weights)}
 FORMATS = tuple(_MODULES)  # most capable first: the first one a config allows is the default
@@ -77,7 +77,7 @@ def export_run(ws, run_name: str, to: str | os.PathLike, fmt: str = "hf",
     nothing is written unless all of it passes. Returns a summary (run, checkpoint, format,
     options, path, files).
     """
-    from ..runs import load_run_model
+    from workbench.runs.load import load_run_model
 
     module = _module(fmt)
     run, cfg, tok = _run_and_tokenizer(ws, run_name)
@@ -105,7 +105,7 @@ def _module(fmt: str):
 
 
 def _run_and_tokenizer(ws, run_name: str):
-    from ..runs import get_run, run_config
+    from workbench.runs.folder import get_run, run_config
 
     run = get_run(ws, run_name)
     return run, run_config(run), run.load_tokenizer()

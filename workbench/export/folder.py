@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import fileio
-from ..errors import WorkbenchError
+from workbench import fileio
+from workbench.errors import WorkbenchError
 
 MARKER = ".workbench-export.json"
 

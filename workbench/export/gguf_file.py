@@ -26,8 +26,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ..errors import WorkbenchError
-from .layout import llama_incompatibilities, llama_named
+from workbench.errors import WorkbenchError
+from workbench.export.layout import llama_incompatibilities, llama_named
 
 NAME = "gguf"
 SUMMARY = "llama.cpp: model.gguf (llama-cli, llama-cpp-python, Ollama)"

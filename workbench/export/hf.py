@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .layout import llama_incompatibilities, llama_named
+from workbench.export.layout import llama_incompatibilities, llama_named
 
 NAME = "hf"
 SUMMARY = "transformers: a Llama folder for AutoModelForCausalLM"

@@ -33,8 +33,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from ..errors import WorkbenchError
-from .layout import interleave_heads, llama_incompatibilities, llama_tensors
+from workbench.errors import WorkbenchError
+from workbench.export.layout import interleave_heads, llama_incompatibilities, llama_tensors
 
 NAME = "llama2c"
 SUMMARY = "llama2.c's run.c: model.bin + tokenizer.bin"

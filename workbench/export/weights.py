@@ -39,8 +39,8 @@ def state_dict_for_export(model) -> dict:
 def write(job, tmp: Path) -> None:
     from safetensors.torch import save_file
 
-    from ..config import save_config
-    from ..runs import run_config
+    from workbench.config.schema import save_config
+    from workbench.runs.folder import run_config
 
     save_file(state_dict_for_export(job.model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
     # the run's config minus run-only keys (``created``), so ``read_config`` accepts it

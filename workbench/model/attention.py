@@ -4,7 +4,7 @@ Two kernels compute training's causal attention: torch's fused
 ``F.scaled_dot_product_attention`` (the default, and always used with a KV cache), and an
 explicit matmul-softmax-matmul that keeps the (B, H, T, T) probabilities. On a CPU in bf16 the
 explicit one measured up to 2x faster for heads of 32-48 dims at T = 256, and SDPA faster for
-tiny heads or in fp32, so the trainer picks per shape by measuring (``workbench.probe``) and
+tiny heads or in fp32, so the trainer picks per shape by measuring (``workbench.machine.probe``) and
 sets it with ``Transformer.set_attention_kernel``. While a trace is active a third, recording
 copy of the math runs, so the scores and probabilities exist as tensors to record.
 """
@@ -16,9 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..trace import LoggingModule
-from .basic import Linear, dropout
-from .positions import rotary_fn
+from workbench.model.base import LoggingModule
+from workbench.model.base import Linear, dropout
+from workbench.model.positions import rotary_fn
 
 KERNELS = ("sdpa", "explicit")
 _BIAS: dict = {}

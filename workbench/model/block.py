@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ..trace import LoggingModule
-from .attention import Attention
-from .mlp import make_mlp
-from .norms import make_norm
+from workbench.model.base import LoggingModule
+from workbench.model.attention import Attention
+from workbench.model.mlp import make_mlp
+from workbench.model.norms import make_norm
 
 
 class Block(LoggingModule):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..trace import LoggingModule
-from .basic import Linear, dropout
+from workbench.model.base import LoggingModule
+from workbench.model.base import Linear, dropout
 
 
 class GeluMLP(LoggingModule):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..trace import LoggingModule
+from workbench.model.base import LoggingModule
 
 
 class RMSNorm(LoggingModule):

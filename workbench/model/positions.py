@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..trace import LoggingModule
-from .basic import Embedding
+from workbench.model.base import LoggingModule
+from workbench.model.base import Embedding
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, 1, D/2), broadcast over heads
 

@@ -13,12 +13,12 @@ import math
 import torch
 from torch import nn
 
-from ..trace import LoggingModule
-from .basic import Embedding, Linear, dropout
-from .block import Block
-from .loss import linear_cross_entropy
-from .norms import make_norm
-from .positions import make_positions
+from workbench.model.base import LoggingModule
+from workbench.model.base import Embedding, Linear, dropout
+from workbench.model.block import Block
+from workbench.model.loss import linear_cross_entropy
+from workbench.model.norms import make_norm
+from workbench.model.positions import make_positions
 
 
 class Transformer(LoggingModule):
@@ -85,7 +85,7 @@ class Transformer(LoggingModule):
 
     def set_attention_kernel(self, kernel: str) -> None:
         """Which kernel computes full-window causal attention (``attention.KERNELS``)."""
-        from .attention import KERNELS, Attention
+        from workbench.model.attention import KERNELS, Attention
 
         if kernel not in KERNELS:
             raise ValueError(f"attention kernel {kernel!r} is not one of {', '.join(KERNELS)}")

@@ -15,12 +15,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import TabbedContent, TabPane, Tabs
 
-from ..workspace import Workspace
-from .panes.base import FormChanged, OpenRun, Pane, RunsChanged
-from .panes.tokenizer import TokenizerPane
-from .sysinfo import SystemProbe
-from .widgets.footer import WrappingFooter
-from .widgets.modals import ConfirmScreen, HelpScreen
+from workbench.workspace import Workspace
+from workbench.tui.panes.base import FormChanged, OpenRun, Pane, RunsChanged
+from workbench.tui.panes.tokenizer import TokenizerPane
+from workbench.machine.sysinfo import SystemProbe
+from workbench.tui.widgets.footer import WrappingFooter
+from workbench.tui.widgets.modals import ConfirmScreen, HelpScreen
 
 PANES = (("tokenizer", "Tokenizer"), ("config", "Config"), ("train", "Train"),
          ("trace", "Trace"), ("chat", "Chat"), ("runs", "Runs"))
@@ -109,19 +109,19 @@ class WorkbenchApp(App):
         if key == "tokenizer":
             made: Pane = TokenizerPane(self.ws, id="tokenizer-pane")
         elif key == "config":
-            from .panes.config import ConfigPane
+            from workbench.tui.panes.config import ConfigPane
             made = ConfigPane(self.ws, self.probe, id="config-pane")
         elif key == "train":
-            from .panes.train import TrainPane
+            from workbench.tui.panes.train import TrainPane
             made = TrainPane(self.ws, self.probe, id="train-pane")
         elif key == "runs":
-            from .panes.runs import RunsPane
+            from workbench.tui.panes.runs import RunsPane
             made = RunsPane(self.ws, id="runs-pane")
         elif key == "trace":
-            from .panes.trace import TracePane
+            from workbench.tui.panes.trace import TracePane
             made = TracePane(self.ws, self.probe, id="trace-pane")
         else:
-            from .panes.chat import ChatPane
+            from workbench.tui.panes.chat import ChatPane
             made = ChatPane(self.ws, self.probe, id="chat-pane")
         if self._form is not None:
             made.form_changed(*self._form)  # a pane made after the Config pane spoke hears it too

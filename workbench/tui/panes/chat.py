@@ -12,10 +12,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, Select, Static, Switch, TextArea
 
-from .base import Pane
-from ...errors import WorkbenchError, user_message
-from ...generate import LoadedModels
-from ..widgets.chat_views import ReplyColumn, ReplyView, Stream, transcript
+from workbench.tui.panes.base import Pane
+from workbench.errors import WorkbenchError, user_message
+from workbench.generation.generate import LoadedModels
+from workbench.tui.widgets.chat_views import ReplyColumn, ReplyView, Stream, transcript
 
 DRAIN_HZ = 25
 NONE = "@none"
@@ -83,7 +83,7 @@ class ChatPane(Pane):
     # --- choosing a checkpoint -----------------------------------------------------------
 
     def refresh_runs(self) -> None:
-        from ...runs import list_runs
+        from workbench.runs.folder import list_runs
 
         runs = list_runs(self.ws)
         opts = [(r.name, r.name) for r in runs]
@@ -160,7 +160,7 @@ class ChatPane(Pane):
 
     def params(self):
         """SamplingParams from the form; raises WorkbenchError naming the bad field."""
-        from ...sampling import sampling_params
+        from workbench.generation.sampling import sampling_params
 
         texts = {key: self.query_one(f"#{wid}", Input).value for wid, key, *_ in FIELDS}
         return sampling_params({key: label for _, key, label, *_ in FIELDS}, **texts,
@@ -212,7 +212,7 @@ class ChatPane(Pane):
 
     @work(thread=True, exit_on_error=False)
     def _generate_worker(self, stream: Stream, run: str, ckpt: str, prompt: str, params) -> None:
-        from ...generate import Generation
+        from workbench.generation.generate import Generation
 
         try:
             model, tok = self._models.get(run, ckpt, self.probe.resolve_device("auto"))

@@ -21,13 +21,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from ... import config_report as report
-from ...config import (Config, ModelConfig, TrainConfig, config_diff, fields_of, format_field, load_config,
-                       parse_field, preset_names)
-from ...errors import ConfigError, WorkbenchError
-from ...planner import BudgetSpeeds
-from ..widgets.form_fields import FieldValidator, HelpLine
-from .base import FormChanged, Pane
+from workbench.config import report
+from workbench.config.schema import Config, ModelConfig, TrainConfig, load_config, preset_names
+from workbench.config.overrides import config_diff
+from workbench.config.fields import fields_of, format_field, parse_field
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.planning.planner import BudgetSpeeds
+from workbench.tui.widgets.form_fields import FieldValidator, HelpLine
+from workbench.tui.panes.base import FormChanged, Pane
 
 SECTIONS = (("model", ModelConfig), ("train", TrainConfig))
 DEFAULT_PRESET = "debug"
@@ -118,7 +119,7 @@ class ConfigPane(Pane):
         self.refresh_tokenizers()  # one built in the Tokenizer pane since
 
     def refresh_tokenizers(self) -> None:
-        from ...tokenizer import list_tokenizers
+        from workbench.tokenizer.tokenizer import list_tokenizers
 
         try:
             names = [t.name for t in list_tokenizers(self.ws)]
@@ -138,8 +139,8 @@ class ConfigPane(Pane):
 
     def fit_tokenizer_vocab(self) -> None:
         """Set model.vocab_size to the chosen tokenizer's, and say so in one line."""
-        from ...config import vocab_notice
-        from ...tokenizer import load_tokenizer
+        from workbench.config.overrides import vocab_notice
+        from workbench.tokenizer.tokenizer import load_tokenizer
 
         name = self.query_one("#cfg-tokenizer", Select).value
         if name is Select.NULL or name is None:
@@ -316,7 +317,7 @@ class ConfigPane(Pane):
         """Fill the form with what the planner picks for the budget and the form's vocab."""
         if self.planning:
             return
-        from ...config import parse_minutes
+        from workbench.config.overrides import parse_minutes
 
         try:
             minutes = parse_minutes(self.query_one("#cfg-minutes", Input).value.strip())
@@ -336,7 +337,7 @@ class ConfigPane(Pane):
 
     @work(thread=True, group="config-plan", exit_on_error=False)
     def _plan_worker(self, minutes: float, vocab: int) -> None:
-        from ... import planner
+        from workbench.planning import planner
 
         def say(text: str) -> None:
             self.app.call_from_thread(self.set_status, text)
@@ -384,7 +385,7 @@ class ConfigPane(Pane):
 
     @work(thread=True, group="config-probe", exit_on_error=False)
     def _probe_worker(self, choice: str) -> None:
-        from ..sysinfo import machine
+        from workbench.machine.sysinfo import machine
 
         self.post_message(self.Probed(choice, *machine(self.probe, choice)))
 
@@ -422,7 +423,7 @@ class ConfigPane(Pane):
             self.set_status(f"not saved: {e}", error=True)
             return
         if path.exists() and path not in (self.base.source if self.base else None, self.saved_path):
-            from ..widgets.modals import ConfirmScreen
+            from workbench.tui.widgets.modals import ConfirmScreen
 
             self.app.push_screen(ConfirmScreen(f"models/{name}.yaml exists. Replace it?", "Replace",
                                                "Keep"), lambda yes: yes and self.save(name))

@@ -18,12 +18,12 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from ...errors import WorkbenchError, user_message
-from ...runs import summary_cells
-from .base import OpenRun, Pane
-from ..widgets.charts import LineChart
-from ..widgets.runs_views import COLORS, curve_series, diff_series, reach_rows
-from ..widgets.train_views import si
+from workbench.errors import WorkbenchError, user_message
+from workbench.runs.folder import summary_cells
+from workbench.tui.panes.base import OpenRun, Pane
+from workbench.tui.widgets.charts import LineChart
+from workbench.tui.widgets.runs_views import COLORS, curve_series, diff_series, reach_rows
+from workbench.tui.widgets.train_views import si
 
 MAX_OVERLAY = len(COLORS)
 HINT = "space selects runs for the overlay; the keys below act on the run under the cursor"
@@ -127,7 +127,7 @@ class RunsPane(Pane):
 
     @work(thread=True, exclusive=True, group="runs-load", exit_on_error=False)
     def _load_worker(self) -> None:
-        from ...runs import summaries
+        from workbench.runs.folder import summaries
 
         try:
             rows, curves = summaries(self.ws, curves=True)
@@ -136,7 +136,7 @@ class RunsPane(Pane):
         self.post_message(self.Loaded(rows, curves))
 
     def on_runs_pane_loaded(self, msg: "RunsPane.Loaded") -> None:
-        from ...runs import sort_rows
+        from workbench.runs.folder import sort_rows
 
         self._listed = msg.rows  # in list_runs' order
         self.rows, self.curves = sort_rows(msg.rows, self.sort), msg.curves
@@ -214,7 +214,7 @@ class RunsPane(Pane):
         return picked[:MAX_OVERLAY]
 
     def redraw(self) -> None:
-        from ...runs import compare_curves
+        from workbench.runs.compare import compare_curves
 
         shown = self.shown_runs()
         curves = self.query_one("#runs-curves", LineChart)
@@ -295,8 +295,8 @@ class RunsPane(Pane):
         name = self.cursor_run
         if name is None:
             return
-        from ...export import format_choices
-        from ..widgets.export_dialog import ExportScreen
+        from workbench.export import format_choices
+        from workbench.tui.widgets.export_dialog import ExportScreen
 
         try:
             choices = format_choices(self.ws, name)
@@ -313,7 +313,7 @@ class RunsPane(Pane):
 
     @work(thread=True, group="runs-export", exit_on_error=False)
     def _export_worker(self, name: str, a: dict) -> None:
-        from ...export import export_run
+        from workbench.export import export_run
 
         try:
             out = export_run(self.ws, name, a["path"], a["format"], overwrite=a["overwrite"],
@@ -331,7 +331,7 @@ class RunsPane(Pane):
         name = self.cursor_run
         if name is None:
             return
-        from ..widgets.prompt import PromptScreen
+        from workbench.tui.widgets.prompt import PromptScreen
 
         def answer(new: str | None) -> None:
             if new and new != name:
@@ -340,7 +340,7 @@ class RunsPane(Pane):
         self.app.push_screen(PromptScreen(f"Rename run {name!r} to:", name), answer)
 
     def rename(self, name: str, new: str) -> None:
-        from ...runs import rename_run
+        from workbench.runs.folder import rename_run
 
         try:
             rename_run(self.ws, name, new)
@@ -358,7 +358,7 @@ class RunsPane(Pane):
         name = self.cursor_run
         if name is None:
             return
-        from ..widgets.modals import ConfirmScreen
+        from workbench.tui.widgets.modals import ConfirmScreen
 
         def answer(yes: bool | None) -> None:
             if yes:
@@ -368,7 +368,7 @@ class RunsPane(Pane):
                                            "Delete", "Keep"), answer)
 
     def delete(self, name: str) -> None:
-        from ...runs import delete_run
+        from workbench.runs.folder import delete_run
 
         try:
             delete_run(self.ws, name)
@@ -382,7 +382,7 @@ class RunsPane(Pane):
     # --- sorting and sweeps ------------------------------------------------------------
 
     def action_sort(self) -> None:
-        from ...runs import SORTS, sort_rows
+        from workbench.runs.folder import SORTS, sort_rows
 
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self.rows = sort_rows(list(self._listed), self.sort)
@@ -396,13 +396,13 @@ class RunsPane(Pane):
         if self.sweeping:
             self.set_status(f"sweep {self.sweeping} is running; ctrl+g stops it", error=True)
             return
-        from ..widgets.sweep_dialog import SweepScreen
+        from workbench.tui.widgets.sweep_dialog import SweepScreen
 
         self.app.push_screen(SweepScreen.for_workspace(self.ws, self._form),
                              lambda req: req is not None and self._start_sweep(req))
 
     def _start_sweep(self, req) -> None:
-        from ...sweep import SweepJob
+        from workbench.planning.sweep import SweepJob
 
         self.sweep_job = SweepJob(self.ws, req).start()
         self._sweep_shown = False

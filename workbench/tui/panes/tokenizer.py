@@ -18,15 +18,15 @@ from textual.widgets import (
     Button, DataTable, Input, Label, ProgressBar, Static, Switch, TabbedContent, TabPane,
 )
 
-from ...data import DEFAULT_HUB_ID
-from .base import Pane
-from ...errors import Cancelled, WorkbenchError, user_message
-from ...tokenizer import TokenizerSettings, list_tokenizers
-from ...tokenizer_build import build_request, default_name
-from ...procs import ensure_resource_tracker
-from ..widgets.form_fields import FormNumberValidator
-from ..widgets.modals import PathPicker
-from ..widgets.tokenizer_views import TryIt, VocabBrowser, stats_cells
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.tui.panes.base import Pane
+from workbench.errors import Cancelled, WorkbenchError, user_message
+from workbench.tokenizer.tokenizer import TokenizerSettings, list_tokenizers
+from workbench.tokenizer.build import build_request, default_name
+from workbench.procs import ensure_resource_tracker
+from workbench.tui.widgets.form_fields import FormNumberValidator
+from workbench.tui.widgets.modals import PathPicker
+from workbench.tui.widgets.tokenizer_views import TryIt, VocabBrowser, stats_cells
 
 DEFAULT_VOCAB = 512
 DEFAULT_SAMPLE_MB = 10.0
@@ -111,7 +111,7 @@ class TokenizerPane(Pane):
         self.call_after_refresh(self._mount_chart)
 
     def _mount_chart(self) -> None:
-        from ..widgets.bpt_chart import BytesPerTokenChart
+        from workbench.tui.widgets.bpt_chart import BytesPerTokenChart
 
         chart = BytesPerTokenChart(id="tok-chart")
         self.query_one("#tok-chart-tab", TabPane).mount(chart)
@@ -144,7 +144,7 @@ class TokenizerPane(Pane):
             self.show_tokenizer(event.row_key.value)
 
     def show_tokenizer(self, name: str | None) -> None:
-        from ...tokenizer import load_tokenizer
+        from workbench.tokenizer.tokenizer import load_tokenizer
 
         self._shown_name = name
         tok = None
@@ -185,7 +185,7 @@ class TokenizerPane(Pane):
 
     @work(thread=True, exclusive=True, group="tokenizer-build", exit_on_error=False)
     def _build_worker(self, name: str, settings: TokenizerSettings, cancel: threading.Event) -> None:
-        from ...tokenizer_build import BuildJob
+        from workbench.tokenizer.build import BuildJob
 
         def progress(e) -> None:
             if e.kind == "progress":

@@ -16,11 +16,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch, Tree
 
-from ...errors import WorkbenchError, user_message
-from .base import Pane
-from ...trace_files import load_trace, save_trace, saved_traces, traces_dir
-from ...trace_request import INIT, TraceRequest
-from ..widgets import trace_views as tv
+from workbench.errors import WorkbenchError, user_message
+from workbench.tui.panes.base import Pane
+from workbench.tracing.files import load_trace, save_trace, saved_traces, traces_dir
+from workbench.tracing.request import INIT, TraceRequest
+from workbench.tui.widgets import trace_views as tv
 
 DEFAULT_TEXT = "Once upon a time, there was a little girl named Lily."
 RANDOM_IDS = "@random"  # tokenizer choice: random token ids instead of text
@@ -94,8 +94,8 @@ class TracePane(Pane):
     # --- choices -------------------------------------------------------------------------
 
     def refresh_sources(self) -> None:
-        from ...config import preset_names
-        from ...runs import list_runs
+        from workbench.config.schema import preset_names
+        from workbench.runs.folder import list_runs
 
         opts = [(f"{r.name}  (run)", f"run:{r.name}") for r in list_runs(self.ws)]
         opts += [(f"{n}  (config)", f"config:{n}") for n in preset_names(self.ws)]
@@ -123,8 +123,8 @@ class TracePane(Pane):
             self._source_changed_to(event.value)
 
     def _source_changed_to(self, value: str, checkpoint: str | None = None) -> None:
-        from ...runs import get_run
-        from ...tokenizer import list_tokenizers
+        from workbench.runs.folder import get_run
+        from workbench.tokenizer.tokenizer import list_tokenizers
 
         kind, _, name = value.partition(":")
         ckpt = self.query_one("#tr-ckpt", Select)
@@ -206,7 +206,7 @@ class TracePane(Pane):
 
     @work(thread=True, exclusive=True, group="trace", exit_on_error=False)
     def _trace_worker(self, req: TraceRequest) -> None:
-        from ...trace import run_trace
+        from workbench.tracing.run import run_trace
 
         try:
             result, tensors = run_trace(self.ws, req, available=self.probe.available)

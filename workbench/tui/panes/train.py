@@ -26,16 +26,15 @@ from textual.message import Message
 from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, Static
 
-from ...data import DEFAULT_HUB_ID
-from ...errors import WorkbenchError, user_message
-from .base import Pane, RunsChanged
-from ...procs import ensure_resource_tracker
-from ... import budget
-from ...train_notices import notices
-from ...train_request import MAX_PROCS, parse_procs
-from ..widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
-from ..widgets.train_views import (VIEWS, devices_text, header_parts, newest_that_fit, pack, prepare_text,
-                                   resume_hint, samples_text)
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.errors import WorkbenchError, user_message
+from workbench.tui.panes.base import Pane, RunsChanged
+from workbench.procs import ensure_resource_tracker
+from workbench.training import budget
+from workbench.training.notices import notices
+from workbench.training.request import MAX_PROCS, parse_procs
+from workbench.tui.widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
+from workbench.tui.widgets.train_views import (VIEWS, devices_text, header_parts, newest_that_fit, pack, prepare_text, resume_hint, samples_text)
 
 FORM = "@form"  # the Config pane's current form
 NEW = "@new"  # a new run (not a resume)
@@ -167,9 +166,9 @@ class TrainPane(Pane):
     # --- choices -------------------------------------------------------------------------
 
     def refresh_choices(self) -> None:
-        from ...config import preset_names
-        from ...runs import list_runs
-        from ...tokenizer import list_tokenizers
+        from workbench.config.schema import preset_names
+        from workbench.runs.folder import list_runs
+        from workbench.tokenizer.tokenizer import list_tokenizers
 
         sel = self.query_one("#train-config", Select)
         opts = [("Config pane's form", FORM)] + [(n, n) for n in preset_names(self.ws)]
@@ -256,7 +255,7 @@ class TrainPane(Pane):
 
     def _request(self):
         """The form as a TrainRequest (checked; a WorkbenchError says what is wrong)."""
-        from ...train_request import TrainRequest
+        from workbench.training.request import TrainRequest
 
         resume = self.query_one("#train-resume", Select).value
         if resume != NEW:
@@ -286,7 +285,7 @@ class TrainPane(Pane):
         self.action_start()
 
     def action_start(self) -> None:
-        from ...train_request import resolve
+        from workbench.training.request import resolve
 
         if self.running:
             self.notify("training is already running", severity="warning")
@@ -311,7 +310,7 @@ class TrainPane(Pane):
         self._stop_requested = False
         self._prepare = None
         if req.resume is not None:
-            from ..child_run import read_history
+            from workbench.training.follower import read_history
 
             self.feed(read_history(self.ws, req.resume))
         self.run_name = req.resume
@@ -346,7 +345,7 @@ class TrainPane(Pane):
             self._procs_error = False
 
     def _start_child(self, req, res, nproc: int) -> None:
-        from ..child_run import ChildRun
+        from workbench.training.follower import ChildRun
 
         try:
             child = ChildRun.for_request(self.ws, req, res, nproc)
@@ -367,7 +366,7 @@ class TrainPane(Pane):
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
     def _train_worker(self, req, res) -> None:
-        from ...train import start_training
+        from workbench.training.trainer import start_training
 
         try:
             trainer = start_training(self.ws, req, res, prepare_progress=self._on_prepare)
@@ -427,7 +426,7 @@ class TrainPane(Pane):
             return
         job = self.job
         if job is not None:
-            from ..child_run import wait_stopped
+            from workbench.training.follower import wait_stopped
 
             job.stop()
             await asyncio.to_thread(wait_stopped, job, DRAIN_PERIOD)

@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from .tokens import visible
+from workbench.tui.widgets.tokens import visible
 
 clock = time.perf_counter  # tests replace it so snapshots show fixed rates
 

@@ -7,9 +7,9 @@ from textual.reactive import reactive
 from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 
-from ...config import parse_field
-from ...errors import ConfigError, WorkbenchError
-from ...tokenizer_build import parse_form_number
+from workbench.config.fields import parse_field
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.tokenizer.build import parse_form_number
 
 
 class FieldValidator(Validator):

@@ -24,7 +24,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(self.text(), id="help-text")
 
     def text(self):
-        from ..help import help_text
+        from workbench.tui.help import help_text
 
         return help_text(self.app.BINDINGS, self.app.get_key_display)
 

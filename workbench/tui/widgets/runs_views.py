@@ -3,8 +3,8 @@ plain functions, no widgets (the pane puts their answers in its LineCharts and D
 
 from __future__ import annotations
 
-from .charts import Series
-from .train_views import si
+from workbench.tui.widgets.charts import Series
+from workbench.tui.widgets.train_views import si
 
 COLORS = ("cyan", "orange", "green", "magenta", "yellow", "blue", "red", "white")
 SPAN_FOR_LOG_X = 4.0  # overlaid runs whose token counts differ this much get a log x axis

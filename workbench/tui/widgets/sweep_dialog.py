@@ -59,9 +59,9 @@ class SweepScreen(ModalScreen["object | None"]):
         ``sweep.request_from_text`` as the check."""
         import time
 
-        from ...config import preset_names
-        from ...sweep import request_from_text
-        from ...tokenizer import list_tokenizers
+        from workbench.config.schema import preset_names
+        from workbench.planning.sweep import request_from_text
+        from workbench.tokenizer.tokenizer import list_tokenizers
 
         bases = ([("the Config pane's form", FORM)] if form is not None else []) + [(n, n) for n in preset_names(ws)]
         toks = {t.name: str(t.settings.get("data") or "") for t in list_tokenizers(ws)}
@@ -93,7 +93,7 @@ class SweepScreen(ModalScreen["object | None"]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        from ...errors import user_message
+        from workbench.errors import user_message
 
         try:
             req = self.check(self.answers())

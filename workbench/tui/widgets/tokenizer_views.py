@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Input, Static, TextArea
 
-from .tokens import count_line, render_ids, render_tokens
+from workbench.tui.widgets.tokens import count_line, render_ids, render_tokens
 
 SAMPLE_TEXT = "Once upon a time, there was a little girl named Lily. She loved to play outside."
 MAX_VOCAB_ROWS = 1000

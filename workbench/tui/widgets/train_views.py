@@ -10,8 +10,8 @@ import math
 from rich.cells import cell_len
 from rich.markup import escape, render
 
-from ... import budget
-from ...estimate import fmt_bytes
+from workbench.training import budget
+from workbench.machine.estimate import fmt_bytes
 
 VIEWS = ("loss", "rates", "samples")  # what a narrow or short Train pane shows, one at a time
 VIEW_NAMES = {"loss": "loss", "rates": "learning rate · tokens/s", "samples": "samples"}

@@ -1,0 +1,73 @@
+"""What a config implies without building the model: parameter counts and FLOPs per token.
+
+The formulas mirror the model package layer by layer, so the parameter count is exact (a test
+checks it against ``sum(p.numel())`` for every variant combination) and the FLOPs match what
+``FlopCounterMode`` counts. No torch import: the app shows these numbers while the user types.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # only for annotations: config imports this module, not the other way round
+    from workbench.config.schema import ModelConfig
+
+
+# ---------------------------------------------------------------- parameters
+
+def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
+    """Exact parameter count per part of the model (tied head counted once, in embedding)."""
+    C, V, L = cfg.dim, cfg.vocab_size, cfg.n_layers
+    H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
+    b = 1 if cfg.bias else 0
+    norm = C + (C * b if cfg.norm == "layernorm" else 0)
+    qkv_out = (H + 2 * Hkv) * D
+    attn = C * qkv_out + qkv_out * b + H * D * C + C * b
+    up = 2 * F if cfg.mlp == "swiglu" else F
+    mlp = C * up + up * b + F * C + C * b
+    return {
+        "embedding": V * C,
+        "positions": cfg.max_seq_len * C if cfg.pos == "learned" else 0,
+        "attention": L * attn,
+        "mlp": L * mlp,
+        "norms": (2 * L + 1) * norm,
+        "lm_head": 0 if cfg.tie_embeddings else V * C,
+    }
+
+
+def param_count(cfg: ModelConfig) -> int:
+    return sum(param_breakdown(cfg).values())
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Weights that take part in a matmul per token (embedding lookups and norms do not)."""
+    C, L = cfg.dim, cfg.n_layers
+    H, Hkv, D, F = cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.ffn_dim
+    up = 2 * F if cfg.mlp == "swiglu" else F
+    return L * (C * (H + 2 * Hkv) * D + H * D * C + C * up + F * C) + cfg.vocab_size * C
+
+
+# ---------------------------------------------------------------- FLOPs
+
+def flops_per_token(cfg: ModelConfig, seq_len: Optional[int] = None) -> dict[str, int]:
+    """Forward and training FLOPs per token at context length ``seq_len`` (default max).
+
+    Counts 2 FLOPs per multiply-add of every matmul, and attention's QK^T and AV over the
+    full T x T matrix (as FlopCounterMode and the PaLM paper do; a causal kernel may skip
+    about half of it). Training = forward + backward = 3 x forward.
+    """
+    T = cfg.max_seq_len if seq_len is None else seq_len
+    attention = 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * T
+    forward = 2 * matmul_params(cfg) + attention
+    return {"forward": forward, "train": 3 * forward, "attention_forward": attention}
+
+
+def hidden_matrix_params(cfg: ModelConfig) -> int:
+    """Parameters of the 2-D hidden matrices (attention and MLP projections): what Muon trains."""
+    b = param_breakdown(cfg)
+    C, L = cfg.dim, cfg.n_layers
+    biases = 0
+    if cfg.bias:
+        up = 2 * cfg.ffn_dim if cfg.mlp == "swiglu" else cfg.ffn_dim
+        biases = L * ((cfg.n_heads + 2 * cfg.kv_heads) * cfg.head_dim + C + up + C)
+    return b["attention"] + b["mlp"] - biases

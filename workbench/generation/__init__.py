@@ -1,0 +1,3 @@
+"""Generation: sampling rules (sampling), KV-cache decoding (generate) and exact streaming
+text deltas (streaming).
+"""

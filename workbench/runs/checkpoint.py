@@ -1,0 +1,194 @@
+"""Checkpoints of a run, written so that a process killed at any moment leaves the previous one
+loadable.
+
+``checkpoints/step_000100/`` holds ``model.safetensors`` (weights only) and ``state.pt``
+(optimizer, schedule position, RNG states and data position; loadable with
+``weights_only=True``). A checkpoint is written into a temporary folder that is renamed into
+place, then the ``latest`` pointer (a small text file) is replaced atomically, then old
+checkpoints beyond ``keep_last`` are removed. Loading checks everything and names the file
+at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from workbench import fileio
+from workbench.errors import WorkbenchError
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+_NAME_RE = re.compile(r"^step_(\d{6,})$")
+
+
+def ckpt_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[str]:
+    """Complete checkpoint folders, oldest first."""
+    d = Path(run_dir) / CKPT_DIR
+    if not d.is_dir():
+        return []
+    names = [p.name for p in d.iterdir() if p.is_dir() and _NAME_RE.match(p.name) and (p / WEIGHTS).is_file()]
+    return sorted(names, key=lambda n: int(_NAME_RE.match(n).group(1)))
+
+
+def latest_name(run_dir: Path) -> str | None:
+    p = Path(run_dir) / LATEST
+    if not p.is_file():
+        return None
+    return p.read_text(encoding="utf-8").strip() or None
+
+
+def _state_dict_for_save(model) -> dict:
+    # safetensors refuses tensors that share memory (tied embeddings): store each once.
+    sd, seen = {}, set()
+    for k, v in model.state_dict().items():
+        key = (v.data_ptr(), v.shape, v.dtype) if v.device.type != "meta" else k
+        if key in seen:
+            continue
+        seen.add(key)
+        sd[k] = v.detach().to("cpu").contiguous()
+    return sd
+
+
+def save_checkpoint(run_dir: Path, step: int, model, state: dict, keep_last: int) -> str:
+    """Write checkpoint ``step`` and point ``latest`` at it; returns its name."""
+    import torch
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    root = run_dir / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    name = ckpt_name(step)
+    tmp = root / f".{name}{fileio.TMP_MARK}{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        try:
+            save_file(_state_dict_for_save(model), str(tmp / WEIGHTS), metadata={"step": str(step)})
+            torch.save(state, tmp / STATE)
+        except RuntimeError as e:  # torch and safetensors report a failed write as RuntimeError
+            import errno
+
+            first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise OSError(errno.EIO, f"the write failed, the disk may be full or a file size limit reached ({first})",
+                          str(root / name)) from None
+        for f in (WEIGHTS, STATE):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final = root / name
+        if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fileio._fsync_dir(root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    fileio.write_text(run_dir / LATEST, name + "\n")
+    prune(run_dir, keep_last)
+    return name
+
+
+def prune(run_dir: Path, keep_last: int) -> None:
+    """Remove old checkpoints and leftovers of interrupted writes; never the latest one."""
+    root = Path(run_dir) / CKPT_DIR
+    latest = latest_name(run_dir)
+    names = list_checkpoints(run_dir)
+    keep = set(names[-keep_last:]) | ({latest} if latest else set())
+    for p in root.iterdir():
+        stale_tmp = fileio.is_stale_temp(p)  # a killed writer's; never a live one's
+        if (p.is_dir() and _NAME_RE.match(p.name) and p.name not in keep) or stale_tmp:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+def load_weights(model, run_dir: Path, name: str | None = None) -> str:
+    """Load a checkpoint's weights into ``model`` strictly; returns the checkpoint name."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    name = name or latest_name(run_dir)
+    if name is None:
+        raise WorkbenchError(f"run {run_dir.name!r} has no checkpoint yet")
+    path = run_dir / CKPT_DIR / name / WEIGHTS
+    if not path.is_file():
+        have = ", ".join(list_checkpoints(run_dir)) or "none"
+        raise WorkbenchError(f"checkpoint {name!r} of run {run_dir.name!r} is missing ({path}); available: {have}")
+    try:
+        sd = load_file(str(path), device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WorkbenchError(f"checkpoint file {path} is corrupt or truncated: {e}") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd and not _is_tied_copy(model, k, sd)]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [k for k in sd if k in expected and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} has shape {tuple(sd[k].shape)}, the model expects {tuple(expected[k].shape)}")
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        raise WorkbenchError(f"checkpoint file {path} does not match the model config: {'; '.join(parts)}")
+    model.load_state_dict(sd, strict=False)  # tied copies were dropped at save; all else checked above
+    return name
+
+
+def _is_tied_copy(model, key: str, sd: dict) -> bool:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    if key not in params:
+        return False
+    ptr = params[key].data_ptr()
+    return any(k in sd and p.data_ptr() == ptr for k, p in params.items() if k != key)
+
+
+def load_state(run_dir: Path, name: str) -> dict:
+    import pickle
+
+    import torch
+
+    path = Path(run_dir) / CKPT_DIR / name / STATE
+    if not path.is_file():
+        raise WorkbenchError(f"checkpoint {name!r} has no training state ({path} is missing); it cannot be resumed")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise WorkbenchError(f"checkpoint file {path} is corrupt or truncated: {first}") from None
+    problem = _state_problem(st)
+    if problem:
+        raise WorkbenchError(f"checkpoint file {path} is not a training state this workbench wrote: {problem}")
+    return st
+
+
+# what a resume reads from state.pt, and the type each must have
+_STATE_FIELDS = {"step": int, "tokens": int, "elapsed": (int, float), "optimizer": dict, "data_rng": list}
+
+
+def _state_problem(st) -> str | None:
+    import torch
+
+    if not isinstance(st, dict):
+        return f"it holds a {type(st).__name__}, not a mapping"
+    for key, kind in _STATE_FIELDS.items():
+        if key not in st:
+            return f"'{key}' is missing"
+        if not isinstance(st[key], kind) or isinstance(st[key], bool):
+            return f"'{key}' is a {type(st[key]).__name__}"
+    if not isinstance(st.get("torch_rng"), torch.Tensor):
+        return "'torch_rng' is missing or not a tensor"
+    if not st["data_rng"] or not all(isinstance(x, dict) for x in st["data_rng"]):
+        return "'data_rng' holds no generator states"
+    return None

@@ -1,0 +1,250 @@
+"""Character-pair BPE tokenizers built with sentencepiece.
+
+The base alphabet is the characters of the corpus sample, and merges join the most frequent
+adjacent pairs (sentencepiece ``model_type=bpe``). Lossless by default: identity normalisation,
+no whitespace cleanup, no dummy prefix, byte fallback, so ``decode(encode(s)) == s`` for any
+string — newlines, runs of spaces, emoji, and even a literal ``▁`` (sentencepiece's own space
+marker, which we route through byte pieces).
+
+A tokenizer folder ``tokenizers/<name>/`` holds ``tokenizer.model``, ``settings.yaml`` (what it
+was built with) and ``stats.json`` (alphabet size, bytes and chars per token on held-out text,
+build seconds). Building runs in a child process (see :mod:`workbench.tokenizer.build`) so it
+can be cancelled and never blocks the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.workspace import Workspace
+
+SPACE_MARK = "\u2581"  # sentencepiece's visible space, "▁"
+UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
+N_SPECIALS = 4
+N_BYTE_PIECES = 256
+MAX_VOCAB = 32768
+MODEL_FILE = "tokenizer.model"
+SETTINGS_FILE = "settings.yaml"
+STATS_FILE = "stats.json"
+
+
+def min_vocab_size(alphabet_size: int, byte_fallback: bool) -> int:
+    """The smallest vocab sentencepiece accepts: specials + every character (+ 256 byte pieces)."""
+    return N_SPECIALS + alphabet_size + (N_BYTE_PIECES if byte_fallback else 0)
+
+
+@dataclass
+class TokenizerSettings:
+    """How a tokenizer is built. Every field is recorded in ``settings.yaml``."""
+
+    vocab_size: int = 4096
+    byte_fallback: bool = True
+    sample_mb: float = 50.0
+    split_digits: bool = True
+    character_coverage: float = 1.0
+    data: str = ""
+    text_column: str = "text"
+
+    def validate(self) -> "TokenizerSettings":
+        lo = N_SPECIALS + 1
+        if not isinstance(self.vocab_size, int) or not lo <= self.vocab_size <= MAX_VOCAB:
+            raise WorkbenchError(f"vocab_size {self.vocab_size!r} is out of range: allowed {lo} to {MAX_VOCAB}")
+        if not (isinstance(self.sample_mb, (int, float)) and 0 < self.sample_mb <= 4096):
+            raise WorkbenchError(f"sample_mb {self.sample_mb!r} is out of range: allowed more than 0 up to 4096 (MB)")
+        if not 0.9 <= self.character_coverage <= 1.0:
+            raise WorkbenchError(
+                f"character_coverage {self.character_coverage!r} is out of range: allowed 0.9 to 1.0"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerSettings":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class TokenizerInfo:
+    """A built tokenizer on disk: its name, folder, settings and stats."""
+
+    name: str
+    path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def read_info(path: Path) -> TokenizerInfo:
+    import yaml
+
+    path = Path(path)
+    if not (path / MODEL_FILE).is_file():
+        raise WorkbenchError(f"{str(path)!r} is not a tokenizer folder (no {MODEL_FILE})")
+    settings, stats = {}, {}
+    if (path / SETTINGS_FILE).is_file():
+        settings = yaml.safe_load((path / SETTINGS_FILE).read_text(encoding="utf-8")) or {}
+    if (path / STATS_FILE).is_file():
+        stats = json.loads((path / STATS_FILE).read_text(encoding="utf-8"))
+    return TokenizerInfo(name=path.name, path=path, settings=settings, stats=stats)
+
+
+def list_tokenizers(ws: Workspace) -> list[TokenizerInfo]:
+    root = ws.tokenizers_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and (p / MODEL_FILE).is_file():
+            out.append(read_info(p))
+    return out
+
+
+def tokenizer_info(ws: Workspace, name: str) -> TokenizerInfo:
+    path = ws.tokenizer_path(name)
+    if not (path / MODEL_FILE).is_file():
+        names = [t.name for t in list_tokenizers(ws)]
+        have = f"built tokenizers: {', '.join(names)}" if names else "no tokenizers are built yet"
+        raise WorkbenchError(
+            f"tokenizer {name!r} not found in {str(ws.tokenizers_dir())!r} ({have}; "
+            "build one with `workbench tokenizer build`)"
+        )
+    return read_info(path)
+
+
+def load_tokenizer(ws: Workspace, name: str) -> "Tokenizer":
+    return Tokenizer.load(tokenizer_info(ws, name).model_path)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Tokenizer:
+    """A loaded sentencepiece model with lossless encode/decode and display helpers."""
+
+    def __init__(self, model_proto: bytes, path: Path | None = None):
+        import sentencepiece as spm
+
+        self.path = path
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.vocab_size = self.sp.vocab_size()
+        self.unk_id, self.bos_id = self.sp.unk_id(), self.sp.bos_id()
+        self.eos_id, self.pad_id = self.sp.eos_id(), self.sp.pad_id()
+        # Byte pieces for the UTF-8 bytes of a literal "▁" (absent without byte fallback).
+        ids = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPACE_MARK.encode("utf-8")]
+        self._mark_ids = ids if all(self.sp.is_byte(i) for i in ids) else None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / MODEL_FILE
+        try:
+            proto = path.read_bytes()
+        except OSError as e:
+            raise WorkbenchError(f"cannot read tokenizer {str(path)!r}: {e.strerror}") from None
+        if not proto:
+            raise WorkbenchError(f"tokenizer {str(path)!r} is empty (a damaged or interrupted copy)")
+        try:
+            return cls(proto, path)
+        except Exception as e:  # sentencepiece raises several types for a damaged model
+            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise WorkbenchError(f"{str(path)!r} is not a valid sentencepiece model ({first})") from None
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model_proto).hexdigest()
+
+    @property
+    def byte_fallback(self) -> bool:
+        return self._mark_ids is not None
+
+    @property
+    def specials(self) -> dict[str, int]:
+        return {"unk": self.unk_id, "bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id}
+
+    # --- encode / decode ---------------------------------------------------------------------
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        if SPACE_MARK in text and self._mark_ids is not None:
+            ids = self._encode_with_marks(text)
+        else:
+            ids = self.sp.encode(text)
+        if bos:
+            ids.insert(0, self.bos_id)
+        if eos:
+            ids.append(self.eos_id)
+        return ids
+
+    def encode_batch(
+        self, texts: list[str], bos: bool = False, eos: bool = False, num_threads: int = 1
+    ) -> list[list[int]]:
+        out = self.sp.encode(texts, add_bos=bos, add_eos=eos, num_threads=num_threads)
+        if self._mark_ids is not None:
+            for i, t in enumerate(texts):
+                if SPACE_MARK in t:
+                    out[i] = self.encode(t, bos=bos, eos=eos)
+        return out
+
+    def _encode_with_marks(self, text: str) -> list[int]:
+        # sentencepiece reads a literal "▁" as a space; encode it as its UTF-8 byte pieces,
+        # which decode back to "▁" itself.
+        ids: list[int] = []
+        for i, part in enumerate(text.split(SPACE_MARK)):
+            if i:
+                ids.extend(self._mark_ids)
+            if part:
+                ids.extend(self.sp.encode(part))
+        return ids
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    # --- display -----------------------------------------------------------------------------
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def surface(self, i: int) -> str:
+        """What a single token stands for, printable: spaces for ▁, ``<0xE2>`` for byte pieces."""
+        i = int(i)
+        piece = self.sp.id_to_piece(i)
+        if self.sp.is_byte(i) or self.sp.is_control(i) or self.sp.is_unknown(i):
+            return piece
+        return piece.replace(SPACE_MARK, " ")
+
+    def pieces(self, text: str) -> list[tuple[int, str]]:
+        """The tokens of ``text`` as (id, surface string) pairs, for display."""
+        return [(i, self.surface(i)) for i in self.encode(text)]
+
+    def vocab(self) -> list[dict[str, Any]]:
+        """Every piece in id order; for BPE, normal pieces come in merge order."""
+        sp = self.sp
+        out = []
+        for i in range(self.vocab_size):
+            kind = (
+                "control" if sp.is_control(i) else "unknown" if sp.is_unknown(i)
+                else "byte" if sp.is_byte(i) else "normal"
+            )
+            out.append({"id": i, "piece": sp.id_to_piece(i), "surface": self.surface(i), "kind": kind, "score": sp.get_score(i)})
+        return out

@@ -1,0 +1,169 @@
+"""TrainRequest: what `workbench train` and the Train pane ask for, and what it resolves to.
+
+A request is a new run (a config — a preset name, a YAML path or the Config pane's form — or
+only a time budget, which the planner turns into a config; a tokenizer; a data source) or the
+resume of a run with new train settings. ``resolve`` turns it into the exact config a run
+trains with, the notices that say what was changed on the way (the vocab the tokenizer
+dictates), and the plan where the planner chose. ``train.start_training`` is the one function
+both clients call with it; ``child_args`` hands a resolved request to ``workbench train``
+under torchrun, with as many processes as ``max_procs`` allows this machine. Torch-free, so
+the app checks a request on the UI thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from workbench.config.schema import Config, TrainConfig, load_config
+from workbench.config.overrides import apply_overrides, check_minutes, fit_vocab
+from workbench.config.fields import fields_of, format_field
+from workbench.data.sources import DEFAULT_HUB_ID
+from workbench.errors import ConfigError, WorkbenchError
+
+
+
+def _no_overrides() -> dict[str, dict[str, Any]]:
+    return {"model": {}, "train": {}}
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training request. ``overrides`` are typed field values by section (the CLI's
+    ``--set`` items parsed by ``config.parse_overrides``; the Train pane's resume budget)."""
+
+    tokenizer: str | None = None
+    data: str = DEFAULT_HUB_ID
+    config: str | Config | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=_no_overrides)
+    minutes: float | None = None
+    name: str | None = None
+    text_column: str = "text"
+    resume: str | None = None
+
+    def __post_init__(self):
+        unknown = set(self.overrides) - {"model", "train"}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; valid sections: model, train")
+        if self.minutes is not None:
+            check_minutes(self.minutes)
+        if self.name is not None:
+            from workbench.workspace import check_name
+
+            check_name("run", self.name)
+        if self.resume is not None:
+            if self.overrides.get("model"):
+                raise WorkbenchError("model fields cannot change when a run is resumed (its weights have that "
+                                     "shape); only train fields can")
+            if self.config is not None:
+                raise WorkbenchError(f"a resumed run trains with its own config: resume {self.resume!r} "
+                                     "without a config")
+        elif not self.tokenizer:
+            raise WorkbenchError("choose a tokenizer (build one first: `workbench tokenizer build`, or the "
+                                 "Tokenizer pane)")
+        elif self.config is None and self.minutes is None:
+            raise WorkbenchError("give a config (a preset, a YAML file) or a time budget in minutes for the "
+                                 "planner to choose one")
+
+
+@dataclass
+class Resolved:
+    """A request made concrete: the config the run trains with (for a resume, the run's own
+    with the new train settings), what changed on the way, and the plan if one chose it."""
+
+    config: Config
+    notices: list[str] = field(default_factory=list)
+    plan: Any = None                      # planner.Plan, when the planner chose the config
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # a resume's train changes
+
+
+def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> Resolved:
+    """The config ``req`` trains, checked whole; ``say`` hears the planner's progress."""
+    if req.resume is not None:
+        return _resolve_resume(ws, req)
+    from workbench.tokenizer.tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(ws, req.tokenizer).vocab_size
+    planned = None
+    if req.config is None:
+        from workbench.training.distributed import broadcast_object, dist_info
+        from workbench.planning.planner import PlanRequest, plan
+
+        # Under torchrun rank 0 measures and plans alone, and every rank trains its plan: ranks
+        # measuring apart could pick different shapes (and would measure each other's load).
+        rank, _, world = dist_info()
+        planned = broadcast_object(plan(ws, PlanRequest(req.tokenizer, req.minutes), say=say) if rank == 0
+                                   else None, world)
+        cfg = planned.config
+    elif isinstance(req.config, Config):
+        cfg = req.config
+    else:
+        cfg = load_config(req.config, ws)
+    cfg = apply_overrides(cfg, req.overrides, minutes=req.minutes)
+    cfg, notice = fit_vocab(cfg, req.tokenizer, vocab, pinned="vocab_size" in (req.overrides.get("model") or {}))
+    return Resolved(cfg, [notice] if notice else [], planned)
+
+
+def _resolve_resume(ws, req: TrainRequest) -> Resolved:
+    from workbench.runs.folder import get_run, run_config
+
+    cfg = run_config(get_run(ws, req.resume))
+    wanted = dict(req.overrides.get("train") or {})
+    if req.minutes is not None:
+        wanted = {"max_minutes": float(req.minutes), **wanted}
+    train = cfg.train.replace(**wanted)  # checked whole (a budget must remain, min_lr <= lr, ...)
+    before = cfg.train.to_dict()
+    changes = {k: v for k, v in train.to_dict().items() if before[k] != v}
+    cfg.train = train
+    return Resolved(cfg, [], None, changes)
+
+
+def child_args(req: TrainRequest, res: Resolved, run_name: str | None = None) -> tuple[list[str], str | None]:
+    """``workbench train`` arguments for the resolved request (under torchrun), and the YAML of
+    the config to hand over as a file (None for a resume: the run has its config)."""
+    if req.resume is not None:
+        infos = {f.name: f for f in fields_of(TrainConfig)}
+        args = ["--resume", req.resume]
+        for k, v in res.train_overrides.items():
+            args += ["--set", f"train.{k}={'null' if v is None else format_field(infos[k], v)}"]
+        return args, None
+    import yaml
+
+    args = ["--tokenizer", str(req.tokenizer), "--data", req.data, "--text-column", req.text_column]
+    if run_name or req.name:
+        args += ["--name", run_name or req.name]
+    return args, yaml.safe_dump(res.config.to_dict(), sort_keys=False)
+
+
+
+# --- how many processes (the Train pane starts N under torchrun) ---------------------------
+
+MAX_PROCS = 64
+
+
+def max_procs(devices: list[dict]) -> tuple[int, str]:
+    """How many processes this machine can train with, and why: one per GPU where there are
+    GPUs, else one per CPU core (more would only wait for each other). ``devices`` as
+    ``device.describe_devices`` lists them; while they are unknown, the ceiling alone."""
+    gpus = [d for d in devices if str(d.get("device", "")).startswith("cuda")]
+    if gpus:
+        return len(gpus), f"one per GPU; this machine has {len(gpus)}"
+    cores = next((d.get("cores") for d in devices if d.get("device") == "cpu"), None)
+    if isinstance(cores, int) and cores > 0:
+        return min(cores, MAX_PROCS), f"one per CPU core; this machine has {cores}"
+    return MAX_PROCS, ""
+
+
+def parse_procs(text: str, devices: list[dict]) -> int:
+    """The number of processes as typed (empty: 1), within ``max_procs``; a WorkbenchError
+    names the value and what is allowed."""
+    text = text.strip() or "1"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    limit, why = max_procs(devices)
+    if not 1 <= n <= limit:
+        raise WorkbenchError(f"processes {text!r} is not allowed: expected an integer from 1 to {limit}"
+                             + (f" ({why})" if why else ""))
+    return n
