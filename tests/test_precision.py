@@ -4,6 +4,7 @@ the fused head + loss and the explicit attention kernel compute what the plain o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from workbench.config.schema import ModelConfig
 from workbench.machine.device import resolve_precision
 from workbench.model import build_model, lm_loss
 from workbench.runs.folder import get_run
+from workbench.training.events import Started
 from workbench.training.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -120,13 +122,7 @@ def test_attention_choice_rules():
 
 
 def _stop_at(trainer, step):
-    orig = trainer._checkpoint
-
-    def ckpt():
-        orig()
-        if trainer.step == step:
-            trainer.stop()
-    trainer._checkpoint = ckpt
+    trainer.step_hooks.append(lambda t: t.stop() if t.step == step else None)
 
 
 def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus, bf16_machine):
@@ -138,7 +134,7 @@ def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus, bf
     ev1 = []
     straight = Trainer.new(built, cfg(), "tok", str(corpus), name="bf-straight", on_event=ev1.append)
     assert straight.run()["state"] == "finished"
-    start = next(e for e in ev1 if e.kind == "start").data
+    start = dataclasses.asdict(next(e for e in ev1 if isinstance(e, Started)))
     assert start["precision"] == "bf16" and "4.00x" in start["precision_reason"]
     run = get_run(built, "bf-straight")
     st = run.status()
@@ -161,7 +157,7 @@ def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus, bf
     ev3 = []
     resumed = Trainer.resume(built, "bf-half", on_event=ev3.append)
     assert resumed.run()["state"] == "finished"
-    assert next(e for e in ev3 if e.kind == "start").data["precision"] == "bf16"
+    assert next(e for e in ev3 if isinstance(e, Started)).precision == "bf16"
     assert losses(ev1) == losses(ev2) + losses(ev3)  # bit for bit
 
 

@@ -20,6 +20,8 @@ from workbench.cli import main
 from workbench.config.schema import load_config
 from workbench.model import build_model
 from workbench.runs.folder import get_run, list_runs, run_config
+from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Finished, Logged, Sampled, Started,
+                                       Stepped)
 from workbench.training.trainer import Trainer
 
 SETS = ["--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--set", "train.batch_size=4"]
@@ -35,7 +37,7 @@ def tiny_cfg(**train):
 
 
 def losses(events):
-    return [e.data["loss"] for e in events if e.kind == "step"]
+    return [e.loss for e in events if isinstance(e, Stepped)]
 
 
 def train_new(ws, corpus, name, **train):
@@ -48,14 +50,7 @@ def test_exact_resume(built, corpus):
     straight, ev1 = train_new(built, corpus, "straight", max_steps=12)
     assert straight.run()["state"] == "finished"
     half, ev2 = train_new(built, corpus, "half", max_steps=12)
-    half.setup()
-    orig = half._checkpoint
-
-    def stop_at_6():
-        orig()
-        if half.step == 6:
-            half.stop()
-    half._checkpoint = stop_at_6
+    half.step_hooks.append(lambda t: t.stop() if t.step == 6 else None)
     assert half.run()["state"] == "stopped"
     assert half.step == 6
     ev3 = []
@@ -85,8 +80,8 @@ def test_events_metrics_and_run_folder(built, corpus):
         bpt = t.data.bytes_per_token("val")
         assert math.isclose(r["bpb"], r["val_loss"] / math.log(2) / bpt, rel_tol=1e-9)
     assert len(run.samples()) == 4
-    kinds = {e.kind for e in evs}
-    assert {"start", "step", "log", "eval", "sample", "checkpoint", "done"} <= kinds
+    kinds = {type(e) for e in evs}
+    assert {Started, Stepped, Logged, Evaluated, Sampled, CheckpointSaved, Finished} <= kinds
     assert run.status()["state"] == "finished"
     # Weights load with weights_only and as safetensors.
     import torch
@@ -142,7 +137,7 @@ def test_injected_nan_stops_and_keeps_checkpoint(built, corpus):
     run = get_run(built, "nan")
     assert run.latest_checkpoint() == "step_000005"
     assert run.status()["state"] == "failed"
-    assert [e for e in evs if e.kind == "error"][0].data["message"] == s["message"]
+    assert [e for e in evs if isinstance(e, Failed)][0].message == s["message"]
     model = build_model(t.cfg.model)
     checkpoint.load_weights(model, run.path)
     assert all(torch.isfinite(p).all() for p in model.parameters())

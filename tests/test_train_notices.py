@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.training.trainer import Event
+from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Finished, Logged, Notice, Paused, Resumed,
+                                       Sampled, Started, Stepped)
 from workbench.training.notices import notices, start_lines
 from workbench.training.request import MAX_PROCS, max_procs, parse_procs
 
@@ -23,28 +24,36 @@ def test_start_lines_say_size_device_processes_precision_and_attention():
         "5 parameters on cuda, 1 process(es)", "precision fp32"]
 
 
-@pytest.mark.parametrize("kind, data, step, said", [
-    ("start", START, 0, ["run r1: 30,000 parameters on cpu, 2 process(es), resumed from step_000200",
-                         "precision bf16 (bf16 matmul 4.0x fp32)", "attention sdpa (measured)"]),
-    ("eval", {"val_loss": 1.23456, "val_ppl": 3.4367, "bpb": 0.5}, 50,
+@pytest.mark.parametrize("ev, said", [
+    (Started(**START), ["run r1: 30,000 parameters on cpu, 2 process(es), resumed from step_000200",
+                        "precision bf16 (bf16 matmul 4.0x fp32)", "attention sdpa (measured)"]),
+    (Evaluated(step=50, row={"val_loss": 1.23456, "val_ppl": 3.4367, "bpb": 0.5}),
      ["step 50: val loss 1.2346, ppl 3.44, 0.500 bits/byte"]),
-    ("eval", {"val_loss": 2.0}, 10, ["step 10: val loss 2.0000, ppl 0.00"]),
-    ("checkpoint", {"name": "step_000100"}, 100, ["checkpoint saved: step_000100"]),
-    ("message", {"text": "measuring attention kernels"}, 0, ["measuring attention kernels"]),
-    ("done", {"state": "stopped", "step": 7, "checkpoint": "step_000007"}, 7,
-     ["stopped: step 7, checkpoint step_000007"]),
-    ("error", {"message": "loss is nan"}, 3, ["error: loss is nan"]),
-    ("step", {"loss": 1.0}, 3, []),
-    ("log", {"loss": 1.0}, 3, []),
-    ("sample", {"texts": ["a"]}, 3, []),
-])
-def test_each_event_says_what_a_reader_needs(kind, data, step, said):
-    assert notices(Event(kind, step, data)) == said
+    (Evaluated(step=10, row={"val_loss": 2.0}), ["step 10: val loss 2.0000, ppl 0.00"]),
+    (CheckpointSaved(step=100, name="step_000100"), ["checkpoint saved: step_000100"]),
+    (Notice(text="measuring attention kernels"), ["measuring attention kernels"]),
+    (Paused(step=4), ["paused"]),
+    (Resumed(step=4), ["resumed"]),
+    (Finished(step=7, state="stopped", checkpoint="step_000007"), ["stopped: step 7, checkpoint step_000007"]),
+    (Failed(step=3, message="loss is nan"), ["error: loss is nan"]),
+    (Stepped(step=3, loss=1.0, lr=0.1, tokens=3, grad_norm=1.0, elapsed=0.1), []),
+    (Logged(step=3, row={"loss": 1.0}), []),
+    (Sampled(step=3, texts=["a"]), []),
+], ids=lambda x: type(x).__name__ if not isinstance(x, list) else "")
+def test_each_event_says_what_a_reader_needs(ev, said):
+    assert notices(ev) == said
 
 
 def test_a_done_event_without_a_step_takes_the_readers():
-    """A run followed from its folder (ChildRun) ends with a done event that carries no step."""
-    assert notices(Event("done", 0, {"state": "finished"}), step=42) == ["finished: step 42"]
+    """A run followed from its folder (follower.ChildRun) ends with a Finished event that carries no step."""
+    assert notices(Finished(state="finished"), step=42) == ["finished: step 42"]
+
+
+def test_a_followed_start_keeps_the_facts_it_knows():
+    """The follower builds Started from a status file: unknown keys are left aside, missing ones stay unset."""
+    ev = Started.from_facts(run="r1", params=5, device="cuda", precision="fp32", compile_seconds=3.0)
+    assert (ev.run, ev.params, ev.device, ev.precision, ev.attention) == ("r1", 5, "cuda", "fp32", None)
+    assert notices(ev) == ["run r1: 5 parameters on cuda, 1 process(es)", "precision fp32"]
 
 
 CPU = {"device": "cpu", "cores": 8}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from workbench.training.trainer import Event
+from workbench.training.events import CheckpointSaved, Evaluated, Logged, Sampled, Started, Stepped, TrainEvent
 
 
 def log_row(step: int, seed: float = 0.0, scale: float = 1.0) -> dict:
@@ -23,25 +23,23 @@ def eval_row(step: int, scale: float = 1.0) -> dict:
             "val_ppl": math.exp(v), "bpb": v / math.log(2) / 2.5, "top1": 0.3, "top5": 0.6}
 
 
-def train_events(upto: int = 120) -> list[Event]:
-    evs = [Event("start", 0, {"run": "debug-recorded", "params": 30_000, "device": "cpu",
-                              "precision": "fp32", "world": 1, "resumed_from": None,
-                              "precision_reason": "auto; bf16 is not faster on this CPU (bf16 matmul 50 vs "
-                                                  "fp32 100 GFLOP/s, 0.50x)",
-                              "attention": "sdpa", "attention_reason": "measured fwd+bwd: sdpa 1.00 ms, explicit 2.00 ms",
-                              "tokens_per_step": 512, "data": "stories"})]
+def train_events(upto: int = 120) -> list[TrainEvent]:
+    evs = [Started(run="debug-recorded", params=30_000, device="cpu", precision="fp32", world=1, resumed_from=None,
+                   precision_reason="auto; bf16 is not faster on this CPU (bf16 matmul 50 vs fp32 100 GFLOP/s, 0.50x)",
+                   attention="sdpa", attention_reason="measured fwd+bwd: sdpa 1.00 ms, explicit 2.00 ms",
+                   tokens_per_step=512, data="stories")]
     for step in range(1, upto + 1):
         r = log_row(step)
-        evs.append(Event("step", step, {"loss": r["loss"], "lr": r["lr"], "tokens": r["tokens"],
-                                        "grad_norm": r["grad_norm"], "elapsed": r["elapsed"]}))
+        evs.append(Stepped(step=step, loss=r["loss"], lr=r["lr"], tokens=r["tokens"], grad_norm=r["grad_norm"],
+                           elapsed=r["elapsed"]))
         if step % 5 == 0:
-            evs.append(Event("log", step, r))
+            evs.append(Logged(step=step, row=r))
         if step % 50 == 0:
-            evs.append(Event("eval", step, eval_row(step)))
-            evs.append(Event("sample", step, {"texts": ["Once upon a time, there was a little cat named Tom.",
-                                                        "Lily liked to play in the park with her ball."]}))
+            evs.append(Evaluated(step=step, row=eval_row(step)))
+            evs.append(Sampled(step=step, texts=["Once upon a time, there was a little cat named Tom.",
+                                                 "Lily liked to play in the park with her ball."]))
         if step % 100 == 0:
-            evs.append(Event("checkpoint", step, {"name": f"step_{step:06d}"}))
+            evs.append(CheckpointSaved(step=step, name=f"step_{step:06d}"))
     return evs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 
@@ -32,7 +33,8 @@ def cmd_train(args, ws) -> int:
     from workbench.config.overrides import parse_overrides
     from workbench.training.distributed import dist_info
     from workbench.training.trainer import init_distributed, start_training
-    from workbench.training.notices import start_lines
+    from workbench.training.events import CheckpointSaved, Evaluated, Logged, Notice, Paused, Resumed, Started, Stepped
+    from workbench.training.notices import notices, start_lines
     from workbench.training.request import TrainRequest, resolve
 
     init_distributed()
@@ -41,19 +43,19 @@ def cmd_train(args, ws) -> int:
     state = {"loss": None, "tok_s": None, "val": None}
 
     def on_event(ev):
-        d = ev.data
-        if ev.kind == "log":
-            state["loss"], state["tok_s"] = d["loss"], d["tok_s"]
-        elif ev.kind == "eval":
-            state["val"] = d["val_loss"]
-        elif ev.kind in ("message",):
-            line.close()
-            print(d["text"], file=sys.stderr)
-        elif ev.kind == "start" and trainer.rank == 0:
-            line.close()
-            print("\n".join(start_lines(d)), file=sys.stderr)  # as the Train pane's notices say it
-        if ev.kind in ("step", "log", "eval", "checkpoint"):
-            frac = trainer._budget_fraction() if trainer is not None else 0
+        match ev:
+            case Logged(row=row):
+                state["loss"], state["tok_s"] = row["loss"], row["tok_s"]
+            case Evaluated(row=row):
+                state["val"] = row["val_loss"]
+            case Notice() | Paused() | Resumed():
+                line.close()
+                print("\n".join(notices(ev)), file=sys.stderr)
+            case Started() if trainer.rank == 0:
+                line.close()
+                print("\n".join(start_lines(dataclasses.asdict(ev))), file=sys.stderr)  # as the Train pane's notices say it
+        if isinstance(ev, (Stepped, Logged, Evaluated, CheckpointSaved)):
+            frac = trainer.progress() if trainer is not None else 0
             parts = [f"step {ev.step}"]
             if state["loss"] is not None:
                 parts.append(f"loss {state['loss']:.4f}")
@@ -61,7 +63,7 @@ def cmd_train(args, ws) -> int:
                 parts.append(f"val {state['val']:.4f}")
             if state["tok_s"]:
                 parts.append(f"{state['tok_s']:,.0f} tok/s")
-            line.update(frac, 1.0, "  ".join(parts), force=ev.kind != "step")
+            line.update(frac, 1.0, "  ".join(parts), force=not isinstance(ev, Stepped))
 
     trainer = None
     req = TrainRequest(tokenizer=args.tokenizer, data=args.data, config=args.config,
@@ -86,7 +88,7 @@ def cmd_train(args, ws) -> int:
 
     # First Ctrl+C stops between steps and keeps a checkpoint; a second one aborts.
     def on_sigint(signum, frame):
-        if trainer._stop.is_set():
+        if trainer.stopping:
             raise KeyboardInterrupt
         line.close()
         print("stopping after this step (Ctrl+C again to abort)...", file=sys.stderr)

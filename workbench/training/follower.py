@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 from workbench.runs.folder import METRICS, SAMPLES, STATUS, get_run, read_jsonl
-from workbench.training.trainer import Event, EventBuffer, request_control
+from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, Logged, Notice,
+                                       Paused, Resumed, Sampled, Started, TrainEvent)
+from workbench.training.trainer import request_control
 from workbench.workspace import Workspace
 
 RESEND_AFTER = 1.0  # seconds before a request the run has not acted on is written again
@@ -86,7 +88,7 @@ class ChildRun:
                                                                str(max(1, (os.cpu_count() or 1) // self.nproc)))}
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        self.buffer.put(Event("message", 0, {"text": "started: " + " ".join(self.argv)}))
+        self.buffer.put(Notice(text="started: " + " ".join(self.argv)))
         run_path = self.ws.run_path(self.run_name)
         if run_path.is_dir():  # resuming: what is already there was shown; only new rows count
             from workbench.runs.checkpoint import latest_name
@@ -179,19 +181,18 @@ class ChildRun:
             return
         path = self.ws.run_path(self.run_name)
         for row in self._tail(path / METRICS, METRICS):
-            kind = "eval" if row.get("kind") == "eval" else "log"
-            self.buffer.put(Event(kind, int(row.get("step", 0)), row))
+            self.buffer.put(metrics_event(row))
         by_step: dict[int, list[str]] = {}
         for row in self._tail(path / SAMPLES, SAMPLES):
             by_step.setdefault(int(row.get("step", 0)), []).append(row.get("text", ""))
         for step, texts in by_step.items():
-            self.buffer.put(Event("sample", step, {"texts": texts}))
+            self.buffer.put(Sampled(step=step, texts=texts))
         from workbench.runs.checkpoint import latest_name
 
         ck = latest_name(path) if path.is_dir() else None
         if ck and ck != self._ckpt:
             self._ckpt = ck
-            self.buffer.put(Event("checkpoint", 0, {"name": ck}))
+            self.buffer.put(CheckpointSaved(name=ck))
         self.polls += 1
         self._follow_state(path)
         if self._stop_at is not None and time.monotonic() - self._stop_at > STOP_GRACE:
@@ -205,9 +206,9 @@ class ChildRun:
             state = self._read_state(path)
             if state not in ("finished", "stopped"):
                 state = "stopped" if self._stop_at is not None else "finished"
-            self.buffer.put(Event("done", 0, {"state": state, "run": self.run_name, "checkpoint": self._ckpt}))
+            self.buffer.put(Finished(state=state, run=self.run_name, checkpoint=self._ckpt))
         else:
-            self.buffer.put(Event("error", 0, {"message": self._failure(rc)}))
+            self.buffer.put(Failed(message=self._failure(rc)))
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     @staticmethod
@@ -233,10 +234,12 @@ class ChildRun:
         if not self._started and isinstance(st.get("start"), dict) and st.get("pid") != self._old_pid:
             self._started = True
             facts = {k: st.get(k) for k in ("precision", "precision_reason", "attention", "attention_reason")}
-            self.buffer.put(Event("start", 0, {"run": self.run_name, **facts, **st["start"]}))
+            self.buffer.put(Started.from_facts(**{"run": self.run_name, **facts, **st["start"]}))
         if state != self.run_state:
             if state == "paused" and self._want == "pause":
-                self.buffer.put(Event("message", 0, {"text": "paused"}))
+                self.buffer.put(Paused())
+            elif self.run_state == "paused" and state == "running":
+                self.buffer.put(Resumed())
             self.run_state = state
         if self._want is None or not self.alive:
             return
@@ -294,7 +297,7 @@ def _row_key(row: dict) -> tuple:
     return (row.get("kind"), row.get("step"), row.get("text"))
 
 
-def read_history(ws: Workspace, run_name: str) -> list[Event]:
+def read_history(ws: Workspace, run_name: str) -> list[TrainEvent]:
     """A run's recorded metrics as events, up to its latest checkpoint (to show a resumed run's
     past: the resume goes on from there, so later rows are about to be trained again)."""
     from workbench.runs.checkpoint import latest_name
@@ -303,7 +306,7 @@ def read_history(ws: Workspace, run_name: str) -> list[Event]:
     upto = int(tail) if tail.isdigit() else None
     out = []
     for row in read_jsonl(ws.run_path(run_name) / METRICS):
-        ev = Event("eval" if row.get("kind") == "eval" else "log", int(row.get("step", 0)), row)
+        ev = metrics_event(row)
         if upto is None or ev.step <= upto:
             out.append(ev)
     return out
@@ -323,3 +326,9 @@ def wait_stopped(job, period: float) -> None:
         return
     while job.state not in ("finished", "stopped", "failed") and time.monotonic() < deadline:
         time.sleep(period)
+
+
+def metrics_event(row: dict) -> TrainEvent:
+    """The event a ``metrics.jsonl`` row stands for: an eval row or a train row."""
+    cls = Evaluated if row.get("kind") == "eval" else Logged
+    return cls(step=int(row.get("step", 0)), row=row)

@@ -1,4 +1,4 @@
-"""The lines a user reads about a training run, made from its events (``train.Event``): what
+"""The lines a user reads about a training run, made from its events (``training.events``): what
 ``workbench train`` prints when a run starts, and what the Train pane lists as notices.
 
 Made once here so both clients say the same thing in the same words. Plain text, without torch,
@@ -6,6 +6,11 @@ so the pane makes them on the UI thread.
 """
 
 from __future__ import annotations
+
+import dataclasses
+
+from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Finished, Notice, Paused, Resumed, Started,
+                                       TrainEvent)
 
 
 def start_lines(d: dict) -> list[str]:
@@ -20,24 +25,27 @@ def start_lines(d: dict) -> list[str]:
     return lines
 
 
-def notices(ev, step: int = 0) -> list[str]:
-    """The notices one event adds: none for the numbers that charts and headers show (step,
-    log, sample). ``step`` is the last step the reader saw: a run followed from its folder
-    (``ChildRun``) ends with a done event that carries none."""
-    d, kind = ev.data, ev.kind
-    if kind == "start":
-        first, *rest = start_lines(d)
-        return [f"run {d.get('run')}: {first}", *rest]
-    if kind == "eval":
-        return [f"step {ev.step}: val loss {d['val_loss']:.4f}, ppl {d.get('val_ppl', 0):.2f}"
-                + (f", {d['bpb']:.3f} bits/byte" if d.get("bpb") is not None else "")]
-    if kind == "checkpoint":
-        return [f"checkpoint saved: {d.get('name')}"]
-    if kind == "message":
-        return [d.get("text", "")]
-    if kind == "done":
-        return [f"{d.get('state', 'finished')}: step {d.get('step', step)}"
-                + (f", checkpoint {d['checkpoint']}" if d.get("checkpoint") else "")]
-    if kind == "error":
-        return [f"error: {d.get('message')}"]
+def notices(ev: TrainEvent, step: int = 0) -> list[str]:
+    """The notices one event adds: none for the numbers that charts and headers show (steps,
+    train rows, samples). ``step`` is the last step the reader saw: a run followed from its
+    folder (``follower.ChildRun``) ends with a Finished event that carries none."""
+    match ev:
+        case Started():
+            first, *rest = start_lines(dataclasses.asdict(ev))
+            return [f"run {ev.run}: {first}", *rest]
+        case Evaluated(row=d):
+            return [f"step {ev.step}: val loss {d['val_loss']:.4f}, ppl {d.get('val_ppl', 0):.2f}"
+                    + (f", {d['bpb']:.3f} bits/byte" if d.get("bpb") is not None else "")]
+        case CheckpointSaved(name=name):
+            return [f"checkpoint saved: {name}"]
+        case Notice(text=text):
+            return [text]
+        case Paused():
+            return ["paused"]
+        case Resumed():
+            return ["resumed"]
+        case Finished(state=state, checkpoint=ck):
+            return [f"{state}: step {ev.step or step}" + (f", checkpoint {ck}" if ck else "")]
+        case Failed(message=message):
+            return [f"error: {message}"]
     return []

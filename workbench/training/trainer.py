@@ -1,13 +1,14 @@
 """The training loop, one engine for the app and the CLI.
 
 ``start_training(ws, request)`` is the train verb both clients call: it resolves a
-``TrainRequest`` (``train_request.py``) and makes the Trainer. A ``Trainer`` is made with :meth:`Trainer.new` (checks every input, prepares data if needed,
+``TrainRequest`` (``training.request``) and makes the Trainer. A ``Trainer`` is made with :meth:`Trainer.new` (checks every input, prepares data if needed,
 creates the run folder) or :meth:`Trainer.resume` (reloads a run's latest checkpoint: weights,
 optimizer, schedule position, RNG and data position, so the continued run is step-for-step the
 run that was never stopped). :meth:`run` trains until the budget is spent or :meth:`stop` is
-called; :meth:`pause` holds it between steps. It never touches a UI: every event (step, log,
-eval, sample, checkpoint, message, done, error) goes to ``on_event`` and to ``buffer``, which a UI
-drains a few times per second. Metrics also go to the run's append-only ``metrics.jsonl``.
+called; :meth:`pause` holds it between steps. It never touches a UI: every event (a dataclass
+of ``training.events``) goes to ``on_event`` and to ``buffer``, which a UI drains a few times per
+second; ``step_hooks`` are called after each optimizer step with the trainer (tests and tools
+look at the weights and gradients there). Metrics also go to the run's append-only ``metrics.jsonl``.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the same code trains with DistributedDataParallel:
 each rank draws its own batches, gradients are averaged, and rank 0 alone writes.
@@ -15,12 +16,10 @@ each rank draws its own batches, gradients are averaged, and rank 0 alone writes
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from workbench.runs import checkpoint
@@ -29,6 +28,8 @@ from workbench.machine.device import memory_in_use, resolve_device, resolve_prec
 from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed)
 from workbench.errors import WorkbenchError
 from workbench.training.evaluate import evaluate
+from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, Logged, Notice, Paused,
+                                       Resumed, Sampled, Started, Stepped, TrainEvent)
 from workbench.locks import Locked, acquire
 from workbench.locks import describe as describe_holder
 from workbench.training.optim import lr_at, make_optimizer
@@ -41,31 +42,6 @@ from workbench import fileio
 
 SAMPLE_COUNT = 2
 SAMPLE_TOKENS = 48
-
-
-@dataclass
-class Event:
-    kind: str  # start | prepare | step | log | eval | sample | checkpoint | message | done | error
-    step: int = 0
-    data: dict = field(default_factory=dict)
-
-
-class EventBuffer:
-    """Thread-safe queue of events that a UI drains on a timer (bounded: old events drop)."""
-
-    def __init__(self, maxlen: int = 20000):
-        self._q: collections.deque = collections.deque(maxlen=maxlen)
-        self._lock = threading.Lock()
-
-    def put(self, ev: Event) -> None:
-        with self._lock:
-            self._q.append(ev)
-
-    def drain(self) -> list[Event]:
-        with self._lock:
-            out = list(self._q)
-            self._q.clear()
-        return out
 
 
 class TrainingFailed(WorkbenchError):
@@ -118,7 +94,7 @@ def request_control(run_dir, request: str) -> None:
 
 class Trainer:
     def __init__(self, ws: Workspace, run: Run | None, cfg: Config, data: DataInfo, tok: Tokenizer,
-                 on_event: Callable[[Event], None] | None = None, resume_from: str | None = None):
+                 on_event: Callable[[TrainEvent], None] | None = None, resume_from: str | None = None):
         self.ws, self.run_folder, self.cfg, self.data, self.tok = ws, run, cfg, data, tok
         self.on_event = on_event
         self.buffer = EventBuffer()
@@ -137,6 +113,11 @@ class Trainer:
         self.tokens = 0
         self.elapsed = 0.0
         self.model = None
+        # called with the trainer after each optimizer step (and its Stepped event), on the
+        # training thread: the weights and the step's gradients are there to look at
+        self.step_hooks: list[Callable[["Trainer"], None]] = []
+        self._resume_record: tuple | None = None  # (checkpoint, step, changes) a resume records once running
+        self._start_facts: dict | None = None
 
     # --- construction ------------------------------------------------------------------------
 
@@ -208,6 +189,11 @@ class Trainer:
 
     # --- control (from any thread) -----------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (the run ends after the current step)."""
+        return self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
         self._unpaused.set()
@@ -222,8 +208,7 @@ class Trainer:
     def paused(self) -> bool:
         return not self._unpaused.is_set()
 
-    def emit(self, event_kind: str, **data) -> None:
-        ev = Event(event_kind, self.step, data)
+    def emit(self, ev: TrainEvent) -> None:
         self.buffer.put(ev)
         if self.on_event is not None:
             self.on_event(ev)
@@ -279,7 +264,7 @@ class Trainer:
                 name, why = rec["precision"], "auto; as the run trained so far"
             else:
                 if tc.precision == "auto" and self.device.type == "cpu" and matmul_probe(measure=False) is None:
-                    self.emit("message", text="measuring this CPU's bf16 and fp32 matmul speed (once per machine) …")
+                    self.emit(Notice(step=self.step, text="measuring this CPU's bf16 and fp32 matmul speed (once per machine) …"))
                 p = resolve_precision(tc.precision, self.device)
                 name, why = p.name, p.reason
             if rec.get("attention"):
@@ -290,7 +275,7 @@ class Trainer:
                 dt = "bfloat16" if name == "bf16" else "float32"
                 args = (mc.n_heads, mc.kv_heads, mc.max_seq_len, mc.head_dim, dt)
                 if attention_probe(*args, measure=False) is None:
-                    self.emit("message", text="measuring attention kernels for this shape (once per machine) …")
+                    self.emit(Notice(step=self.step, text="measuring attention kernels for this shape (once per machine) …"))
                 kernel, kwhy = attention_choice(attention_probe(*args), tc.batch_size, mc.n_heads, mc.max_seq_len,
                                                 mc.n_layers, 2 if name == "bf16" else 4)
             choice = {"precision": name, "precision_reason": why, "attention": kernel, "attention_reason": kwhy}
@@ -320,8 +305,8 @@ class Trainer:
             return compiled
         except Exception as e:  # compile support varies by platform; training goes on without it
             model.zero_grad(set_to_none=True)
-            self.emit("message", text=f"torch.compile is not available here ({type(e).__name__}: "
-                                      f"{str(e).splitlines()[0][:120] if str(e) else ''}); training without it")
+            self.emit(Notice(step=self.step, text=f"torch.compile is not available here ({type(e).__name__}: "
+                                      f"{str(e).splitlines()[0][:120] if str(e) else ''}); training without it"))
             return model
 
     def _restore(self, name: str) -> None:
@@ -352,7 +337,8 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def _progress(self) -> float:
+    def _schedule_progress(self) -> float:
+        """How far the learning-rate schedule is (past warmup), which a budget in minutes only knows at run time."""
         tc = self.cfg.train
         fr = [0.0]
         if tc.max_steps:
@@ -363,7 +349,8 @@ class Trainer:
             fr.append(self.elapsed / (tc.max_minutes * 60))
         return max(fr)
 
-    def _budget_fraction(self) -> float:
+    def progress(self) -> float:
+        """The share of the budget (steps, tokens or minutes, whichever is furthest) spent, 0 to 1."""
         tc = self.cfg.train
         fr = [0.0]
         if tc.max_steps:
@@ -375,7 +362,7 @@ class Trainer:
         return min(1.0, max(fr))
 
     def _budget_spent(self) -> bool:
-        return self._budget_fraction() >= 1.0
+        return self.progress() >= 1.0
 
     def run(self) -> dict:
         """Train until the budget is spent, stop() is called, or something fails. Returns a
@@ -386,7 +373,7 @@ class Trainer:
             return self._loop()
         except Locked as e:  # someone else's run: leave its status alone
             self.state = "failed"
-            self.emit("error", message=str(e))
+            self.emit(Failed(step=self.step, message=str(e)))
             return {"state": "failed", "run": self.run_folder.name, "step": self.step, "message": str(e),
                     "checkpoint": None}
         except TrainingFailed as e:
@@ -433,14 +420,14 @@ class Trainer:
                              "data": self.data.name}
         if writer:
             self._set_status("running", step=self.step)
-        self.emit("start", run=self.run_folder.name, precision=self.precision.name,
-                  precision_reason=self.precision.reason, attention=self.facts.get("attention"),
-                  attention_reason=self.facts.get("attention_reason"), **self._start_facts)
+        self.emit(Started(step=self.step, run=self.run_folder.name, precision=self.precision.name,
+                          precision_reason=self.precision.reason, attention=self.facts.get("attention"),
+                          attention_reason=self.facts.get("attention_reason"), **self._start_facts))
         last_ckpt_step = last_eval_step = self.step if self.resume_from else None
         win_loss, win_n, win_t0, win_tokens = 0.0, 0, time.perf_counter(), 0
         t_last = time.perf_counter()
         reason = "budget"
-        if writer and getattr(self, "_resume_record", None):
+        if writer and self._resume_record:
             record_resume(self.run_folder, self.cfg, *self._resume_record)
             self._resume_record = None
         self._control = RunControl(self.run_folder.path)
@@ -460,15 +447,17 @@ class Trainer:
                 self._unpaused.clear()
                 if writer:
                     self._set_status("paused", step=self.step)
-                self.emit("message", text="paused")
+                self.emit(Paused(step=self.step))
                 while not self._unpaused.wait(0.2):
                     self._control.apply(self)
                 t_last = win_t0 = time.perf_counter()
                 win_loss, win_n, win_tokens = 0.0, 0, 0
                 if writer:
                     self._set_status("running", step=self.step)
+                if not self._stop.is_set():
+                    self.emit(Resumed(step=self.step))
                 continue
-            lr = lr_at(tc, self.step, self._progress())
+            lr = lr_at(tc, self.step, self._schedule_progress())
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
@@ -508,15 +497,17 @@ class Trainer:
             win_loss += loss_sum
             win_n += 1
             win_tokens += step_tokens
-            self.emit("step", loss=loss_sum, lr=lr, tokens=self.tokens, grad_norm=gnorm, elapsed=self.elapsed)
+            self.emit(Stepped(step=self.step, loss=loss_sum, lr=lr, tokens=self.tokens, grad_norm=gnorm, elapsed=self.elapsed))
+            for hook in self.step_hooks:
+                hook(self)
             if self.step % tc.log_interval == 0:
                 dt = max(1e-9, now - win_t0)
                 row = {"kind": "train", "step": self.step, "tokens": self.tokens, "loss": win_loss / win_n,
                        "lr": lr, "grad_norm": gnorm, "tok_s": win_tokens / dt, "elapsed": round(self.elapsed, 3),
-                       "mem": memory_in_use(self.device), "progress": self._budget_fraction()}
+                       "mem": memory_in_use(self.device), "progress": self.progress()}
                 if writer:
                     append_jsonl(self.run_folder.path / "metrics.jsonl", row)
-                self.emit("log", **row)
+                self.emit(Logged(step=self.step, row=row))
                 win_loss, win_n, win_tokens, win_t0 = 0.0, 0, 0, time.perf_counter()
             if self.step % tc.eval_interval == 0:
                 self._evaluate()
@@ -534,12 +525,13 @@ class Trainer:
         summary = {"state": state, "run": self.run_folder.name, "step": self.step, "tokens": self.tokens,
                    "elapsed": self.elapsed, "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
                    "checkpoint": self.run_folder.latest_checkpoint()}
-        self.emit("done", **summary)
+        self.emit(Finished(step=self.step, state=state, run=self.run_folder.name,
+                           checkpoint=summary["checkpoint"], summary=summary))
         self.state = state
         return summary
 
     def _set_status(self, state: str, **extra) -> None:
-        start = getattr(self, "_start_facts", None)
+        start = self._start_facts
         self.run_folder.set_status(state, **self.facts, **({"start": start} if start else {}), **extra)
 
     def _agreed(self, *flags: bool) -> tuple[bool, ...]:
@@ -558,7 +550,7 @@ class Trainer:
                 self._set_status("failed", step=self.step, message=message)
             except OSError:
                 pass  # a full disk: the released lock still tells that nothing trains it
-        self.emit("error", message=message)
+        self.emit(Failed(step=self.step, message=message))
         return {"state": "failed", "run": self.run_folder.name if self.run_folder else None,
                 "step": self.step, "message": message, "checkpoint": self.run_folder.latest_checkpoint() if self.run_folder else None}
 
@@ -571,12 +563,12 @@ class Trainer:
         self.best_val = min(self.best_val, m["val_loss"])
         row = {"kind": "eval", "step": self.step, "tokens": self.tokens, "elapsed": round(self.elapsed, 3), **m}
         append_jsonl(self.run_folder.path / "metrics.jsonl", row)
-        self.emit("eval", **row)
+        self.emit(Evaluated(step=self.step, row=row))
         texts = self._samples()
         for t in texts:  # sampled from the fp32 master weights
             append_jsonl(self.run_folder.path / SAMPLES,
                          {"step": self.step, "tokens": self.tokens, "text": t, "precision": "fp32"})
-        self.emit("sample", texts=texts, precision="fp32")
+        self.emit(Sampled(step=self.step, texts=texts, precision="fp32"))
 
     def _samples(self) -> list[str]:
         """A few continuations from BOS with their own RNG, so training randomness is untouched."""
@@ -621,7 +613,7 @@ class Trainer:
             }
             name = checkpoint.save_checkpoint(self.run_folder.path, self.step, self.raw_model, st, self.cfg.train.keep_last)
             self._set_status("running", step=self.step)
-            self.emit("checkpoint", name=name)
+            self.emit(CheckpointSaved(step=self.step, name=name))
         elif self.world > 1:
             gather_rng(self.np_rng, self.world)
         barrier(self.world)
@@ -657,4 +649,4 @@ def _dumps(r: dict) -> str:
     return json.dumps(r)
 
 
-__all__ = ["Trainer", "Event", "EventBuffer", "TrainingFailed", "init_distributed", "start_training"]
+__all__ = ["Trainer", "TrainingFailed", "init_distributed", "start_training"]

@@ -31,6 +31,7 @@ from workbench.errors import WorkbenchError, user_message
 from workbench.tui.panes.base import Pane, RunsChanged
 from workbench.procs import ensure_resource_tracker
 from workbench.training import budget
+from workbench.training.events import Evaluated, Failed, Finished, Logged, Paused, Resumed, Sampled, Started, Stepped
 from workbench.training.notices import notices
 from workbench.training.request import MAX_PROCS, parse_procs
 from workbench.tui.widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
@@ -499,36 +500,40 @@ class TrainPane(Pane):
         n_notices = len(log)
         step_ev = None
         for ev in events:
-            d = ev.data
-            k = ev.kind
-            if k == "step":
-                step_ev = ev
-            elif k == "log":
-                self.history.add_train(d)
-                self._last_log = d
-                self._dirty = True
-            elif k == "eval":
-                self.history.add_eval(d)
-                self._last_eval = d
-                self._dirty = True
-            elif k == "start":
-                self.run_name = d.get("run") or self.run_name
-                self.state = "running"
-                self._update_buttons()
-            elif k == "sample":
-                self.query_one("#train-samples", Static).update(samples_text(ev.step, d.get("texts") or []))
-            elif k == "message" and d.get("text") == "paused":  # a state (every process paused), not a notice
-                if self.job is not None and self.job.paused:
-                    self.state = "paused"
-                continue
-            elif k == "done":
-                self.state = d.get("state", "finished")
-            elif k == "error":
-                self.state = "failed"
-                self.show_error(d.get("message", "training failed"))
+            match ev:
+                case Stepped():
+                    step_ev = ev
+                case Logged(row=row):
+                    self.history.add_train(row)
+                    self._last_log = row
+                    self._dirty = True
+                case Evaluated(row=row):
+                    self.history.add_eval(row)
+                    self._last_eval = row
+                    self._dirty = True
+                case Started():
+                    self.run_name = ev.run or self.run_name
+                    self.state = "running"
+                    self._update_buttons()
+                case Sampled(texts=texts):
+                    self.query_one("#train-samples", Static).update(samples_text(ev.step, texts or []))
+                case Paused():  # a state (every process paused), not a notice
+                    if self.job is not None and self.job.paused:
+                        self.state = "paused"
+                    continue
+                case Resumed():
+                    if self.state == "paused":
+                        self.state = "running"
+                    continue
+                case Finished(state=state):
+                    self.state = state
+                case Failed(message=message):
+                    self.state = "failed"
+                    self.show_error(message or "training failed")
             log.extend(notices(ev, self._step()))
         if step_ev is not None:
-            self._last_step = {"step": step_ev.step, **step_ev.data}
+            self._last_step = {"step": step_ev.step, "loss": step_ev.loss, "lr": step_ev.lr, "tokens": step_ev.tokens,
+                               "grad_norm": step_ev.grad_norm, "elapsed": step_ev.elapsed}
         if len(log) != n_notices or (log and log[-1] is not getattr(self, "_shown_notice", None)):
             self._shown_notice = log[-1] if log else None
             self._show_notices()
