@@ -40,11 +40,11 @@ def test_auto_follows_the_measurement_both_ways(bf16_machine):
     p = resolve_precision("auto", CPU)
     assert p.name == "fp32" and p.autocast_dtype is None and "not faster" in p.reason
     # the estimate (no torch) reads the same cached decision
-    from workbench.machine.estimate import resolve_precision as estimate_precision
+    from workbench.machine.choices import precision_for
 
-    assert estimate_precision("auto", "cpu") == "fp32"
+    assert precision_for("auto", "cpu")[0] == "fp32"
     inject_matmul(4.0)
-    assert estimate_precision("auto", "cpu") == "bf16"
+    assert precision_for("auto", "cpu")[0] == "bf16"
 
 
 def test_explicit_precision_wins(bf16_machine):
@@ -333,8 +333,8 @@ def test_estimate_and_training_agree_on_cuda(monkeypatch, bf16):
     """One rule for `auto`: the estimate of a CUDA run names what training would pick, a GPU
     without bf16 included (fp16 with a scaler)."""
     from workbench.machine.device import auto_precision
-    from workbench.machine.estimate import resolve_precision as estimate_precision
+    from workbench.machine.choices import precision_for
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
-    assert auto_precision(torch.device("cuda"), measure=False)[0] == estimate_precision("auto", "cuda") \
+    assert auto_precision(torch.device("cuda"), measure=False)[0] == precision_for("auto", "cuda")[0] \
         == ("bf16" if bf16 else "fp16")

@@ -23,6 +23,7 @@ from typing import Any
 
 from workbench.config import sizes
 from workbench.machine import estimate as est
+from workbench.machine.device import device_name
 from workbench.config.schema import (PRESETS_DIR, Config, ModelConfig, TrainConfig, load_config, preset_names, resolve_config_path)
 from workbench.config.overrides import (check_minutes, SECTIONS, apply_overrides, config_diff, fit_vocab, parse_overrides)
 from workbench.config.fields import fields_of, format_field
@@ -188,7 +189,7 @@ def estimates(model: ModelConfig, train: TrainConfig, machine: tuple[str, dict] 
 
 def machine_now(device_choice: str) -> tuple[str, dict]:
     """The device ``device_choice`` means here and its free memory (may import torch)."""
-    device = est.resolve_device(device_choice)
+    device = device_name(device_choice)
     return device, est.available_memory(device)
 
 

@@ -88,7 +88,7 @@ class Precision:
 
 def auto_precision(device, measure: bool = True) -> tuple[str, str]:
     """(precision, reason) that ``auto`` means on ``device`` (a torch device or its name). The
-    one rule: training uses it, and the estimates (``estimate.resolve_precision``) ask it too.
+    one rule: training uses it, and the estimates ask it too, through ``choices.precision_for``.
     On a CPU it reads the cached measurement without torch (``measure=False``: fp32 until measured)."""
     kind = getattr(device, "type", None) or str(device).split(":")[0]
     if kind == "cuda":

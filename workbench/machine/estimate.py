@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Optional
 from workbench.config.sizes import hidden_matrix_params, param_count
+from workbench.machine.choices import attention_for, precision_for
+from workbench.machine.device import device_name
 
 if TYPE_CHECKING:  # only for annotations: config imports this module, not the other way round
     from workbench.config.schema import ModelConfig
@@ -87,19 +89,6 @@ def activation_bytes(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] =
     return int(BACKWARD_FACTOR * saved + copies * logits)
 
 
-def attention_kernel(cfg: ModelConfig, batch_size: int, precision: str, device: str) -> str:
-    """The attention kernel CPU training will pick for this shape, from the cached measurement
-    (``workbench.machine.probe``; SDPA until measured, and always off the CPU)."""
-    if device != "cpu":
-        return "sdpa"
-    from workbench.machine.probe import attention_choice, attention_probe
-
-    dt = "bfloat16" if precision == "bf16" else "float32"
-    probe = attention_probe(cfg.n_heads, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim, dt, measure=False)
-    return attention_choice(probe, batch_size, cfg.n_heads, cfg.max_seq_len, cfg.n_layers,
-                            dtype_bytes(precision))[0]
-
-
 @dataclass
 class MemoryEstimate:
     """Bytes needed for one training step; ``total`` includes the runtime's own footprint."""
@@ -119,17 +108,6 @@ class MemoryEstimate:
         return asdict(self)
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """What ``auto`` will mean for a run on ``device``: training's own rule
-    (``device.auto_precision``), never measuring (on a CPU: the cached measurement, fp32 until
-    there is one; no torch)."""
-    if precision != "auto":
-        return precision
-    from workbench.machine.device import auto_precision
-
-    return auto_precision(device, measure=False)[0]
-
-
 def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
                     precision: str = "fp32", device: str = "cpu", optimizer: str = "adamw") -> MemoryEstimate:
     """Peak memory of a training step with AdamW.
@@ -138,7 +116,7 @@ def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = 
     autocast adds a half-precision copy of the weights and halves the activations.
     """
     device = "cpu" if device == "auto" else device
-    precision = resolve_precision(precision, device)
+    precision = precision_for(precision, device)[0]  # the cached measurement: no torch
     n = param_count(cfg)
     weights = 4 * n + (2 * n if precision in ("bf16", "fp16") else 0)
     grads = 4 * n
@@ -147,7 +125,7 @@ def training_memory(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = 
     T = cfg.max_seq_len if seq_len is None else seq_len
     fused = device == "cpu"  # CPU training computes the loss without full logits
     acts = activation_bytes(cfg, batch_size, T, precision, fused,
-                            attention_kernel(cfg, batch_size, precision, device))
+                            attention_for(cfg, batch_size, precision, device)[0])
     runtime = RUNTIME_OVERHEAD.get(device, RUNTIME_OVERHEAD["cpu"])
     total = weights + grads + optimizer + acts + runtime
     return MemoryEstimate(weights, grads, optimizer, acts, runtime, total, batch_size, T,
@@ -180,13 +158,6 @@ def available_memory(device: str = "cpu") -> dict:
     return out
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` made concrete, as training does it (``device.device_name``)."""
-    from workbench.machine.device import device_name
-
-    return device_name(device)
-
-
 @dataclass
 class Verdict:
     verdict: str  # "fits", "tight" or "won't fit"
@@ -213,7 +184,7 @@ def verdict(needed: int, available: int, device: str = "cpu") -> Verdict:
 def fit(cfg: ModelConfig, batch_size: int, seq_len: Optional[int] = None,
         precision: str = "auto", device: str = "auto") -> tuple[MemoryEstimate, Verdict]:
     """Training memory for ``device`` and the verdict against what is free there now."""
-    device = resolve_device(device)
+    device = device_name(device)
     mem = training_memory(cfg, batch_size, seq_len, precision, device)
     avail = available_memory(device)["available"]
     return mem, verdict(mem.total, avail, device)

@@ -21,16 +21,16 @@ def _might_have_accelerator() -> bool:
 
 
 class SystemProbe:
-    """The real machine. ``resolve_device`` may import torch: call it from a worker thread."""
+    """The real machine. ``device_for`` may import torch: call it from a worker thread."""
 
-    def resolve_device(self, choice: str) -> str:
+    def device_for(self, choice: str) -> str:
         if choice != "auto":
             return choice
         if not _might_have_accelerator():
             return "cpu"
-        from workbench.machine.estimate import resolve_device
+        from workbench.machine.device import device_name
 
-        return resolve_device("auto")
+        return device_name("auto")
 
     def available(self, device: str) -> dict:
         from workbench.machine.estimate import available_memory
@@ -55,7 +55,7 @@ class FixedProbe:
     free: int = 8 * 1024**3
     total: int = 16 * 1024**3
 
-    def resolve_device(self, choice: str) -> str:
+    def device_for(self, choice: str) -> str:
         return self.device if choice == "auto" else choice
 
     def available(self, device: str) -> dict:
@@ -72,7 +72,7 @@ def machine(probe, choice: str) -> tuple[str, dict]:
     ``config_report.machine_now`` gives them; a broken driver gives unknown memory, saying why
     (it must not take the app down)."""
     try:
-        device = probe.resolve_device(choice)
+        device = probe.device_for(choice)
         return device, probe.available(device)
     except Exception as e:
         return choice, {"available": 0, "total": 0, "note": f"unknown: {e}"}

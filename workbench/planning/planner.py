@@ -86,16 +86,14 @@ def measure_throughput(cfg: ModelConfig, batch: int, precision_name: str, optimi
 
     import torch
 
+    from workbench.machine.choices import attention_for, precision_for
     from workbench.machine.device import resolve_precision
     from workbench.model import build_model
     from workbench.training.optim import make_optimizer
-    from workbench.machine.probe import attention_choice, attention_probe
 
     cpu = torch.device("cpu")
-    prec = resolve_precision(precision_name, cpu, measure=True)
-    dt = "bfloat16" if prec.name == "bf16" else "float32"
-    kernel, _ = attention_choice(attention_probe(cfg.n_heads, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim, dt),
-                                 batch, cfg.n_heads, cfg.max_seq_len, cfg.n_layers, 2 if prec.name == "bf16" else 4)
+    prec = resolve_precision(precision_for(precision_name, cpu, measure=True)[0], cpu)
+    kernel, _ = attention_for(cfg, batch, prec.name, "cpu", measure=True)
     with torch.random.fork_rng():
         model = build_model(cfg, seed=0).train()
         model.set_attention_kernel(kernel)

@@ -24,6 +24,7 @@ from typing import Callable
 
 from workbench.runs import checkpoint
 from workbench.config.schema import Config
+from workbench.machine.choices import attention_for, needs_measuring, precision_for
 from workbench.machine.device import memory_in_use, resolve_device, resolve_precision
 from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed)
 from workbench.errors import WorkbenchError
@@ -254,30 +255,23 @@ class Trainer:
     def _choose_kernels(self):
         """Precision and attention kernel: recorded ones when resuming with ``auto``, else
         measured on this machine (rank 0 decides for all ranks)."""
-        from workbench.machine.probe import attention_choice, attention_probe, matmul_probe
-
         tc, mc = self.cfg.train, self.cfg.model
         choice = None
         if self.rank == 0:
             rec = self.recorded
+            pending = needs_measuring(mc, tc.precision, self.device.type)
             if tc.precision == "auto" and rec.get("precision"):
                 name, why = rec["precision"], "auto; as the run trained so far"
             else:
-                if tc.precision == "auto" and self.device.type == "cpu" and matmul_probe(measure=False) is None:
+                if "matmul" in pending:
                     self.emit(Notice(step=self.step, text="measuring this CPU's bf16 and fp32 matmul speed (once per machine) …"))
-                p = resolve_precision(tc.precision, self.device)
-                name, why = p.name, p.reason
+                name, why = precision_for(tc.precision, self.device, measure=True)
             if rec.get("attention"):
                 kernel, kwhy = rec["attention"], "as the run trained so far"
-            elif self.device.type != "cpu":
-                kernel, kwhy = "sdpa", f"the fused kernel on {self.device.type}"
             else:
-                dt = "bfloat16" if name == "bf16" else "float32"
-                args = (mc.n_heads, mc.kv_heads, mc.max_seq_len, mc.head_dim, dt)
-                if attention_probe(*args, measure=False) is None:
+                if "attention" in pending or needs_measuring(mc, name, self.device.type):
                     self.emit(Notice(step=self.step, text="measuring attention kernels for this shape (once per machine) …"))
-                kernel, kwhy = attention_choice(attention_probe(*args), tc.batch_size, mc.n_heads, mc.max_seq_len,
-                                                mc.n_layers, 2 if name == "bf16" else 4)
+                kernel, kwhy = attention_for(mc, tc.batch_size, name, self.device.type, measure=True)
             choice = {"precision": name, "precision_reason": why, "attention": kernel, "attention_reason": kwhy}
         choice = broadcast_object(choice, self.world)
         self.facts = choice

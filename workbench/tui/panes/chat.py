@@ -215,7 +215,7 @@ class ChatPane(Pane):
         from workbench.generation.generate import Generation
 
         try:
-            model, tok = self._models.get(run, ckpt, self.probe.resolve_device("auto"))
+            model, tok = self._models.get(run, ckpt, self.probe.device_for("auto"))
             gen = Generation(model, tok, prompt, params, stop_event=stream.stop)
             for step in gen.steps():
                 stream.push(step)
