@@ -95,6 +95,15 @@ def apply_overrides(cfg: Config, sets: dict[str, dict[str, Any]], minutes: float
     return dataclasses.replace(cfg, model=model, train=train)
 
 
+def train_changes(cfg: Config, wanted: dict[str, Any]) -> tuple[Config, dict[str, list]]:
+    """A resume's new train settings: the config with them (checked whole: a budget must remain,
+    min_lr <= lr ...) and each train field that changed as ``[old, new]`` (what ``resumes`` records)."""
+    before = cfg.train.to_dict()
+    train = cfg.train.replace(**wanted) if wanted else cfg.train
+    changes = {k: [before[k], v] for k, v in train.to_dict().items() if before[k] != v}
+    return dataclasses.replace(cfg, train=train), changes
+
+
 def fit_vocab(cfg: Config, tokenizer: str, vocab_size: int, pinned: bool = False) -> tuple[Config, str | None]:
     """The config with ``model.vocab_size`` set to the tokenizer's, and the notice saying so (None
     when it already matched). ``pinned``: the user set vocab_size explicitly, so a mismatch is

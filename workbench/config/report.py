@@ -25,7 +25,7 @@ from workbench.config import sizes
 from workbench.machine import estimate as est
 from workbench.machine.device import device_name
 from workbench.config.schema import (PRESETS_DIR, Config, ModelConfig, TrainConfig, load_config, preset_names, resolve_config_path)
-from workbench.config.overrides import (check_minutes, SECTIONS, apply_overrides, config_diff, fit_vocab, parse_overrides)
+from workbench.config.overrides import (check_minutes, SECTIONS, apply_overrides, config_diff, parse_overrides)
 from workbench.config.fields import fields_of, format_field
 from workbench.errors import ConfigError, WorkbenchError
 
@@ -110,10 +110,9 @@ def resolve(ws, req: ConfigRequest) -> Resolved:
     cfg = apply_overrides(base, req.overrides, minutes=req.minutes)
     notices: list[str] = []
     if req.tokenizer is not None:
-        from workbench.tokenizer.tokenizer import load_tokenizer
+        from workbench.tokenizer.tokenizer import fit_config
 
-        vocab = load_tokenizer(ws, req.tokenizer).vocab_size
-        cfg, notice = fit_vocab(cfg, req.tokenizer, vocab, pinned="vocab_size" in req.overrides["model"])
+        cfg, notice = fit_config(ws, cfg, req.tokenizer, pinned="vocab_size" in req.overrides["model"])
         notices += [notice] if notice else []
     return Resolved(cfg, base, label, notices)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from workbench.config.schema import Config, load_config, save_config
-from workbench.config.overrides import apply_overrides, fit_vocab, sections_of
+from workbench.config.overrides import apply_overrides, sections_of
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.errors import Cancelled, WorkbenchError
 from workbench.workspace import Workspace, check_name
@@ -66,15 +66,14 @@ class SweepRequest:
             raise WorkbenchError("the sweep has no runs: give --grid FIELD=V1,V2 (repeatable) or a list of runs")
         if len(variants) > 200:
             raise WorkbenchError(f"the sweep has {len(variants)} runs; at most 200 are allowed")
-        from workbench.tokenizer.tokenizer import load_tokenizer
+        from workbench.tokenizer.tokenizer import fit_config
 
-        vocab = load_tokenizer(ws, self.tokenizer).vocab_size
         base = self.base if isinstance(self.base, Config) else load_config(self.base, ws)
         out = []
         for i, v in enumerate(variants, 1):
             wanted = {**self.sets, **self._budget(), **v}  # a run's own values win
             cfg = apply_overrides(base, sections_of(wanted))
-            cfg, _ = fit_vocab(cfg, self.tokenizer, vocab, pinned="model.vocab_size" in wanted)
+            cfg, _ = fit_config(ws, cfg, self.tokenizer, pinned="model.vocab_size" in wanted)
             cfg.train = cfg.train.replace(num_threads=max(1, cores // self.parallel))
             out.append((f"{self.name}-{i}", cfg))
         for run_name, _ in out:

@@ -28,7 +28,7 @@ from workbench import fileio
 from workbench.data.sources import DEFAULT_HUB_ID, resolve_source
 from workbench.errors import Cancelled, WorkbenchError
 from workbench.procs import ensure_resource_tracker
-from workbench.tokenizer.tokenizer import (BOS_ID, EOS_ID, MAX_VOCAB, MODEL_FILE, N_SPECIALS, PAD_ID, SETTINGS_FILE, SPACE_MARK, STATS_FILE, UNK_ID, Tokenizer, TokenizerInfo, TokenizerSettings, min_vocab_size, read_info)
+from workbench.tokenizer.tokenizer import (BOS_ID, EOS_ID, MODEL_FILE, PAD_ID, SETTINGS_FILE, SPACE_MARK, STATS_FILE, UNK_ID, Tokenizer, TokenizerInfo, TokenizerSettings, LIMITS, min_vocab_size, read_info, within_limits)
 from workbench.workspace import Workspace, check_name
 
 # sentencepiece skips sentences longer than max_sentence_length; long documents are cut into
@@ -56,32 +56,29 @@ def build_request(data: str, vocab_size: int | str, sample_mb: float | str, byte
     words, naming its field."""
     data = data.strip() or DEFAULT_HUB_ID
     if isinstance(vocab_size, str):
-        vocab_size = parse_form_number("vocab size", vocab_size)
+        vocab_size = parse_setting("vocab_size", vocab_size)
     if isinstance(sample_mb, str):
-        sample_mb = parse_form_number("sample MB", sample_mb)
+        sample_mb = parse_setting("sample_mb", sample_mb)
     settings = TokenizerSettings(vocab_size=vocab_size, byte_fallback=byte_fallback, sample_mb=sample_mb,
                                  data=data, text_column=text_column)
     return (name or "").strip() or default_name(data, vocab_size), settings.validate()
 
 
-# The build form's numbers, as text: (type, the check, what is allowed), by the form's label.
-FORM_NUMBERS = {
-    "vocab size": (int, lambda v: N_SPECIALS < v <= MAX_VOCAB, f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}"),
-    "sample MB": (float, lambda v: 0 < v <= 4096, "a number above 0, up to 4096"),
-}
+# What the user calls each number (the CLI's options, the Tokenizer pane's labels), by setting.
+SETTING_WORDS = {"vocab_size": "vocab size", "sample_mb": "sample MB"}
 
 
-def parse_form_number(label: str, text: str) -> int | float:
-    """One of the build form's numbers from its text (the CLI's options and the Tokenizer pane's
-    boxes, which mark a value red with this message); refused naming the field, the value and
-    what is allowed."""
-    kind, ok, allowed = FORM_NUMBERS[label]
+def parse_setting(name: str, text: str) -> int | float:
+    """A build setting's number from its text (the CLI's options and the Tokenizer pane's boxes,
+    which mark a value red with this message), checked against ``tokenizer.LIMITS``; refused
+    naming the setting, the value and what is allowed."""
+    kind = LIMITS[name][0]
     try:
         value = kind(text.strip())
     except ValueError:
         value = None
-    if value is None or not ok(value):
-        raise WorkbenchError(f"{label} {text.strip()!r} is not allowed: expected {allowed}")
+    if value is None or not within_limits(name, value):
+        raise WorkbenchError(f"{SETTING_WORDS[name]} {text.strip()!r} is not allowed: expected {LIMITS[name][4]}")
     return value
 
 

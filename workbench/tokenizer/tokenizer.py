@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from workbench.config.overrides import fit_vocab
 from workbench.errors import WorkbenchError
 from workbench.workspace import Workspace
 
@@ -33,6 +34,23 @@ MAX_VOCAB = 32768
 MODEL_FILE = "tokenizer.model"
 SETTINGS_FILE = "settings.yaml"
 STATS_FILE = "stats.json"
+
+
+# The build settings' numeric limits, in one place: (type, lowest, highest, lowest excluded,
+# the words shown). TokenizerSettings.validate and the form's parser (build.parse_setting) use them.
+LIMITS = {
+    "vocab_size": (int, N_SPECIALS + 1, MAX_VOCAB, False, f"an integer from {N_SPECIALS + 1} to {MAX_VOCAB}"),
+    "sample_mb": (float, 0, 4096, True, "a number above 0, up to 4096"),
+    "character_coverage": (float, 0.9, 1.0, False, "a number from 0.9 to 1.0"),
+}
+
+
+def within_limits(name: str, value) -> bool:
+    """Whether ``value`` is allowed for the build setting ``name`` (``LIMITS``)."""
+    kind, lo, hi, lo_excluded, _ = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        return False
+    return (lo < value if lo_excluded else lo <= value) and value <= hi
 
 
 def min_vocab_size(alphabet_size: int, byte_fallback: bool) -> int:
@@ -53,15 +71,10 @@ class TokenizerSettings:
     text_column: str = "text"
 
     def validate(self) -> "TokenizerSettings":
-        lo = N_SPECIALS + 1
-        if not isinstance(self.vocab_size, int) or not lo <= self.vocab_size <= MAX_VOCAB:
-            raise WorkbenchError(f"vocab_size {self.vocab_size!r} is out of range: allowed {lo} to {MAX_VOCAB}")
-        if not (isinstance(self.sample_mb, (int, float)) and 0 < self.sample_mb <= 4096):
-            raise WorkbenchError(f"sample_mb {self.sample_mb!r} is out of range: allowed more than 0 up to 4096 (MB)")
-        if not 0.9 <= self.character_coverage <= 1.0:
-            raise WorkbenchError(
-                f"character_coverage {self.character_coverage!r} is out of range: allowed 0.9 to 1.0"
-            )
+        for name in LIMITS:
+            value = getattr(self, name)
+            if not within_limits(name, value):
+                raise WorkbenchError(f"{name} {value!r} is out of range: allowed {LIMITS[name][4]}")
         return self
 
     @classmethod
@@ -248,3 +261,10 @@ class Tokenizer:
             )
             out.append({"id": i, "piece": sp.id_to_piece(i), "surface": self.surface(i), "kind": kind, "score": sp.get_score(i)})
         return out
+
+
+def fit_config(ws: Workspace, cfg, name: str, pinned: bool = False):
+    """``cfg`` with ``model.vocab_size`` set to tokenizer ``name``'s, and the notice saying so
+    (None when it already matched): the one rule ``train``, ``sweep`` and ``config show`` use.
+    ``pinned``: the user set vocab_size, so a mismatch is refused instead (``fit_vocab``)."""
+    return fit_vocab(cfg, name, load_tokenizer(ws, name).vocab_size, pinned)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 
+from workbench.config.fields import fields_of
+from workbench.config.schema import TrainConfig
 from workbench.errors import WorkbenchError
 
 KINDS = ("steps", "tokens", "minutes")
 FIELDS = {"steps": "max_steps", "tokens": "max_tokens", "minutes": "max_minutes"}
-LIMITS = {"steps": (1, 10**12), "tokens": (1, 10**15), "minutes": (0.0, 10**7)}
+# the bounds of the train field each budget sets (its metadata is the one place they are written)
+LIMITS = {kind: (info.min, info.max) for kind in KINDS
+          for info in fields_of(TrainConfig) if info.name == FIELDS[kind]}
 
 
 def current(train) -> tuple[str, str]:

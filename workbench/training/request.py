@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from workbench.config.schema import Config, TrainConfig, load_config
-from workbench.config.overrides import apply_overrides, check_minutes, fit_vocab
+from workbench.config.overrides import apply_overrides, check_minutes, train_changes
 from workbench.config.fields import fields_of, format_field
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.errors import ConfigError, WorkbenchError
@@ -81,9 +81,9 @@ def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> 
     """The config ``req`` trains, checked whole; ``say`` hears the planner's progress."""
     if req.resume is not None:
         return _resolve_resume(ws, req)
-    from workbench.tokenizer.tokenizer import load_tokenizer
+    from workbench.tokenizer.tokenizer import fit_config, load_tokenizer
 
-    vocab = load_tokenizer(ws, req.tokenizer).vocab_size
+    load_tokenizer(ws, req.tokenizer)  # a missing or broken tokenizer is refused before the planner measures
     planned = None
     if req.config is None:
         from workbench.training.distributed import broadcast_object, dist_info
@@ -100,7 +100,7 @@ def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> 
     else:
         cfg = load_config(req.config, ws)
     cfg = apply_overrides(cfg, req.overrides, minutes=req.minutes)
-    cfg, notice = fit_vocab(cfg, req.tokenizer, vocab, pinned="vocab_size" in (req.overrides.get("model") or {}))
+    cfg, notice = fit_config(ws, cfg, req.tokenizer, pinned="vocab_size" in (req.overrides.get("model") or {}))
     return Resolved(cfg, [notice] if notice else [], planned)
 
 
@@ -111,11 +111,8 @@ def _resolve_resume(ws, req: TrainRequest) -> Resolved:
     wanted = dict(req.overrides.get("train") or {})
     if req.minutes is not None:
         wanted = {"max_minutes": float(req.minutes), **wanted}
-    train = cfg.train.replace(**wanted)  # checked whole (a budget must remain, min_lr <= lr, ...)
-    before = cfg.train.to_dict()
-    changes = {k: v for k, v in train.to_dict().items() if before[k] != v}
-    cfg.train = train
-    return Resolved(cfg, [], None, changes)
+    cfg, changes = train_changes(cfg, wanted)
+    return Resolved(cfg, [], None, {k: new for k, (_, new) in changes.items()})
 
 
 def child_args(req: TrainRequest, res: Resolved, run_name: str | None = None) -> tuple[list[str], str | None]:

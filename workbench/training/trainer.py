@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from workbench.runs import checkpoint
+from workbench.config.overrides import train_changes
 from workbench.config.schema import Config
 from workbench.machine.choices import attention_for, needs_measuring, precision_for
 from workbench.machine.device import memory_in_use, resolve_device, resolve_precision
@@ -172,11 +173,7 @@ class Trainer:
         if held is not None and dist_info()[0] == 0:
             raise Locked(f"run {run_name!r} is already training in {describe_holder(held)}; stop it first, "
                          "or resume it when it has stopped")
-        cfg = run_config(run)
-        before = cfg.train.to_dict()
-        if train_overrides:
-            cfg.train = cfg.train.replace(**train_overrides)
-        changes = {k: [before[k], v] for k, v in cfg.train.to_dict().items() if before[k] != v}
+        cfg, changes = train_changes(run_config(run), train_overrides or {})
         latest = run.latest_checkpoint()
         if latest is None:
             raise WorkbenchError(f"run {run_name!r} has no checkpoint to resume from")

@@ -160,6 +160,8 @@ class RunsPane(Pane):
         names = [r["name"] for r in self.rows]
         if keep in names:
             table.move_cursor(row=names.index(keep))
+        # where the refill leaves the cursor is not a move: the last action's message stays
+        self._highlighted_run = self.cursor_run
         self._show_detail()
 
     def _show_detail(self) -> None:
@@ -197,6 +199,8 @@ class RunsPane(Pane):
     @on(DataTable.RowHighlighted, "#runs-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         run = event.row_key.value if event.row_key is not None else None
+        if run != self.cursor_run:
+            return  # a stale event from a refill (clearing the table put the cursor on another row first)
         if run != self._highlighted_run:  # moving on replaces the last action's message; a refill does not
             self._highlighted_run = run
             self._status_is_detail = True

@@ -24,7 +24,7 @@ from workbench.errors import Cancelled, WorkbenchError, user_message
 from workbench.tokenizer.tokenizer import TokenizerSettings, list_tokenizers
 from workbench.tokenizer.build import build_request, default_name
 from workbench.procs import ensure_resource_tracker
-from workbench.tui.widgets.form_fields import FormNumberValidator
+from workbench.tui.widgets.form_fields import SettingValidator
 from workbench.tui.widgets.modals import PathPicker
 from workbench.tui.widgets.tokenizer_views import TryIt, VocabBrowser, stats_cells
 
@@ -75,11 +75,11 @@ class TokenizerPane(Pane):
                 with Horizontal(classes="form-row"):
                     yield Label("vocab size", classes="field-label")
                     yield Input(str(DEFAULT_VOCAB), id="tok-vocab", compact=True, type="integer",
-                                validators=[FormNumberValidator("vocab size")])
+                                validators=[SettingValidator("vocab_size")])
                 with Horizontal(classes="form-row"):
                     yield Label("sample MB", classes="field-label")
                     yield Input(str(DEFAULT_SAMPLE_MB), id="tok-sample", compact=True,
-                                type="number", validators=[FormNumberValidator("sample MB")])
+                                type="number", validators=[SettingValidator("sample_mb")])
                 with Horizontal(classes="form-row"):
                     yield Label("byte fallback", classes="field-label")
                     yield Switch(True, id="tok-bytefb")

@@ -9,7 +9,7 @@ from textual.widget import Widget
 
 from workbench.config.fields import parse_field
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.tokenizer.build import parse_form_number
+from workbench.tokenizer.build import parse_setting
 
 
 class FieldValidator(Validator):
@@ -27,16 +27,16 @@ class FieldValidator(Validator):
         return self.success()
 
 
-class FormNumberValidator(Validator):
+class SettingValidator(Validator):
     """Marks a number of the tokenizer build form invalid exactly where the engine refuses it."""
 
-    def __init__(self, label: str):
+    def __init__(self, setting: str):
         super().__init__()
-        self.label = label
+        self.setting = setting
 
     def validate(self, value: str) -> ValidationResult:
         try:
-            parse_form_number(self.label, value)
+            parse_setting(self.setting, value)
         except WorkbenchError as e:
             return self.failure(str(e))
         return self.success()
