@@ -147,7 +147,10 @@ def test_logging_is_inactive_outside_a_trace(model_and_idx, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the explicit attention path ran outside a trace")
 
-    monkeypatch.setattr(type(model.layers[0].attn), "_explicit", boom)
+    import workbench.model.attention as attention
+
+    assert model.layers[0].attn.kernel == "sdpa"
+    monkeypatch.setattr(attention, "explicit_attention", boom)
     monkeypatch.setattr(LoggingModule, "log", boom)
     with torch.no_grad():
         model(idx)  # neither log() nor the math path is touched

@@ -3,9 +3,21 @@ Footer shows it; no markup left in the text; it opens, scrolls to its end and cl
 
 from __future__ import annotations
 
+import time
+
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from workbench.tui.help import DETAIL, SECTIONS, help_text
+
+
+async def wait_for(pilot, cond, what: str, timeout: float = 20.0) -> None:
+    """Let the app run until ``cond()`` holds (a condition, never a fixed wait)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -36,10 +48,13 @@ async def test_every_binding_is_in_the_help_under_its_pane(built_ws, make_app):
             assert f"{app.get_key_display(b)} " in body and what in body, (b.id, body)
         assert "[/" not in text and "[b]" not in text
         await pilot.press("question_mark")
-        await pilot.pause()
+        await wait_for(pilot, lambda: bool(app.screen.query("#help-text")), "the help screen to open")
         shown = app.screen.query_one("#help-text", Static)
         assert str(shown.render()).strip().startswith("workbench")
+        box = app.screen.query_one("#help-box", VerticalScroll)
+        await wait_for(pilot, lambda: box.max_scroll_y > 0, "the help to be laid out taller than the screen")
+        assert box.scroll_y == 0
         await pilot.press("end")
+        await wait_for(pilot, lambda: box.scroll_y == box.max_scroll_y, "the help to scroll to its end")
         await pilot.press("escape")
-        await pilot.pause()
-        assert not app.screen.query("#help-text")
+        await wait_for(pilot, lambda: not app.screen.query("#help-text"), "the help screen to close")

@@ -5,12 +5,13 @@ Two kernels compute training's causal attention: torch's fused
 explicit matmul-softmax-matmul that keeps the (B, H, T, T) probabilities. On a CPU in bf16 the
 explicit one measured up to 2x faster for heads of 32-48 dims at T = 256, and SDPA faster for
 tiny heads or in fp32, so the trainer picks per shape by measuring (``workbench.machine.probe``) and
-sets it with ``Transformer.set_attention_kernel``. While a trace is active a third, recording
-copy of the math runs, so the scores and probabilities exist as tensors to record.
+sets it with ``Transformer.set_attention_kernel``. While a trace is active the explicit maths
+runs whatever the kernel, recording q, k, v, the scores and the probabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -24,30 +25,50 @@ KERNELS = ("sdpa", "explicit")
 _BIAS: dict = {}
 
 
-def _causal_bias(T: int, dtype, device) -> torch.Tensor:
-    """(T, T) additive mask, 0 on and below the diagonal, -inf above; made once per shape."""
-    key = (T, dtype, str(device))
+def _causal_bias(T: int, S: int, dtype, device) -> torch.Tensor:
+    """(T, S) additive mask for T queries at the end of S keys: 0 where a query may look, -inf
+    after it; made once per shape."""
+    key = (T, S, dtype, str(device))
     if key not in _BIAS:
         if len(_BIAS) > 8:
             _BIAS.clear()
-        _BIAS[key] = torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu(1)
+        _BIAS[key] = torch.full((T, S), float("-inf"), dtype=dtype, device=device).triu(S - T + 1)
     return _BIAS[key]
 
 
-def _explicit_causal(q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal attention as three kernels, in the inputs' dtype: q (B, H, T, D), k/v (B, Hkv, T, D)."""
+def explicit_attention(q, k, v, mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                       log=None) -> torch.Tensor:
+    """softmax(q kᵀ / √D + mask) v as three kernels, in the inputs' dtype (under autocast the
+    softmax would go fp32): q (B, H, T, D), k/v (B, Hkv, S, D) -> (B, H, T, D). Causal (the T
+    queries are the last T of S positions) unless ``mask`` (T, S), True where a query may look,
+    says otherwise. The one copy of this maths: the ``explicit`` training kernel, and the
+    trace's, which passes ``log`` (``LoggingModule.log``) to record q, k, v, scores and probs."""
     B, H, T, D = q.shape
-    with torch.autocast(q.device.type, enabled=False):  # stay in bf16: softmax would go fp32
+    S = k.shape[2]
+    off = contextlib.nullcontext() if q.device.type == "meta" else torch.autocast(q.device.type, enabled=False)
+    with off:
+        if log is not None:
+            log("q", q)
+            log("k", k)
+            log("v", v)
         if k.shape[1] != H:
             k = k.repeat_interleave(H // k.shape[1], dim=1)
             v = v.repeat_interleave(H // v.shape[1], dim=1)
-        bias = _causal_bias(T, q.dtype, q.device).expand(B * H, T, T)
-        s = torch.baddbmm(bias, q.reshape(B * H, T, D), k.reshape(B * H, T, D).transpose(1, 2),
-                          alpha=1.0 / math.sqrt(D))  # (B*H, T, T)
+        if mask is None:
+            bias = _causal_bias(T, S, q.dtype, q.device)
+        else:
+            bias = torch.zeros(T, S, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+        s = torch.baddbmm(bias.expand(B * H, T, S), q.reshape(B * H, T, D), k.reshape(B * H, S, D).transpose(1, 2),
+                          alpha=1.0 / math.sqrt(D))  # (B*H, T, S)
         p = torch.softmax(s, dim=-1)
+        if log is not None:
+            # stats over the positions a query may see: masked entries are never used
+            seen = mask if mask is not None else torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+            log("scores", s.view(B, H, T, S), seen)
+            log("probs", p.view(B, H, T, S), seen)
         if dropout_p > 0:
             p = F.dropout(p, dropout_p)
-        return torch.bmm(p, v.reshape(B * H, T, D)).view(B, H, T, D)
+        return torch.bmm(p, v.reshape(B * H, S, D)).view(B, H, T, D)
 
 
 def _qk_rms(qk: torch.Tensor) -> torch.Tensor:
@@ -62,7 +83,7 @@ def _no_norm(qk: torch.Tensor) -> torch.Tensor:
 def causal_attention(kernel: str, q, k, v, dropout_p: float = 0.0) -> torch.Tensor:
     """Causal self-attention over a whole window with the named kernel (see ``KERNELS``)."""
     if kernel == "explicit":
-        return _explicit_causal(q, k, v, dropout_p)
+        return explicit_attention(q, k, v, None, dropout_p)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
                                           enable_gqa=k.shape[1] != q.shape[1])
 
@@ -95,32 +116,13 @@ class Attention(LoggingModule):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, S, D), S = cache pos + T
         p = self.attn_dropout if self.training else 0.0
-        if self._tracer is None and self.kernel == "explicit" and kv_cache is None and mask is None:
-            y = _explicit_causal(q, k, v, p)
-        elif self._tracer is None:
+        if self._tracer is not None:  # the maths spelled out, so its intermediates exist to record
+            y = explicit_attention(q, k, v, mask, p, log=self.log)
+        elif self.kernel == "explicit" and kv_cache is None and mask is None:
+            y = explicit_attention(q, k, v, None, p)
+        else:
             # one query (a decode step) is the newest position and sees every key: no mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
                                                is_causal=mask is None and T > 1, enable_gqa=self.gqa)
-        else:
-            y = self._explicit(q, k, v, mask, p)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, C)
         return self.resid_drop(self.wo(y))
-
-    def _explicit(self, q, k, v, mask, p):
-        """The math SDPA computes, with every intermediate recorded (tracing only)."""
-        self.log("q", q)
-        self.log("k", k)
-        self.log("v", v)
-        T, S = q.shape[2], k.shape[2]
-        if mask is None:
-            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-        groups = self.n_heads // self.n_kv_heads
-        k = k.repeat_interleave(groups, dim=1)  # (B, H, S, D)
-        v = v.repeat_interleave(groups, dim=1)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, S)
-        # stats over the positions a query may see: masked entries are never used
-        self.log("scores", scores, where=mask)
-        probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-        self.log("probs", probs, where=mask)
-        probs = F.dropout(probs, p) if p > 0 else probs
-        return probs @ v  # (B, H, T, D)
