@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Button, Input
+from textual.widgets import Button, Input, Static
 
 
 class OpenRun(Message):
@@ -50,6 +50,20 @@ class Pane(Vertical):
         action = self.ACTIONS.get(widget_id or "")
         if action is not None:  # the pane's own action, as its key runs it (Textual's dispatch)
             await self.app.run_action(action, self)
+
+    def show_line(self, box_id: str, text: str, error: bool = False, hide_empty: bool = False,
+                  escape: bool = False) -> None:
+        """Put ``text`` in the pane's status or error line ``#box_id`` (one helper for every
+        pane): marked as an error, hidden while empty, its markup escaped, as asked."""
+        box = self.query_one(f"#{box_id}", Static)
+        if escape:
+            from rich.markup import escape as escape_markup
+
+            text = escape_markup(text)
+        box.update(text)
+        box.set_class(error, "error")
+        if hide_empty:
+            box.display = bool(text)
 
     def busy_text(self) -> str | None:
         """What long work runs now, in a few words for the quit question ("Training is

@@ -305,9 +305,7 @@ class ChatPane(Pane):
         box.update(text)
 
     def show_error(self, text: str) -> None:
-        box = self.query_one("#ch-status", Static)
-        box.set_class(bool(text), "error")
-        box.update(text)
+        self.show_line("ch-status", text, error=bool(text))
 
 
 __all__ = ["ChatPane", "ReplyView"]

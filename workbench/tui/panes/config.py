@@ -447,6 +447,4 @@ class ConfigPane(Pane):
         self.saved_path = path
 
     def set_status(self, text: str, error: bool = False) -> None:
-        box = self.query_one("#cfg-status", Static)
-        box.update(text)
-        box.set_class(error, "error")
+        self.show_line("cfg-status", text, error=error)

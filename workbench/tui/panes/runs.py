@@ -462,9 +462,5 @@ class RunsPane(Pane):
 
     def set_status(self, text: str, error: bool = False, detail: bool = False) -> None:
         """A message about the last action (kept until the cursor moves), or the detail line."""
-        box = self.query_one("#runs-status", Static)
-        from rich.markup import escape
-
         self._status_is_detail = detail
-        box.update(escape(text))
-        box.set_class(error, "error")
+        self.show_line("runs-status", text, error=error, escape=True)

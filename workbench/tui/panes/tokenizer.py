@@ -262,9 +262,7 @@ class TokenizerPane(Pane):
         box.display = bool(text)
 
     def show_error(self, text: str) -> None:
-        box = self.query_one("#tok-error", Static)
-        box.update(text)
-        box.display = bool(text)
+        self.show_line("tok-error", text, error=True, hide_empty=True)
 
     # --- small handlers ------------------------------------------------------------------
 

@@ -368,6 +368,4 @@ class TracePane(Pane):
         box.update(text)
 
     def show_error(self, text: str) -> None:
-        box = self.query_one("#tr-status", Static)
-        box.set_class(bool(text), "error")
-        box.update(text)
+        self.show_line("tr-status", text, error=bool(text))

@@ -617,9 +617,7 @@ class TrainPane(Pane):
         toks.redraw()
 
     def show_error(self, text: str) -> None:
-        box = self.query_one("#train-error", Static)
-        box.update(_escape(text))
-        box.display = bool(text)
+        self.show_line("train-error", text, error=True, hide_empty=True, escape=True)
 
 
 def _escape(text: str) -> str:
