@@ -25,6 +25,14 @@ class Cancelled(WorkbenchError):
     """Long work stopped because the user asked it to."""
 
 
+def not_found(what: str, name: str, folder, names: list[str], listed: str, none_yet: str,
+              hint: str = "") -> WorkbenchError:
+    """The error for a named thing that is not in its workspace folder, listing what is there
+    (``listed``: the words before the names) or saying there is nothing yet (``none_yet``)."""
+    have = f"{listed}: {', '.join(names)}" if names else none_yet
+    return WorkbenchError(f"{what} {name!r} not found in {str(folder)!r} ({have}{hint})")
+
+
 def user_message(e: BaseException) -> str:
     """The line a person reads for an exception a client caught: a WorkbenchError's own
     message; anything else (a bug, a library failing) with its type, never a traceback."""

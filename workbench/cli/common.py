@@ -13,6 +13,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def add_command(sub, name: str, help: str, func, *positionals: str):
+    """A subcommand that takes ``positionals`` and ``--json`` and runs ``func(args, ws)``."""
+    p = sub.add_parser(name, help=help)
+    for a in positionals:
+        p.add_argument(a)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=func)
+    return p
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None or s != s or s == float("inf"):
         return "--:--"

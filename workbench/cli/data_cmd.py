@@ -7,7 +7,7 @@ import argparse
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.data.tokens import data_info, list_data
 from workbench.data.prepare import prepare_data
-from workbench.cli.common import ProgressLine, print_json
+from workbench.cli.common import ProgressLine, add_command, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,14 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_prepare)
 
-    ls = s.add_parser("list", help="list prepared data")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_list)
-
-    inf = s.add_parser("info", help="what a prepared data folder holds")
-    inf.add_argument("name")
-    inf.add_argument("--json", action="store_true")
-    inf.set_defaults(func=cmd_info)
+    add_command(s, "list", "list prepared data", cmd_list)
+    add_command(s, "info", "what a prepared data folder holds", cmd_info, "name")
 
 
 def cmd_prepare(args, ws) -> int:
@@ -45,12 +39,7 @@ def cmd_prepare(args, ws) -> int:
         )
     finally:
         line.close()
-    if args.json:
-        print_json(info.to_dict())
-    else:
-        print(f"prepared {info.name} in {info.meta['seconds']:.1f} s")
-        _print_info(info)
-    return 0
+    return _report(info, args.json, f"prepared {info.name} in {info.meta['seconds']:.1f} s")
 
 
 def _print_info(info) -> None:
@@ -79,9 +68,13 @@ def cmd_list(args, ws) -> int:
 
 def cmd_info(args, ws) -> int:
     info = data_info(ws, args.name)
-    if args.json:
+    return _report(info, args.json, f"data {info.name}")
+
+
+def _report(info, as_json: bool, title: str) -> int:
+    if as_json:
         print_json(info.to_dict())
     else:
-        print(f"data {info.name}")
+        print(title)
         _print_info(info)
     return 0

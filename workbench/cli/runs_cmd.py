@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import print_json
+from workbench.cli.common import add_command, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list, show and compare runs")
     s = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
-    ls = s.add_parser("list", help="one line per run")
+    ls = add_command(s, "list", "one line per run", cmd_list)
     ls.add_argument("--sort", choices=("name", "bpb"), default="name",
                     help="name (default), or best bits per byte first (how a sweep's runs rank)")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_list)
-    sh = s.add_parser("show", help="config, status, checkpoints and latest metrics of a run")
-    sh.add_argument("run")
-    sh.add_argument("--json", action="store_true")
-    sh.set_defaults(func=cmd_show)
+    add_command(s, "show", "config, status, checkpoints and latest metrics of a run", cmd_show, "run")
     cp = s.add_parser("compare", help="compare runs' validation loss, optionally against a baseline")
     cp.add_argument("runs", nargs="+")
     cp.add_argument("--baseline", default=None)

@@ -6,7 +6,7 @@ import argparse
 
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.tokenizer.tokenizer import (TokenizerSettings, list_tokenizers, load_tokenizer, tokenizer_info)
-from workbench.cli.common import ProgressLine, print_json
+from workbench.cli.common import ProgressLine, add_command, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,14 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.set_defaults(func=cmd_build)
 
-    ls = s.add_parser("list", help="list built tokenizers")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_list)
-
-    sh = s.add_parser("show", help="settings and stats of one tokenizer")
-    sh.add_argument("name")
-    sh.add_argument("--json", action="store_true")
-    sh.set_defaults(func=cmd_show)
+    add_command(s, "list", "list built tokenizers", cmd_list)
+    add_command(s, "show", "settings and stats of one tokenizer", cmd_show, "name")
 
     en = s.add_parser("encode", help="ids and pieces of a text")
     en.add_argument("name")

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, not_found
 from workbench.tokenizer.tokenizer import tokenizer_info
 from workbench.workspace import Workspace
 
@@ -164,9 +164,8 @@ def list_data(ws: Workspace) -> list[DataInfo]:
 def data_info(ws: Workspace, name: str) -> DataInfo:
     path = ws.data_path(name)
     if not (path / META_FILE).is_file():
-        names = [d.name for d in list_data(ws)]
-        have = f"prepared: {', '.join(names)}" if names else "nothing is prepared yet"
-        raise WorkbenchError(f"data {name!r} not found in {str(ws.data_dir())!r} ({have})")
+        raise not_found("data", name, ws.data_dir(), [d.name for d in list_data(ws)], "prepared",
+                        "nothing is prepared yet")
     return read_data_info(path)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from workbench.model.base import LoggingModule
-from workbench.model.base import Linear, dropout
+from workbench.model.base import Linear, LoggingModule, dropout
 
 
-class GeluMLP(LoggingModule):
+class PlainMLP(LoggingModule):
+    """w2(act(w1 x)): the MLPs without a gate, which differ only in ``act``."""
+
     def __init__(self, cfg):
         super().__init__()
         self.w1 = Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias)
@@ -17,7 +18,13 @@ class GeluMLP(LoggingModule):
         self.drop = dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.drop(self.w2(F.gelu(self.w1(x), approximate="tanh")))
+        return self.drop(self.w2(self.act(self.w1(x))))
+
+
+class GeluMLP(PlainMLP):
+    @staticmethod
+    def act(h: torch.Tensor) -> torch.Tensor:
+        return F.gelu(h, approximate="tanh")
 
 
 class SwiGLU(LoggingModule):
@@ -34,17 +41,12 @@ class SwiGLU(LoggingModule):
         return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
-class ReluSquared(LoggingModule):
+class ReluSquared(PlainMLP):
     """relu(x)^2 (Primer; the modded-nanoGPT speedruns): GELU's shape, cheaper and sparser."""
 
-    def __init__(self, cfg):
-        super().__init__()
-        self.w1 = Linear(cfg.dim, cfg.ffn_dim, bias=cfg.bias)
-        self.w2 = Linear(cfg.ffn_dim, cfg.dim, bias=cfg.bias)
-        self.drop = dropout(cfg.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        return self.drop(self.w2(F.relu(self.w1(x)).square()))
+    @staticmethod
+    def act(h: torch.Tensor) -> torch.Tensor:
+        return F.relu(h).square()
 
 
 MLPS = {"gelu": GeluMLP, "swiglu": SwiGLU, "relu2": ReluSquared}

@@ -19,7 +19,7 @@ from pathlib import Path
 from workbench.runs import checkpoint
 from workbench import fileio
 from workbench.config.schema import RUN_ONLY_KEYS, Config, config_from_dict
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, not_found
 from workbench.workspace import Workspace, check_name
 
 CONFIG = "config.yaml"
@@ -270,9 +270,7 @@ def sort_rows(rows: list[dict], by: str = "name") -> list[dict]:
 def get_run(ws: Workspace, name: str) -> Run:
     path = ws.run_path(name)
     if not (path / CONFIG).is_file():
-        names = [r.name for r in list_runs(ws)]
-        have = f"runs: {', '.join(names)}" if names else "no runs yet"
-        raise WorkbenchError(f"run {name!r} not found in {str(ws.runs_dir())!r} ({have})")
+        raise not_found("run", name, ws.runs_dir(), [r.name for r in list_runs(ws)], "runs", "no runs yet")
     return Run(name, path)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config.overrides import fit_vocab
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, not_found
 from workbench.workspace import Workspace
 
 SPACE_MARK = "\u2581"  # sentencepiece's visible space, "▁"
@@ -130,12 +130,9 @@ def list_tokenizers(ws: Workspace) -> list[TokenizerInfo]:
 def tokenizer_info(ws: Workspace, name: str) -> TokenizerInfo:
     path = ws.tokenizer_path(name)
     if not (path / MODEL_FILE).is_file():
-        names = [t.name for t in list_tokenizers(ws)]
-        have = f"built tokenizers: {', '.join(names)}" if names else "no tokenizers are built yet"
-        raise WorkbenchError(
-            f"tokenizer {name!r} not found in {str(ws.tokenizers_dir())!r} ({have}; "
-            "build one with `workbench tokenizer build`)"
-        )
+        raise not_found("tokenizer", name, ws.tokenizers_dir(), [t.name for t in list_tokenizers(ws)],
+                        "built tokenizers", "no tokenizers are built yet",
+                        "; build one with `workbench tokenizer build`")
     return read_info(path)
 
 
