@@ -20,7 +20,7 @@ from workbench.bench.runner import run_task
 from workbench.cli import main
 from workbench.errors import Cancelled
 
-from conftest import make_stories, write_txt
+from helpers import make_stories, write_txt
 
 ENGINE = "workbench.bench.tasks"
 
@@ -214,12 +214,12 @@ def test_missing_peers_are_reported_not_skipped(tmp_path, bench_corpus, capsys, 
 TINY = dict(dim=32, n_layers=2, n_heads=4, vocab=400, batch=4, seq_len=32)
 
 
-def _peer_args(built, corpus, **kw):
-    return {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus),
-            "train_txt": str(corpus / "train.txt"), "sample_mb": 5, "reps": 3, "shape": dict(TINY), **kw}
+def _peer_args(built, corpus_dir, **kw):
+    return {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus_dir),
+            "train_txt": str(corpus_dir / "train.txt"), "sample_mb": 5, "reps": 3, "shape": dict(TINY), **kw}
 
 
-def test_reference_trainers_beside_the_engine(tmp_path, built, corpus):
+def test_reference_trainers_beside_the_engine(tmp_path, built, corpus_dir):
     """nanoGPT's and llama2.c's model.py from shared/peers train beside ours, alternating, and the
     whole-process memory of `workbench train` is measured beside a nanoGPT process."""
     from workbench.bench.peers import peers_dir
@@ -227,7 +227,7 @@ def test_reference_trainers_beside_the_engine(tmp_path, built, corpus):
     if not (peers_dir() / "nanoGPT" / "model.py").is_file():
         pytest.skip(f"the reference trainers are not at {peers_dir()}")
     child = run_task("workbench.bench.peers", "peers",
-                     _peer_args(built, corpus, steps=3, warmup=1, memory=True, memory_steps=2), tmp_path / "ipc")
+                     _peer_args(built, corpus_dir, steps=3, warmup=1, memory=True, memory_steps=2), tmp_path / "ipc")
     assert child.returncode == 0, child.result
     t = child.result
     assert set(t["tok_s"]) == {"ours", "nanoGPT", "llama2.c"} and all(len(v) == 3 for v in t["tok_s"].values())
@@ -244,9 +244,9 @@ def test_reference_trainers_beside_the_engine(tmp_path, built, corpus):
     assert "test cpu (native bf16: no by its CPU flags)" in md and "| train default | dim 32" in md
 
 
-def test_missing_reference_trainers_are_reported(tmp_path, built, corpus, monkeypatch):
+def test_missing_reference_trainers_are_reported(tmp_path, built, corpus_dir, monkeypatch):
     monkeypatch.setenv("WORKBENCH_PEERS", str(tmp_path / "nowhere"))
-    child = run_task("workbench.bench.peers", "peers", _peer_args(built, corpus, steps=2, warmup=1), tmp_path / "ipc")
+    child = run_task("workbench.bench.peers", "peers", _peer_args(built, corpus_dir, steps=2, warmup=1), tmp_path / "ipc")
     assert child.returncode == 0, child.result
     assert set(child.result["peer_missing"]) == {"nanoGPT", "llama2.c"}
     assert "WORKBENCH_PEERS" in child.result["peer_missing"]["nanoGPT"]
@@ -254,8 +254,8 @@ def test_missing_reference_trainers_are_reported(tmp_path, built, corpus, monkey
     assert [r["status"] for r in rows] == ["missing", "missing"] and all(r["ours"] for r in rows)
 
 
-def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus):
-    child = run_task("workbench.bench.peers", "parity", _peer_args(built, corpus, steps=4, eval_batches=2),
+def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus_dir):
+    child = run_task("workbench.bench.peers", "parity", _peer_args(built, corpus_dir, steps=4, eval_batches=2),
                      tmp_path / "ipc")
     assert child.returncode == 0, child.result
     t = child.result
@@ -265,7 +265,7 @@ def test_parity_trains_fp32_and_auto_alike(tmp_path, built, corpus):
     assert r["peer_name"] == "ours in fp32" and "within 1%" in r["note"]
 
 
-def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus):
+def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus_dir):
     """The budget figure's task, for seconds: nanoGPT's model as the anchor beside `workbench
     train --minutes`, at once, both scored on the whole validation split."""
     from workbench.planning import planner
@@ -273,12 +273,12 @@ def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus):
 
     if not (peers_dir() / "nanoGPT" / "model.py").is_file():
         pytest.skip(f"the reference trainers are not at {peers_dir()}")
-    from conftest import inject_speed
+    from helpers import inject_speed
 
     # the shipped rule; the speeds are injected (1 thread, as the pair runs)
     inject_speed(planner.load_law(), 400, lambda dim, layers: 3000.0 - 5 * dim, threads=1)
     child = run_task("workbench.bench.anchor", "anchor",
-                     {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus),
+                     {"workspace": str(built.root), "tokenizer": "tok", "vocab": 400, "text_dir": str(corpus_dir),
                       "minutes": [0.03], "seeds": 1}, tmp_path / "ipc")
     assert child.returncode == 0, child.result
     (pair,) = child.result["pairs"]
@@ -290,7 +290,7 @@ def test_the_anchor_pair_trains_both_and_scores_them(tmp_path, built, corpus):
     assert row["ours"]["median"] == pytest.approx(pair["ours"]["bpb"]) and row["better"] == "lower"
 
 
-def test_the_real_app_task_measures_key_latency(built, corpus, tmp_path):
+def test_the_real_app_task_measures_key_latency(built, corpus_dir, tmp_path):
     """The app benchmark itself, in its smallest form: a headless `workbench train` process and
     the same config trained in the app while keys are pressed; every figure comes back measured
     (finite, positive), none is checked against a bound (that is the benchmark's job)."""
@@ -301,9 +301,11 @@ def test_the_real_app_task_measures_key_latency(built, corpus, tmp_path):
 
     root = tmp_path / "ws"
     shutil.copytree(built.root, root)
-    out = task_app({"workspace": str(root), "preset": "debug", "steps": 160, "vocab": 400, "reps": 1,
-                    "tokenizer": "tok", "text_dir": str(corpus), "key_every": 0.02})
-    assert out["steps"] == 160 and out["rss_mb"]["headless"] > 0 and out["rss_mb"]["app"] > 0
+    # one key at each size in turn, over 320 steps: a quiet fast machine finished 160 steps
+    # before its keys had reached the second size (80x24 came back empty)
+    out = task_app({"workspace": str(root), "preset": "debug", "steps": 320, "vocab": 400, "reps": 1,
+                    "tokenizer": "tok", "text_dir": str(corpus_dir), "key_every": 0.02, "keys_per_size": 1})
+    assert out["steps"] == 320 and out["rss_mb"]["headless"] > 0 and out["rss_mb"]["app"] > 0
     for key in ("headless", "app", "headless_2nd_half", "app_keys"):
         assert len(out["tok_s"][key]) == 1 and out["tok_s"][key][0] > 0
     for size in ("120x40", "80x24"):  # keys timed at both sizes
@@ -319,7 +321,7 @@ def test_the_real_app_task_measures_key_latency(built, corpus, tmp_path):
 # --- the checks across sizes (workbench/bench/sizes.py), each at its smallest ------------------
 
 
-def test_the_vocab_sweep_measures_bytes_per_token_beside_the_peer(tmp_path, corpus):
+def test_the_vocab_sweep_measures_bytes_per_token_beside_the_peer(tmp_path, corpus_dir):
     """Two sizes the text fills and one it cannot: bytes per token, ours and HF tokenizers', real
     and growing with the vocab; the size too big is left out, saying why, not failed."""
     import math
@@ -327,7 +329,7 @@ def test_the_vocab_sweep_measures_bytes_per_token_beside_the_peer(tmp_path, corp
     ws = tmp_path / "ws"
     child = run_task("workbench.bench.sizes", "vocab-sweep",
                      {"workspace": str(ws), "tokenizer": "tok", "vocabs": [330, 400, 20000], "sample_mb": 5,
-                      "train_txt": str(corpus / "train.txt"), "valid_txt": str(corpus / "valid.txt")},
+                      "train_txt": str(corpus_dir / "train.txt"), "valid_txt": str(corpus_dir / "valid.txt")},
                      tmp_path / "ipc")
     assert child.returncode == 0, child.result
     t = child.result
@@ -343,7 +345,7 @@ def test_the_vocab_sweep_measures_bytes_per_token_beside_the_peer(tmp_path, corp
     assert "vocab 20000 left out" in rows[0]["note"]
 
 
-def test_prepare_rss_measures_a_whole_prepare_on_the_text_and_on_it_repeated(tmp_path, built, corpus):
+def test_prepare_rss_measures_a_whole_prepare_on_the_text_and_on_it_repeated(tmp_path, built, corpus_dir):
     import math
     import shutil
 
@@ -352,7 +354,7 @@ def test_prepare_rss_measures_a_whole_prepare_on_the_text_and_on_it_repeated(tmp
     (root / "data").mkdir(exist_ok=True)
     before = set((root / "data").iterdir())  # what other tests prepared in the shared workspace
     child = run_task("workbench.bench.sizes", "prepare-rss",
-                     {"workspace": str(root), "tokenizer": "tok", "train_txt": str(corpus / "train.txt"), "scale": 2,
+                     {"workspace": str(root), "tokenizer": "tok", "train_txt": str(corpus_dir / "train.txt"), "scale": 2,
                       "reps": 1}, tmp_path / "ipc")
     assert child.returncode == 0, child.result
     t = child.result

@@ -38,7 +38,7 @@ def test_the_budget_of_each_kind_as_the_form_writes_it():
 
 
 def test_a_resume_goes_on_from_the_latest_checkpoint(trained):
-    from conftest import TRAINED_RUN
+    from helpers import TRAINED_RUN
 
     point = budget.resume_point(trained, TRAINED_RUN)
     assert point["name"] == TRAINED_RUN and point["train"].max_steps == 12

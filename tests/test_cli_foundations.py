@@ -15,9 +15,9 @@ def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def test_build_list_show_encode_prepare_info(tmp_path, corpus, capsys):
+def test_build_list_show_encode_prepare_info(tmp_path, corpus_dir, capsys):
     ws = tmp_path / "w"
-    assert main(["--workspace", str(ws), "tokenizer", "build", "--data", str(corpus), "--vocab-size", "420", "--name", "t1"]) == 0
+    assert main(["--workspace", str(ws), "tokenizer", "build", "--data", str(corpus_dir), "--vocab-size", "420", "--name", "t1"]) == 0
     assert "built tokenizer t1" in capsys.readouterr().out
     assert sorted(p.name for p in ws.iterdir()) == ["tokenizers"]  # folders are made on demand
 
@@ -26,21 +26,21 @@ def test_build_list_show_encode_prepare_info(tmp_path, corpus, capsys):
     assert [t["name"] for t in listed] == ["t1"] and listed[0]["stats"]["vocab_size"] == 420
 
     assert main(["--workspace", str(ws), "tokenizer", "show", "t1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["settings"]["data"] == str(corpus)
+    assert json.loads(capsys.readouterr().out)["settings"]["data"] == str(corpus_dir)
 
     assert main(["--workspace", str(ws), "tokenizer", "encode", "t1", "Once upon a time", "--json"]) == 0
     enc = json.loads(capsys.readouterr().out)
     assert enc["count"] == len(enc["ids"]) == len(enc["pieces"]) and "".join(enc["pieces"]) == "Once upon a time"
 
-    assert main(["--workspace", str(ws), "data", "prepare", "--tokenizer", "t1", "--data", str(corpus), "--json"]) == 0
+    assert main(["--workspace", str(ws), "data", "prepare", "--tokenizer", "t1", "--data", str(corpus_dir), "--json"]) == 0
     prepared = json.loads(capsys.readouterr().out)
     assert prepared["name"].startswith("t1-corpus")
     assert main(["--workspace", str(ws), "data", "info", prepared["name"], "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["splits"]["train"]["tokens"] > 0
 
 
-def test_workspace_defaults_to_current_folder(tmp_path, corpus):
-    r = run("tokenizer", "build", "--data", str(corpus), "--vocab-size", "400", "--name", "here", cwd=tmp_path)
+def test_workspace_defaults_to_current_folder(tmp_path, corpus_dir):
+    r = run("tokenizer", "build", "--data", str(corpus_dir), "--vocab-size", "400", "--name", "here", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "tokenizers" / "here" / "tokenizer.model").is_file()
 

@@ -102,7 +102,7 @@ def test_minutes_is_the_budget_and_a_measured_speed_buys_tokens(tmp_path, monkey
     none cached the command says so and measures nothing."""
     import torch
 
-    from conftest import inject_matmul
+    from helpers import inject_matmul
     from workbench.planning import planner
     from workbench.machine.probe import CACHE_ENV, write_cached
 

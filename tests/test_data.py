@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import make_stories, write_txt
+from helpers import make_stories, write_txt
 from workbench.data.sources import HOLDOUT_STRIDE, resolve_source
 from workbench.errors import WorkbenchError
 
@@ -22,8 +22,8 @@ def test_txt_splits_on_endoftext_lines(tmp_path):
     assert sorted(docs) == sorted(stories)
 
 
-def test_folder_uses_valid_files_for_validation(corpus):
-    src = resolve_source(str(corpus))
+def test_folder_uses_valid_files_for_validation(corpus_dir):
+    src = resolve_source(str(corpus_dir))
     assert src.has_validation
     assert [p.name for p in src.files["train"]] == ["train.txt"]
     assert [p.name for p in src.files["validation"]] == ["valid.txt"]

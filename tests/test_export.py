@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from runmaker import make_run
+from helpers import make_run
 from workbench.cli import main
 from workbench.config.schema import ModelConfig, read_config
 from workbench.errors import WorkbenchError

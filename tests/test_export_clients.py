@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tui.corpus import write_corpus
+from helpers import write_story_file
 from workbench.cli import main
 from workbench.workspace import Workspace
 
@@ -40,14 +40,14 @@ def trained(tmp_path_factory) -> Workspace:
 
     root = tmp_path_factory.mktemp("clients")
     ws = Workspace.at(root / "ws")
-    corpus = write_corpus(root / "stories.txt", 300)
-    build_tokenizer(ws, "tok", TokenizerSettings(vocab_size=400, sample_mb=1, data=str(corpus)))
+    corpus_dir = write_story_file(root / "stories.txt", 300)
+    build_tokenizer(ws, "tok", TokenizerSettings(vocab_size=400, sample_mb=1, data=str(corpus_dir)))
     for name, model in RUNS.items():
         cfg = load_config("debug")
         cfg.model = cfg.model.replace(vocab_size=400, **model)
         cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=1,
                                       log_interval=50, checkpoint_interval=200, num_threads=1, seed=0)
-        state = Trainer.new(ws, cfg, "tok", str(corpus), name=name).run()
+        state = Trainer.new(ws, cfg, "tok", str(corpus_dir), name=name).run()
         assert state["state"] == "finished", state
     return ws
 

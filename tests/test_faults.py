@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_stories, write_txt
-from test_train import SETS, tiny_cfg
+from helpers import make_stories, write_txt
+from helpers import SETS, tiny_config
 from workbench.runs import checkpoint
 from workbench.cli import main
 from workbench.locks import holder
@@ -67,8 +67,8 @@ def _hold_lock(path: Path, what: str) -> subprocess.Popen:
     return proc
 
 
-def _train(ws, corpus, name, **train) -> Trainer:
-    t = Trainer.new(ws, tiny_cfg(**train), "tok", str(corpus), name=name)
+def _train(ws, corpus_dir, name, **train) -> Trainer:
+    t = Trainer.new(ws, tiny_config(**train), "tok", str(corpus_dir), name=name)
     t.setup()
     return t
 
@@ -76,8 +76,8 @@ def _train(ws, corpus, name, **train) -> Trainer:
 # --- training: weights, loss and gradients that go bad -----------------------------------------
 
 
-def test_inf_weights_are_never_checkpointed_and_the_last_good_one_survives(built, corpus, capsys):
-    t = _train(built, corpus, "f-inf", max_steps=20, checkpoint_interval=1, keep_last=1, eval_interval=100)
+def test_inf_weights_are_never_checkpointed_and_the_last_good_one_survives(built, corpus_dir, capsys):
+    t = _train(built, corpus_dir, "f-inf", max_steps=20, checkpoint_interval=1, keep_last=1, eval_interval=100)
     step = t.optimizer.step
 
     def poisoned_step(*a, **k):
@@ -102,7 +102,7 @@ def test_inf_weights_are_never_checkpointed_and_the_last_good_one_survives(built
     assert r.run()["state"] == "finished"
 
 
-def test_nan_loss_from_the_cli_is_one_line_and_exit_1(built, corpus, capsys, monkeypatch):
+def test_nan_loss_from_the_cli_is_one_line_and_exit_1(built, corpus_dir, capsys, monkeypatch):
     from workbench.model.transformer import Transformer
 
     forward, calls = Transformer.forward, {"n": 0}
@@ -116,7 +116,7 @@ def test_nan_loss_from_the_cli_is_one_line_and_exit_1(built, corpus, capsys, mon
         return out
 
     monkeypatch.setattr(Transformer, "forward", nan_at_eighth_step)
-    assert _cli(built, "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "f-nan",
+    assert _cli(built, "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "f-nan",
                 *SETS, "--set", "train.max_steps=20", "--set", "train.checkpoint_interval=5",
                 "--set", "train.keep_last=1", "--set", "train.eval_interval=1000") == 1
     err = capsys.readouterr().err
@@ -129,8 +129,8 @@ def test_nan_loss_from_the_cli_is_one_line_and_exit_1(built, corpus, capsys, mon
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_non_finite_gradient_stops_before_the_update(built, corpus):
-    t = _train(built, corpus, "f-grad", max_steps=10, checkpoint_interval=2)
+def test_non_finite_gradient_stops_before_the_update(built, corpus_dir):
+    t = _train(built, corpus_dir, "f-grad", max_steps=10, checkpoint_interval=2)
     first = next(t.raw_model.parameters())
 
     def bad_grad(grad):
@@ -148,8 +148,8 @@ def test_non_finite_gradient_stops_before_the_update(built, corpus):
 # --- one trainer per run -------------------------------------------------------------------------
 
 
-def test_a_second_trainer_on_a_live_run_is_refused_naming_the_holder(built, corpus, capsys):
-    Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name="f-two").run()
+def test_a_second_trainer_on_a_live_run_is_refused_naming_the_holder(built, corpus_dir, capsys):
+    Trainer.new(built, tiny_config(max_steps=2), "tok", str(corpus_dir), name="f-two").run()
     first = Trainer.resume(built, "f-two", {"max_steps": 4})
     first.setup()  # holds the run's lock from here until it ends
     with pytest.raises(Exception, match=r"run 'f-two' is already training in this app \(training, since"):
@@ -166,8 +166,8 @@ def test_a_second_trainer_on_a_live_run_is_refused_naming_the_holder(built, corp
     assert get_run(built, "f-two").trainer() is None  # released at the end
 
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over(built, corpus):
-    Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name="f-stale").run()
+def test_a_stale_lock_of_a_dead_process_is_taken_over(built, corpus_dir):
+    Trainer.new(built, tiny_config(max_steps=2), "tok", str(corpus_dir), name="f-stale").run()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     lock = get_run(built, "f-stale").lock_path()
@@ -180,8 +180,8 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(built, corpus):
     assert not lock.exists()
 
 
-def test_rename_and_delete_wait_for_the_trainer(built, corpus):
-    Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name="f-busy").run()
+def test_rename_and_delete_wait_for_the_trainer(built, corpus_dir):
+    Trainer.new(built, tiny_config(max_steps=2), "tok", str(corpus_dir), name="f-busy").run()
     holder_proc = _hold_lock(get_run(built, "f-busy").lock_path(), "training")
     try:
         with pytest.raises(Exception, match=f"is training in process {holder_proc.pid}"):
@@ -202,10 +202,10 @@ def _no_core():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG instead
 
 
-def test_a_full_disk_fails_the_run_in_one_line_and_keeps_the_last_checkpoint(built, corpus):
+def test_a_full_disk_fails_the_run_in_one_line_and_keeps_the_last_checkpoint(built, corpus_dir):
     # the first checkpoints fit; training metrics grow until one append cannot be written
     r = subprocess.run([*WB, "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok",
-                        "--data", str(corpus), "--name", "f-full", *SETS, "--set", "train.max_steps=100000",
+                        "--data", str(corpus_dir), "--name", "f-full", *SETS, "--set", "train.max_steps=100000",
                         "--set", "train.log_interval=1", "--set", "train.checkpoint_interval=100",
                         "--set", "train.eval_interval=100000", "--set", "train.num_threads=1"],
                        capture_output=True, text=True, timeout=300, preexec_fn=_no_core)
@@ -218,10 +218,10 @@ def test_a_full_disk_fails_the_run_in_one_line_and_keeps_the_last_checkpoint(bui
     checkpoint.load_weights(model, run.path)  # loadable
 
 
-def test_an_io_error_while_checkpointing_marks_the_run_failed(built, corpus, monkeypatch):
+def test_an_io_error_while_checkpointing_marks_the_run_failed(built, corpus_dir, monkeypatch):
     import errno
 
-    t = _train(built, corpus, "f-io", max_steps=10, checkpoint_interval=3)
+    t = _train(built, corpus_dir, "f-io", max_steps=10, checkpoint_interval=3)
     real = checkpoint.save_checkpoint
 
     def failing(run_dir, step, *a, **k):
@@ -238,8 +238,8 @@ def test_an_io_error_while_checkpointing_marks_the_run_failed(built, corpus, mon
     assert run.status()["state"] == "failed" and run.latest_checkpoint() == "step_000003"
 
 
-def test_a_status_that_could_not_be_written_does_not_keep_a_run_alive(built, corpus, monkeypatch):
-    t = _train(built, corpus, "f-status", max_steps=4, checkpoint_interval=2)
+def test_a_status_that_could_not_be_written_does_not_keep_a_run_alive(built, corpus_dir, monkeypatch):
+    t = _train(built, corpus_dir, "f-status", max_steps=4, checkpoint_interval=2)
     run = get_run(built, "f-status")
     calls = {"n": 0}
     real = type(run).set_status
@@ -267,13 +267,13 @@ def test_a_status_that_could_not_be_written_does_not_keep_a_run_alive(built, cor
 # --- SIGKILL: one history, and the resumed run is the run that was never stopped ----------------
 
 
-def test_sigkill_resumes_give_the_uninterrupted_losses(built, corpus):
+def test_sigkill_resumes_give_the_uninterrupted_losses(built, corpus_dir):
     rng = random.Random(7)
     sets = [*SETS, "--set", "train.max_steps=100000", "--set", "train.checkpoint_interval=1",
             "--set", "train.eval_interval=1000000", "--set", "train.log_interval=1", "--set", "train.num_threads=1",
             "--set", "model.dropout=0.1", "--set", "train.grad_accum=2"]
     base = [*WB, "--workspace", str(built.root), "train"]
-    cmd = [*base, "--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "f-kill", *sets]
+    cmd = [*base, "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "f-kill", *sets]
     run_dir = built.run_path("f-kill")
     last = 0
     for _ in range(4):
@@ -298,7 +298,7 @@ def test_sigkill_resumes_give_the_uninterrupted_losses(built, corpus):
     # the same config trained without interruption, to the same step
     ref_cfg = run_config(get_run(built, "f-kill"))
     ref_cfg.train = ref_cfg.train.replace(checkpoint_interval=10**6)
-    ref = Trainer.new(built, ref_cfg, "tok", str(corpus), name="f-kill-ref")
+    ref = Trainer.new(built, ref_cfg, "tok", str(corpus_dir), name="f-kill-ref")
     ref.setup()
     ref.step_hooks.append(lambda t: t.stop() if t.step >= last else None)
     assert ref.run()["state"] == "stopped"
@@ -315,10 +315,10 @@ def test_another_folder_of_the_same_name_gets_its_own_data(built, tmp_path, caps
     write_txt(a / "valid.txt", make_stories(30, seed=12))
     write_txt(b / "train.txt", ["zzz qqq xxx " * 20] * 300)
     write_txt(b / "valid.txt", ["zzz qqq " * 20] * 30)
-    Trainer.new(built, tiny_cfg(max_steps=3), "tok", str(a), name="f-ident").run()
+    Trainer.new(built, tiny_config(max_steps=3), "tok", str(a), name="f-ident").run()
     assert _cli(built, "eval", "f-ident", "--json") == 0
     before = json.loads(capsys.readouterr().out)["bpb"]
-    Trainer.new(built, tiny_cfg(max_steps=3), "tok", str(b), name="f-ident-b").run()
+    Trainer.new(built, tiny_config(max_steps=3), "tok", str(b), name="f-ident-b").run()
     da = get_run(built, "f-ident").raw_config()["data"]["name"]
     db = get_run(built, "f-ident-b").raw_config()["data"]["name"]
     assert da != db and da.startswith("tok-tinystories-") and db.startswith("tok-tinystories-")
@@ -337,7 +337,7 @@ def test_another_folder_of_the_same_name_gets_its_own_data(built, tmp_path, caps
     assert str(a) in err and str(b) in err
 
 
-def test_a_prepare_in_progress_is_not_disturbed(built, corpus, tmp_path):
+def test_a_prepare_in_progress_is_not_disturbed(built, corpus_dir, tmp_path):
     from workbench.fileio import remove_stale_temps
     from workbench.data.tokens import data_lock_path
     from workbench.data.prepare import prepare_data
@@ -346,7 +346,7 @@ def test_a_prepare_in_progress_is_not_disturbed(built, corpus, tmp_path):
     other = _hold_lock(data_lock_path(built, "f-busy-data"), "preparing")
     try:
         with pytest.raises(Exception, match=f"data 'f-busy-data' is busy: process {other.pid} \\(preparing"):
-            prepare_data(built, "tok", str(corpus), name="f-busy-data")
+            prepare_data(built, "tok", str(corpus_dir), name="f-busy-data")
         # its live temp file survives another process's cleanup; a dead writer's does not
         d = built.data_path("f-busy-data")
         d.mkdir(parents=True, exist_ok=True)
@@ -361,7 +361,7 @@ def test_a_prepare_in_progress_is_not_disturbed(built, corpus, tmp_path):
     finally:
         other.kill()
         other.wait()
-    info = prepare_data(built, "tok", str(corpus), name="f-busy-data")  # its holder is gone
+    info = prepare_data(built, "tok", str(corpus_dir), name="f-busy-data")  # its holder is gone
     assert info.meta["splits"]["train"]["tokens"] > 0
 
 
@@ -400,12 +400,12 @@ def test_one_huge_line_takes_bounded_memory(private, tmp_path):
 
 
 @pytest.fixture
-def damaged(built, corpus):
+def damaged(built, corpus_dir):
     """Two good runs and a fresh one to damage, in a private copy of the workspace."""
 
     for name in ("f-good", "f-bad"):
         if not built.run_path(name).exists():
-            Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name=name).run()
+            Trainer.new(built, tiny_config(max_steps=2), "tok", str(corpus_dir), name=name).run()
     return built, get_run(built, "f-bad")
 
 

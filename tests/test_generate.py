@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runmaker import make_run
+from helpers import make_run
 from workbench.cli import main
 from workbench.config.schema import ModelConfig
 from workbench.errors import WorkbenchError

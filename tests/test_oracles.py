@@ -140,11 +140,11 @@ def pattern(tmp_path_factory):
 
 # --- gradient accumulation and clipping (through the trainer's own step) -----------------------
 
-def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(ows, corpus):
+def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(ows, corpus_dir):
     """k = 3 micro-batches of 2 windows: the step's gradient, loss and gradient norm are those
     of one batch of 6 windows, and the weights after the step are a plain AdamW step on it."""
     seen = {}
-    t, _, rows, _ = train(ows, corpus, grad_accum=3,
+    t, _, rows, _ = train(ows, corpus_dir, grad_accum=3,
                           setup=lambda t: seen.update(init=weights(t.raw_model)),
                           hooks=[lambda t: seen.update(grads=grads(t.raw_model), after=weights(t.raw_model))])
     tc, T = t.cfg.train, t.cfg.model.max_seq_len
@@ -166,12 +166,12 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_big_batch(ows, corpu
 
 
 @pytest.mark.parametrize("factor", [0.25, 4.0], ids=["large-norm-clipped", "small-norm-unchanged"])
-def test_clipping_bounds_the_global_norm_and_leaves_a_small_one_unchanged(ows, corpus, factor):
+def test_clipping_bounds_the_global_norm_and_leaves_a_small_one_unchanged(ows, corpus_dir, factor):
     """With ``grad_clip`` = factor x the true norm the step's gradient is the true one scaled
     to norm ``grad_clip`` (factor < 1) or the true one exactly (factor > 1)."""
     seen = {}
     # the true gradient of the first step, from a run without clipping
-    train(ows, corpus, setup=lambda t: seen.update(init=weights(t.raw_model)),
+    train(ows, corpus_dir, setup=lambda t: seen.update(init=weights(t.raw_model)),
           hooks=[lambda t: seen.update(cfg=t.cfg, data=t.data)])
     ref = build_model(seen["cfg"].model)
     ref.load_state_dict(seen["init"])
@@ -179,7 +179,7 @@ def test_clipping_bounds_the_global_norm_and_leaves_a_small_one_unchanged(ows, c
     _, g = reference_gradient(ref, batches)
     norm = global_norm(g)
     clip = factor * norm
-    t, _, rows, _ = train(ows, corpus, grad_clip=clip, hooks=[lambda t: seen.update(grads=grads(t.raw_model))])
+    t, _, rows, _ = train(ows, corpus_dir, grad_clip=clip, hooks=[lambda t: seen.update(grads=grads(t.raw_model))])
     got = global_norm(seen["grads"])
     assert rows[0]["grad_norm"] == pytest.approx(norm, rel=1e-4)  # reported before clipping
     if factor < 1:
@@ -225,10 +225,10 @@ def test_lr_at_equals_the_formula(schedule):
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
-def test_the_trainer_follows_the_schedule_step_by_step(ows, corpus, schedule):
+def test_the_trainer_follows_the_schedule_step_by_step(ows, corpus_dir, schedule):
     """10 steps, 3 of warm-up: the lr of every step as the formula gives it, with the budget's
     progress p = (step - warmup) / (max_steps - warmup)."""
-    _, summary, rows, _ = train(ows, corpus, schedule=schedule, max_steps=10, warmup_steps=3, lr=1e-2, min_lr=1e-3,
+    _, summary, rows, _ = train(ows, corpus_dir, schedule=schedule, max_steps=10, warmup_steps=3, lr=1e-2, min_lr=1e-3,
                                 decay_fraction=0.25)
     assert [r["step"] for r in rows] == list(range(1, 11))
     for r in rows:
@@ -236,21 +236,21 @@ def test_the_trainer_follows_the_schedule_step_by_step(ows, corpus, schedule):
         assert r["lr"] == pytest.approx(schedule_formula(schedule, s, (s - 3) / 7), rel=1e-9), (schedule, s)
 
 
-def test_a_token_budget_decays_on_the_tokens_seen(ows, corpus):
+def test_a_token_budget_decays_on_the_tokens_seen(ows, corpus_dir):
     """wsd on a token budget of 8 steps' tokens (no step budget): p = tokens seen / budget."""
     per_step = 2 * 2 * TINY["max_seq_len"]
-    _, summary, rows, _ = train(ows, corpus, schedule="wsd", max_steps=None, max_tokens=8 * per_step, grad_accum=2,
+    _, summary, rows, _ = train(ows, corpus_dir, schedule="wsd", max_steps=None, max_tokens=8 * per_step, grad_accum=2,
                                 warmup_steps=2, lr=1e-2, min_lr=1e-3, decay_fraction=0.5)
     for r in rows:
         s = r["step"] - 1
         assert r["lr"] == pytest.approx(schedule_formula("wsd", s, s / 8, warmup=2, decay_fraction=0.5), rel=1e-9)
 
 
-def test_a_time_budget_decays_on_the_clock(ows, corpus):
+def test_a_time_budget_decays_on_the_clock(ows, corpus_dir):
     """Cosine over a 2.4-second budget (no step or token budget): each step's lr is the formula
     at p = training time so far / budget, the time read after the step before it."""
     clock = [0.0]
-    _, summary, rows, _ = train(ows, corpus, schedule="cosine", max_steps=None, max_minutes=0.04, lr=1e-2,
+    _, summary, rows, _ = train(ows, corpus_dir, schedule="cosine", max_steps=None, max_minutes=0.04, lr=1e-2,
                                 min_lr=1e-3, hooks=[lambda t: clock.append(t.elapsed)])
     assert len(rows) == summary["step"] >= 10 and clock[-1] >= 2.4
     for r in rows:
@@ -263,11 +263,11 @@ def test_a_time_budget_decays_on_the_clock(ows, corpus):
 
 @pytest.mark.parametrize("accum,steps,extra", [(1, 5, 0), (2, 3, 0), (1, 4, -1)],
                          ids=["exact", "accumulated", "ends-at-the-step-that-reaches-it"])
-def test_a_token_budget_ends_at_that_many_tokens(ows, corpus, accum, steps, extra):
+def test_a_token_budget_ends_at_that_many_tokens(ows, corpus_dir, accum, steps, extra):
     per_step = 2 * accum * TINY["max_seq_len"]  # batch_size x grad_accum x max_seq_len targets
     budget = steps * per_step + extra
     counted = []
-    _, summary, rows, _ = train(ows, corpus, max_steps=None, max_tokens=budget, grad_accum=accum,
+    _, summary, rows, _ = train(ows, corpus_dir, max_steps=None, max_tokens=budget, grad_accum=accum,
                                 hooks=[lambda t: counted.append(t.step)])
     assert len(counted) == steps == summary["step"]
     assert summary["tokens"] == steps * per_step >= budget > (steps - 1) * per_step
@@ -360,11 +360,11 @@ def test_bits_per_byte_on_hand_made_text_and_known_probabilities(ows, tmp_path):
     assert u["bpb"] == pytest.approx(math.log2(V) * len(tokens) / n_bytes, rel=1e-5)
 
 
-def test_evaluation_reads_only_the_validation_tokens_with_dropout_off(ows, corpus):
+def test_evaluation_reads_only_the_validation_tokens_with_dropout_off(ows, corpus_dir):
     """The eval row of a run (with dropout 0.1) is the plain loss of the trained weights in
     eval mode over the first eval_batches x batch_size windows of ``val.bin``; the train split
     (a different text) gives another number, so reading it would show."""
-    t, _, _, evals = train(ows, corpus, model={"dropout": 0.1}, max_steps=2, eval_batches=3, batch_size=2)
+    t, _, _, evals = train(ows, corpus_dir, model={"dropout": 0.1}, max_steps=2, eval_batches=3, batch_size=2)
     model = t.raw_model.eval()
     T, B = t.cfg.model.max_seq_len, 2
 
@@ -380,7 +380,7 @@ def test_evaluation_reads_only_the_validation_tokens_with_dropout_off(ows, corpu
     assert row["val_loss"] == pytest.approx(val, rel=1e-5)
     assert row["val_ppl"] == pytest.approx(math.exp(val), rel=1e-5)
     tokens = split_tokens(t.data, "val")
-    text = (corpus / "valid.txt").read_text(encoding="utf-8")
+    text = (corpus_dir / "valid.txt").read_text(encoding="utf-8")
     n_bytes = sum(len(s.strip("\r\n").encode("utf-8")) for s in text.split("\n<|endoftext|>\n") if s.strip())
     assert row["bpb"] == pytest.approx(val / math.log(2) * len(tokens) / n_bytes, rel=1e-5)
 

@@ -28,7 +28,7 @@ def law(tmp_path, monkeypatch):
 
 
 def inject_speed(vocab: int, tok_s_of) -> None:
-    from conftest import inject_speed as inject
+    from helpers import inject_speed as inject
 
     inject(LAW, vocab, tok_s_of)
 
@@ -54,7 +54,7 @@ def test_the_plan_follows_speed_and_the_rule(built, law):
 
 def test_the_planner_measures_what_it_has_not(built, law, tmp_path, monkeypatch):
     monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path / "cache"))
-    from conftest import inject_matmul
+    from helpers import inject_matmul
 
     inject_matmul(0.5)
     monkeypatch.setattr(planner, "SHAPES", ((32, 1), (64, 2)))
@@ -74,11 +74,11 @@ def test_bad_budgets_are_refused(built, law, minutes):
         planner.plan(built, planner.PlanRequest("tok", minutes))
 
 
-def test_train_minutes_trains_the_plan_and_records_it(built, corpus, law, capsys, monkeypatch):
+def test_train_minutes_trains_the_plan_and_records_it(built, corpus_dir, law, capsys, monkeypatch):
     monkeypatch.setattr(planner, "SHAPES", ((32, 1), (64, 2)))
     monkeypatch.setattr(planner, "SEQ_LEN", 32)
     inject_speed(400, lambda dim, layers: 5e4 / dim)
-    args = ["--workspace", str(built.root), "train", "--tokenizer", "tok", "--data", str(corpus), "--minutes", "0.05",
+    args = ["--workspace", str(built.root), "train", "--tokenizer", "tok", "--data", str(corpus_dir), "--minutes", "0.05",
             "--name", "planned"]
     assert main(args) == 0
     err = capsys.readouterr().err
@@ -88,7 +88,7 @@ def test_train_minutes_trains_the_plan_and_records_it(built, corpus, law, capsys
     assert raw["plan"]["predicted_bpb"] > 0 and raw["plan"]["tokens"] > 0 and raw["plan"]["reasons"]
     assert run.config().train.max_minutes == 0.05 and run.status()["state"] == "finished"
     # --minutes with --config is the budget alone
-    assert main(["--workspace", str(built.root), "train", "--tokenizer", "tok", "--data", str(corpus), "--config",
+    assert main(["--workspace", str(built.root), "train", "--tokenizer", "tok", "--data", str(corpus_dir), "--config",
                  "debug", "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--minutes", "0.02",
                  "--name", "budgeted"]) == 0
     cfg = get_run(built, "budgeted").config()
@@ -102,23 +102,23 @@ def test_train_minutes_trains_the_plan_and_records_it(built, corpus, law, capsys
 
 @pytest.mark.parametrize("budget", ["minutes", "tokens", "steps"])
 @pytest.mark.parametrize("amount", ["inf", "1e400", "nan"])
-def test_a_sweep_budget_must_be_finite(built, corpus, budget, amount):
+def test_a_sweep_budget_must_be_finite(built, corpus_dir, budget, amount):
     """An infinite budget is refused in words, not an OverflowError out of int(): typed into the
     sweep dialog, or given to the engine (``sweep --tokens inf``)."""
     from workbench.planning.sweep import SweepRequest, request_from_text
 
-    answers = {"tokenizer": "tok", "data": str(corpus), "name": "inf-sweep", "budget": budget,
+    answers = {"tokenizer": "tok", "data": str(corpus_dir), "name": "inf-sweep", "budget": budget,
                "amount": amount, "grid": "model.dim=16,32", "parallel": "1"}
     with pytest.raises(WorkbenchError, match=f"{budget} '{amount}' is not allowed: expected a finite number > 0"):
         request_from_text(built, answers, "debug")
-    req = SweepRequest(base="debug", tokenizer="tok", data=str(corpus), name="inf-sweep", budget=budget,
+    req = SweepRequest(base="debug", tokenizer="tok", data=str(corpus_dir), name="inf-sweep", budget=budget,
                        amount=float(amount), grid={"model.dim": [16, 32]})
     with pytest.raises(WorkbenchError, match=f"the sweep's {budget} budget must be a finite number > 0"):
         req.validate(built)
 
 
-def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus, capsys):
-    args = ["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus_dir, capsys):
+    args = ["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
             "--name", "sw", "--steps", "8", "--grid", "model.dim=16,32", "--grid", "train.lr=0.003,0.01",
             "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--parallel", "2", "--json"]
     assert main(args) == 0
@@ -131,7 +131,7 @@ def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus, capsys):
         assert cfg.train.max_steps == 8 and cfg.train.num_threads == 1  # two at once share the two cores
     # a config that cannot fit is skipped, with the reason; the others still run
     assert main(["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data",
-                 str(corpus), "--name", "sw-big", "--steps", "2", "--grid", "model.dim=32,65536",
+                 str(corpus_dir), "--name", "sw-big", "--steps", "2", "--grid", "model.dim=32,65536",
                  "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--set", "model.n_heads=4",
                  "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
@@ -149,10 +149,10 @@ def test_sweep_trains_a_grid_in_parallel_and_ranks_it(built, corpus, capsys):
     (["--name", "s3"], "the sweep has no runs"),
     (["--grid", "dim=16", "--name", "s4"], "is not SECTION.FIELD=VALUES"),
 ])
-def test_bad_sweeps_are_refused_before_anything_trains(built, corpus, capsys, argv, needle):
+def test_bad_sweeps_are_refused_before_anything_trains(built, corpus_dir, capsys, argv, needle):
     before = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
     code = main(["--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data",
-                 str(corpus), "--steps", "2", *argv])
+                 str(corpus_dir), "--steps", "2", *argv])
     assert code == 2
     assert needle in capsys.readouterr().err
     assert (sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []) == before

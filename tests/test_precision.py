@@ -10,8 +10,8 @@ import json
 import pytest
 import torch
 
-from conftest import inject_matmul
-from test_train import losses, tiny_cfg
+from helpers import inject_matmul
+from helpers import losses, tiny_config
 from workbench.machine import probe
 from workbench.cli import main
 from workbench.config.schema import ModelConfig
@@ -33,15 +33,17 @@ def bf16_machine():
 
 
 def test_auto_follows_the_measurement_both_ways(bf16_machine):
-    p = resolve_precision("auto", CPU)
+    from workbench.machine.choices import precision_for
+
+    name, why = precision_for("auto", CPU, measure=True)
+    p = resolve_precision(name, CPU, why)
     assert p.name == "bf16" and p.autocast_dtype is torch.bfloat16
     assert "400 vs fp32 100 GFLOP/s, 4.00x" in p.reason
     inject_matmul(1.1)  # emulated bf16, or barely faster: not worth the casts
-    p = resolve_precision("auto", CPU)
+    name, why = precision_for("auto", CPU, measure=True)
+    p = resolve_precision(name, CPU, why)
     assert p.name == "fp32" and p.autocast_dtype is None and "not faster" in p.reason
-    # the estimate (no torch) reads the same cached decision
-    from workbench.machine.choices import precision_for
-
+    # the estimate (no torch, the device by name) reads the same cached decision
     assert precision_for("auto", "cpu")[0] == "fp32"
     inject_matmul(4.0)
     assert precision_for("auto", "cpu")[0] == "bf16"
@@ -56,7 +58,9 @@ def test_explicit_precision_wins(bf16_machine):
 def test_unmeasured_machine_measures_once(tmp_path, monkeypatch):
     monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path / "cache"))
     assert probe.matmul_probe(measure=False) is None
-    assert resolve_precision("auto", CPU, measure=False).name == "fp32"
+    from workbench.machine.choices import precision_for
+
+    assert precision_for("auto", CPU, measure=False)[0] == "fp32"
     first = probe.matmul_probe()
     assert first["cached"] is False and first["fp32_gflops"] > 0 and first["bf16_gflops"] > 0
     assert first["bf16_speedup"] == pytest.approx(first["bf16_gflops"] / first["fp32_gflops"], rel=0.01)
@@ -125,14 +129,14 @@ def _stop_at(trainer, step):
     trainer.step_hooks.append(lambda t: t.stop() if t.step == step else None)
 
 
-def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus, bf16_machine):
+def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus_dir, bf16_machine):
     def cfg():  # dropout and accumulation: the RNG and data position must come back exactly too
-        c = tiny_cfg(max_steps=12, grad_accum=2)
+        c = tiny_config(max_steps=12, grad_accum=2)
         c.model = c.model.replace(dropout=0.1)
         return c
 
     ev1 = []
-    straight = Trainer.new(built, cfg(), "tok", str(corpus), name="bf-straight", on_event=ev1.append)
+    straight = Trainer.new(built, cfg(), "tok", str(corpus_dir), name="bf-straight", on_event=ev1.append)
     assert straight.run()["state"] == "finished"
     start = dataclasses.asdict(next(e for e in ev1 if isinstance(e, Started)))
     assert start["precision"] == "bf16" and "4.00x" in start["precision_reason"]
@@ -149,7 +153,7 @@ def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus, bf
     assert {t.dtype for t in load_file(str(run.path / "checkpoints/step_000012/model.safetensors")).values()} == {torch.float32}
 
     ev2 = []
-    half = Trainer.new(built, cfg(), "tok", str(corpus), name="bf-half", on_event=ev2.append)
+    half = Trainer.new(built, cfg(), "tok", str(corpus_dir), name="bf-half", on_event=ev2.append)
     half.setup()
     _stop_at(half, 6)
     assert half.run()["state"] == "stopped"
@@ -161,22 +165,22 @@ def test_auto_is_recorded_and_a_bf16_run_resumes_step_for_step(built, corpus, bf
     assert losses(ev1) == losses(ev2) + losses(ev3)  # bit for bit
 
 
-def test_explicit_precision_is_recorded_and_kept(built, corpus, bf16_machine):
-    t = Trainer.new(built, tiny_cfg(max_steps=2, precision="fp32"), "tok", str(corpus), name="fp-explicit")
+def test_explicit_precision_is_recorded_and_kept(built, corpus_dir, bf16_machine):
+    t = Trainer.new(built, tiny_config(max_steps=2, precision="fp32"), "tok", str(corpus_dir), name="fp-explicit")
     assert t.run()["state"] == "finished"
     st = get_run(built, "fp-explicit").status()
     assert st["precision"] == "fp32" and "set in the config" in st["precision_reason"]
 
 
-def test_fused_adamw_is_used_on_cpu(built, corpus):
-    t = Trainer.new(built, tiny_cfg(max_steps=1), "tok", str(corpus), name="fused-adamw")
+def test_fused_adamw_is_used_on_cpu(built, corpus_dir):
+    t = Trainer.new(built, tiny_config(max_steps=1), "tok", str(corpus_dir), name="fused-adamw")
     t.setup()
     assert t.optimizer.defaults["fused"] is True
     assert t.run()["state"] == "finished"
 
 
-def test_cli_train_and_eval_say_which_precision(built, corpus, capsys, bf16_machine):
-    args = ["--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+def test_cli_train_and_eval_say_which_precision(built, corpus_dir, capsys, bf16_machine):
+    args = ["--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
             "--name", "cli-prec", "--set", "model.vocab_size=400", "--set", "model.max_seq_len=32",
             "--set", "train.batch_size=4", "--set", "train.max_steps=3", "--set", "train.num_threads=1"]
     assert main(args) == 0
@@ -269,11 +273,11 @@ def test_decode_precision_is_measured_per_shape(bf16_machine):
         decode_precision(big, "int8")
 
 
-def test_generation_in_bf16_says_so(built, corpus, capsys):
+def test_generation_in_bf16_says_so(built, corpus_dir, capsys):
     from workbench.generation.generate import generate, load_for_generation
     from workbench.generation.sampling import SamplingParams
 
-    Trainer.new(built, tiny_cfg(max_steps=2), "tok", str(corpus), name="gen-bf16").run()
+    Trainer.new(built, tiny_config(max_steps=2), "tok", str(corpus_dir), name="gen-bf16").run()
     model, tok, _, _ = load_for_generation(built, "gen-bf16", precision="bf16")
     assert next(model.parameters()).dtype is torch.bfloat16 and model.precision_reason == "asked for"
     out = generate(model, tok, "Once", SamplingParams(max_tokens=5, temperature=0, stop_at_eos=False))
@@ -288,8 +292,8 @@ def test_generation_in_bf16_says_so(built, corpus, capsys):
 
 # ---------------------------------------------------------------- optimizers and schedules
 
-def test_muon_trains_hidden_matrices_and_adamw_the_rest(built, corpus):
-    t = Trainer.new(built, tiny_cfg(max_steps=6, optimizer="muon", checkpoint_interval=3), "tok", str(corpus),
+def test_muon_trains_hidden_matrices_and_adamw_the_rest(built, corpus_dir):
+    t = Trainer.new(built, tiny_config(max_steps=6, optimizer="muon", checkpoint_interval=3), "tok", str(corpus_dir),
                     name="muon-run")
     t.setup()
     muon, adamw = t.optimizer.optimizers
@@ -303,7 +307,7 @@ def test_muon_trains_hidden_matrices_and_adamw_the_rest(built, corpus):
     assert sum(p.numel() for g in muon.param_groups for p in g["params"]) == hidden_matrix_params(t.cfg.model)
     assert t.run()["state"] == "finished"
     # resumes exactly: both optimizers' states come back
-    half = Trainer.new(built, tiny_cfg(max_steps=6, optimizer="muon", checkpoint_interval=3), "tok", str(corpus),
+    half = Trainer.new(built, tiny_config(max_steps=6, optimizer="muon", checkpoint_interval=3), "tok", str(corpus_dir),
                        name="muon-half")
     half.setup()
     _stop_at(half, 3)

@@ -33,7 +33,7 @@ def two_runs(trained):
     """The trained run, and a copy whose metrics cannot be read at all (a folder, not a file)."""
     import shutil
 
-    from conftest import TRAINED_RUN
+    from helpers import TRAINED_RUN
 
     bad = trained.runs_dir() / "zz-broken"
     shutil.copytree(trained.run_path(TRAINED_RUN), bad)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_stories, write_txt
+from helpers import make_stories, write_txt
 from workbench.errors import Cancelled, WorkbenchError
 from workbench.tokenizer.tokenizer import (SPACE_MARK, TokenizerSettings, list_tokenizers, load_tokenizer, min_vocab_size, tokenizer_info)
 from workbench.tokenizer.build import BuildJob, build_request, build_tokenizer, default_name
@@ -75,29 +75,29 @@ def test_round_trip_every_valid_story(ts_dir, tmp_path):
     assert bad == []
 
 
-def test_too_small_vocab_is_refused_with_the_minimum(corpus, ws):
+def test_too_small_vocab_is_refused_with_the_minimum(corpus_dir, ws):
     info_alpha = None
     with pytest.raises(WorkbenchError) as e:
-        build_tokenizer(ws, "small", TokenizerSettings(vocab_size=100, data=str(corpus)))
-    alphabet = len(set((corpus / "train.txt").read_text(encoding="utf-8").replace("\n<|endoftext|>\n", "\n").strip("\n")))
+        build_tokenizer(ws, "small", TokenizerSettings(vocab_size=100, data=str(corpus_dir)))
+    alphabet = len(set((corpus_dir / "train.txt").read_text(encoding="utf-8").replace("\n<|endoftext|>\n", "\n").strip("\n")))
     expected = min_vocab_size(alphabet, True)
     assert f"the minimum is {expected}" in str(e.value) and "--no-byte-fallback" in str(e.value)
     assert not ws.tokenizer_path("small").exists()
     del info_alpha
 
 
-def test_char_level_build_at_the_exact_minimum(corpus, ws):
-    text = (corpus / "train.txt").read_text(encoding="utf-8")
+def test_char_level_build_at_the_exact_minimum(corpus_dir, ws):
+    text = (corpus_dir / "train.txt").read_text(encoding="utf-8")
     docs = [d.strip("\n") for d in text.split("<|endoftext|>\n") if d.strip()]
     alphabet = len(set("".join(docs)))
     n = min_vocab_size(alphabet, byte_fallback=False)
-    info = build_tokenizer(ws, "char", TokenizerSettings(vocab_size=n, byte_fallback=False, data=str(corpus)))
+    info = build_tokenizer(ws, "char", TokenizerSettings(vocab_size=n, byte_fallback=False, data=str(corpus_dir)))
     assert info.stats["vocab_size"] == n
     tok = load_tokenizer(ws, "char")
     sample = docs[0]
     assert tok.decode(tok.encode(sample)) == sample
     with pytest.raises(WorkbenchError, match=f"the minimum is {n}"):
-        build_tokenizer(ws, "char2", TokenizerSettings(vocab_size=n - 1, byte_fallback=False, data=str(corpus)))
+        build_tokenizer(ws, "char2", TokenizerSettings(vocab_size=n - 1, byte_fallback=False, data=str(corpus_dir)))
 
 
 def test_too_large_vocab_is_explained(tmp_path, ws):
@@ -111,16 +111,16 @@ def test_too_large_vocab_is_explained(tmp_path, ws):
     ({"vocab_size": 40000}, "vocab_size 40000 is out of range"),
     ({"sample_mb": 0}, "sample_mb 0 is out of range"),
 ])
-def test_invalid_settings(corpus, ws, bad, match):
+def test_invalid_settings(corpus_dir, ws, bad, match):
     with pytest.raises(WorkbenchError, match=match):
-        BuildJob(ws, "x", TokenizerSettings(data=str(corpus), **bad))
+        BuildJob(ws, "x", TokenizerSettings(data=str(corpus_dir), **bad))
 
 
-def test_bad_name_and_existing_name(built, corpus):
+def test_bad_name_and_existing_name(built, corpus_dir):
     with pytest.raises(WorkbenchError, match="name '../evil' is not allowed"):
-        BuildJob(built, "../evil", TokenizerSettings(data=str(corpus)))
+        BuildJob(built, "../evil", TokenizerSettings(data=str(corpus_dir)))
     with pytest.raises(WorkbenchError, match="already exists"):
-        BuildJob(built, "tok", TokenizerSettings(data=str(corpus)))
+        BuildJob(built, "tok", TokenizerSettings(data=str(corpus_dir)))
 
 
 def test_missing_tokenizer_lists_what_exists(built):
@@ -160,14 +160,14 @@ def test_wait_raises_cancelled_from_event(tmp_path, ws):
     assert not ws.tokenizer_path("c").exists()
 
 
-def test_overwrite_replaces(built, corpus, tmp_path):
+def test_overwrite_replaces(built, corpus_dir, tmp_path):
     import shutil
 
     from workbench.workspace import Workspace
 
     w = Workspace.at(tmp_path)
     shutil.copytree(built.tokenizer_path("tok"), w.tokenizer_path("tok"))
-    info = build_tokenizer(w, "tok", TokenizerSettings(vocab_size=450, data=str(corpus)), overwrite=True)
+    info = build_tokenizer(w, "tok", TokenizerSettings(vocab_size=450, data=str(corpus_dir)), overwrite=True)
     assert info.stats["vocab_size"] == 450
     assert sorted(p.name for p in w.tokenizers_dir().iterdir()) == ["tok"]
 

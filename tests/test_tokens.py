@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_stories, write_txt
+from helpers import make_stories, write_txt
 from workbench.data.sources import resolve_source
 from workbench.errors import WorkbenchError
 from workbench.tokenizer.tokenizer import load_tokenizer
@@ -23,10 +23,10 @@ def _expected(tok, docs):
     return np.array([i for d in docs for i in tok.encode(d, bos=True, eos=True)], dtype=np.int64)
 
 
-def test_prepared_tokens_equal_direct_encode(built, corpus):
-    info = prepare_data(built, "tok", str(corpus), name="p1", workers=2)
+def test_prepared_tokens_equal_direct_encode(built, corpus_dir):
+    info = prepare_data(built, "tok", str(corpus_dir), name="p1", workers=2)
     tok = load_tokenizer(built, "tok")
-    src = resolve_source(str(corpus))
+    src = resolve_source(str(corpus_dir))
     for split, src_split in (("train", "train"), ("val", "validation")):
         docs = list(src.documents(src_split))
         tf = info.split(split)
@@ -46,15 +46,15 @@ def test_dtype_switches_past_uint16():
     assert token_dtype(65537) == np.uint32
 
 
-def test_ensure_prepared_reuses(built, corpus):
-    a = ensure_prepared(built, "tok", str(corpus), name="p2")
+def test_ensure_prepared_reuses(built, corpus_dir):
+    a = ensure_prepared(built, "tok", str(corpus_dir), name="p2")
     mtime = (a.path / "train.bin").stat().st_mtime_ns
-    b = ensure_prepared(built, "tok", str(corpus), name="p2")
+    b = ensure_prepared(built, "tok", str(corpus_dir), name="p2")
     assert (b.path / "train.bin").stat().st_mtime_ns == mtime
 
 
-def test_sample_batch_and_windows(built, corpus):
-    info = ensure_prepared(built, "tok", str(corpus), name="p3")
+def test_sample_batch_and_windows(built, corpus_dir):
+    info = ensure_prepared(built, "tok", str(corpus_dir), name="p3")
     tf = info.train
     full = np.fromfile(tf.path, dtype=tf.dtype).astype(np.int64)
     rng = np.random.default_rng(0)
@@ -114,15 +114,15 @@ def test_killed_prepare_leaves_no_partial_file(built, tmp_path):
     assert info.meta["splits"]["train"]["documents"] == 40000
 
 
-def test_truncated_token_file_is_detected(built, corpus):
-    info = ensure_prepared(built, "tok", str(corpus), name="p4")
+def test_truncated_token_file_is_detected(built, corpus_dir):
+    info = ensure_prepared(built, "tok", str(corpus_dir), name="p4")
     with open(info.path / "val.bin", "r+b") as f:
         f.truncate(10)
     with pytest.raises(WorkbenchError, match="does not match meta.json"):
         data_info(built, "p4")
 
 
-def test_cancel_event_stops_prepare(built, corpus):
+def test_cancel_event_stops_prepare(built, corpus_dir):
     import threading
 
     from workbench.errors import Cancelled
@@ -130,12 +130,12 @@ def test_cancel_event_stops_prepare(built, corpus):
     ev = threading.Event()
     ev.set()
     with pytest.raises(Cancelled):
-        prepare_data(built, "tok", str(corpus), name="p5", cancel_event=ev)
+        prepare_data(built, "tok", str(corpus_dir), name="p5", cancel_event=ev)
     assert not built.data_path("p5").exists()  # a failed first prepare leaves no empty folder
     assert not [p for p in built.data_dir().iterdir() if "p5" in p.name]  # nor its lock or temps
 
 
-def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path):
+def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus_dir, tmp_path):
     """The data a run gets is always its tokenizer's encoding of the source as it is now: an
     edited file gets a folder of its own (its fingerprint) or, in a folder named by the user, is
     prepared again; a rebuilt tokenizer under the same name re-prepares a named folder instead of
@@ -146,7 +146,7 @@ def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path
     from workbench.tokenizer.build import build_tokenizer
 
     src = tmp_path / "src"
-    shutil.copytree(corpus, src)
+    shutil.copytree(corpus_dir, src)
     a = ensure_prepared(built, "tok", str(src))
     assert ensure_prepared(built, "tok", str(src)).path == a.path  # unchanged: reused
     stories = make_stories(300, seed=9)
@@ -165,10 +165,10 @@ def test_a_changed_source_or_tokenizer_is_prepared_again(built, corpus, tmp_path
     assert np.array_equal(np.fromfile(again.train.path, dtype=again.dtype).astype(np.int64), _expected(tok, edited))
 
     # the same tokenizer name, rebuilt with another vocab: the named folder is prepared again
-    build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=330, data=str(corpus), sample_mb=5))
+    build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=330, data=str(corpus_dir), sample_mb=5))
     c = ensure_prepared(built, "tok2", str(src), name="retok")
     shutil.rmtree(built.tokenizer_path("tok2"))
-    build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=360, data=str(corpus), sample_mb=5))
+    build_tokenizer(built, "tok2", TokenizerSettings(vocab_size=360, data=str(corpus_dir), sample_mb=5))
     d = ensure_prepared(built, "tok2", str(src), name="retok")
     assert d.meta["tokenizer"]["sha256"] != c.meta["tokenizer"]["sha256"]
     tok2 = load_tokenizer(built, "tok2")

@@ -257,7 +257,7 @@ def test_cli_trace_run_traces_the_latest_checkpoint_of_a_real_run(trained, capsy
     tokenizer for --text, and the embedding output is the checkpoint's rows for those ids."""
     from safetensors.torch import load_file
 
-    from conftest import TRAINED_RUN as RUN
+    from helpers import TRAINED_RUN as RUN
     from workbench.runs.folder import get_run
 
     run = get_run(trained, RUN)
@@ -283,7 +283,7 @@ def test_cli_trace_run_traces_the_latest_checkpoint_of_a_real_run(trained, capsy
 def test_cli_trace_run_with_damaged_checkpoints_says_what_is_wrong(trained, capsys):
     import shutil
 
-    from conftest import TRAINED_RUN as RUN
+    from helpers import TRAINED_RUN as RUN
     from workbench.runs.folder import get_run
 
     run = get_run(trained, RUN)

@@ -24,32 +24,18 @@ from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Finis
                                        Stepped)
 from workbench.training.trainer import Trainer
 
-SETS = ["--set", "model.vocab_size=400", "--set", "model.max_seq_len=32", "--set", "train.batch_size=4"]
+from helpers import SETS, losses, tiny_config
 
-
-def tiny_cfg(**train):
-    cfg = load_config("debug")
-    cfg.model = cfg.model.replace(vocab_size=400, max_seq_len=32, dim=32, n_layers=2)
-    base = dict(batch_size=4, max_steps=12, warmup_steps=2, eval_interval=6, eval_batches=2,
-                log_interval=1, checkpoint_interval=6, keep_last=2, num_threads=1)
-    cfg.train = cfg.train.replace(**{**base, **train})
-    return cfg
-
-
-def losses(events):
-    return [e.loss for e in events if isinstance(e, Stepped)]
-
-
-def train_new(ws, corpus, name, **train):
+def train_new(ws, corpus_dir, name, **train):
     evs = []
-    t = Trainer.new(ws, tiny_cfg(**train), "tok", str(corpus), name=name, on_event=evs.append)
+    t = Trainer.new(ws, tiny_config(**train), "tok", str(corpus_dir), name=name, on_event=evs.append)
     return t, evs
 
 
-def test_exact_resume(built, corpus):
-    straight, ev1 = train_new(built, corpus, "straight", max_steps=12)
+def test_exact_resume(built, corpus_dir):
+    straight, ev1 = train_new(built, corpus_dir, "straight", max_steps=12)
     assert straight.run()["state"] == "finished"
-    half, ev2 = train_new(built, corpus, "half", max_steps=12)
+    half, ev2 = train_new(built, corpus_dir, "half", max_steps=12)
     half.step_hooks.append(lambda t: t.stop() if t.step == 6 else None)
     assert half.run()["state"] == "stopped"
     assert half.step == 6
@@ -64,8 +50,8 @@ def test_exact_resume(built, corpus):
     assert steps == sorted(set(steps)) == list(range(1, 13))
 
 
-def test_events_metrics_and_run_folder(built, corpus):
-    t, evs = train_new(built, corpus, "folder", max_steps=6, eval_interval=3, checkpoint_interval=3)
+def test_events_metrics_and_run_folder(built, corpus_dir):
+    t, evs = train_new(built, corpus_dir, "folder", max_steps=6, eval_interval=3, checkpoint_interval=3)
     s = t.run()
     assert s["state"] == "finished" and s["checkpoint"] == "step_000006"
     run = get_run(built, "folder")
@@ -99,7 +85,7 @@ def test_eval_is_fixed_and_dropout_free(trained):
     import torch
     import torch.nn.functional as F
 
-    from conftest import TRAINED_RUN
+    from helpers import TRAINED_RUN
     from workbench.training.evaluate import evaluate
     from workbench.runs.load import load_run_model
     from workbench.data.tokens import run_data
@@ -120,10 +106,10 @@ def test_eval_is_fixed_and_dropout_free(trained):
     assert a["val_loss"] == pytest.approx(total / sum(w[:, 1:].numel() for w in windows), rel=1e-6)
 
 
-def test_injected_nan_stops_and_keeps_checkpoint(built, corpus):
+def test_injected_nan_stops_and_keeps_checkpoint(built, corpus_dir):
     import torch
 
-    t, evs = train_new(built, corpus, "nan", max_steps=20, checkpoint_interval=5, eval_interval=100)
+    t, evs = train_new(built, corpus_dir, "nan", max_steps=20, checkpoint_interval=5, eval_interval=100)
     t.setup()
     def poison(module, inputs, output):
         if t.step == 7:
@@ -143,12 +129,12 @@ def test_injected_nan_stops_and_keeps_checkpoint(built, corpus):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_non_finite_gradient_norm_stops_and_keeps_checkpoint(built, corpus):
+def test_non_finite_gradient_norm_stops_and_keeps_checkpoint(built, corpus_dir):
     """The loss stays finite but a gradient does not: the gradient-norm guard stops the run
     before the optimizer step writes NaN into the weights."""
     import torch
 
-    t, _ = train_new(built, corpus, "nan-grad", max_steps=20, checkpoint_interval=5, eval_interval=100)
+    t, _ = train_new(built, corpus_dir, "nan-grad", max_steps=20, checkpoint_interval=5, eval_interval=100)
     t.setup()
     p = next(t.raw_model.parameters())
     p.register_hook(lambda g: g * float("nan") if t.step == 7 else g)
@@ -160,13 +146,13 @@ def test_non_finite_gradient_norm_stops_and_keeps_checkpoint(built, corpus):
     assert all(torch.isfinite(q).all() for q in t.raw_model.parameters())
 
 
-def test_with_a_gradient_scaler_a_non_finite_step_is_skipped_not_fatal(built, corpus):
+def test_with_a_gradient_scaler_a_non_finite_step_is_skipped_not_fatal(built, corpus_dir):
     """fp16 (CUDA) trains with a gradient scaler: an overflowing step is skipped by the scaler,
     which lowers its scale, and training goes on. The scaler branch runs here on the CPU with the
     same torch GradScaler, so the guard's ``scaler is None`` condition is tested."""
     import torch
 
-    t, _ = train_new(built, corpus, "nan-scaled", max_steps=10, checkpoint_interval=5, eval_interval=100)
+    t, _ = train_new(built, corpus_dir, "nan-scaled", max_steps=10, checkpoint_interval=5, eval_interval=100)
     t.setup()
     t.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     p = next(t.raw_model.parameters())
@@ -185,7 +171,7 @@ def test_with_a_gradient_scaler_a_non_finite_step_is_skipped_not_fatal(built, co
     assert get_run(built, "nan-scaled").latest_checkpoint() == "step_000010"
 
 
-def test_cli_nan_is_one_line_and_exit_code_1(built, corpus, capsys, monkeypatch):
+def test_cli_nan_is_one_line_and_exit_code_1(built, corpus_dir, capsys, monkeypatch):
     import workbench.model as model_mod
 
     real = model_mod.build_model
@@ -200,7 +186,7 @@ def test_cli_nan_is_one_line_and_exit_code_1(built, corpus, capsys, monkeypatch)
         m.register_forward_hook(hook)
         return m
     monkeypatch.setattr(model_mod, "build_model", poisoned)
-    rc = _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus), "--name", "nan-cli",
+    rc = _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus_dir), "--name", "nan-cli",
               "--set", "train.max_steps=10", "--set", "train.eval_interval=100", "--set", "train.checkpoint_interval=2")
     err = capsys.readouterr().err
     assert rc == 1
@@ -224,9 +210,9 @@ def _train_steps(ws, name):
     return [r["step"] for r in get_run(ws, name).metrics() if r["kind"] == "train"] if path.is_dir() else []
 
 
-def test_ctrl_c_in_workbench_train_stops_between_steps_and_keeps_a_checkpoint(built, corpus):
+def test_ctrl_c_in_workbench_train_stops_between_steps_and_keeps_a_checkpoint(built, corpus_dir):
     cmd = [sys.executable, "-m", "workbench", "--workspace", str(built.root), "train", "--config", "debug",
-           "--tokenizer", "tok", "--data", str(corpus), "--name", "ctrl-c", *SETS, "--set", "train.max_steps=100000",
+           "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "ctrl-c", *SETS, "--set", "train.max_steps=100000",
            "--set", "train.log_interval=1", "--set", "train.eval_interval=100000",
            "--set", "train.checkpoint_interval=100000", "--set", "train.num_threads=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -246,10 +232,10 @@ def test_ctrl_c_in_workbench_train_stops_between_steps_and_keeps_a_checkpoint(bu
     assert f"stopped: run ctrl-c, step {last}," in out
 
 
-def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(built, corpus):
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(built, corpus_dir):
     """Ctrl+C in a terminal sends SIGINT to torchrun and both workers (one process group)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
-           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
            "--name", "torchrun-int", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
            "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
            "--set", "train.num_threads=1"]
@@ -291,19 +277,19 @@ def _cli(ws, *args):
     (["--config", "debug", "--tokenizer", "tok", *SETS, "--set", "nosection"], "is not SECTION.FIELD=VALUE"),
     (["--config", "nope", "--tokenizer", "tok"], "no config or preset named 'nope'"),
 ])
-def test_bad_input(built, corpus, capsys, args, needle):
+def test_bad_input(built, corpus_dir, capsys, args, needle):
     before = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
-    assert _cli(built, *args, "--data", str(corpus)) == 2
+    assert _cli(built, *args, "--data", str(corpus_dir)) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     after = sorted(p.name for p in built.runs_dir().iterdir()) if built.runs_dir().exists() else []
     assert after == before
 
 
-def test_the_tokenizer_sets_the_vocab_and_says_so(built, corpus, capsys):
+def test_the_tokenizer_sets_the_vocab_and_says_so(built, corpus_dir, capsys):
     """A preset made for another vocab trains with the tokenizer's, said in one line; the run's
     config and its model have the tokenizer's vocab."""
-    assert _cli(built, "--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "vocab-flow",
+    assert _cli(built, "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "vocab-flow",
                 "--set", "model.max_seq_len=32", "--set", "model.dim=32", "--set", "model.n_layers=1",
                 "--set", "train.max_steps=2", "--set", "train.eval_interval=2", "--set", "train.eval_batches=1") == 0
     err = capsys.readouterr().err
@@ -313,7 +299,7 @@ def test_the_tokenizer_sets_the_vocab_and_says_so(built, corpus, capsys):
 
 
 def test_data_shorter_than_one_window(built, tmp_path, capsys):
-    from conftest import write_txt
+    from helpers import write_txt
 
     write_txt(tmp_path / "s" / "train.txt", ["a b"] * 3)
     write_txt(tmp_path / "s" / "valid.txt", ["c"])
@@ -323,17 +309,17 @@ def test_data_shorter_than_one_window(built, tmp_path, capsys):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_run_folder(built, corpus, capsys):  # pragma: no cover - not as root
+def test_unwritable_run_folder(built, corpus_dir, capsys):  # pragma: no cover - not as root
     built.runs_dir().mkdir(exist_ok=True)
     os.chmod(built.runs_dir(), 0o500)
     try:
-        assert _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus)) == 2
+        assert _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus_dir)) == 2
         assert "cannot write the run folder" in capsys.readouterr().err
     finally:
         os.chmod(built.runs_dir(), 0o700)
 
 
-def test_run_folder_that_is_a_file(tmp_path, built, corpus, capsys):
+def test_run_folder_that_is_a_file(tmp_path, built, corpus_dir, capsys):
     import shutil
 
     from workbench.workspace import Workspace
@@ -342,12 +328,12 @@ def test_run_folder_that_is_a_file(tmp_path, built, corpus, capsys):
     shutil.copytree(built.tokenizers_dir(), w.tokenizers_dir())
     w.root.mkdir(exist_ok=True)
     (w.root / "trained_models").write_text("not a folder")
-    assert _cli(w, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus)) == 2
+    assert _cli(w, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus_dir)) == 2
     assert "cannot write the run folder" in capsys.readouterr().err
 
 
-def test_resume_refuses_model_changes(built, corpus, capsys):
-    t, _ = train_new(built, corpus, "r1", max_steps=2)
+def test_resume_refuses_model_changes(built, corpus_dir, capsys):
+    t, _ = train_new(built, corpus_dir, "r1", max_steps=2)
     t.run()
     assert _cli(built, "--resume", "r1", "--set", "model.dim=64") == 2
     assert "model fields cannot change when a run is resumed" in capsys.readouterr().err
@@ -356,7 +342,7 @@ def test_resume_refuses_model_changes(built, corpus, capsys):
 # --- crash safety ----------------------------------------------------------------------------
 
 
-def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
+def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus_dir):
     """Ten SIGKILLs at random moments of a CLI run (dropout and gradient accumulation on), each
     followed by `train --resume` in a new process: every time a checkpoint loads, and in the end
     the run is one history whose every step's loss equals an uninterrupted run's, bit for bit."""
@@ -366,7 +352,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
             "--set", "train.keep_last=2", "--set", "train.eval_interval=1000000", "--set", "train.log_interval=1",
             "--set", "train.num_threads=1", "--set", "model.dropout=0.1", "--set", "train.grad_accum=2",
             "--set", "train.schedule=constant"]  # the final resume changes max_steps: keep the lr independent of it
-    first = base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "crash", *sets]
+    first = base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "crash", *sets]
     run_dir = built.run_path("crash")
     kills, last_step = 0, 0
     cmd = first
@@ -404,7 +390,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
     rows = [x for x in get_run(built, "crash").metrics() if x["kind"] == "train"]
     assert [x["step"] for x in rows] == list(range(1, last_step + 3))
     ref = [*sets[:-len(sets)], *[a if a != "train.max_steps=100000" else f"train.max_steps={last_step + 2}" for a in sets]]
-    r = subprocess.run(base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus), "--name", "crash-ref", *ref],
+    r = subprocess.run(base + ["--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "crash-ref", *ref],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     ref_rows = [x for x in get_run(built, "crash-ref").metrics() if x["kind"] == "train"]
@@ -414,9 +400,9 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(built, corpus):
 # --- distributed ------------------------------------------------------------------------------
 
 
-def test_ddp_two_gloo_processes(built, corpus):
+def test_ddp_two_gloo_processes(built, corpus_dir):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
-           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
            "--name", "ddp", *SETS, "--set", "train.max_steps=30", "--set", "train.log_interval=5",
            "--set", "train.eval_interval=30", "--set", "train.checkpoint_interval=30", "--set", "train.num_threads=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -433,7 +419,7 @@ def test_ddp_two_gloo_processes(built, corpus):
     assert get_run(built, "ddp").checkpoints() == ["step_000030"]
 
 
-def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpus, tmp_path):
+def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpus_dir, tmp_path):
     """Under torchrun, ``train --minutes`` without a config: rank 0 plans and the others train
     its plan. Each rank here reads its own speed cache (a sitecustomize picks it by RANK), filled
     so that planning apart would pick dim 96 on rank 0 and dim 64 on rank 1."""
@@ -461,7 +447,7 @@ def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpu
         "import os\n"
         f"os.environ[{probe.CACHE_ENV!r}] = {str(tmp_path)!r} + '/cache-rank' + os.environ.get('RANK', '0')\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
-           "--workspace", str(built.root), "train", "--minutes", "5", "--tokenizer", "tok", "--data", str(corpus),
+           "--workspace", str(built.root), "train", "--minutes", "5", "--tokenizer", "tok", "--data", str(corpus_dir),
            "--name", "ddp-plan", "--set", "model.max_seq_len=32", "--set", "train.batch_size=4",
            "--set", "train.max_steps=4", "--set", "train.eval_batches=1", "--set", "train.num_threads=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -494,13 +480,13 @@ def test_debug_preset_on_tinystories_beats_unigram_entropy(ts_dir, tmp_path):
     assert final < unigram, (final, unigram)
 
 
-def test_runs_list_summary_and_compare(built, corpus, capsys):
-    t, _ = train_new(built, corpus, "cmp-a", max_steps=6, eval_interval=3)
+def test_runs_list_summary_and_compare(built, corpus_dir, capsys):
+    t, _ = train_new(built, corpus_dir, "cmp-a", max_steps=6, eval_interval=3)
     t.run()
-    t, _ = train_new(built, corpus, "cmp-b", max_steps=6, eval_interval=3, lr=1e-2)
+    t, _ = train_new(built, corpus_dir, "cmp-b", max_steps=6, eval_interval=3, lr=1e-2)
     t.run()
     s = get_run(built, "cmp-a").summary()
-    assert s["params"] == tiny_cfg().model.n_params and s["steps"] == 6 and s["status"] == "finished"
+    assert s["params"] == tiny_config().model.n_params and s["steps"] == 6 and s["status"] == "finished"
     assert s["best_val_loss"] is not None and s["tokens"] == 6 * 4 * 32
     assert main(["--workspace", str(built.root), "runs", "compare", "cmp-a", "cmp-b", "--baseline", "cmp-a", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -521,11 +507,11 @@ def test_runs_list_summary_and_compare(built, corpus, capsys):
     assert ev["checkpoint"] == "step_000006" and math.isclose(ev["val_ppl"], math.exp(ev["val_loss"]))
 
 
-def test_ddp_wall_clock_budget_ends_every_rank_together(built, corpus):
+def test_ddp_wall_clock_budget_ends_every_rank_together(built, corpus_dir):
     # Each rank measures its own time; without agreeing on the budget one rank would leave
     # the loop a step early and the other would hang in its next all-reduce.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
-           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
            "--name", "ddp-time", *SETS, "--set", "train.max_steps=null", "--set", "train.max_minutes=0.05",
            "--set", "train.checkpoint_interval=7", "--set", "train.eval_interval=5", "--set", "train.num_threads=1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -537,8 +523,8 @@ def test_ddp_wall_clock_budget_ends_every_rank_together(built, corpus):
     assert [x for x in run.metrics() if x["kind"] == "eval"][-1]["step"] == last
 
 
-def test_rename_and_delete_runs(built, corpus, capsys):
-    t, _ = train_new(built, corpus, "ren", max_steps=2)
+def test_rename_and_delete_runs(built, corpus_dir, capsys):
+    t, _ = train_new(built, corpus_dir, "ren", max_steps=2)
     t.run()
     ws = ["--workspace", str(built.root), "runs"]
     assert main([*ws, "rename", "ren", "ren2"]) == 0
@@ -558,13 +544,13 @@ def test_rename_and_delete_runs(built, corpus, capsys):
     assert not [p for p in built.runs_dir().iterdir() if "ren2" in p.name]
 
 
-def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
+def test_ddp_pause_resume_stop_and_resume_again(built, corpus_dir):
     """Both ranks of a 2-process run pause together, go on, and stop at the same step with one
     checkpoint, through the run's control file (what the app and `workbench runs` use)."""
     from workbench.training.trainer import request_control
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
-           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus),
+           "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
            "--name", "ddp-ctl", *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
            "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
            "--set", "train.num_threads=1", "--set", "train.schedule=constant", "--set", "model.dropout=0.1"]
@@ -619,16 +605,16 @@ def test_ddp_pause_resume_stop_and_resume_again(built, corpus):
     assert len(loss["ddp-ref"]) == last + 3 and loss["ddp-ctl"] == loss["ddp-ref"]
 
 
-def test_train_from_the_config_a_run_wrote(trained, corpus, capsys):
+def test_train_from_the_config_a_run_wrote(trained, corpus_dir, capsys):
     """`workbench train --config trained_models/RUN/config.yaml` trains a new run with that run's
     model and training settings (its bookkeeping keys — created, data, tokenizer — are not
     settings and do not get in the way)."""
-    from conftest import TRAINED_RUN
+    from helpers import TRAINED_RUN
 
     src = get_run(trained, TRAINED_RUN)
     path = src.path / "config.yaml"
     assert "created" in src.raw_config()
-    assert _cli(trained, "--config", str(path), "--tokenizer", "tok", "--data", str(corpus), "--name", "again",
+    assert _cli(trained, "--config", str(path), "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "again",
                 "--set", "train.max_steps=2") == 0
     a, b = run_config(src), run_config(get_run(trained, "again"))
     assert a.model == b.model

@@ -11,7 +11,7 @@ import pytest
 
 from workbench.workspace import Workspace
 
-from .corpus import write_corpus
+from helpers import inject_matmul, write_story_file
 
 SNAPSHOT_SIZES = {"120x40": (120, 40), "80x24": (80, 24)}  # every pane and dialog at both
 
@@ -44,19 +44,20 @@ def snap_compare(snap_compare):
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "stories.txt")
+def story_file(tmp_path_factory):
+    """One .txt of templated TinyStories-like stories (``write_story_file``)."""
+    return write_story_file(tmp_path_factory.mktemp("corpus") / "stories.txt")
 
 
 @pytest.fixture(scope="session")
-def built_root(tmp_path_factory, corpus):
+def built_root(tmp_path_factory, story_file):
     """A workspace folder holding tokenizer ``stories-400``, built once per session."""
     from workbench.tokenizer.tokenizer import TokenizerSettings
     from workbench.tokenizer.build import build_tokenizer
 
     root = tmp_path_factory.mktemp("built")
     info = build_tokenizer(Workspace.at(root), "stories-400",
-                           TokenizerSettings(vocab_size=400, sample_mb=1, data=str(corpus)))
+                           TokenizerSettings(vocab_size=400, sample_mb=1, data=str(story_file)))
     stats_path = info.path / "stats.json"
     stats = json.loads(stats_path.read_text())
     stats.update(build_seconds=1.25, train_seconds=1.0, created="2024-01-01T00:00:00+0000")
@@ -79,7 +80,6 @@ def measured_machine(tmp_path, monkeypatch):
     so estimates and snapshots never depend on what this machine measured."""
     from workbench.machine.probe import CACHE_ENV
 
-    from conftest import inject_matmul
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "probe-cache"))
     inject_matmul(0.5)

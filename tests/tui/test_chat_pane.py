@@ -8,13 +8,13 @@ import itertools
 
 import pytest
 
-from .test_flows import focus, wait_for
-from .trained import RUN, copy_ws, trained_root
+from helpers import focus, wait_for
+from helpers import TINY_RUN, copy_ws, tiny_run_root
 
 
 @pytest.fixture
-def trained_ws(tmp_path_factory, built_root, corpus, tmp_path):
-    return copy_ws(trained_root(tmp_path_factory, built_root, corpus), tmp_path)
+def trained_ws(tmp_path_factory, built_root, story_file, tmp_path):
+    return copy_ws(tiny_run_root(tmp_path_factory, built_root, story_file), tmp_path)
 
 
 def set_field(app, wid, value):
@@ -28,7 +28,7 @@ async def test_chat_stop_with_escape_then_regenerate(trained_ws, make_app):
     async with app.run_test(size=(140, 44)) as pilot:
         await pilot.press("5")
         pane = app.query_one("#chat-pane")
-        assert app.query_one("#ch-run").value == RUN
+        assert app.query_one("#ch-run").value == TINY_RUN
         assert app.query_one("#ch-ckpt").value == "step_000020"
         set_field(app, "ch-max", "20000")  # far more than arrives before esc
         set_field(app, "ch-seed", "7")
@@ -90,7 +90,7 @@ async def test_two_checkpoints_side_by_side(trained_ws, make_app):
     async with app.run_test(size=(140, 44)) as pilot:
         await pilot.press("5")
         pane = app.query_one("#chat-pane")
-        app.query_one("#ch-ckpt2").value = f"{RUN}\x1fstep_000010"
+        app.query_one("#ch-ckpt2").value = f"{TINY_RUN}\x1fstep_000010"
         await pilot.pause()
         assert app.query_one("#ch-reply-b").display
         set_field(app, "ch-max", "16")

@@ -10,7 +10,7 @@ from textual.widgets import Input, Static
 
 from workbench.planning import planner
 
-from .test_flows import focus, type_into, wait_for
+from helpers import focus, type_into, wait_for
 
 LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a test law",
        "recipe": {"model": {}, "train": {"lr": 0.004, "min_lr": 0.0004, "schedule": "cosine",
@@ -18,7 +18,7 @@ LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a t
 
 
 def _inject(vocab: int, tok_s_of) -> None:
-    from conftest import inject_speed
+    from helpers import inject_speed
 
     inject_speed(LAW, vocab, tok_s_of)
 

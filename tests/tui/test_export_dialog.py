@@ -10,13 +10,13 @@ import pytest
 from workbench.runs import checkpoint
 from workbench.export import read_marker
 
-from .test_flows import focus, type_into, wait_for
-from .trained import RUN, copy_ws, trained_root
+from helpers import focus, type_into, wait_for
+from helpers import TINY_RUN, copy_ws, tiny_run_root
 
 
 @pytest.fixture
-def trained_ws(tmp_path_factory, built_root, corpus, tmp_path):
-    return copy_ws(trained_root(tmp_path_factory, built_root, corpus), tmp_path)
+def trained_ws(tmp_path_factory, built_root, story_file, tmp_path):
+    return copy_ws(tiny_run_root(tmp_path_factory, built_root, story_file), tmp_path)
 
 
 def add_gpt_run(ws, name="gpt-run"):
@@ -55,41 +55,41 @@ def buttons(screen) -> dict:
 async def test_export_dialog_offers_every_format_and_exports_the_chosen_one(trained_ws, make_app):
     app = make_app(trained_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        pane, screen = await open_dialog(pilot, app, RUN)
+        pane, screen = await open_dialog(pilot, app, TINY_RUN)
         b = buttons(screen)
         assert list(b) == ["hf", "gguf", "llama2c", "weights"]
         assert b["hf"].value and not any(x.disabled for x in b.values())  # a Llama: hf is the best
         assert not screen.query_one("#export-why").display  # nothing ruled out, nothing to explain
         path = screen.query_one("#export-path")
-        assert path.value == str(trained_ws.root / "exports" / f"{RUN}-hf") and app.focused is path
+        assert path.value == str(trained_ws.root / "exports" / f"{TINY_RUN}-hf") and app.focused is path
 
         # pick gguf with the keyboard: the folder follows, the dtype option appears; take f16
         await pilot.press("shift+tab", "down", "space")
         assert b["gguf"].value and screen.format == "gguf"
-        assert path.value.endswith(f"{RUN}-gguf") and screen.query_one("#export-dtype-row").display
+        assert path.value.endswith(f"{TINY_RUN}-gguf") and screen.query_one("#export-dtype-row").display
         assert not screen.query_one("#export-version-row").display
         await focus(pilot, app, "export-dtype")
         await pilot.press("enter", "down", "enter")
         assert screen.query_one("#export-dtype").value == "f16"
         await focus(pilot, app, "export-path")
         await pilot.press("enter")
-        dest = trained_ws.root / "exports" / f"{RUN}-gguf"
+        dest = trained_ws.root / "exports" / f"{TINY_RUN}-gguf"
         status = pane.query_one("#runs-status")
         await wait_for(pilot, lambda: "exported" in str(status.render()), what="the export")
-        assert f"exported {RUN} (step_000020, gguf, dtype f16) to {dest}" in str(status.render())
+        assert f"exported {TINY_RUN} (step_000020, gguf, dtype f16) to {dest}" in str(status.render())
         m = read_marker(dest)
         assert m["format"] == "gguf" and m["options"] == {"dtype": "f16"} and (dest / "model.gguf").is_file()
 
         # the same folder again: refused, said in place, and kept; replaced when asked to
         before = (dest / "model.gguf").read_bytes()
-        pane, screen = await open_dialog(pilot, app, RUN)
+        pane, screen = await open_dialog(pilot, app, TINY_RUN)
         await pilot.press("shift+tab", "down", "space")
         await focus(pilot, app, "export-path")
         await pilot.press("enter")
         await wait_for(pilot, lambda: "not exported" in str(status.render()), what="the refusal")
         assert "already holds an export" in str(status.render()) and status.has_class("error")
         assert (dest / "model.gguf").read_bytes() == before
-        pane, screen = await open_dialog(pilot, app, RUN)
+        pane, screen = await open_dialog(pilot, app, TINY_RUN)
         await pilot.press("shift+tab", "down", "down", "space")  # llama2c, version 1
         assert screen.format == "llama2c" and screen.query_one("#export-version-row").display
         await focus(pilot, app, "export-version")
@@ -143,7 +143,7 @@ async def test_chat_pane_empty_prompt_starts_from_bos(trained_ws, make_app):
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: pane.streams and pane.streams[0].done, what="the reply")
         result = pane.streams[0].result
-    model, tok, _, _ = load_for_generation(trained_ws, RUN, device="cpu")
+    model, tok, _, _ = load_for_generation(trained_ws, TINY_RUN, device="cpu")
     assert result.prompt_ids == [tok.bos_id]
     expected = generate(model, tok, "", SamplingParams(max_tokens=24, temperature=0))
     assert result.ids == expected.ids and result.text == expected.text and result.text
@@ -154,7 +154,7 @@ def test_export_dialog_snapshot(snap_compare, snapshot_size, built_ws, make_app)
     the default names this test's temporary workspace."""
     from textual.widgets import Input
 
-    from .recorded import write_run
+    from helpers import write_run
 
     write_run(built_ws, "base-run", scale=1.0)
 

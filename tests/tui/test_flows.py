@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-import time
 
 
 from workbench.config.schema import read_config
 from workbench.workspace import Workspace
 
-from .corpus import write_big_corpus
+from helpers import focus, type_into, wait_for, write_big_corpus
 
 
-async def wait_for(pilot, cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-async def type_into(pilot, text: str):
-    await pilot.press("ctrl+u")  # clear an Input (delete everything left of the cursor)
-    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
-
-
-async def focus(pilot, app, widget_id: str, limit: int = 60):
-    """Press tab (or shift+tab, whichever is shorter) until the widget has focus: keyboard
-    only, like a user who can see the screen."""
-    for _ in range(limit):
-        if app.focused is not None and app.focused.id == widget_id:
-            return
-        chain = app.screen.focus_chain
-        ids = [w.id for w in chain]
-        here = chain.index(app.focused) if app.focused in chain else 0
-        there = ids.index(widget_id) if widget_id in ids else here + 1
-        forward = (there - here) % len(chain)
-        await pilot.press("tab" if forward <= len(chain) - forward else "shift+tab")
-    raise AssertionError(f"could not reach #{widget_id} with tab")
-
-
-async def test_build_tokenizer_then_try_it(tmp_path, corpus, make_app):
+async def test_build_tokenizer_then_try_it(tmp_path, story_file, make_app):
     from textual.widgets import DataTable, Static
 
     app = make_app(Workspace.at(tmp_path / "ws"))
     async with app.run_test(size=(120, 40)) as pilot:
         await focus(pilot, app, "tok-data")
-        await type_into(pilot, str(corpus))
+        await type_into(pilot, str(story_file))
         await focus(pilot, app, "tok-name")
         await type_into(pilot, "tiny")
         await focus(pilot, app, "tok-vocab")
@@ -75,13 +46,13 @@ async def test_build_tokenizer_then_try_it(tmp_path, corpus, make_app):
         assert ids.split() == [str(i) for i in tok.encode("the cat played")]
 
 
-async def test_bad_vocab_shown_in_place(tmp_path, corpus, make_app):
+async def test_bad_vocab_shown_in_place(tmp_path, story_file, make_app):
     from textual.widgets import Static
 
     app = make_app(Workspace.at(tmp_path / "ws"))
     async with app.run_test(size=(120, 40)) as pilot:
         await focus(pilot, app, "tok-data")
-        await type_into(pilot, str(corpus))
+        await type_into(pilot, str(story_file))
         await focus(pilot, app, "tok-vocab")
         await pilot.press("ctrl+e", "ctrl+u", "9", "9", "9", "9", "9", "9")
         await pilot.press("enter")
@@ -188,7 +159,7 @@ async def test_config_edit_refuse_save(tmp_path, make_app):
         assert saved.model.n_layers == 3 and saved.model.n_heads == 8 and saved.train.batch_size == 4
 
 
-async def test_quit_while_building_stops_it(tmp_path, corpus, make_app):
+async def test_quit_while_building_stops_it(tmp_path, story_file, make_app):
     app = make_app(Workspace.at(tmp_path / "ws"))
     big = write_big_corpus(tmp_path / "big.txt", mbytes=48)  # seconds of work, even on a quiet machine
     async with app.run_test(size=(120, 40)) as pilot:

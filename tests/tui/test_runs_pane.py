@@ -3,8 +3,8 @@ and delete by keyboard, and a snapshot."""
 
 from __future__ import annotations
 
-from .recorded import train_run, write_run
-from .test_flows import type_into, wait_for
+from helpers import train_run, write_run
+from helpers import type_into, wait_for
 
 
 def _two_runs(ws):

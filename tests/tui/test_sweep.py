@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from textual.widgets import Input, Select, Static
 
-from .test_flows import wait_for
+from helpers import wait_for
 
 
 async def _dialog(pilot, app):
@@ -28,14 +28,14 @@ def _fill(dialog, base: str, budget: str, amount: str, name: str) -> None:
     dialog.query_one("#sweep-name", Input).value = name
 
 
-async def test_a_sweep_from_the_runs_pane(built_ws, make_app, corpus):
+async def test_a_sweep_from_the_runs_pane(built_ws, make_app, story_file):
     from workbench.runs.folder import get_run, list_runs
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
         pane, dialog = await _dialog(pilot, app)
         assert dialog.query_one("#sweep-tokenizer", Select).value == "stories-400"
-        assert dialog.query_one("#sweep-data", Input).value == str(corpus)  # what the tokenizer was built on
+        assert dialog.query_one("#sweep-data", Input).value == str(story_file)  # what the tokenizer was built on
         _fill(dialog, "debug", "steps", "4", "sw")
 
         # a value the field does not allow: named in the dialog, which stays open; nothing trains

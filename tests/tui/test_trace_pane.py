@@ -10,13 +10,13 @@ import pytest
 
 from workbench.tui.widgets import trace_views as tv
 
-from .test_flows import wait_for
-from .trained import RUN, copy_ws, trained_root
+from helpers import wait_for
+from helpers import TINY_RUN, copy_ws, tiny_run_root
 
 
 @pytest.fixture
-def trained_ws(tmp_path_factory, built_root, corpus, tmp_path):
-    return copy_ws(trained_root(tmp_path_factory, built_root, corpus), tmp_path)
+def trained_ws(tmp_path_factory, built_root, story_file, tmp_path):
+    return copy_ws(tiny_run_root(tmp_path_factory, built_root, story_file), tmp_path)
 
 
 async def cursor_to(pilot, tree, pred, what, limit=80):
@@ -44,10 +44,10 @@ async def test_trace_run_unfold_scores_heatmap_diff(trained_ws, make_app):
     async with app.run_test(size=(140, 44)) as pilot:
         await pilot.press("4")
         pane = app.query_one("#trace-pane")
-        pane.open_run(RUN)
+        pane.open_run(TINY_RUN)
         await trace_now(pilot, pane)
         r = pane.result
-        assert r["source"] == f"run {RUN}" and r["checkpoint"] == "step_000020"
+        assert r["source"] == f"run {TINY_RUN}" and r["checkpoint"] == "step_000020"
         assert "no anomalies" in str(app.query_one("#tr-status", Static).render())
 
         tree = app.query_one("#tr-tree", Tree)
@@ -60,7 +60,7 @@ async def test_trace_run_unfold_scores_heatmap_diff(trained_ws, make_app):
         await pilot.press("space")
         scores = await cursor_to(pilot, tree, lambda s: s.startswith("· scores"), "scores")
 
-        tok = Tokenizer.load(trained_ws.run_path(RUN) / "tokenizer")
+        tok = Tokenizer.load(trained_ws.run_path(TINY_RUN) / "tokenizer")
         T = len(tok.encode(app.query_one("#tr-text").value))
         H = r["model"]["n_heads"]
         assert scores.data.rec["shape"] == [1, H, T, T]
@@ -94,9 +94,9 @@ async def test_trace_run_unfold_scores_heatmap_diff(trained_ws, make_app):
         # save as JSON and text, atomically, into traces/
         await pilot.press("ctrl+s")
         out = trained_ws.root / "traces"
-        saved = json.loads((out / f"{RUN}-init.json").read_text())
+        saved = json.loads((out / f"{TINY_RUN}-init.json").read_text())
         assert saved["root"]["class"] == "Transformer" and saved["checkpoint"] == "random init"
-        assert "total FLOPs" in (out / f"{RUN}-init.txt").read_text()
+        assert "total FLOPs" in (out / f"{TINY_RUN}-init.txt").read_text()
         assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 

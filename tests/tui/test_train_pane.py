@@ -3,8 +3,8 @@ filled; stop a run mid-way and resume it from the Runs pane; a snapshot from a r
 
 from __future__ import annotations
 
-from .recorded import train_events
-from .test_flows import focus, type_into, wait_for
+from helpers import train_events
+from helpers import focus, type_into, wait_for
 
 
 async def _form(pilot, app, **fields):

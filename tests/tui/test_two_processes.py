@@ -12,7 +12,7 @@ import psutil
 from workbench.runs.folder import get_run, list_runs
 from workbench.training.follower import ChildRun
 
-from .test_flows import focus, type_into, wait_for
+from helpers import focus, type_into, wait_for
 from .test_train_pane import _form, _train_pane
 
 SLOW = 180  # seconds: torchrun starts two torch processes on a busy 2-core machine

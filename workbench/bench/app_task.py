@@ -115,6 +115,7 @@ async def _in_app(ws: Workspace, a: dict) -> tuple[tuple[float, float], dict[str
     sizes = list(SIZES)
     size = sizes[0]
     every = a.get("key_every", KEY_EVERY)
+    per_size = a.get("keys_per_size", KEYS_PER_SIZE)  # keys at one size before the next
     async with app.run_test(size=SIZES[size]) as pilot:
         await pilot.press("3")
         pane = app.query_one("#train-pane")
@@ -134,8 +135,8 @@ async def _in_app(ws: Workspace, a: dict) -> tuple[tuple[float, float], dict[str
             await asyncio.sleep(every)
             if not pane.history.train:  # measure while steps run, not during setup
                 continue
-            if i and i % KEYS_PER_SIZE == 0 and size == sizes[(i // KEYS_PER_SIZE - 1) % len(sizes)]:
-                size = sizes[(i // KEYS_PER_SIZE) % len(sizes)]  # the next block of keys at the next size
+            if i and i % per_size == 0 and size == sizes[(i // per_size - 1) % len(sizes)]:
+                size = sizes[(i // per_size) % len(sizes)]  # the next block of keys at the next size
                 await pilot.resize_terminal(*SIZES[size])
                 continue  # the next key once the new layout has settled
             watch.press(app, KEYS[i % len(KEYS)])

@@ -86,7 +86,7 @@ class Precision:
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
 
-def auto_precision(device, measure: bool = True) -> tuple[str, str]:
+def auto_precision(device, measure: bool = True, announce=None) -> tuple[str, str]:
     """(precision, reason) that ``auto`` means on ``device`` (a torch device or its name). The
     one rule: training uses it, and the estimates ask it too, through ``choices.precision_for``.
     On a CPU it reads the cached measurement without torch (``measure=False``: fp32 until measured)."""
@@ -100,18 +100,15 @@ def auto_precision(device, measure: bool = True) -> tuple[str, str]:
     if kind == "cpu":
         from workbench.machine.probe import cpu_precision_choice, matmul_probe
 
-        return cpu_precision_choice(matmul_probe(measure=measure))
+        return cpu_precision_choice(matmul_probe(measure=measure, announce=announce))
     return "fp32", f"auto; autocast on {kind} is not measured here"
 
 
-def resolve_precision(name: str, device, measure: bool = True) -> Precision:
-    """The number format a run uses. ``measure=False`` never runs the CPU probe (a missing
-    measurement then means fp32)."""
+def resolve_precision(name: str, device, reason: str = "set in the config") -> Precision:
+    """The number format ``name`` (fp32, bf16 or fp16: what ``auto`` means is decided by
+    ``choices.precision_for``) on ``device``, or a WorkbenchError when the device lacks it."""
     import torch
 
-    reason = "set in the config"
-    if name == "auto":
-        name, reason = auto_precision(device, measure)
     if name == "fp32":
         return Precision("fp32", None, False, reason)
     if name == "bf16":

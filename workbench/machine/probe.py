@@ -120,14 +120,17 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def cached_measurement(key: str, measure_fn, measure: bool = True) -> dict | None:
+def cached_measurement(key: str, measure_fn, measure: bool = True, announce=None) -> dict | None:
     """The cached measurement ``key`` (with ``cached: True``), else ``measure_fn()`` stored
-    under it when ``measure``, else None."""
+    under it when ``measure`` (``announce()`` first, so a caller can say it will take a while),
+    else None."""
     d = read_cached().get(key)
     if d:
         return {**d, "cached": True}
     if not measure:
         return None
+    if announce is not None:
+        announce()
     d = measure_fn()
     write_cached({key: d})
     return {**d, "cached": False}
@@ -183,9 +186,9 @@ def measure_matmul(seconds: float = 0.2) -> dict:
             "native_bf16_flag": cpu_has_native_bf16(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def matmul_probe(measure: bool = True) -> dict | None:
+def matmul_probe(measure: bool = True, announce=None) -> dict | None:
     """This machine's matmul measurement (cached; measured now if missing and ``measure``)."""
-    return cached_measurement("matmul", measure_matmul, measure)
+    return cached_measurement("matmul", measure_matmul, measure, announce)
 
 
 def cpu_precision_choice(probe: dict | None) -> tuple[str, str]:
@@ -232,9 +235,10 @@ def measure_attention(n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int
 
 
 def attention_probe(n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int, dtype_name: str,
-                    measure: bool = True) -> dict | None:
+                    measure: bool = True, announce=None) -> dict | None:
     return cached_measurement(attention_key(n_heads, n_kv_heads, seq_len, head_dim, dtype_name),
-                              lambda: measure_attention(n_heads, n_kv_heads, seq_len, head_dim, dtype_name), measure)
+                              lambda: measure_attention(n_heads, n_kv_heads, seq_len, head_dim, dtype_name), measure,
+                              announce)
 
 
 def attention_key(n_heads: int, n_kv_heads: int, seq_len: int, head_dim: int, dtype_name: str) -> str:

@@ -25,7 +25,7 @@ from typing import Callable
 from workbench.runs import checkpoint
 from workbench.config.overrides import train_changes
 from workbench.config.schema import Config
-from workbench.machine.choices import attention_for, needs_measuring, precision_for
+from workbench.machine.choices import attention_for, precision_for
 from workbench.machine.device import memory_in_use, resolve_device, resolve_precision
 from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed)
 from workbench.errors import WorkbenchError
@@ -136,7 +136,8 @@ class Trainer:
             raise WorkbenchError(f"model.vocab_size = {m.vocab_size} does not match tokenizer {tokenizer!r}, "
                                  f"which has {tok.vocab_size} pieces")
         device = resolve_device(cfg.train.device)
-        resolve_precision(cfg.train.precision, device, measure=False)  # refuse bad choices before any work
+        if cfg.train.precision != "auto":  # refuse a format this device lacks before any work (auto always has one)
+            resolve_precision(cfg.train.precision, device)
         if name is not None:
             from workbench.workspace import check_name
 
@@ -256,24 +257,19 @@ class Trainer:
         choice = None
         if self.rank == 0:
             rec = self.recorded
-            pending = needs_measuring(mc, tc.precision, self.device.type)
+            say = lambda text: self.emit(Notice(step=self.step, text=text))  # noqa: E731
             if tc.precision == "auto" and rec.get("precision"):
                 name, why = rec["precision"], "auto; as the run trained so far"
             else:
-                if "matmul" in pending:
-                    self.emit(Notice(step=self.step, text="measuring this CPU's bf16 and fp32 matmul speed (once per machine) …"))
-                name, why = precision_for(tc.precision, self.device, measure=True)
+                name, why = precision_for(tc.precision, self.device, measure=True, say=say)
             if rec.get("attention"):
                 kernel, kwhy = rec["attention"], "as the run trained so far"
             else:
-                if "attention" in pending or needs_measuring(mc, name, self.device.type):
-                    self.emit(Notice(step=self.step, text="measuring attention kernels for this shape (once per machine) …"))
-                kernel, kwhy = attention_for(mc, tc.batch_size, name, self.device.type, measure=True)
+                kernel, kwhy = attention_for(mc, tc.batch_size, name, self.device.type, measure=True, say=say)
             choice = {"precision": name, "precision_reason": why, "attention": kernel, "attention_reason": kwhy}
         choice = broadcast_object(choice, self.world)
         self.facts = choice
-        precision = resolve_precision(choice["precision"], self.device)
-        precision.reason = choice["precision_reason"]
+        precision = resolve_precision(choice["precision"], self.device, choice["precision_reason"])
         return precision, choice["attention"]
 
     def _try_compile(self, model):
