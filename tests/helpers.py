@@ -34,18 +34,20 @@ def inject_matmul(bf16_speedup: float) -> None:
 
 def inject_speed(law: dict, vocab: int, tok_s_of, threads: int | None = None) -> None:
     """Pretend this machine measured ``tok_s_of(dim, n_layers)`` training tokens/s for every
-    planner candidate (precision auto, the law's optimizer, ``threads`` or torch's own)."""
+    planner candidate (precision auto, the law's optimizer) at ``threads``, or at every thread
+    count the planner may run with: torch's thread count is per thread (OpenMP), so a worker
+    thread can see another than the test's own after an earlier test set it."""
     import torch
 
     from workbench.planning import planner
     from workbench.machine.probe import write_cached
 
     opt = law["recipe"].get("train", {}).get("optimizer", "adamw")
-    threads = threads or torch.get_num_threads()
-    write_cached({planner._throughput_key(planner.shape_config(dim, layers, vocab, law["recipe"]), planner.BATCH,
-                                          "auto", threads, opt):
-                  {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": threads}
-                  for dim, layers in planner.SHAPES})
+    counts = [threads] if threads else sorted({torch.get_num_threads(), *range(1, (os.cpu_count() or 1) + 1)})
+    write_cached({planner.throughput_key(planner.shape_config(dim, layers, vocab, law["recipe"]), planner.BATCH,
+                                         "auto", t, opt):
+                  {"tok_s": tok_s_of(dim, layers), "precision": "fp32", "attention": "sdpa", "threads": t}
+                  for dim, layers in planner.SHAPES for t in counts})
 
 
 # --- text the tests write ---------------------------------------------------------------

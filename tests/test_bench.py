@@ -371,7 +371,7 @@ def test_prepare_rss_measures_a_whole_prepare_on_the_text_and_on_it_repeated(tmp
 def test_the_memory_estimate_stands_beside_a_measured_peak(tmp_path):
     import math
 
-    from workbench.bench.suite import BenchOptions, _plan
+    from workbench.bench.suite import BenchOptions, plan_tasks
 
     child = run_task("workbench.bench.sizes", "memory-estimate", {"presets": ["debug"], "reps": 1}, tmp_path / "ipc")
     assert child.returncode == 0, child.result
@@ -383,7 +383,7 @@ def test_the_memory_estimate_stands_beside_a_measured_peak(tmp_path):
     (r,) = build_rows(_raw(**{"memory-estimate": child.result}))
     assert r["ratio"]["median"] == pytest.approx(est / peak) and r["unit"] == "MB"
     # --quick checks the smallest of the presets asked for (each measurement is a fresh process)
-    (step,) = _plan(BenchOptions(quick=True, tasks=["memory-estimate"], presets=["stories15M", "debug"]))
+    (step,) = plan_tasks(BenchOptions(quick=True, tasks=["memory-estimate"], presets=["stories15M", "debug"]))
     assert step[3] == {"presets": ["debug"]}
 
 
@@ -391,9 +391,9 @@ def test_the_recorded_command_reproduces_the_run():
     """What the report says ran is what ran: every option that changes the figures, anchor
     budgets and seeds included, and none left at its default."""
     from workbench.cli import build_parser
-    from workbench.cli.bench_cmd import _command
+    from workbench.cli.bench_cmd import recorded_command
 
     argv = ["bench", "--tasks", "anchor", "--anchor-minutes", "10,30", "--anchor-seeds", "2", "--reps", "5"]
-    cmd = _command(build_parser().parse_args(argv))
+    cmd = recorded_command(build_parser().parse_args(argv))
     assert cmd == "workbench bench --tasks anchor --reps 5 --anchor-minutes 10,30 --anchor-seeds 2"
-    assert _command(build_parser().parse_args(["bench", "--quick"])) == "workbench bench --quick"
+    assert recorded_command(build_parser().parse_args(["bench", "--quick"])) == "workbench bench --quick"

@@ -215,14 +215,14 @@ def test_hub_whose_name_does_not_resolve_says_so(no_network):
 
 def test_hub_split_selection_and_held_out_fallback():
     # The same split logic serves hub and saved datasets; rows are dicts as datasets yields them.
-    from workbench.data.sources import _split_stream
+    from workbench.data.sources import split_stream
 
     rows = [{"text": f"story {i}"} for i in range(250)]
     only_train = {"train": rows}
-    val = list(_split_stream(only_train, "validation", "hub", "text"))
-    train = list(_split_stream(only_train, "train", "hub", "text"))
+    val = list(split_stream(only_train, "validation", "hub", "text"))
+    train = list(split_stream(only_train, "train", "hub", "text"))
     assert val == ["story 1", "story 101", "story 201"]
     assert len(train) == 247 and not set(val) & set(train)
     with_val = {"train": rows, "validation": [{"text": "v"}]}
-    assert list(_split_stream(with_val, "validation", "hub", "text")) == ["v"]
-    assert len(list(_split_stream(with_val, "train", "hub", "text"))) == 250
+    assert list(split_stream(with_val, "validation", "hub", "text")) == ["v"]
+    assert len(list(split_stream(with_val, "train", "hub", "text"))) == 250

@@ -83,7 +83,7 @@ async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
         await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1",
                                    "train-max_steps": "100000", "train-eval_interval": "100000"})
         pane = await _start_from_train_pane(pilot, app)
-        await wait_for(pilot, lambda: pane._step() >= 10, timeout=60, what="ten steps")
+        await wait_for(pilot, lambda: pane.current_step >= 10, timeout=60, what="ten steps")
         await pilot.press("ctrl+t")  # pause, then resume
         await wait_for(pilot, lambda: pane.job.paused, what="pause")
         await pilot.press("ctrl+t")
@@ -91,7 +91,7 @@ async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: not pane.running, timeout=30, what="the stop")
         assert pane.state == "stopped"
-        stopped_at = pane._step()
+        stopped_at = pane.current_step
         run = list_runs(built_ws)[0]
         assert run.latest_checkpoint() == f"step_{stopped_at:06d}"
 
@@ -101,7 +101,7 @@ async def test_stop_then_resume_from_runs_pane(built_ws, make_app):
         await pilot.press("ctrl+r")
         assert app.active_pane == "train"
         await wait_for(pilot, lambda: pane.running, what="the resume to start")
-        await wait_for(pilot, lambda: pane._step() >= stopped_at + 5, timeout=60, what="steps after the resume")
+        await wait_for(pilot, lambda: pane.current_step >= stopped_at + 5, timeout=60, what="steps after the resume")
         await pilot.press("ctrl+g")
         await wait_for(pilot, lambda: not pane.running, timeout=30, what="the second stop")
         assert pane.state == "stopped"

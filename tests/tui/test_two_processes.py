@@ -46,7 +46,7 @@ async def test_two_processes_pause_resume_stop_resume_and_quit(built_ws, make_ap
         pane = await _start_two(pilot, app)
         job = pane.job
         name = job.run_name
-        await wait_for(pilot, lambda: pane._step() >= 3, timeout=SLOW,
+        await wait_for(pilot, lambda: pane.current_step >= 3, timeout=SLOW,
                        what=f"the first steps ({pane.state}: {pane.query_one('#train-error').render()})")
         assert "2 process(es)" in "\n".join(pane.notices)
 
@@ -56,7 +56,7 @@ async def test_two_processes_pause_resume_stop_resume_and_quit(built_ws, make_ap
         assert get_run(built_ws, name).status()["state"] == "paused"
         held, polls = _steps(built_ws, name), job.polls
         await wait_for(pilot, lambda: job.polls >= polls + 8, what="two seconds of polls")
-        assert _steps(built_ws, name) == held and pane._step() == held[-1]
+        assert _steps(built_ws, name) == held and pane.current_step == held[-1]
 
         await pilot.press("ctrl+t")  # resume
         await wait_for(pilot, lambda: len(_steps(built_ws, name)) > len(held) + 2, timeout=60, what="steps again")
@@ -78,7 +78,7 @@ async def test_two_processes_pause_resume_stop_resume_and_quit(built_ws, make_ap
         await type_into(pilot, "200000")
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: isinstance(pane.job, ChildRun) and pane.job is not job, what="the resume")
-        await wait_for(pilot, lambda: pane._step() >= last + 3, timeout=SLOW, what="steps after the resume")
+        await wait_for(pilot, lambda: pane.current_step >= last + 3, timeout=SLOW, what="steps after the resume")
 
         # quit while it trains: asked, then stopped after a step with a checkpoint
         await pilot.press("ctrl+q")
@@ -105,7 +105,7 @@ async def test_an_app_that_ends_any_other_way_stops_the_workers_and_keeps_a_chec
     async with app.run_test(size=(120, 40)) as pilot:
         pane = await _start_two(pilot, app)
         name = pane.job.run_name
-        await wait_for(pilot, lambda: pane._step() >= 3, timeout=SLOW, what="the first steps")
+        await wait_for(pilot, lambda: pane.current_step >= 3, timeout=SLOW, what="the first steps")
     assert _workers() == []
     run = get_run(built_ws, name)
     last = _steps(built_ws, name)[-1]

@@ -170,7 +170,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
         base = {"workspace": str(ws_root), "reps": opts.reps, "vocab": opts.vocab, "tokenizer": TOKENIZER,
                 "name": TOKENIZER, "text_dir": str(text_dir), "train_txt": str(text_dir / "train.txt"),
                 "valid_txt": str(text_dir / "valid.txt"), "sample_mb": min(train_mb + 1, 4096)}
-        plan = _plan(opts)
+        plan = plan_tasks(opts)
         needs_tok = any(t in opts.tasks for t in ("prepare", "prepare-rss", "train", "peers", "parity", "compile", "app",
                                                   "anchor"))
         if needs_tok and "tokenizer" not in opts.tasks:
@@ -200,7 +200,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
     return res
 
 
-def _plan(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
+def plan_tasks(opts: BenchOptions) -> list[tuple[str, str, str, dict]]:
     """(result key, module, task, extra arguments) for each child process, in order."""
     engine, sizes = "workbench.bench.tasks", "workbench.bench.sizes"
     steps = TRAIN_STEPS[opts.mode]

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def _command(args) -> str:
+def recorded_command(args) -> str:
     """The command line that reproduces this run (as the report records it)."""
     from workbench.bench import PRESETS, TASK_NAMES
 
@@ -88,7 +88,7 @@ def cmd_bench(args, ws) -> int:
 
     res = run_bench(opts, say=say)
     rows = build_rows(res)
-    command = _command(args)
+    command = recorded_command(args)
     res["command"] = command
     res["rows"] = rows
     md = render_markdown(res, rows, command)

@@ -388,7 +388,7 @@ def _pick_split(names: list[str], split: str) -> str | None:
     return None
 
 
-def _split_stream(dsdict, split: str, where, text_column: str) -> Iterator[str]:
+def split_stream(dsdict, split: str, where, text_column: str) -> Iterator[str]:
     names = list(dsdict.keys())
     if _pick_split(names, "validation") is not None:
         yield from _column_texts(dsdict[_pick_split(names, split) or names[0]], where, text_column)
@@ -409,7 +409,7 @@ def _saved_documents(path: Path, split: str, text_column: str) -> Iterator[str]:
         raise WorkbenchError(f"cannot load the saved dataset at {str(path)!r}: {str(e).splitlines()[0]}") from None
     if not isinstance(ds, datasets.DatasetDict):
         ds = datasets.DatasetDict({"train": ds})
-    yield from _split_stream(ds, split, path, text_column)
+    yield from split_stream(ds, split, path, text_column)
 
 
 def hub_offline_reason(hub_id: str, timeout: float | None = None) -> str | None:
@@ -449,4 +449,4 @@ def _hub_documents(hub_id: str, split: str, text_column: str) -> Iterator[str]:
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WorkbenchError(f"cannot load hub dataset {hub_id!r}: {msg}; {LOCAL_HINT}") from None
-    yield from _split_stream(dsdict, split, hub_id, text_column)
+    yield from split_stream(dsdict, split, hub_id, text_column)

@@ -72,7 +72,7 @@ def body_params(cfg: ModelConfig) -> int:
 
 # ---------------------------------------------------------------- this machine's speed
 
-def _throughput_key(cfg: ModelConfig, batch: int, precision: str, threads: int, optimizer: str) -> str:
+def throughput_key(cfg: ModelConfig, batch: int, precision: str, threads: int, optimizer: str) -> str:
     return (f"throughput d{cfg.dim} L{cfg.n_layers} H{cfg.n_heads}/{cfg.kv_heads} F{cfg.ffn_dim} V{cfg.vocab_size} "
             f"T{cfg.max_seq_len} B{batch} {cfg.mlp}{' qk' if cfg.qk_norm else ''}"
             f"{' cap' if cfg.logit_softcap else ''} {precision} {optimizer} t{threads}")
@@ -119,7 +119,7 @@ def throughput(cfg: ModelConfig, batch: int, precision_name: str, optimizer: str
 
     from workbench.machine.probe import cached_measurement
 
-    key = _throughput_key(cfg, batch, precision_name, torch.get_num_threads(), optimizer)
+    key = throughput_key(cfg, batch, precision_name, torch.get_num_threads(), optimizer)
     return cached_measurement(key, lambda: measure_throughput(cfg, batch, precision_name, optimizer), measure)
 
 

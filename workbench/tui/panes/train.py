@@ -530,7 +530,7 @@ class TrainPane(Pane):
                 case Failed(message=message):
                     self.state = "failed"
                     self.show_error(message or "training failed")
-            log.extend(notices(ev, self._step()))
+            log.extend(notices(ev, self.current_step))
         if step_ev is not None:
             self._last_step = {"step": step_ev.step, "loss": step_ev.loss, "lr": step_ev.lr, "tokens": step_ev.tokens,
                                "grad_norm": step_ev.grad_norm, "elapsed": step_ev.elapsed}
@@ -572,14 +572,16 @@ class TrainPane(Pane):
 
     # --- drawing -------------------------------------------------------------------------
 
-    def _step(self) -> int:
+    @property
+    def current_step(self) -> int:
+        """The last step this pane has seen of the run it shows."""
         return int(self._last_step.get("step") or self._last_log.get("step") or 0)
 
     def _render_header(self) -> None:
         ema = self.history._ema[-1] if self.history._ema else None
         box = self.query_one("#train-header", Static)
         width = max(20, box.content_size.width or self.size.width - 2)
-        status, losses = header_parts(self.state, self.run_name, self.total_steps, self._step(), self._last_step,
+        status, losses = header_parts(self.state, self.run_name, self.total_steps, self.current_step, self._last_step,
                                       self._last_log, self._last_eval, ema, self.x_mode, self.log_y,
                                       short=self.size.width < SHORT_HEADER_BELOW,
                                       view=self.view if self.is_mounted and self.one_view else None)
