@@ -117,7 +117,7 @@ def test_minutes_is_the_budget_and_a_measured_speed_buys_tokens(tmp_path, monkey
     assert "speed here      not measured on this machine yet" in out and "budget buys" not in out
 
     cfg = load_config("debug")
-    write_cached({planner._throughput_key(cfg.model, cfg.train.batch_size, "auto", torch.get_num_threads(), "adamw"):
+    write_cached({planner.throughput_key(cfg.model, cfg.train.batch_size, "auto", torch.get_num_threads(), "adamw"):
                   {"tok_s": 20000.0, "precision": "fp32", "attention": "sdpa", "threads": 1}})
     tokens = int(20000.0 * 10 * 60 * planner.STEP_SHARE)
     budget = show_json(tmp_path / "ws", *args, capsys=capsys)["estimates"]["budget"]

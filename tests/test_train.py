@@ -433,7 +433,7 @@ def test_torchrun_with_minutes_trains_rank_zeros_plan_on_every_rank(built, corpu
         entries = {}
         for dim, layers in planner.SHAPES:
             cfg = planner.shape_config(dim, layers, 400, law["recipe"])
-            key = planner._throughput_key(cfg, planner.BATCH, "auto", 1, optimizer)
+            key = planner.throughput_key(cfg, planner.BATCH, "auto", 1, optimizer)
             entries[key] = {"tok_s": 1e6 if (dim, layers) == winner else 10.0, "precision": "fp32",
                             "attention": "sdpa", "threads": 1, "measured": "2026-01-01 00:00:00"}
         os.environ[probe.CACHE_ENV], old = str(tmp_path / f"cache-rank{rank}"), os.environ[probe.CACHE_ENV]

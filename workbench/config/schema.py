@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workbench.errors import ConfigError
+from workbench.experiments.registry import Choices
 from workbench.config.fields import _Validated, _f
 
 CONFIG_VERSION = 1
@@ -34,10 +35,8 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 RUN_ONLY_KEYS = ("created", "resumes", "plan")
 TOP_LEVEL_KEYS = ("version", "name", "description", "model", "train", "data", "tokenizer", *RUN_ONLY_KEYS)
 
-# Registries of variant names; the model package maps each to a class.
-MLP_CHOICES = ("swiglu", "gelu", "relu2")
-NORM_CHOICES = ("rmsnorm", "layernorm")
-POS_CHOICES = ("rope", "learned", "none")
+# The model's replaceable parts take their choices from the registry of variants (built-in and
+# registered by experiment files); the rest are fixed lists.
 SCHEDULE_CHOICES = ("cosine", "linear", "constant", "wsd")
 OPTIMIZER_CHOICES = ("adamw", "muon")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -63,12 +62,12 @@ class ModelConfig(_Validated):
     multiple_of: int = _f(32, "round an automatic swiglu hidden size up to a multiple of this",
                           min=1, max=4_096)
     mlp: str = _f("swiglu", "MLP type: swiglu (llama), gelu (GPT-2) or relu2 (squared ReLU)",
-                  choices=MLP_CHOICES)
+                  choices=Choices("mlp"))
     norm: str = _f("rmsnorm", "normalisation: rmsnorm (llama) or layernorm (GPT-2)",
-                   choices=NORM_CHOICES)
+                   choices=Choices("norm"))
     norm_eps: float = _f(1e-5, "epsilon added inside the norm", min=0.0, max=1.0, min_exclusive=True)
     pos: str = _f("rope", "positions: rope (rotary), learned (absolute table) or none (NoPE)",
-                  choices=POS_CHOICES)
+                  choices=Choices("pos"))
     rope_theta: float = _f(10000.0, "RoPE base frequency (used only with pos: rope)", min=1.0,
                            max=1e9)
     max_seq_len: int = _f(256, "longest context in tokens (training window, KV cache size)",
@@ -80,6 +79,10 @@ class ModelConfig(_Validated):
     qk_norm: bool = _f(False, "RMS-normalise each head's queries and keys before RoPE (QK-norm)")
     logit_softcap: Optional[float] = _f(None, "cap the output logits softly at +-c with c*tanh(x/c)",
                                         min=1.0, max=1e4, none_means="no cap")
+    attention: str = _f("causal", "attention: causal (MHA/GQA/MQA by n_kv_heads), or an experiment's",
+                        choices=Choices("attention"))
+    block: str = _f("prenorm", "block: prenorm (x + f(norm(x)), llama and GPT-2), or an experiment's",
+                    choices=Choices("block"))
 
     def _check(self) -> None:
         if self.dim % self.n_heads:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from workbench.model.base import LoggingModule
-from workbench.model.attention import Attention
+from workbench.experiments.registry import build
 from workbench.model.mlp import make_mlp
 from workbench.model.norms import make_norm
 
@@ -14,7 +14,7 @@ class Block(LoggingModule):
     def __init__(self, cfg, layer_idx: int):
         super().__init__()
         self.attn_norm = make_norm(cfg)
-        self.attn = Attention(cfg, layer_idx)
+        self.attn = build("attention", cfg.attention)(cfg, layer_idx)
         self.mlp_norm = make_norm(cfg)
         self.mlp = make_mlp(cfg)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from workbench.experiments.registry import build
 from workbench.model.base import Linear, LoggingModule, dropout
 
 
@@ -49,8 +50,7 @@ class ReluSquared(PlainMLP):
         return F.relu(h).square()
 
 
-MLPS = {"gelu": GeluMLP, "swiglu": SwiGLU, "relu2": ReluSquared}
 
 
 def make_mlp(cfg) -> LoggingModule:
-    return MLPS[cfg.mlp](cfg)
+    return build("mlp", cfg.mlp)(cfg)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.experiments.registry import build
 from workbench.model.base import LoggingModule
 
 
@@ -39,8 +40,7 @@ class LayerNorm(LoggingModule):
             nn.init.zeros_(self.bias)
 
 
-NORMS = {"rmsnorm": RMSNorm, "layernorm": LayerNorm}
 
 
 def make_norm(cfg) -> LoggingModule:
-    return NORMS[cfg.norm](cfg.dim, cfg.norm_eps, cfg.bias)
+    return build("norm", cfg.norm)(cfg.dim, cfg.norm_eps, cfg.bias)

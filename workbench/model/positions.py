@@ -11,12 +11,17 @@ import torch
 
 from workbench.model.base import LoggingModule
 from workbench.model.base import Embedding
+from workbench.experiments.registry import build
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T, 1, D/2), broadcast over heads
 
 
 class NoPositions(LoggingModule):
     """NoPE: the causal mask alone tells tokens apart."""
+
+    @classmethod
+    def from_config(cls, cfg) -> "NoPositions":
+        return cls()
 
     def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
         return x
@@ -27,6 +32,10 @@ class NoPositions(LoggingModule):
 
 class LearnedPositions(LoggingModule):
     """GPT-2: a learned vector per absolute position, added to the token embedding."""
+
+    @classmethod
+    def from_config(cls, cfg) -> "LearnedPositions":
+        return cls(cfg.max_seq_len, cfg.dim)
 
     def __init__(self, max_seq_len: int, dim: int):
         super().__init__()
@@ -42,6 +51,12 @@ class LearnedPositions(LoggingModule):
 
 class RotaryPositions(LoggingModule):
     """RoPE: rotates query/key pairs by a position-dependent angle inside attention."""
+
+    rotates_qk = True  # attention applies ``rotary``'s angles to q and k (``rotary_fn``)
+
+    @classmethod
+    def from_config(cls, cfg) -> "RotaryPositions":
+        return cls(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
 
     def __init__(self, max_seq_len: int, head_dim: int, theta: float):
         super().__init__()
@@ -75,13 +90,12 @@ def no_rotary(qk: torch.Tensor, rope: Rotary | None) -> torch.Tensor:
 
 
 def make_positions(cfg) -> LoggingModule:
-    if cfg.pos == "rope":
-        return RotaryPositions(cfg.max_seq_len, cfg.head_dim, cfg.rope_theta)
-    if cfg.pos == "learned":
-        return LearnedPositions(cfg.max_seq_len, cfg.dim)
-    return NoPositions()
+    """The positions variant ``cfg.pos`` names (``experiments.registry``), built from the config."""
+    cls = build("pos", cfg.pos)
+    return cls.from_config(cfg) if hasattr(cls, "from_config") else cls(cfg)
 
 
 def rotary_fn(cfg):
-    """The function attention uses on q and k, fixed when the model is built."""
-    return apply_rotary if cfg.pos == "rope" else no_rotary
+    """The function attention uses on q and k, fixed when the model is built: the rotation
+    for a positions variant that says it ``rotates_qk``, else none."""
+    return apply_rotary if getattr(build("pos", cfg.pos), "rotates_qk", False) else no_rotary

@@ -15,7 +15,7 @@ from torch import nn
 
 from workbench.model.base import LoggingModule
 from workbench.model.base import Embedding, Linear, dropout
-from workbench.model.block import Block
+from workbench.experiments.registry import build
 from workbench.model.loss import linear_cross_entropy
 from workbench.model.norms import make_norm
 from workbench.model.positions import make_positions
@@ -28,7 +28,8 @@ class Transformer(LoggingModule):
         self.tok_emb = Embedding(cfg.vocab_size, cfg.dim)
         self.pos = make_positions(cfg)
         self.drop = dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        block = build("block", cfg.block)
+        self.layers = nn.ModuleList(block(cfg, i) for i in range(cfg.n_layers))
         self.norm = make_norm(cfg)
         self.lm_head = Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
