@@ -17,7 +17,8 @@ from workbench.workspace import Workspace
 
 # Command-group modules, in the order `--help` lists them. A module missing here simply
 # contributes no commands, so groups can be developed independently.
-GROUPS = ["tokenizer", "data", "config", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export", "bench"]
+GROUPS = ["tokenizer", "data", "config", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export",
+          "experiment", "bench"]
 
 
 def quiet_native_logs() -> None:
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder holding models/, tokenizers/, data/ and trained_models/ (default: current folder)",
     )
+    parser.add_argument("--experiments", metavar="DIR", action="append", default=[],
+                        help="also load the experiment files of DIR (repeatable; the workspace's experiments/ "
+                             "always, and $WORKBENCH_EXPERIMENTS)")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let runs made in another workspace run the experiment code in their folders")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         try:
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ws = Workspace.at(args.workspace)
+        load_workspace_experiments(ws, args.experiments, args.trust_code)
         if args.command is None:
             return run_app(ws)
         func = getattr(args, "func", None)
@@ -75,6 +82,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+
+
+def load_workspace_experiments(ws: Workspace, extra: list[str], trust_code: bool) -> None:
+    """Register the workspace's experiment variants (and those of ``extra`` folders) before any
+    config is read; a file that fails to load is said in one line and left out. The folders and
+    the trust go into the environment, so child processes (torchrun workers, sweeps) see them."""
+    from workbench.experiments.loader import ENV, experiment_dirs, load_experiments
+    from workbench.runs.code import TRUST_ENV
+
+    if extra:
+        os.environ[ENV] = os.pathsep.join([*(os.path.abspath(d) for d in extra),
+                                           *filter(None, os.environ.get(ENV, "").split(os.pathsep))])
+    if trust_code:
+        os.environ[TRUST_ENV] = "1"
+    for line in load_experiments(experiment_dirs(ws.root)).errors:
+        print(f"warning: experiment not loaded: {line}", file=sys.stderr)
 
 
 def run_app(ws: Workspace) -> int:

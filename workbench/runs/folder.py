@@ -20,6 +20,7 @@ from workbench.runs import checkpoint
 from workbench import fileio
 from workbench.config.schema import RUN_ONLY_KEYS, Config, config_from_dict
 from workbench.errors import WorkbenchError, not_found
+from workbench.runs.code import copy_code, load_run_code
 from workbench.workspace import Workspace, check_name
 
 CONFIG = "config.yaml"
@@ -344,6 +345,9 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
         d["data"] = data_meta
         d["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         d.update(extra or {})  # run-only keys (config.RUN_ONLY_KEYS): the plan that chose it
+        code = copy_code(ws.root, config.model, tmp)  # the experiment files it uses, kept with it
+        if code:
+            d["experiments"] = code
         fileio.write_yaml(tmp / CONFIG, d)
         os.rename(tmp, final)
     except BaseException:
@@ -353,7 +357,10 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
 
 
 def run_config(run: Run) -> Config:
+    """The config the run trains with. Its experiment variants come from the run's own copies of
+    their files (``runs.code``), loaded first."""
     raw = run.raw_config()
+    load_run_code(run.path, raw.get("experiments"), run.path.parent.parent)
     raw = {k: v for k, v in raw.items() if k not in RUN_ONLY_KEYS}
     return config_from_dict(raw, run.config_path)
 

@@ -1,0 +1,40 @@
+"""The Config pane offers a variant an experiment file registered (its select lists it, and the
+form takes it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from workbench.experiments import registry
+from workbench.experiments.loader import load_experiments
+
+
+@pytest.fixture(autouse=True)
+def clean_registry():
+    saved = {part: dict(names) for part, names in registry._VARIANTS.items()}
+    yield
+    for part, names in saved.items():
+        registry._VARIANTS[part].clear()
+        registry._VARIANTS[part].update(names)
+
+
+async def test_the_config_pane_offers_a_registered_variant(built_ws, make_app, tmp_path):
+    from textual.widgets import Select
+
+    from helpers import wait_for
+    from test_experiments import MINE
+
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    (folder / "mine.py").write_text(MINE)
+    assert load_experiments([folder]).registered == [("mlp", "mine", "mine.py")]
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        pane = app.query_one("#config-pane")
+        await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+        select = pane.query_one("#model-mlp", Select)
+        assert "mine" in [value for _, value in select._options]
+        select.value = "mine"
+        await pilot.pause()
+        assert pane.valid
