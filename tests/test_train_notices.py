@@ -79,3 +79,17 @@ def test_processes_are_parsed_within_the_limit_and_refused_naming_it():
                                 "(one per CPU core; this machine has 8)")
     with pytest.raises(WorkbenchError, match=r"from 1 to 64$"):
         parse_procs("65", [])
+
+
+def test_a_runs_history_comes_back_as_typed_events(trained):
+    """What the Train pane shows of a resumed run's past: each metrics row as the event it
+    stands for (eval rows Evaluated, train rows Logged), up to the latest checkpoint."""
+    from helpers import TRAINED_RUN
+    from workbench.runs.folder import get_run
+    from workbench.training.follower import read_history
+
+    rows = get_run(trained, TRAINED_RUN).metrics()
+    assert {r["kind"] for r in rows} == {"train", "eval"} and max(r["step"] for r in rows) == 12
+    evs = read_history(trained, TRAINED_RUN)
+    assert [type(e) for e in evs] == [Evaluated if r["kind"] == "eval" else Logged for r in rows]
+    assert all(e.row == r and e.step == r["step"] for e, r in zip(evs, rows))
