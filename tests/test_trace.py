@@ -200,7 +200,7 @@ def test_cli_trace_config_debug(tmp_path, capsys):
 
 
 def test_a_saved_trace_holds_what_the_cli_prints_and_loads_back(tmp_path, capsys):
-    """The Trace pane saves traces/NAME.json and NAME.txt (``trace_files``); the .txt is what
+    """The Trace pane saves traces/NAME.json and NAME.txt (``tracing.files``); the .txt is what
     `workbench trace` prints, and the .json is a baseline to diff against."""
     from workbench.errors import WorkbenchError
     from workbench.tracing.run import run_trace

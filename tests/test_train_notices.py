@@ -1,5 +1,5 @@
-"""What the Train pane lists and `workbench train` prints about a run (``train_notices``), and
-how many processes the pane may start (``train_request.max_procs``)."""
+"""What the Train pane lists and `workbench train` prints about a run (``training.notices``), and
+how many processes the pane may start (``training.request.max_procs``)."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ class FixedProbe:
 
 def machine(probe, choice: str) -> tuple[str, dict]:
     """The device ``choice`` means on ``probe``'s machine and its free memory, as
-    ``config_report.machine_now`` gives them; a broken driver gives unknown memory, saying why
+    ``config.report.machine_now`` gives them; a broken driver gives unknown memory, saying why
     (it must not take the app down)."""
     try:
         device = probe.device_for(choice)

@@ -132,7 +132,7 @@ class Trainer:
         tinfo = tokenizer_info(ws, tokenizer)
         tok = Tokenizer.load(tinfo.model_path)
         m = cfg.model
-        if m.vocab_size != tok.vocab_size:  # train_request.resolve fits it; a caller that did not is told
+        if m.vocab_size != tok.vocab_size:  # training.request.resolve fits it; a caller that did not is told
             raise WorkbenchError(f"model.vocab_size = {m.vocab_size} does not match tokenizer {tokenizer!r}, "
                                  f"which has {tok.vocab_size} pieces")
         device = resolve_device(cfg.train.device)
@@ -609,7 +609,7 @@ class Trainer:
 def start_training(ws: Workspace, req, resolved=None, on_event=None, prepare_progress=None,
                    say: Callable[[str], None] | None = None) -> Trainer:
     """The train verb: a ready Trainer for ``req`` (a ``TrainRequest``), new or resumed; call
-    ``run()`` on it. ``resolved`` is ``train_request.resolve``'s answer when the caller already
+    ``run()`` on it. ``resolved`` is ``training.request.resolve``'s answer when the caller already
     has it (to show the plan first); ``say`` hears the planner and the notices."""
     from workbench.training.request import resolve
 
