@@ -620,3 +620,22 @@ def test_train_from_the_config_a_run_wrote(trained, corpus_dir, capsys):
     assert a.model == b.model
     assert a.train.replace(max_steps=2) == b.train
     assert get_run(trained, "again").latest_checkpoint() == "step_000002"
+
+
+@pytest.mark.parametrize("option, said", [
+    (["--data", "other.txt"], "data"), (["--tokenizer", "tok"], "tokenizer"), (["--name", "again"], "name"),
+    (["--text-column", "story"], "text column"), (["--data", "x.txt", "--tokenizer", "tok"], "tokenizer and data"),
+])
+def test_a_resume_refuses_an_option_it_cannot_honour(trained, capsys, option, said):
+    """A resume goes on with the run's own data, tokenizer and name: an option asking otherwise
+    is refused in one line naming it, and nothing is trained or recorded (it used to be dropped
+    silently, exit 0)."""
+    from helpers import TRAINED_RUN
+
+    before = get_run(trained, TRAINED_RUN).raw_config()
+    capsys.readouterr()
+    assert main(["--workspace", str(trained.root), "train", "--resume", TRAINED_RUN, *option,
+                 "--set", "train.max_steps=20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"a resumed run keeps its own {said}:" in err
+    assert get_run(trained, TRAINED_RUN).raw_config() == before and get_run(trained, TRAINED_RUN).checkpoints()[-1] == "step_000012"

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, or resume a run")
     p.add_argument("--config", metavar="PATH|PRESET", help="a YAML config or preset name (models/ first, then shipped presets)")
     p.add_argument("--tokenizer", metavar="NAME", help="a tokenizer under tokenizers/")
-    p.add_argument("--data", metavar="SOURCE", default=DEFAULT_HUB_ID,
+    p.add_argument("--data", metavar="SOURCE", default=None,
                    help=f"hub dataset id or local .txt/.jsonl/.json/.parquet file or folder (default {DEFAULT_HUB_ID})")
     p.add_argument("--text-column", default="text")
     p.add_argument("--name", metavar="RUN", help="run folder name under trained_models/ (default PRESET-DATE-TIME)")

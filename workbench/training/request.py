@@ -33,7 +33,7 @@ class TrainRequest:
     ``--set`` items parsed by ``config.parse_overrides``; the Train pane's resume budget)."""
 
     tokenizer: str | None = None
-    data: str = DEFAULT_HUB_ID
+    data: str | None = None  # a new run's text; None: the hub's TinyStories
     config: str | Config | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=_no_overrides)
     minutes: float | None = None
@@ -52,18 +52,28 @@ class TrainRequest:
 
             check_name("run", self.name)
         if self.resume is not None:
+            given = [what for what, value in (("tokenizer", self.tokenizer), ("data", self.data), ("name", self.name),
+                                               ("text column", None if self.text_column == "text" else self.text_column))
+                     if value is not None]
+            if given:  # never dropped unsaid: a resume goes on with the run's own
+                raise WorkbenchError(f"a resumed run keeps its own {' and '.join(given)}: resume {self.resume!r} "
+                                     f"without {'them' if len(given) > 1 else 'it'}, or start a new run to train "
+                                     "on other data")
             if self.overrides.get("model"):
                 raise WorkbenchError("model fields cannot change when a run is resumed (its weights have that "
                                      "shape); only train fields can")
             if self.config is not None:
                 raise WorkbenchError(f"a resumed run trains with its own config: resume {self.resume!r} "
                                      "without a config")
-        elif not self.tokenizer:
-            raise WorkbenchError("choose a tokenizer (build one first: `workbench tokenizer build`, or the "
-                                 "Tokenizer pane)")
-        elif self.config is None and self.minutes is None:
-            raise WorkbenchError("give a config (a preset, a YAML file) or a time budget in minutes for the "
-                                 "planner to choose one")
+        else:
+            if self.data is None:
+                object.__setattr__(self, "data", DEFAULT_HUB_ID)
+            if not self.tokenizer:
+                raise WorkbenchError("choose a tokenizer (build one first: `workbench tokenizer build`, or the "
+                                     "Tokenizer pane)")
+            if self.config is None and self.minutes is None:
+                raise WorkbenchError("give a config (a preset, a YAML file) or a time budget in minutes for the "
+                                     "planner to choose one")
 
 
 @dataclass
