@@ -308,15 +308,27 @@ def test_data_shorter_than_one_window(built, tmp_path, capsys):
     assert not built.run_path("short").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_run_folder(built, corpus_dir, capsys):  # pragma: no cover - not as root
-    built.runs_dir().mkdir(exist_ok=True)
-    os.chmod(built.runs_dir(), 0o500)
+def test_unwritable_run_folder(tmp_path, built, corpus_dir, capsys):
+    """A runs folder nobody may write to: read-only for a user, and for root (who may write to
+    any mode) a folder of the kernel's where even root cannot create one (/sys)."""
+    import shutil
+
+    from workbench.workspace import Workspace
+
+    w = Workspace.at(tmp_path / "w")
+    shutil.copytree(built.tokenizers_dir(), w.tokenizers_dir())
+    if os.geteuid() == 0:
+        os.symlink("/sys", w.root / "trained_models", target_is_directory=True)
+    else:
+        w.runs_dir().mkdir()
+        os.chmod(w.runs_dir(), 0o500)
     try:
-        assert _cli(built, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus_dir)) == 2
-        assert "cannot write the run folder" in capsys.readouterr().err
+        assert _cli(w, "--config", "debug", "--tokenizer", "tok", *SETS, "--data", str(corpus_dir)) == 2
+        err = capsys.readouterr().err
+        assert "cannot write the run folder" in err and len(err.strip().splitlines()) == 1
     finally:
-        os.chmod(built.runs_dir(), 0o700)
+        if os.geteuid() != 0:
+            os.chmod(w.runs_dir(), 0o700)
 
 
 def test_run_folder_that_is_a_file(tmp_path, built, corpus_dir, capsys):
