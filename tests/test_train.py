@@ -20,7 +20,7 @@ from workbench.cli import main
 from workbench.config.schema import load_config
 from workbench.model import build_model
 from workbench.runs.folder import get_run, list_runs, run_config
-from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Finished, Logged, Sampled, Started,
+from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Finished, Logged, Notice, Sampled, Started,
                                        Stepped)
 from workbench.training.trainer import Trainer
 
@@ -651,3 +651,45 @@ def test_a_resume_refuses_an_option_it_cannot_honour(trained, capsys, option, sa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"a resumed run keeps its own {said}:" in err
     assert get_run(trained, TRAINED_RUN).raw_config() == before and get_run(trained, TRAINED_RUN).checkpoints()[-1] == "step_000012"
+
+
+def test_a_larger_budget_on_resume_stretches_the_schedule_from_there(trained):
+    """README: resuming with a larger budget stretches the schedule from that point, so the
+    learning rate jumps where the decay had started. The session run trained 12 of 12 steps
+    (cosine, warm-up 2); resumed to 24, step 13 takes the cosine of (12 - 2) / (24 - 2),
+    written out here, not the rate the finished schedule ended on."""
+    from helpers import TRAINED_RUN
+
+    ended = [r["lr"] for r in get_run(trained, TRAINED_RUN).metrics() if r["kind"] == "train"][-1]
+    evs = []
+    t = Trainer.resume(trained, TRAINED_RUN, {"max_steps": 24}, on_event=evs.append)
+    tc = t.cfg.train
+    assert (tc.schedule, tc.warmup_steps, tc.max_steps) == ("cosine", 2, 24)
+    assert t.run()["state"] == "finished"
+    got = [e.lr for e in evs if isinstance(e, Stepped)]
+
+    def cosine(step):
+        p = (step - 2) / (24 - 2)
+        return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * p))
+
+    assert got == pytest.approx([cosine(step) for step in range(12, 24)], rel=1e-12)
+    assert got[0] > ended * 1.5  # the jump: the decay starts again from much higher
+
+
+def test_a_platform_that_cannot_compile_trains_without_it(built, corpus_dir, monkeypatch):
+    """train.compile on a platform where torch.compile fails: one notice says so and the run
+    trains uncompiled to its budget (the fallback; the suite never pays a real compile)."""
+    import torch
+
+    def broken(model, *a, **k):
+        raise RuntimeError("no compiler for this platform\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    evs = []
+    t = Trainer.new(built, tiny_config(compile=True, max_steps=3), "tok", str(corpus_dir), name="nocompile",
+                    on_event=evs.append)
+    assert t.run()["state"] == "finished" and t.step == 3
+    said = [e.text for e in evs if isinstance(e, Notice)]
+    assert said == ["torch.compile is not available here (RuntimeError: no compiler for this platform); "
+                    "training without it"]
+    assert t.model is t.raw_model  # nothing compiled is left in place
