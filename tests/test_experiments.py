@@ -202,3 +202,22 @@ def test_the_shipped_examples_check(name, capsys):
     assert load_experiments(experiment_dirs(None, [examples])).errors == []
     result = check_experiment(name)
     assert result.ok, result.line
+
+
+def test_a_damaged_record_or_copy_is_one_line(built, corpus_dir, tmp_path, capsys):
+    import yaml
+
+    ws = _ws_with_mine(built, tmp_path)
+    assert _cli(ws, "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "exp",
+                *SETS, "--set", "model.mlp=mine", "--set", "train.max_steps=2") == 0
+    run = get_run(ws, "exp")
+    (run.path / "experiments" / "mine.py").write_text(MINE + "\n# changed\n")  # not the file it trained with
+    capsys.readouterr()
+    assert _cli(ws, "trace", "--run", "exp") == 2
+    assert "is not the file the run was trained with" in capsys.readouterr().err
+    cfg = yaml.safe_load(run.config_path.read_text())
+    cfg["experiments"] = "oops"
+    run.config_path.write_text(yaml.safe_dump(cfg))
+    assert _cli(ws, "trace", "--run", "exp") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'experiments' must be a mapping" in err

@@ -84,8 +84,10 @@ def load_run_code(run_dir: Path, record, workspace_root: Path) -> None:
     their recorded hashes), if the run was made here or code is trusted; else refuse in words."""
     if not record:
         return
-    files = dict((record or {}).get("files") or {})
     name = Path(run_dir).name
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise WorkbenchError(f"run {name!r}: config.yaml is damaged: 'experiments' must be a mapping with 'files'")
+    files = dict(record["files"])
     if record.get("workspace") != workspace_id(workspace_root) and not trusted():
         raise WorkbenchError(
             f"run {name!r} holds experiment code made in another workspace ({', '.join(files)} in "
