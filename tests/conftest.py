@@ -85,3 +85,16 @@ def trained(trained_root, tmp_path) -> Workspace:
 
     shutil.copytree(trained_root, tmp_path / "trained")
     return Workspace.at(tmp_path / "trained")
+
+
+@pytest.fixture
+def clean_registry():
+    """The registry of variants as it was before the test: a test's experiment files register
+    variants that must not outlive it."""
+    from workbench.experiments import registry
+
+    saved = {part: dict(names) for part, names in registry._VARIANTS.items()}
+    yield
+    for part, names in saved.items():
+        registry._VARIANTS[part].clear()
+        registry._VARIANTS[part].update(names)

@@ -124,6 +124,38 @@ def write_big_corpus(path: Path, mbytes: float = 16.0, seed: int = 1) -> Path:
     return path
 
 
+# --- experiment files ---------------------------------------------------------------------
+
+# an MLP variant: GELU's shape with a ReLU, logging its hidden activations; importing it writes
+# a marker file when $EXPERIMENT_MARKER names one (to see whether a run's code was executed)
+MINE = '''
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from workbench.experiments import register
+from workbench.model.base import Linear, LoggingModule
+
+if os.environ.get("EXPERIMENT_MARKER"):
+    Path(os.environ["EXPERIMENT_MARKER"]).write_text("ran")
+
+
+@register("mlp", "mine", "relu MLP that logs its hidden layer")
+class Mine(LoggingModule):
+    def __init__(self, cfg):
+        super().__init__()
+        self.w1 = Linear(cfg.dim, 4 * cfg.dim, bias=False)
+        self.w2 = Linear(4 * cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.w1(x))
+        self.log("mine_hidden", h)
+        return self.w2(h)
+'''
+
+
 # --- the one tiny model config ------------------------------------------------------------
 
 # the debug preset shrunk to the tests' tokenizers (vocab 400) and a short window

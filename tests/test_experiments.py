@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from helpers import SETS, losses, tiny_config
+from helpers import MINE, SETS, losses, tiny_config
 from workbench.cli import main
 from workbench.config.schema import ModelConfig
 from workbench.errors import ConfigError
@@ -19,44 +19,10 @@ from workbench.experiments.loader import experiment_dirs, load_experiments
 from workbench.runs.folder import get_run
 from workbench.workspace import Workspace
 
-# an MLP variant: GELU's shape with a ReLU, logging its hidden activations; importing it writes
-# a marker file when $EXPERIMENT_MARKER names one (to see whether a run's code was executed)
-MINE = '''
-import os
-from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-
-from workbench.experiments import register
-from workbench.model.base import Linear, LoggingModule
-
-if os.environ.get("EXPERIMENT_MARKER"):
-    Path(os.environ["EXPERIMENT_MARKER"]).write_text("ran")
 
 
-@register("mlp", "mine", "relu MLP that logs its hidden layer")
-class Mine(LoggingModule):
-    def __init__(self, cfg):
-        super().__init__()
-        self.w1 = Linear(cfg.dim, 4 * cfg.dim, bias=False)
-        self.w2 = Linear(4 * cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.w1(x))
-        self.log("mine_hidden", h)
-        return self.w2(h)
-'''
-
-
-@pytest.fixture(autouse=True)
-def clean_registry():
-    """Each test registers its own variants; none outlives it."""
-    saved = {part: dict(names) for part, names in registry._VARIANTS.items()}
-    yield
-    for part, names in saved.items():
-        registry._VARIANTS[part].clear()
-        registry._VARIANTS[part].update(names)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def _ws_with_mine(built, tmp_path) -> Workspace:

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.experiments import registry
 from workbench.experiments.loader import load_experiments
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = {part: dict(names) for part, names in registry._VARIANTS.items()}
-    yield
-    for part, names in saved.items():
-        registry._VARIANTS[part].clear()
-        registry._VARIANTS[part].update(names)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 async def test_the_config_pane_offers_a_registered_variant(built_ws, make_app, tmp_path):
     from textual.widgets import Select
 
-    from helpers import wait_for
-    from test_experiments import MINE
+    from helpers import MINE, wait_for
 
     folder = tmp_path / "exps"
     folder.mkdir()
