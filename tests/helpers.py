@@ -333,3 +333,11 @@ async def focus(pilot, app, widget_id: str, limit: int = 60):
         forward = (there - here) % len(chain)
         await pilot.press("tab" if forward <= len(chain) - forward else "shift+tab")
     raise AssertionError(f"could not reach #{widget_id} with tab")
+
+
+async def open_config_pane(pilot, app):
+    """Show the Config pane and wait until its form holds the preset; the pane."""
+    await pilot.press("2")
+    pane = app.query_one("#config-pane")
+    await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+    return pane

@@ -10,7 +10,7 @@ from textual.widgets import Input, Static
 
 from workbench.planning import planner
 
-from helpers import focus, type_into, wait_for
+from helpers import focus, open_config_pane, type_into, wait_for
 
 LAW = {"E": 0.6, "A": 40.0, "alpha": 0.4, "B": 60.0, "beta": 0.3, "source": "a test law",
        "recipe": {"model": {}, "train": {"lr": 0.004, "min_lr": 0.0004, "schedule": "cosine",
@@ -29,9 +29,7 @@ async def test_plan_fills_the_form_and_the_budget_shows_tokens(built_ws, make_ap
     monkeypatch.setattr(planner, "LAW_FILE", law)
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("2")
-        pane = app.query_one("#config-pane")
-        await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+        pane = await open_config_pane(pilot, app)
         vocab = int(pane.query_one("#model-vocab_size", Input).value)
         _inject(vocab, lambda dim, layers: 2.0e9 / (dim * dim * layers))
         expected = planner.plan(built_ws, planner.PlanRequest(None, 20, vocab=vocab))
@@ -88,9 +86,7 @@ async def test_the_chosen_tokenizer_sets_the_vocab(built_ws, make_app):
 
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("2")
-        pane = app.query_one("#config-pane")
-        await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+        pane = await open_config_pane(pilot, app)
         vocab = pane.query_one("#model-vocab_size", Input)
         status = pane.query_one("#cfg-status", Static)
         assert vocab.value == "512"

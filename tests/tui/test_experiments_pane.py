@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("clean_registry")
 async def test_the_config_pane_offers_a_registered_variant(built_ws, make_app, tmp_path):
     from textual.widgets import Select
 
-    from helpers import MINE, wait_for
+    from helpers import MINE, open_config_pane
 
     folder = tmp_path / "exps"
     folder.mkdir()
@@ -22,9 +22,7 @@ async def test_the_config_pane_offers_a_registered_variant(built_ws, make_app, t
     assert load_experiments([folder]).registered == [("mlp", "mine", "mine.py")]
     app = make_app(built_ws)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("2")
-        pane = app.query_one("#config-pane")
-        await wait_for(pilot, lambda: pane.base is not None, what="the preset")
+        pane = await open_config_pane(pilot, app)
         select = pane.query_one("#model-mlp", Select)
         assert "mine" in [value for _, value in select._options]
         select.value = "mine"

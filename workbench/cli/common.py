@@ -23,6 +23,18 @@ def add_command(sub, name: str, help: str, func, *positionals: str):
     return p
 
 
+def listed(infos: list, as_json: bool, nothing: str) -> bool:
+    """For a ``list`` command: print ``infos`` as JSON or say there are none (True: done), else
+    False and the caller prints its table."""
+    if as_json:
+        print_json([i.to_dict() for i in infos])
+        return True
+    if not infos:
+        print(nothing)
+        return True
+    return False
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None or s != s or s == float("inf"):
         return "--:--"

@@ -7,7 +7,7 @@ import argparse
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.data.tokens import data_info, list_data
 from workbench.data.prepare import prepare_data
-from workbench.cli.common import ProgressLine, add_command, print_json
+from workbench.cli.common import ProgressLine, add_command, listed, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,11 +55,8 @@ def _print_info(info) -> None:
 
 def cmd_list(args, ws) -> int:
     infos = list_data(ws)
-    if args.json:
-        print_json([i.to_dict() for i in infos])
+    if listed(infos, args.json, "no prepared data yet; run `workbench data prepare --tokenizer NAME --data SOURCE`"):
         return 0
-    if not infos:
-        print("no prepared data yet; run `workbench data prepare --tokenizer NAME --data SOURCE`")
     for i in infos:
         sp = i.meta["splits"]
         print(f"{i.name:40} train {sp['train']['tokens']:>12,} tokens  val {sp['val']['tokens']:>10,} tokens")

@@ -6,7 +6,7 @@ import argparse
 
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.tokenizer.tokenizer import (TokenizerSettings, list_tokenizers, load_tokenizer, tokenizer_info)
-from workbench.cli.common import ProgressLine, add_command, print_json
+from workbench.cli.common import ProgressLine, add_command, listed, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,11 +65,7 @@ def cmd_build(args, ws) -> int:
 
 def cmd_list(args, ws) -> int:
     infos = list_tokenizers(ws)
-    if args.json:
-        print_json([i.to_dict() for i in infos])
-        return 0
-    if not infos:
-        print("no tokenizers yet; build one with `workbench tokenizer build --data SOURCE --name NAME`")
+    if listed(infos, args.json, "no tokenizers yet; build one with `workbench tokenizer build --data SOURCE --name NAME`"):
         return 0
     print(f"{'name':24} {'vocab':>6} {'alphabet':>8} {'bytes/tok':>9} {'build s':>8}  data")
     for i in infos:
