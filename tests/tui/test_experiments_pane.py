@@ -24,7 +24,7 @@ async def test_the_config_pane_offers_a_registered_variant(built_ws, make_app, t
     async with app.run_test(size=(120, 40)) as pilot:
         pane = await open_config_pane(pilot, app)
         select = pane.query_one("#model-mlp", Select)
-        assert "mine" in [value for _, value in select._options]
+        assert ("mine (experiment)", "mine") in [(str(label), value) for label, value in select._options]
         select.value = "mine"
         await pilot.pause()
         assert pane.valid

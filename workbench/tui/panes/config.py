@@ -22,6 +22,8 @@ from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
 from workbench.config import report
+from workbench.experiments.registry import Choices
+from workbench.experiments.registry import get as get_variant
 from workbench.config.schema import Config, ModelConfig, TrainConfig, load_config, preset_names
 from workbench.config.overrides import config_diff
 from workbench.config.fields import fields_of, format_field, parse_field
@@ -99,8 +101,8 @@ class ConfigPane(Pane):
                 yield Switch(bool(info.default), id=wid)
                 yield Label(report.show_value(info.default).lower(), id=f"{wid}-state", classes="hint")
             elif info.choices:
-                yield Select([(c, c) for c in info.choices], value=info.default, id=wid,
-                             allow_blank=False, compact=True)
+                yield Select([(choice_label(info.choices, c), c) for c in info.choices], value=info.default,
+                             id=wid, allow_blank=False, compact=True)
             else:
                 yield Input(format_field(info, info.default), id=wid, compact=True,
                             placeholder=info.none_means or "", validators=[FieldValidator(section, info)],
@@ -448,3 +450,10 @@ class ConfigPane(Pane):
 
     def set_status(self, text: str, error: bool = False) -> None:
         self.show_line("cfg-status", text, error=error)
+
+
+def choice_label(choices, name: str) -> str:
+    """A select's text for a choice: a variant from an experiment file is marked as such."""
+    if isinstance(choices, Choices) and not get_variant(choices.part, name).builtin:
+        return f"{name} (experiment)"
+    return name
