@@ -93,8 +93,6 @@ def clean_registry():
     variants that must not outlive it."""
     from workbench.experiments import registry
 
-    saved = {part: dict(names) for part, names in registry._VARIANTS.items()}
+    state = registry.saved()
     yield
-    for part, names in saved.items():
-        registry._VARIANTS[part].clear()
-        registry._VARIANTS[part].update(names)
+    registry.restore(state)

@@ -103,6 +103,17 @@ def unregister_source(source: str) -> list[tuple[str, str]]:
     return gone
 
 
+def saved() -> dict:
+    """Every registration as it stands, to put back with ``restore`` (tests, a reload that fails)."""
+    return {part: dict(names) for part, names in _VARIANTS.items()}
+
+
+def restore(state: dict) -> None:
+    for part, names in state.items():
+        _VARIANTS[part].clear()
+        _VARIANTS[part].update(names)
+
+
 def names(part: str) -> tuple[str, ...]:
     _check_part(part)
     return tuple(_VARIANTS[part])
