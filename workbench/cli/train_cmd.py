@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 
@@ -100,9 +101,21 @@ def cmd_train(args, ws) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
         line.close()
-    if trainer.rank != 0:
-        return 0 if summary["state"] != "failed" else 1
-    if args.json:
+    code = _report(summary, args.json) if trainer.rank == 0 else (1 if summary["state"] == "failed" else 0)
+    if trainer.world > 1:
+        # A torchrun worker leaves without the interpreter's teardown: tearing down gloo's
+        # process group and threads at exit aborted a rank whose run had finished (SIGABRT,
+        # "terminate called without an active exception"), which failed the whole launch.
+        # Everything is written and both ranks passed the trainer's last barrier.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _report(summary: dict, as_json: bool) -> int:
+    """Rank 0's last words about a run; the exit status."""
+    if as_json:
         print_json(summary)
     elif summary["state"] == "failed":
         print(f"error: {summary['message']}", file=sys.stderr)

@@ -387,10 +387,12 @@ class Trainer:
                 import torch.distributed as dist
 
                 if dist.is_initialized():
-                    # Without a last barrier one rank could tear the group down while the
-                    # other still waits on the final collective (gloo then aborts it).
+                    # Without a last barrier one rank could leave while the other still waits on
+                    # the final collective (gloo then aborts it). The group is not torn down
+                    # here: `workbench train` ends a torchrun worker with os._exit after this
+                    # (gloo's teardown aborted a finished rank, "terminate called without an
+                    # active exception", in 2 of 6 CI runs).
                     dist.barrier()
-                    dist.destroy_process_group()
 
     def _loop(self) -> dict:
         import torch
