@@ -1,5 +1,5 @@
 """The house rules of the package layout, checked on the source: no import circle between the
-engine's files (function-level imports included: a circle hidden inside a function is one too),
+engine's files (function-level and type-checking imports included: a hidden circle is one too),
 few modules directly under ``workbench/``, and every module saying what it is for."""
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
-    """The workbench modules ``name`` imports, at any depth of the file, leaving out imports
-    for type checkers only (``if TYPE_CHECKING:``)."""
+    """The workbench modules ``name`` imports, at any depth of the file, those for type
+    checkers only (``if TYPE_CHECKING:``) included: a circle they close is still a circle."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {id(n) for node in ast.walk(tree)
-                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                   for n in ast.walk(node)}
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -7,10 +7,11 @@ checks it against ``sum(p.numel())`` for every variant combination) and the FLOP
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
-if TYPE_CHECKING:  # only for annotations: config imports this module, not the other way round
-    from workbench.config.schema import ModelConfig
+# the annotations' workbench.config.schema.ModelConfig: schema imports this module (n_params), so
+# this one does not import schema back, not even for type checkers
+ModelConfig = Any
 
 
 # ---------------------------------------------------------------- parameters
