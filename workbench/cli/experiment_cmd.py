@@ -21,8 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     new.add_argument("--from", dest="part", required=True, choices=list(PARTS), help="the part to copy")
     new.add_argument("--variant", default=None, help="the built-in variant to copy (default: the default one)")
     new.set_defaults(func=cmd_new)
-    ch = add_command(s, "check", "build the debug shape with a variant, forward, backward and a trace", cmd_check, "name")
-    ch.set_defaults(func=cmd_check)
+    add_command(s, "check", "build the debug shape with a variant, forward, backward and a trace", cmd_check, "name")
 
 
 def cmd_list(args, ws) -> int:

@@ -9,6 +9,7 @@ registry and the loader below them; torch is imported inside ``check`` and ``new
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import keyword
 import types
@@ -19,7 +20,14 @@ from workbench.errors import WorkbenchError
 from workbench.experiments.loader import FOLDER, failure_line
 from workbench.experiments.registry import PARTS, get, names, variants
 
-DEFAULTS = {"norm": "rmsnorm", "pos": "rope", "attention": "causal", "mlp": "swiglu", "block": "prenorm"}
+
+
+def _default(part: str) -> str:
+    """The variant a config takes for ``part`` when it names none (its field's default)."""
+    from workbench.config.schema import ModelConfig
+
+    field = PARTS[part][0].split(".", 1)[1]
+    return next(f.default for f in dataclasses.fields(ModelConfig) if f.name == field)
 
 
 def list_variants() -> list[dict]:
@@ -61,7 +69,7 @@ def new_experiment(root: Path, name: str, part: str, base: str | None = None) ->
         raise WorkbenchError(f"part {part!r} is not one of {', '.join(PARTS)}")
     if name in names(part):
         raise WorkbenchError(f"{part} {name!r} is already registered ({get(part, name).source or 'built in'})")
-    base = base or DEFAULTS[part]
+    base = base or _default(part)
     if base not in names(part):
         raise WorkbenchError(f"{part} {base!r} is not registered; choose one of {', '.join(names(part))}")
     cls = get(part, base).resolve()
