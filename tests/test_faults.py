@@ -527,3 +527,362 @@ def test_a_killed_build_takes_its_child_with_it(private, tmp_path):
     assert _cli(built, "tokenizer", "build", "--data", str(src), "--vocab-size", "400", "--name", "f-after",
                 "--sample-mb", "1") == 0
     assert not [p for p in built.tokenizers_dir().iterdir() if p.name.startswith(".")]
+
+
+# --- signals: SIGTERM and SIGHUP are a stop; no trainer outlives a sweep ----------------------------
+
+
+def _train_rows(ws, name):
+    path = ws.run_path(name) / "metrics.jsonl"
+    return [r["step"] for r in get_run(ws, name).metrics() if r["kind"] == "train"] if path.is_file() else []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_sweep_ended_by_a_signal_takes_its_trainer_with_it_and_the_trainer_keeps_a_checkpoint(
+        built, corpus_dir, sig, tmp_path):
+    import psutil
+
+    name = f"f-sw-{sig.name.lower()}"
+    cmd = [*WB, "--workspace", str(built.root), "sweep", "--config", "debug", "--tokenizer", "tok", "--data",
+           str(corpus_dir), "--name", name, "--steps", "100000", "--grid", "train.lr=0.001,0.002,0.003", *SETS,
+           "--set", "train.log_interval=1", "--set", "train.eval_interval=100000",
+           "--set", "train.checkpoint_interval=100000", "--set", "train.num_threads=1"]
+    err_file = tmp_path / "err"
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    first = f"{name}-1"
+    try:
+        deadline = time.monotonic() + 120
+        while len(_train_rows(built, first)) < 3:
+            assert proc.poll() is None, err_file.read_text()
+            assert time.monotonic() < deadline, "the sweep's first run never trained"
+            time.sleep(0.05)
+        trainers = psutil.Process(proc.pid).children()
+        assert len(trainers) == 1, trainers
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+        trainers[0].wait(timeout=60)  # psutil.TimeoutExpired: an orphan trainer
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = err_file.read_text()
+    run = get_run(built, first)
+    last = _train_rows(built, first)[-1]
+    # the trainer stopped after a step, with a checkpoint of that step, also when the sweep was killed
+    assert run.status()["state"] == "stopped" and run.status()["step"] == last, run.status()
+    assert run.checkpoints() == [f"step_{last:06d}"]
+    assert not built.run_path(f"{name}-2").exists()
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert f"sweep {name!r} stopped {first} (each keeps its last checkpoint" in err
+        assert f"sweep {name!r} did not start {name}-2, {name}-3; train one with `workbench train --config " in err
+        assert "Traceback" not in err
+        # the line it gives trains the point that did not run
+        line = err.split("train one with `workbench ", 1)[1].split("`", 1)[0]
+        args = line.split(" ")
+        args[args.index("--name") + 1] = f"{name}-2b"
+        assert _cli(built, *args, "--set", "train.max_steps=2") == 0
+
+
+# --- checkpoints: weights that load but are not finite, a lost `latest`, a run killed early ---------
+
+
+def _poison(run, name: str) -> tuple[str, int]:
+    """Write 3 NaNs and one infinity into one tensor of checkpoint ``name``; (tensor, its size)."""
+    from safetensors.torch import load_file, save_file
+
+    path = run.path / "checkpoints" / name / "model.safetensors"
+    sd = load_file(str(path))
+    key = sorted(k for k in sd if k.endswith("w1.weight"))[0]
+    flat = sd[key].view(-1)
+    flat[[1, 5, 9]] = float("nan")
+    flat[7] = float("inf")
+    save_file(sd, str(path), metadata={"step": name})
+    return key, flat.numel()
+
+
+def test_non_finite_weights_are_refused_by_name_and_the_default_falls_back_to_the_last_finite_one(
+        trained, capsys, tmp_path):
+    from safetensors.torch import load_file
+
+    from workbench.training.evaluate import EvalRequest, evaluate_run
+
+    run = get_run(trained, "real")
+    key, n = _poison(run, "step_000012")
+    what = f"holds weights that are not finite: 4 of {n:,} values of {key} are NaN or infinite"
+    for verb in (["eval", "real", "--checkpoint", "step_000012", "--batches", "1"],
+                 ["generate", "real", "--checkpoint", "step_000012", "--max-tokens", "2"],
+                 ["export", "real", "--checkpoint", "step_000012", "--to", str(tmp_path / "nan"), "--format", "weights"],
+                 ["trace", "--run", "real", "--checkpoint", "step_000012", "--tokens", "4"]):
+        assert _cli(trained, *verb) == 2, verb
+        _one_line(capsys.readouterr().err, what)
+    assert not (tmp_path / "nan").exists()
+    # no checkpoint named: the newest finite one, said on stderr, and its numbers exactly
+    assert _cli(trained, "eval", "real", "--batches", "2", "--json") == 0
+    out, err = capsys.readouterr()
+    assert "note: run 'real': checkpoint file" in err and what in err and "using step_000006" in err
+    got = json.loads(out)
+    want = evaluate_run(trained, EvalRequest("real", "step_000006", batches=2))
+    assert got["checkpoint"] == "step_000006" and got["val_loss"] == want["val_loss"]
+    assert _cli(trained, "export", "real", "--to", str(tmp_path / "ok"), "--format", "weights") == 0
+    assert "using step_000006" in capsys.readouterr().err
+    exported = load_file(str(tmp_path / "ok" / "model.safetensors"))
+    saved = load_file(str(run.path / "checkpoints" / "step_000006" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in exported.values())
+    assert torch.equal(exported[key], saved[key])
+    # a resume starts from the newest whole, finite checkpoint and says which
+    assert _cli(trained, "train", "--resume", "real", "--set", "train.max_steps=14") == 0
+    err = capsys.readouterr().err
+    assert "using step_000006, the newest whole checkpoint" in err and "resumed from step_000006" in err
+    assert [r["step"] for r in run.metrics() if r["kind"] == "train"] == [2, 4, 6, 8, 10, 12, 14]
+
+
+LOST_LATEST = {
+    "missing": (lambda p: p.unlink(), "the 'latest' pointer is missing"),
+    "empty": (lambda p: p.write_text(""), "the 'latest' pointer is empty"),
+    "dangling": (lambda p: p.write_text("step_000099\n"), "the 'latest' pointer names 'step_000099'"),
+    "not text": (lambda p: p.write_bytes(b"\xff\xfe\x00"), "the 'latest' pointer names"),
+}
+
+
+@pytest.mark.parametrize("what", list(LOST_LATEST))
+def test_a_lost_latest_pointer_falls_back_to_the_newest_whole_checkpoint(trained, capsys, what):
+    damage, said = LOST_LATEST[what]
+    run = get_run(trained, "real")
+    damage(run.path / "latest")
+    assert run.latest_checkpoint() == "step_000012"
+    assert _cli(trained, "runs", "list", "--json") == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["real"]
+    assert row["checkpoint"] == "step_000012" and row["status"] == "finished"
+    assert _cli(trained, "eval", "real", "--batches", "1") == 0
+    out, err = capsys.readouterr()
+    assert "@ step_000012" in out and "using step_000012" in err
+    if what != "not text":
+        assert said in err
+    assert _cli(trained, "train", "--resume", "real", "--set", "train.max_steps=14") == 0
+    assert "resumed from step_000012" in capsys.readouterr().err
+    assert run.latest_checkpoint() == "step_000014" and (run.path / "latest").read_text().strip() == "step_000014"
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_resume(built, corpus_dir, capsys):
+    name = "f-early"
+    cmd = [*WB, "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data",
+           str(corpus_dir), "--name", name, *SETS, "--set", "train.max_steps=100000", "--set", "train.log_interval=1",
+           "--set", "train.eval_interval=100000", "--set", "train.checkpoint_interval=100000",
+           "--set", "train.num_threads=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_train_rows(built, name)) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    run = get_run(built, name)
+    assert run.checkpoints() == [] and run.status()["state"] == "interrupted"
+    assert _cli(built, "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
+                "--name", name, *SETS) == 2
+    _one_line(capsys.readouterr().err, f"choose another --name or --resume {name}")
+    assert _cli(built, "train", "--resume", name, "--set", "train.max_steps=5", "--set", "train.log_interval=1") == 0
+    err = capsys.readouterr().err
+    assert f"run {name!r} has no checkpoint (it ended before its first one); starting it again from step 0" in err
+    assert _train_rows(built, name) == [1, 2, 3, 4, 5]  # the dead attempt's rows are gone, none twice
+    assert run.checkpoints() == ["step_000005"] and run.status()["state"] == "finished"
+    assert run.raw_config()["resumes"][-1]["from"] is None
+
+
+CKPT_DAMAGE = {
+    "truncated state": ("state.pt", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+                        "state.pt is truncated or empty"),
+    "empty state": ("state.pt", lambda p: p.write_bytes(b""), "state.pt is truncated or empty"),
+    "truncated weights": ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:-100]),
+                          "model.safetensors is truncated"),
+}
+
+
+@pytest.mark.parametrize("what", list(CKPT_DAMAGE))
+def test_runs_list_calls_a_damaged_latest_checkpoint_damaged_and_resume_uses_the_one_before(trained, capsys, what):
+    fname, damage, said = CKPT_DAMAGE[what]
+    run = get_run(trained, "real")
+    damage(run.path / "checkpoints" / "step_000012" / fname)
+    assert _cli(trained, "runs", "list", "--json") == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["real"]
+    assert row["status"] == "damaged" and said in row["problem"], row
+    assert row["problem"].endswith("verbs fall back to step_000006")
+    assert _cli(trained, "train", "--resume", "real", "--set", "train.max_steps=14") == 0
+    assert "using step_000006, the newest whole checkpoint" in capsys.readouterr().err
+
+
+# --- a tokenizer build takes a lock and replaces nothing without --overwrite ------------------------
+
+
+def test_a_second_build_of_one_tokenizer_name_is_refused(private, corpus_dir, capsys):
+    path = private.tokenizers_dir() / ".f-tk.lock"
+    other = _hold_lock(path, "building")
+    try:
+        assert _cli(private, "tokenizer", "build", "--data", str(corpus_dir), "--vocab-size", "400",
+                    "--name", "f-tk") == 2
+        _one_line(capsys.readouterr().err, f"tokenizer 'f-tk' is busy: process {other.pid} (building")
+        assert not private.tokenizer_path("f-tk").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert _cli(private, "tokenizer", "build", "--data", str(corpus_dir), "--vocab-size", "400", "--name", "f-tk") == 0
+    model = private.tokenizer_path("f-tk") / "tokenizer.model"
+    before = model.read_bytes()
+    capsys.readouterr()
+    assert _cli(private, "tokenizer", "build", "--data", str(corpus_dir), "--vocab-size", "420", "--name", "f-tk") == 2
+    _one_line(capsys.readouterr().err, "tokenizer 'f-tk' already exists")
+    assert model.read_bytes() == before
+    assert not list(private.tokenizers_dir().glob(".*.lock"))  # the killed holder's stale lock went too
+
+
+# --- one line, never a traceback --------------------------------------------------------------------
+
+
+def _enospc(*a, **k):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", str(a[0]) if a else None)
+
+
+def test_a_full_disk_while_preparing_data_is_one_line(private, corpus_dir, capsys, monkeypatch, tmp_path):
+    from workbench.data import prepare
+
+    monkeypatch.setattr(prepare.fileio, "write_json", _enospc)
+    src = write_txt(tmp_path / "more.txt", make_stories(200, seed=4))
+    assert _cli(private, "data", "prepare", "--tokenizer", "tok", "--data", str(src), "--name", "f-full") == 2
+    _one_line(capsys.readouterr().err, "cannot write data 'f-full'")
+    assert not private.data_path("f-full").exists()  # a first prepare leaves no folder behind
+    # and the same inside `train`, which prepares on the fly
+    assert _cli(private, "train", "--config", "debug", "--tokenizer", "tok", "--data", str(src), *SETS,
+                "--set", "train.max_steps=1") == 2
+    _one_line(capsys.readouterr().err, "the disk is full; free some space and prepare it again")
+
+
+def test_a_full_disk_while_exporting_is_one_line_and_keeps_the_old_export(trained, capsys, monkeypatch, tmp_path):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    dest = tmp_path / "exp"
+    assert _cli(trained, "export", "real", "--to", str(dest), "--format", "weights") == 0
+    before = (dest / "model.safetensors").read_bytes()
+
+    def full(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    capsys.readouterr()
+    assert _cli(trained, "export", "real", "--to", str(dest), "--format", "weights", "--force") == 2
+    _one_line(capsys.readouterr().err, "the disk is full (the previous export, if any, is kept)")
+    assert (dest / "model.safetensors").read_bytes() == before
+
+
+def test_a_read_only_workspace_is_one_line(built, tmp_path, capsys):
+    from workbench.workspace import Workspace
+
+    w = Workspace.at(tmp_path / "ro")
+    w.root.mkdir(parents=True, exist_ok=True)
+    os.symlink("/sys", w.root / "models", target_is_directory=True)  # not writable, even by root
+    assert _cli(w, "config", "new", "mine", "--from", "debug") == 1
+    _one_line(capsys.readouterr().err, "cannot use")
+
+
+def test_token_ids_outside_the_vocabulary_are_named_with_the_first_offset(trained, capsys):
+    import numpy as np
+
+    run = get_run(trained, "real")
+    data = trained.data_path(run.raw_config()["data"]["name"])
+    for split in ("val", "train"):
+        f = data / f"{split}.bin"
+        ids = np.fromfile(f, dtype=np.uint16)
+        ids[37] = 4000
+        ids[90] = 5000
+        ids.tofile(f)
+        expected = f"{str(f)!r} holds token id 4000 at token 37 (byte offset 74), outside the vocabulary of 400"
+        verbs = [["train", "--resume", "real", "--set", "train.max_steps=14"]]
+        if split == "val":
+            verbs.append(["eval", "real", "--batches", "1"])
+        for verb in verbs:
+            assert _cli(trained, *verb) == 2, verb
+            _one_line(capsys.readouterr().err, expected)
+        ids[37] = ids[90] = 3
+        ids.tofile(f)
+    assert get_run(trained, "real").status()["state"] == "finished"  # not left `running`
+
+
+GARBLED = {
+    "not JSON": (b"{garbled", "is damaged: not JSON"),
+    "not UTF-8": (b"\xff\xfe{}", "is damaged: not UTF-8 text (byte 0 is 0xff)"),
+    "wrong shape": (b'{"splits": 3}', "is damaged (TypeError"),
+}
+
+
+@pytest.mark.parametrize("what", list(GARBLED))
+def test_a_garbled_data_meta_file_is_one_line(trained, capsys, what):
+    raw, said = GARBLED[what]
+    run = get_run(trained, "real")
+    meta = trained.data_path(run.raw_config()["data"]["name"]) / "meta.json"
+    meta.write_bytes(raw)
+    assert _cli(trained, "eval", "real", "--batches", "1") == 2
+    _one_line(capsys.readouterr().err, said)
+    assert _cli(trained, "data", "list") == 0
+    assert said in capsys.readouterr().err
+
+
+def test_non_utf8_configs_are_one_line_and_the_run_is_listed_damaged(trained, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"model:\n  dim: 64 \xff\n")
+    for verb in (["config", "show", str(bad)], ["train", "--config", str(bad), "--tokenizer", "tok"]):
+        assert _cli(trained, *verb) == 2, verb
+        _one_line(capsys.readouterr().err, f"is damaged: not UTF-8 text (byte {len(b'model:  dim: 64 ') + 1} is 0xff)")
+    run = get_run(trained, "real")
+    (run.path / "config.yaml").write_bytes(b"name: \xff\n")
+    assert _cli(trained, "runs", "list", "--json") == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["real"]
+    assert row["status"] == "damaged" and "not UTF-8 text" in row["problem"]
+
+
+def test_out_of_memory_while_training_fails_the_run_in_one_line_and_keeps_the_checkpoint(built, corpus_dir):
+    from workbench.machine.estimate import fmt_bytes, training_memory
+
+    t = _train(built, corpus_dir, "f-oom", max_steps=20, checkpoint_interval=2, eval_interval=100)
+
+    def allocator_fails(trainer):
+        if trainer.step == 3:  # what torch's CPU allocator raises under `ulimit -v`
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 1073741824 bytes. Error code 12")
+
+    t.step_hooks.append(allocator_fails)
+    out = t.run()
+    cfg = t.cfg
+    peak = training_memory(cfg.model, cfg.train.batch_size, None, t.precision.name, "cpu", cfg.train.optimizer).total
+    assert out["state"] == "failed"
+    assert out["message"].startswith(f"out of memory on cpu at train.batch_size = {cfg.train.batch_size}")
+    assert f"the estimate expected a peak of {fmt_bytes(peak)}" in out["message"]
+    assert "raise train.grad_accum" in out["message"] and "the last checkpoint (step_000002) is kept" in out["message"]
+    run = get_run(built, "f-oom")
+    assert run.status()["state"] == "failed" and run.checkpoints() == ["step_000002"]
+
+
+def test_too_little_memory_to_import_torch_is_one_line(trained, monkeypatch, capsys):
+    """At 400 MB torch's library cannot even be mapped (an ImportError); a little more and an
+    allocation fails while it initialises (a MemoryError): both are the same line."""
+    from workbench.cli import eval_cmd
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (400 * 2**20, 400 * 2**20))
+
+    p = subprocess.run([*WB, "--workspace", str(trained.root), "eval", "real", "--batches", "1"],
+                       capture_output=True, text=True, preexec_fn=cap, timeout=120)
+    assert p.returncode == 1, p.stderr
+    _one_line(p.stderr, "error: out of memory")
+
+    def no_memory(args, ws):
+        raise MemoryError
+
+    monkeypatch.setattr(eval_cmd, "cmd_eval", no_memory)
+    assert _cli(trained, "eval", "real") == 1
+    _one_line(capsys.readouterr().err, "error: out of memory")

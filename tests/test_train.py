@@ -210,26 +210,31 @@ def _train_steps(ws, name):
     return [r["step"] for r in get_run(ws, name).metrics() if r["kind"] == "train"] if path.is_dir() else []
 
 
-def test_ctrl_c_in_workbench_train_stops_between_steps_and_keeps_a_checkpoint(built, corpus_dir):
+@pytest.mark.parametrize("sig,said", [(signal.SIGINT, "Ctrl+C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
+def test_ctrl_c_or_kill_in_workbench_train_stops_between_steps_and_keeps_a_checkpoint(built, corpus_dir, sig, said):
+    """Ctrl+C, `kill` (SIGTERM: also systemd, docker stop, job schedulers) and a closed terminal
+    (SIGHUP) all stop after the step with a checkpoint of that step; none loses the steps."""
+    name = f"stop-{said.lower().replace('+', '')}"
     cmd = [sys.executable, "-m", "workbench", "--workspace", str(built.root), "train", "--config", "debug",
-           "--tokenizer", "tok", "--data", str(corpus_dir), "--name", "ctrl-c", *SETS, "--set", "train.max_steps=100000",
+           "--tokenizer", "tok", "--data", str(corpus_dir), "--name", name, *SETS, "--set", "train.max_steps=100000",
            "--set", "train.log_interval=1", "--set", "train.eval_interval=100000",
            "--set", "train.checkpoint_interval=100000", "--set", "train.num_threads=1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait(proc, lambda: len(_train_steps(built, "ctrl-c")) >= 3, "the first steps")
-        proc.send_signal(signal.SIGINT)
+        _wait(proc, lambda: len(_train_steps(built, name)) >= 3, "the first steps")
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "stopping after this step (Ctrl+C again to abort)" in err and "Traceback" not in err
-    run = get_run(built, "ctrl-c")
-    last = _train_steps(built, "ctrl-c")[-1]
+    assert f"{said}: stopping after this step, with a checkpoint ({said} again to abort)" in err
+    assert "Traceback" not in err
+    run = get_run(built, name)
+    last = _train_steps(built, name)[-1]
     assert run.status()["state"] == "stopped" and run.status()["step"] == last
     assert run.checkpoints() == [f"step_{last:06d}"]
-    assert f"stopped: run ctrl-c, step {last}," in out
+    assert f"stopped: run {name}, step {last}," in out
 
 
 def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step(built, corpus_dir):

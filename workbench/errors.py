@@ -25,6 +25,18 @@ class Cancelled(WorkbenchError):
     """Long work stopped because the user asked it to."""
 
 
+class Terminated(BaseException):
+    """The process was asked to end (SIGTERM, SIGHUP): raised in the main thread so that work
+    unwinds like a Ctrl+C, its cleanup runs and its files stay whole. Not an ``Exception``, so
+    no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def not_found(what: str, name: str, folder, names: list[str], listed: str, none_yet: str,
               hint: str = "") -> WorkbenchError:
     """The error for a named thing that is not in its workspace folder, listing what is there

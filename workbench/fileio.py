@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp name in the same folder, fsync, then ``os.replace``.
+"""Atomic file writes: a temp name in the same folder, fsync, then ``os.replace``; and reads of
+the small text files the workbench writes, where damage is one line naming the file.
 
 A reader (or a process killed half-way) sees either the old file or the new one, never a
 partial file. Temp names carry the writer's pid (``.<name>.tmp-<pid>-...``), so a cleanup removes
@@ -13,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from workbench.errors import WorkbenchError
 
 TMP_MARK = ".tmp-"
 # mkstemp creates files 0600; finished files get the usual permissions. The umask can only be
@@ -113,3 +116,26 @@ def remove_stale_temps(folder: str | os.PathLike) -> None:
         if p.is_file() and is_stale_temp(p):
             with contextlib.suppress(OSError):
                 p.unlink()
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents. A file that cannot be read, or is not UTF-8 (a damaged or
+    foreign file), raises one WorkbenchError naming it; FileNotFoundError is left to the caller."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise WorkbenchError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise WorkbenchError(f"{str(path)!r} is damaged: not UTF-8 text (byte {e.start:,} is 0x{e.object[e.start]:02x})") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's value; damage (not UTF-8, not JSON) is one WorkbenchError naming the file."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise WorkbenchError(f"{str(path)!r} is damaged: not JSON ({e})") from None

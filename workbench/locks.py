@@ -80,6 +80,13 @@ def describe(h: dict) -> str:
     return f"{who} ({h.get('what', '?')}, since {since})"
 
 
+def remove_stale(folder: str | os.PathLike) -> None:
+    """Remove the ``.<name>.lock`` files in ``folder`` whose holders are gone (killed ones)."""
+    for p in Path(folder).glob(".*.lock"):
+        if holder(p) is None:
+            p.unlink(missing_ok=True)
+
+
 class Lock:
     """A held lock; release it with ``release()`` or by leaving a ``with`` block."""
 

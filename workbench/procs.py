@@ -1,4 +1,5 @@
-"""Starting child processes from inside hosts that replace ``sys.stderr`` (such as a Textual app).
+"""Starting child processes: ones that end with their parent, and from inside hosts that replace
+``sys.stderr`` (such as a Textual app).
 
 Textual replaces ``sys.stderr`` with an object whose ``fileno()`` is -1; multiprocessing's
 resource tracker passes ``sys.stderr.fileno()`` to its own child, and the spawn then fails
@@ -29,3 +30,25 @@ def _fileno(stream) -> int:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return -1
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``; killed even with SIGKILL, the parent then leaves no orphan). Call it
+    in the child (a ``preexec_fn``, or first thing in a spawned process). False where the
+    platform has no such call: the caller keeps its own watch."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(1, signum) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def ends_with_parent(signum: int):
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``signum`` when this process
+    dies (SIGTERM lets a `workbench train` child stop with a checkpoint)."""
+    def preexec() -> None:
+        set_parent_death_signal(signum)
+
+    return preexec

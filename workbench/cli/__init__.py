@@ -8,11 +8,14 @@ one line with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
+import threading
 
-from workbench.errors import Cancelled, WorkbenchError
+from workbench.errors import Cancelled, Terminated, WorkbenchError
 from workbench.workspace import Workspace
 
 # Command-group modules, in the order `--help` lists them. A module missing here simply
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         if func is None:  # a group given without its subcommand
             parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
             return 2
-        return int(func(args, ws) or 0)
+        with end_on_signals():
+            return int(func(args, ws) or 0)
     except WorkbenchError as e:
         if isinstance(e, Cancelled):
             print(f"cancelled: {e}", file=sys.stderr)
@@ -80,8 +84,54 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"\nended by {e}; whatever was being written was left out, all else is kept", file=sys.stderr)
+        return 128 + e.signum
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a full disk, a read-only folder, a lost mount: the files say what is kept
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 1
+    except (MemoryError, ImportError) as e:
+        # too little memory to import torch shows as an ImportError ("failed to map segment")
+        if isinstance(e, ImportError) and "failed to map segment" not in str(e) and "memory" not in str(e).lower():
+            raise
+        print("error: out of memory: this machine (or its memory limit, `ulimit -v`) has too little free memory for "
+              "this command; close other programs or raise the limit", file=sys.stderr)
+        return 1
+
+
+def os_error_line(e: OSError) -> str:
+    """An operating-system error as one line: what failed, on which file, and what it means."""
+    import errno
+
+    where = f" {e.filename!r}" if e.filename else ""
+    hint = {errno.ENOSPC: "; the disk is full: free some space and run it again (finished files are kept)",
+            errno.EROFS: "; the folder is on a read-only file system: use a writable --workspace",
+            errno.EACCES: "; check the folder's permissions or use another --workspace",
+            errno.EDQUOT: "; the disk quota is used up"}.get(e.errno, "")
+    return f"cannot use{where}: {e.strerror or e}{hint}"
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)  # what `kill`, a closed terminal, docker stop and schedulers send
+
+
+@contextlib.contextmanager
+def end_on_signals():
+    """While a command runs, SIGTERM and SIGHUP unwind it like Ctrl+C (raising ``Terminated`` in
+    the main thread), so its cleanup runs; `train` turns them into a stop after the step."""
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in TERMINATING}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def load_workspace_experiments(ws: Workspace, extra: list[str], trust_code: bool) -> None:

@@ -13,6 +13,11 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def say_note(text: str) -> None:
+    """What a verb says beside its result (a fall-back it made), on stderr."""
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def add_command(sub, name: str, help: str, func, *positionals: str):
     """A subcommand that takes ``positionals`` and ``--json`` and runs ``func(args, ws)``."""
     p = sub.add_parser(name, help=help)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.data.tokens import data_info, list_data
@@ -54,7 +55,10 @@ def _print_info(info) -> None:
 
 
 def cmd_list(args, ws) -> int:
-    infos = list_data(ws)
+    damaged: list[str] = []
+    infos = list_data(ws, damaged)
+    for line in damaged:
+        print(f"damaged: {line}", file=sys.stderr)
     if listed(infos, args.json, "no prepared data yet; run `workbench data prepare --tokenizer NAME --data SOURCE`"):
         return 0
     for i in infos:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import print_json
+from workbench.cli.common import print_json, say_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def cmd_eval(args, ws) -> int:
     from workbench.training.evaluate import EvalRequest, evaluate_run
 
     m = evaluate_run(ws, EvalRequest(args.run, args.checkpoint, args.data, args.text_column, args.batches,
-                                     args.precision))
+                                     args.precision), say=say_note)
     if args.json:
         print_json(m)
     else:

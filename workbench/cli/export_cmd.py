@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import print_json
+from workbench.cli.common import print_json, say_note
 
 FORMAT_HELP = ("hf: transformers Llama folder; gguf: llama.cpp model.gguf; llama2c: run.c "
                "model.bin + tokenizer.bin; weights: safetensors + config.yaml (any config)")
@@ -33,7 +33,7 @@ def cmd_export(args, ws) -> int:
     from workbench.export import export_run
 
     out = export_run(ws, args.run, args.to, args.format, args.checkpoint, overwrite=args.force,
-                     dtype=args.dtype, version=args.version)
+                     dtype=args.dtype, version=args.version, say=say_note)
     if args.json:
         print_json(out)
     else:

@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from workbench.cli.common import print_json
+from workbench.cli.common import print_json, say_note
 
 
 def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -62,7 +62,7 @@ def cmd_generate(args, ws) -> int:
     if args.n < 1:
         raise WorkbenchError(f"--n {args.n} is not allowed: expected an integer >= 1")
     _params(args, args.seed)  # bad settings fail before the model loads
-    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision)
+    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision, say_note)
     if not args.json:
         print(f"decoding in {_precision(model)} ({model.precision_reason})", file=sys.stderr)
     base = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
@@ -93,7 +93,7 @@ def cmd_chat(args, ws) -> int:
     from workbench.generation.generate import Generation, load_for_generation
 
     _params(args, args.seed)
-    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision)
+    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision, say_note)
     interactive = sys.stdin.isatty()
     print(f"chatting with {args.run} @ {ckpt} in {_precision(model)} — /quit or Ctrl+D exits, /reset forgets, "
           "Ctrl+C stops a reply", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from workbench.cli.common import say_note
 from workbench.errors import WorkbenchError
 
 
@@ -54,7 +55,7 @@ def run(args, ws) -> int:
                        checkpoint=INIT if args.checkpoint == "init" else args.checkpoint,
                        text=args.text, tokenizer=args.tokenizer, tokens=args.tokens, batch=args.batch,
                        seed=args.seed, meta=args.meta)
-    result, _ = run_trace(ws, req)
+    result, _ = run_trace(ws, req, say=say_note)
     print(trace_text(result, depth=args.depth))  # what the Trace pane saves as NAME.txt
     if args.json:
         write_json(Path(args.json), result)

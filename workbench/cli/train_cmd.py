@@ -10,6 +10,7 @@ import sys
 
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.cli.common import ProgressLine, fmt_seconds, print_json
+from workbench.errors import Terminated
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args, ws) -> int:
+    from workbench.cli import TERMINATING
     from workbench.config.overrides import parse_overrides
     from workbench.training.distributed import dist_info
     from workbench.training.trainer import init_distributed, start_training
@@ -87,19 +89,22 @@ def cmd_train(args, ws) -> int:
     if trainer.rank == 0:
         print(f"run {trainer.run_folder.name}: {trainer.run_folder.path}", file=sys.stderr)
 
-    # First Ctrl+C stops between steps and keeps a checkpoint; a second one aborts.
-    def on_sigint(signum, frame):
+    # Ctrl+C, SIGTERM or SIGHUP (kill, a closed terminal, a scheduler) stops between steps and
+    # keeps a checkpoint; a second one aborts at once (the last checkpoint stays loadable).
+    def on_signal(signum, frame):
         if trainer.stopping:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
         line.close()
-        print("stopping after this step (Ctrl+C again to abort)...", file=sys.stderr)
+        what = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"{what}: stopping after this step, with a checkpoint ({what} again to abort)...", file=sys.stderr)
         trainer.stop()
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, *TERMINATING)}
     try:
         summary = trainer.run()
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
         line.close()
     code = _report(summary, args.json) if trainer.rank == 0 else (1 if summary["state"] == "failed" else 0)
     if trainer.world > 1:

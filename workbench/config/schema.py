@@ -235,8 +235,10 @@ def read_config(path: str | os.PathLike) -> Config:
     import yaml
 
     path = Path(path)
+    from workbench.fileio import read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except OSError as e:

@@ -9,6 +9,7 @@ and ``val.bin`` under temporary names that are renamed into place at the end, wi
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -125,20 +126,31 @@ def _prepare_locked(ws, tinfo, tok, source, name, out, workers, progress, cancel
         for split, tmp in temps.items():
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            os.replace(tmp, out / SPLIT_FILES[split])
-        meta = {
-            "version": META_VERSION,
-            "tokenizer": {"name": tokenizer_name, "sha256": tok.sha256, "vocab_size": tok.vocab_size,
-                          "bos_id": tok.bos_id, "eos_id": tok.eos_id},
-            "source": {**source.to_dict(), "description": source.describe()},
-            "dtype": dtype.name,
-            "splits": splits,
-            "seconds": round(time.monotonic() - t0, 3),
-            "threads": workers,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "tokenizer_path": str(tinfo.path),
-        }
-        fileio.write_json(out / META_FILE, meta)
+        first = not (out / META_FILE).exists()
+        try:
+            for split, tmp in temps.items():
+                os.replace(tmp, out / SPLIT_FILES[split])
+            meta = {
+                "version": META_VERSION,
+                "tokenizer": {"name": tokenizer_name, "sha256": tok.sha256, "vocab_size": tok.vocab_size,
+                              "bos_id": tok.bos_id, "eos_id": tok.eos_id},
+                "source": {**source.to_dict(), "description": source.describe()},
+                "dtype": dtype.name,
+                "splits": splits,
+                "seconds": round(time.monotonic() - t0, 3),
+                "threads": workers,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "tokenizer_path": str(tinfo.path),
+            }
+            fileio.write_json(out / META_FILE, meta)
+        except BaseException:
+            if first:  # token files without their meta.json are no data: a first prepare leaves none
+                for fname in SPLIT_FILES.values():
+                    (out / fname).unlink(missing_ok=True)
+            raise
+    except OSError as e:  # a full disk, a read-only folder: the data folder keeps what it held
+        full = "the disk is full; free some space and prepare it again" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise WorkbenchError(f"cannot write data {name!r} in {str(out)!r}: {full}") from None
     finally:
         for tmp in temps.values():
             if tmp.exists():

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from workbench.errors import WorkbenchError, not_found
+from workbench.fileio import read_json
 from workbench.tokenizer.tokenizer import tokenizer_info
 from workbench.workspace import Workspace
 
@@ -79,6 +80,22 @@ class TokenFile:
         starts = rng.integers(0, self.n_tokens - T, size=B)
         return self.read_windows(starts, T + 1)
 
+    def check_ids(self, vocab_size: int, chunk: int = 1 << 24) -> None:
+        """Refuse a file holding an id the model has no embedding for (a damaged file, or one
+        made with another tokenizer), naming the file and the first bad offset; read in chunks."""
+        mm = self._open()
+        try:
+            for start in range(0, self.n_tokens, chunk):
+                part = mm[start:start + chunk]
+                if part.size and int(part.max()) >= vocab_size:
+                    at = start + int(np.argmax(part >= vocab_size))
+                    raise WorkbenchError(
+                        f"{str(self.path)!r} holds token id {int(mm[at])} at token {at:,} (byte offset {at * self.dtype.itemsize:,}), outside the "
+                        f"vocabulary of {vocab_size:,}: the file is damaged or from another tokenizer; prepare the "
+                        "data again")
+        finally:
+            del mm
+
     def n_windows(self, T: int) -> int:
         return max(0, (self.n_tokens - 1) // T)
 
@@ -112,6 +129,11 @@ class DataInfo:
         s = self.meta["splits"][split]
         return TokenFile(self.path / SPLIT_FILES[split], self.dtype, int(s["tokens"]))
 
+    def check_ids(self, vocab_size: int) -> None:
+        """Every split's ids are below ``vocab_size`` (``TokenFile.check_ids``)."""
+        for split in SPLIT_FILES:
+            self.split(split).check_ids(vocab_size)
+
     @property
     def train(self) -> TokenFile:
         return self.split("train")
@@ -129,16 +151,20 @@ class DataInfo:
 
 
 def read_data_info(path: Path) -> DataInfo:
-    import json
-
     meta_path = Path(path) / META_FILE
     if not meta_path.is_file():
         raise WorkbenchError(f"{str(path)!r} is not a prepared data folder (no {META_FILE}); run `workbench data prepare`")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    info = DataInfo(name=Path(path).name, path=Path(path), meta=meta)
+    meta = read_json(meta_path)
+    try:
+        info = DataInfo(name=Path(path).name, path=Path(path), meta=meta)
+        sizes = {split: int(meta["splits"][split]["tokens"]) * info.dtype.itemsize for split in SPLIT_FILES}
+        if not isinstance(meta["tokenizer"]["sha256"], str) or not isinstance(meta.get("source", {}), dict):
+            raise ValueError("its tokenizer or source entry is malformed")
+    except (KeyError, TypeError, ValueError) as e:
+        raise WorkbenchError(f"{str(meta_path)!r} is damaged ({type(e).__name__}: {e}); prepare the data again") from None
     for split, fname in SPLIT_FILES.items():
         f = info.path / fname
-        want = int(meta["splits"][split]["tokens"]) * info.dtype.itemsize
+        want = sizes[split]
         have = f.stat().st_size if f.exists() else -1
         if have != want:
             raise WorkbenchError(
@@ -148,7 +174,9 @@ def read_data_info(path: Path) -> DataInfo:
     return info
 
 
-def list_data(ws: Workspace) -> list[DataInfo]:
+def list_data(ws: Workspace, damaged: list[str] | None = None) -> list[DataInfo]:
+    """The workspace's prepared data folders; a damaged one is left out, and its problem (one
+    line naming the file) goes to ``damaged`` when the caller passes a list."""
     root = ws.data_dir()
     out = []
     if root.is_dir():
@@ -156,8 +184,9 @@ def list_data(ws: Workspace) -> list[DataInfo]:
             if p.is_dir() and (p / META_FILE).is_file():
                 try:
                     out.append(read_data_info(p))
-                except (WorkbenchError, KeyError, ValueError):
-                    continue
+                except WorkbenchError as e:
+                    if damaged is not None:
+                        damaged.append(str(e))
     return out
 
 
@@ -177,13 +206,14 @@ def run_data(ws: Workspace, run_name: str, recorded: dict, tok_sha: str) -> Data
     """The prepared data a run trained on (``recorded``: its config's data section), checked to
     still be that data and to match the run's tokenizer; resume and eval both read it here."""
     who = f"run {run_name!r}"
-    try:
-        info = data_info(ws, recorded["name"])
-    except (KeyError, TypeError, WorkbenchError):
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    if isinstance(name, str) and (ws.data_path(name) / META_FILE).is_file():
+        info = read_data_info(ws.data_path(name))  # there but damaged: say what is wrong with it
+    else:
         raise WorkbenchError(
             f"{who} was trained on data {recorded.get('name')!r}, which is missing from {str(ws.data_dir())!r}; "
             f"prepare it again from the same source: workbench data prepare --tokenizer {recorded.get('tokenizer')} "
-            f"--data {recorded.get('source')} --name {recorded.get('name')}") from None
+            f"--data {recorded.get('source')} --name {recorded.get('name')}")
     if info.meta["tokenizer"]["sha256"] != tok_sha:
         raise WorkbenchError(f"data {info.name!r} was made with another tokenizer than {who}")
     check_matches(info, recorded, who)

@@ -69,8 +69,9 @@ class ExportJob:
 
 def export_run(ws, run_name: str, to: str | os.PathLike, fmt: str = "hf",
                checkpoint: str | None = None, overwrite: bool = False, *,
-               dtype: str | None = None, version: int | None = None) -> dict:
-    """Write ``run_name``'s checkpoint (latest by default) as ``fmt`` to folder ``to``.
+               dtype: str | None = None, version: int | None = None, say=None) -> dict:
+    """Write ``run_name``'s checkpoint (latest by default; ``say`` hears a fall-back to an older
+    one) as ``fmt`` to folder ``to``.
 
     ``dtype`` (gguf: f32, f16, q8_0) and ``version`` (llama2c: 0, 1) are per-format options.
     Everything is checked — format, options, config, destination — before the model loads, and
@@ -89,7 +90,7 @@ def export_run(ws, run_name: str, to: str | os.PathLike, fmt: str = "hf",
                              f"{'; '.join(why)}. Use --format {' or --format '.join(fits)} instead.")
     dest = Path(to).expanduser().resolve()
     check_destination(dest, overwrite)
-    model, tok, cfg, ckpt = load_run_model(run, checkpoint)
+    model, tok, cfg, ckpt = load_run_model(run, checkpoint, say=say)
     job = ExportJob(run, model, tok, cfg, ckpt, options)
     marker = {"format": fmt, "options": options, "run": run.name, "checkpoint": ckpt,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

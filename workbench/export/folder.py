@@ -13,6 +13,7 @@ export, or the complete new one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -97,7 +98,15 @@ def write_folder(dest: Path, fill: Callable[[Path], None], marker: dict) -> list
             raise
         fileio._fsync_dir(dest.parent)
     except OSError as e:
-        raise WorkbenchError(f"cannot write the export to {str(dest)!r}: {e.strerror or e}") from None
+        raise WorkbenchError(f"cannot write the export to {str(dest)!r}: {e.strerror or e}"
+                             + ("; the disk is full (the previous export, if any, is kept)" if e.errno == errno.ENOSPC
+                                else "")) from None
+    except Exception as e:
+        # safetensors and gguf writers report a failed write as their own error type
+        if "No space left" in str(e) or "Errno 28" in str(e) or "os error 28" in str(e):
+            raise WorkbenchError(f"cannot write the export to {str(dest)!r}: the disk is full (the previous "
+                                 "export, if any, is kept)") from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

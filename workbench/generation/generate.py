@@ -348,12 +348,13 @@ class LoadedModels:
 
 
 def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device: str = "auto",
-                        precision: str = "auto"):
+                        precision: str = "auto", say=None):
     """A run's model (eval mode) with a checkpoint's weights, on ``device``, in the decoding
     precision (``decode_precision``): (model, tok, cfg, ckpt). ``model.precision_reason`` says why.
 
-    Loading is strict; a corrupt, truncated or mismatched checkpoint raises a ``WorkbenchError``
-    naming the file.
+    Loading is strict; a corrupt, truncated, non-finite or mismatched checkpoint raises a
+    ``WorkbenchError`` naming the file (with no ``checkpoint`` named, an older one that loads is
+    used instead and ``say`` hears so).
     """
     from workbench.machine.device import resolve_device
     from workbench.runs.folder import get_run
@@ -361,7 +362,7 @@ def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device
 
     dev = resolve_device(device)
     name, why = decode_precision(get_run(ws, run_name).config().model, precision, dev)
-    model, tok, cfg, ckpt = load_run_model(get_run(ws, run_name), checkpoint, device=str(dev))
+    model, tok, cfg, ckpt = load_run_model(get_run(ws, run_name), checkpoint, device=str(dev), say=say)
     if name == "bf16":
         import torch
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +28,7 @@ from workbench.config.schema import Config, load_config, save_config
 from workbench.config.overrides import apply_overrides, sections_of
 from workbench.data.sources import DEFAULT_HUB_ID
 from workbench.errors import Cancelled, WorkbenchError
+from workbench.procs import ends_with_parent
 from workbench.workspace import Workspace, check_name
 
 BUDGETS = ("minutes", "tokens", "steps")
@@ -228,20 +231,27 @@ def run_sweep(ws: Workspace, req: SweepRequest, say: Callable[[str], None] = pri
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TORCH_CPP_LOG_LEVEL": "ERROR"}
     live: list[tuple[str, subprocess.Popen, Any]] = []
     queue = list(todo)
+    for run_name, cfg in todo:  # all configs first, so a stopped sweep can say how to train the rest
+        save_config(cfg_dir / f"{run_name}.yaml", cfg)
+
+    def train_cmd(run_name: str) -> list[str]:
+        return ["train", "--config", str(cfg_dir / f"{run_name}.yaml"), "--tokenizer", req.tokenizer,
+                "--data", req.data, "--text-column", req.text_column, "--name", run_name]
+
     try:
         while queue or live:
             if cancel_event is not None and cancel_event.is_set():
                 raise Cancelled(f"sweep {req.name!r} was cancelled")
             while queue and len(live) < req.parallel:
                 run_name, cfg = queue.pop(0)
-                path = cfg_dir / f"{run_name}.yaml"
-                save_config(path, cfg)
                 log = open(cfg_dir / f"{run_name}.log", "wb")
-                cmd = [sys.executable, "-m", "workbench", "--workspace", str(ws.root), "train", "--config", str(path),
-                       "--tokenizer", req.tokenizer, "--data", req.data, "--text-column", req.text_column,
-                       "--name", run_name]
-                live.append((run_name, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                                        stderr=subprocess.STDOUT, env=env), log))
+                cmd = [sys.executable, "-m", "workbench", "--workspace", str(ws.root), *train_cmd(run_name)]
+                # A trainer ends with the sweep, even a killed one (SIGTERM: it stops with a
+                # checkpoint). Its own session: a Ctrl+C or hang-up of the terminal reaches the
+                # sweep only, which passes on one stop (two would abort the trainer).
+                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True, preexec_fn=ends_with_parent(signal.SIGTERM))
+                live.append((run_name, proc, log))
                 say(f"{run_name}: training ({_describe(cfg)})")
             for item in list(live):
                 run_name, proc, log = item
@@ -256,13 +266,19 @@ def run_sweep(ws: Workspace, req: SweepRequest, say: Callable[[str], None] = pri
             time.sleep(0.2)
     except BaseException:
         for _, proc, log in live:  # a cancelled sweep stops its runs (each keeps a checkpoint)
-            proc.send_signal(2)
+            proc.send_signal(signal.SIGINT)
         for _, proc, log in live:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
             log.close()
+        if live:
+            say(f"sweep {req.name!r} stopped {', '.join(n for n, _, _ in live)} (each keeps its last checkpoint; "
+                "go on with `workbench train --resume RUN`)")
+        if queue:
+            say(f"sweep {req.name!r} did not start {', '.join(n for n, _ in queue)}; train one with "
+                f"`workbench {' '.join(shlex.quote(a) for a in train_cmd(queue[0][0]))}` (its config is in {cfg_dir})")
         raise
     if req.full_eval:  # after all training, so no timed run shares the cores with an evaluation
         for r in results.values():

@@ -11,6 +11,7 @@ at fault.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -41,10 +42,75 @@ def list_checkpoints(run_dir: Path) -> list[str]:
 
 
 def latest_name(run_dir: Path) -> str | None:
+    """What the ``latest`` pointer names, as written (None when it is missing or empty)."""
     p = Path(run_dir) / LATEST
     if not p.is_file():
         return None
-    return p.read_text(encoding="utf-8").strip() or None
+    try:
+        return p.read_text(encoding="utf-8").strip() or None
+    except UnicodeDecodeError:
+        return None
+
+
+def default_name(run_dir: Path) -> str | None:
+    """The checkpoint a verb uses when none is named: the one ``latest`` names when that folder
+    is there, else the newest one (the pointer is a cache of this, not the truth). Cheap: no
+    file is read beyond the pointer; loading checks the rest (see ``load_weights``)."""
+    names = list_checkpoints(run_dir)
+    pointed = latest_name(run_dir)
+    if pointed in names:
+        return pointed
+    return names[-1] if names else None
+
+
+def _candidates(run_dir: Path) -> tuple[list[str], str | None]:
+    """The checkpoints to try when none is named, in order, and why the pointer is not first:
+    ``latest``'s when it names a complete folder, then the others newest first."""
+    names = list_checkpoints(run_dir)
+    pointed = latest_name(run_dir)
+    if pointed in names:
+        return [pointed, *(n for n in reversed(names) if n != pointed)], None
+    p = Path(run_dir) / LATEST
+    if not p.is_file():
+        why = f"the '{LATEST}' pointer is missing"
+    elif pointed is None:
+        why = f"the '{LATEST}' pointer is empty"
+    else:
+        why = f"the '{LATEST}' pointer names {pointed!r}, which is not a complete checkpoint"
+    return list(reversed(names)), why
+
+
+def quick_problem(run_dir: Path, name: str) -> str | None:
+    """Whether checkpoint ``name`` is visibly damaged, read cheaply (for `runs list`): a file
+    missing or empty, a weights file shorter than its header says, a state file that is not a
+    whole archive. Non-finite weights are found only by loading (``load_weights``)."""
+    import zipfile
+
+    d = Path(run_dir) / CKPT_DIR / name
+    try:
+        with open(d / WEIGHTS, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = json.loads(fh.read(n)) if 0 < n < 100_000_000 else None
+            size = os.fstat(fh.fileno()).st_size
+        if not isinstance(header, dict):
+            return f"{d / WEIGHTS} is truncated or not a safetensors file"
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if size < 8 + n + end:
+            return f"{d / WEIGHTS} is truncated ({size:,} of {8 + n + end:,} bytes)"
+    except FileNotFoundError:
+        return f"{d / WEIGHTS} is missing"
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"{d / WEIGHTS} is damaged ({type(e).__name__})"
+    st = d / STATE
+    if not st.is_file():
+        return f"{st} is missing"
+    try:
+        if st.stat().st_size == 0 or not zipfile.is_zipfile(st):
+            return f"{st} is truncated or empty"
+    except OSError as e:
+        return f"cannot read {st}: {e.strerror}"
+    return None
 
 
 def _state_dict_for_save(model) -> dict:
@@ -111,23 +177,69 @@ def prune(run_dir: Path, keep_last: int) -> None:
                 p.unlink(missing_ok=True)
 
 
-def load_weights(model, run_dir: Path, name: str | None = None) -> str:
-    """Load a checkpoint's weights into ``model`` strictly; returns the checkpoint name."""
+def load_weights(model, run_dir: Path, name: str | None = None, say=None) -> str:
+    """Load a checkpoint's weights into ``model`` strictly; returns the checkpoint name.
+
+    A named checkpoint is loaded or refused. With no name, the one ``latest`` names is tried
+    first, then the others newest first: a missing or damaged pointer, or a checkpoint whose
+    weights are truncated or not finite, falls back to the newest one that loads, and
+    ``say(text)`` hears which and why. Nothing is loaded into ``model`` unless every check passes.
+    """
+    run_dir = Path(run_dir)
+    if name is not None:
+        _load_into(model, run_dir, name)
+        return name
+    names, why = _candidates(run_dir)
+    if not names:
+        raise WorkbenchError(f"run {run_dir.name!r} has no checkpoint yet")
+    failed: list[str] = []
+    for n in names:
+        try:
+            _load_into(model, run_dir, n)
+        except WorkbenchError as e:
+            if "does not match the model config" in str(e):
+                raise  # every checkpoint of the run would say the same
+            failed.append(str(e))
+            continue
+        if (why or failed) and say is not None:
+            say(_fallback_note(run_dir, n, why, failed))
+        return n
+    raise WorkbenchError(failed[0] + (f"; no other checkpoint of run {run_dir.name!r} loads either"
+                                      if len(failed) > 1 else ""))
+
+
+def _fallback_note(run_dir: Path, used: str, why: str | None, failed: list[str]) -> str:
+    reasons = ([why] if why else []) + failed
+    return f"run {run_dir.name!r}: {'; '.join(reasons)}; using {used}, the newest checkpoint that loads"
+
+
+def read_weights(run_dir: Path, name: str, device: str = "cpu") -> dict:
+    """Checkpoint ``name``'s tensors, refused in one line naming the file when it is missing,
+    corrupt, truncated or holds a value that is not finite (NaN or infinity)."""
+    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
-    name = name or latest_name(run_dir)
-    if name is None:
-        raise WorkbenchError(f"run {run_dir.name!r} has no checkpoint yet")
-    path = run_dir / CKPT_DIR / name / WEIGHTS
+    path = Path(run_dir) / CKPT_DIR / name / WEIGHTS
     if not path.is_file():
         have = ", ".join(list_checkpoints(run_dir)) or "none"
-        raise WorkbenchError(f"checkpoint {name!r} of run {run_dir.name!r} is missing ({path}); available: {have}")
+        raise WorkbenchError(f"checkpoint {name!r} of run {Path(run_dir).name!r} is missing ({path}); available: {have}")
     try:
-        sd = load_file(str(path), device=str(next(model.parameters()).device))
+        sd = load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WorkbenchError(f"checkpoint file {path} is corrupt or truncated: {e}") from None
+    for k, t in sd.items():
+        if t.is_floating_point():
+            bad = (~torch.isfinite(t)).sum().item()
+            if bad:
+                raise WorkbenchError(f"checkpoint file {path} holds weights that are not finite: {bad:,} of "
+                                     f"{t.numel():,} values of {k} are NaN or infinite")
+    return sd
+
+
+def _load_into(model, run_dir: Path, name: str) -> None:
+    path = run_dir / CKPT_DIR / name / WEIGHTS
+    sd = read_weights(run_dir, name, device=str(next(model.parameters()).device))
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd and not _is_tied_copy(model, k, sd)]
     unexpected = [k for k in sd if k not in expected]
@@ -143,7 +255,31 @@ def load_weights(model, run_dir: Path, name: str | None = None) -> str:
             parts.append(f"unexpected {', '.join(unexpected[:3])}")
         raise WorkbenchError(f"checkpoint file {path} does not match the model config: {'; '.join(parts)}")
     model.load_state_dict(sd, strict=False)  # tied copies were dropped at save; all else checked above
-    return name
+
+
+def resumable(run_dir: Path, say=None) -> str | None:
+    """The checkpoint a resume starts from: ``latest``'s when its weights load and are finite
+    and its training state is whole, else the newest such one (``say`` hears which and why).
+    None when the run has no checkpoint folder at all; a WorkbenchError naming the first problem
+    when none is usable."""
+    run_dir = Path(run_dir)
+    names, why = _candidates(run_dir)
+    if not names:
+        return None
+    failed: list[str] = []
+    for n in names:
+        try:
+            read_weights(run_dir, n)
+            load_state(run_dir, n)
+        except WorkbenchError as e:
+            failed.append(str(e))
+            continue
+        if (why or failed) and say is not None:
+            say(_fallback_note(run_dir, n, why, failed).replace("the newest checkpoint that loads",
+                                                                "the newest whole checkpoint"))
+        return n
+    raise WorkbenchError(failed[0] + (f"; no other checkpoint of run {run_dir.name!r} is whole either"
+                                      if len(failed) > 1 else ""))
 
 
 def _is_tied_copy(model, key: str, sd: dict) -> bool:

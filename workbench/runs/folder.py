@@ -48,7 +48,7 @@ class Run:
         import yaml
 
         try:
-            d = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+            d = yaml.safe_load(fileio.read_text(self.config_path))
         except OSError as e:
             raise WorkbenchError(f"cannot read {self.config_path}: {e.strerror}") from None
         except yaml.YAMLError as e:
@@ -99,7 +99,8 @@ class Run:
         return read_jsonl(self.path / SAMPLES)
 
     def latest_checkpoint(self) -> str | None:
-        return checkpoint.latest_name(self.path)
+        """The checkpoint verbs use by default (``checkpoint.default_name``)."""
+        return checkpoint.default_name(self.path)
 
     def checkpoints(self) -> list[str]:
         return checkpoint.list_checkpoints(self.path)
@@ -122,6 +123,15 @@ class Run:
         if want and have != want:
             return f"{path} is not the tokenizer run {self.name!r} was trained with"
         return None
+
+    def _checkpoint_problem(self, name: str) -> str | None:
+        """What is visibly wrong with checkpoint ``name`` (a cheap read), and which one the verbs
+        fall back to."""
+        problem = checkpoint.quick_problem(self.path, name)
+        if problem is None:
+            return None
+        older = [n for n in reversed(self.checkpoints()) if n != name and checkpoint.quick_problem(self.path, n) is None]
+        return problem + (f"; verbs fall back to {older[0]}" if older else "; no other checkpoint is whole")
 
     def load_tokenizer(self):
         """The run's copy of its tokenizer, checked against the hash recorded when the run was
@@ -158,6 +168,8 @@ class Run:
             ckpt = self.latest_checkpoint()
         except OSError as e:
             ckpt, problem = None, problem or f"cannot read {self.path / checkpoint.LATEST}: {e.strerror}"
+        if ckpt is not None and problem is None:
+            problem = self._checkpoint_problem(ckpt)
         status = self.status().get("state")
         return {
             "name": self.name,
@@ -365,7 +377,7 @@ def run_config(run: Run) -> Config:
     return config_from_dict(raw, run.config_path)
 
 
-def record_resume(run: Run, config: Config, checkpoint_name: str, step: int, changes: dict) -> None:
+def record_resume(run: Run, config: Config, checkpoint_name: str | None, step: int, changes: dict) -> None:
     """Write the config a resumed run now trains with into its config.yaml and append what
     changed to its ``resumes`` history (changing a budget moves the schedule: see the README)."""
     raw = run.raw_config()

@@ -111,20 +111,34 @@ class BuildJob:
         self.cancelled = False
         self.last: BuildEvent | None = None
         self._q = None
+        self._lock = None
 
     def start(self) -> "BuildJob":
+        from workbench.locks import acquire, remove_stale
+
         root = self.ws.tokenizers_dir(create=True)
+        remove_stale(root)  # a killed build's
+        # one build of a name at a time, in any process: the second is refused naming the first
+        self._lock = acquire(root / f".{self.name}.lock", "building", f"tokenizer {self.name!r}")
+        if self.final.exists() and not self.overwrite:  # built by another process since __init__
+            self._release()
+            raise WorkbenchError(f"tokenizer {self.name!r} already exists at {str(self.final)!r}; choose another "
+                                 "--name or pass --overwrite")
         for p in root.iterdir():  # what killed builds left behind (never a live build's)
             if p.is_dir() and fileio.is_stale_temp(p):
                 shutil.rmtree(p, ignore_errors=True)
         self.tmp = root / f".{self.name}{fileio.TMP_MARK}{os.getpid()}-{int(time.time() * 1000)}"
-        ensure_resource_tracker()
-        ctx = mp.get_context("spawn")
-        self._q = ctx.Queue()
-        self.proc = ctx.Process(
-            target=_child_main, args=(self._q, asdict(self.settings), str(self.tmp), os.getpid()), daemon=True
-        )
-        self.proc.start()
+        try:
+            ensure_resource_tracker()
+            ctx = mp.get_context("spawn")
+            self._q = ctx.Queue()
+            self.proc = ctx.Process(
+                target=_child_main, args=(self._q, asdict(self.settings), str(self.tmp), os.getpid()), daemon=True
+            )
+            self.proc.start()
+        except BaseException:
+            self._release()
+            raise
         return self
 
     @property
@@ -166,14 +180,22 @@ class BuildJob:
     def _finish(self) -> BuildEvent:
         self.proc.join(timeout=5)
         old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.name}{fileio.TMP_MARK}old-{os.getpid()}-{int(time.time() * 1000)}")
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            if self.final.exists():
+                old = self.final.with_name(f".{self.name}{fileio.TMP_MARK}old-{os.getpid()}-{int(time.time() * 1000)}")
+                os.replace(self.final, old)
+            os.replace(self.tmp, self.final)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            self._release()
         self.result = read_info(self.final)
         return BuildEvent("done", phase="done", done=1, total=1, message="built", info=self.result)
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def cancel(self) -> None:
         if self.finished:
@@ -190,6 +212,7 @@ class BuildJob:
             self.proc.join(timeout=5)
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self._release()
 
     def wait(
         self,
@@ -265,13 +288,11 @@ def _capture_fd2(on_merge: Callable[[int], None]) -> None:
 def _die_with_parent(parent: int) -> None:
     """End this child when the process that started it is gone (killed, even with SIGKILL), so
     a killed `tokenizer build` never leaves a trainer running on its own."""
-    try:  # Linux: the kernel sends SIGKILL when the parent dies
-        import ctypes
-        import signal
+    import signal
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    from workbench.procs import set_parent_death_signal
+
+    set_parent_death_signal(signal.SIGKILL)  # Linux: the kernel ends it when the parent dies
 
     def watch():
         while True:

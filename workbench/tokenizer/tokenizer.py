@@ -15,7 +15,6 @@ can be cancelled and never blocks the caller.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
@@ -24,6 +23,7 @@ from typing import Any
 
 from workbench.config.overrides import fit_vocab
 from workbench.errors import WorkbenchError, not_found
+from workbench.fileio import read_json, read_text
 from workbench.workspace import Workspace
 
 SPACE_MARK = "\u2581"  # sentencepiece's visible space, "▁"
@@ -110,9 +110,15 @@ def read_info(path: Path) -> TokenizerInfo:
         raise WorkbenchError(f"{str(path)!r} is not a tokenizer folder (no {MODEL_FILE})")
     settings, stats = {}, {}
     if (path / SETTINGS_FILE).is_file():
-        settings = yaml.safe_load((path / SETTINGS_FILE).read_text(encoding="utf-8")) or {}
+        try:
+            settings = yaml.safe_load(read_text(path / SETTINGS_FILE)) or {}
+        except yaml.YAMLError as e:
+            raise WorkbenchError(f"{str(path / SETTINGS_FILE)!r} is damaged (not YAML: {str(e).splitlines()[0]})") from None
     if (path / STATS_FILE).is_file():
-        stats = json.loads((path / STATS_FILE).read_text(encoding="utf-8"))
+        stats = read_json(path / STATS_FILE)
+    if not isinstance(settings, dict) or not isinstance(stats, dict):
+        raise WorkbenchError(f"tokenizer folder {str(path)!r} is damaged: its {SETTINGS_FILE} or {STATS_FILE} "
+                             "is not a mapping")
     return TokenizerInfo(name=path.name, path=path, settings=settings, stats=stats)
 
 

@@ -13,12 +13,13 @@ from workbench.tracing.tracer import trace_model
 # --- the trace verb --------------------------------------------------------------------------
 
 
-def run_trace(ws, req, available=None) -> tuple[dict, dict]:
+def run_trace(ws, req, available=None, say=None) -> tuple[dict, dict]:
     """Carry out a ``TraceRequest``: build the model, load the checkpoint, encode the text, trace
     one forward. Returns (result, kept tensors); ``result`` is plain JSON — the request's source,
     the checkpoint, the model config, parameters, input shape, token ids and their labels, the
     estimated forward FLOPs and the trace. ``available(device)`` says the free memory (default:
-    ``estimate.available_memory``). Bad input raises a ``WorkbenchError`` naming the field."""
+    ``estimate.available_memory``); ``say`` hears a fall-back to an older checkpoint. Bad input
+    raises a ``WorkbenchError`` naming the field."""
     from workbench.runs.checkpoint import load_weights
     from workbench.config.schema import load_config
     from workbench.errors import WorkbenchError
@@ -78,7 +79,7 @@ def run_trace(ws, req, available=None) -> tuple[dict, dict]:
         elif req.meta:
             checkpoint = "not loaded (meta)"
         else:
-            checkpoint = load_weights(model, run.path, req.checkpoint)
+            checkpoint = load_weights(model, run.path, req.checkpoint, say=say)
     model.eval()
     idx = torch.tensor([ids] * req.batch, dtype=torch.long, device=device)
     trace = trace_model(model, idx, keep=tuple(req.keep))

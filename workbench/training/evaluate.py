@@ -89,8 +89,9 @@ class EvalRequest:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def evaluate_run(ws, req: EvalRequest) -> dict:
-    """The eval verb: loss, perplexity, bits per byte and accuracy of ``req.run`` on the CPU."""
+def evaluate_run(ws, req: EvalRequest, say=None) -> dict:
+    """The eval verb: loss, perplexity, bits per byte and accuracy of ``req.run`` on the CPU;
+    ``say`` hears which checkpoint was used when the default one could not be."""
     import shutil
 
     import torch
@@ -102,7 +103,7 @@ def evaluate_run(ws, req: EvalRequest) -> dict:
     from workbench.data.tokens import run_data
 
     run = get_run(ws, req.run)
-    model, tok, cfg, ckpt = load_run_model(run, req.checkpoint)
+    model, tok, cfg, ckpt = load_run_model(run, req.checkpoint, say=say)
     if req.data:
         # tokenized with the run's own tokenizer, registered in the workspace under the run's name
         tdir = ws.tokenizer_path(f"run-{run.name}")
@@ -111,6 +112,7 @@ def evaluate_run(ws, req: EvalRequest) -> dict:
         dinfo = ensure_prepared(ws, tdir.name, req.data, req.text_column)
     else:
         dinfo = run_data(ws, run.name, run.raw_config().get("data") or {}, tok.sha256)
+    dinfo.val.check_ids(cfg.model.vocab_size)
     device = torch.device("cpu")
     name = (run.status().get("precision") or "fp32") if req.precision == "auto" else req.precision
     m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, req.batches,

@@ -119,6 +119,7 @@ class Trainer:
         # training thread: the weights and the step's gradients are there to look at
         self.step_hooks: list[Callable[["Trainer"], None]] = []
         self._resume_record: tuple | None = None  # (checkpoint, step, changes) a resume records once running
+        self._notes: list[str] = []  # what a resume has to say once the run starts (Notice events)
         self._start_facts: dict | None = None
 
     # --- construction ------------------------------------------------------------------------
@@ -175,15 +176,23 @@ class Trainer:
             raise Locked(f"run {run_name!r} is already training in {describe_holder(held)}; stop it first, "
                          "or resume it when it has stopped")
         cfg, changes = train_changes(run_config(run), train_overrides or {})
-        latest = run.latest_checkpoint()
-        if latest is None:
-            raise WorkbenchError(f"run {run_name!r} has no checkpoint to resume from")
-        st = checkpoint.load_state(run.path, latest)  # fail now, with the file named, if it is damaged
+        notes: list[str] = []
+        # the newest whole checkpoint with finite weights (fail now, naming the file, if none is)
+        latest = checkpoint.resumable(run.path, say=notes.append)
         tok = run.load_tokenizer()
         dinfo = run_data(ws, run_name, run.raw_config().get("data") or {}, tok.sha256)
+        dinfo.check_ids(cfg.model.vocab_size)
         trainer = cls(ws, run, cfg, dinfo, tok, on_event, resume_from=latest)
-        trainer.recorded = {k: st[k] for k in ("precision", "attention") if isinstance(st.get(k), str)}
-        trainer._resume_record = (latest, int(st["step"]), {f"train.{k}": v for k, v in changes.items()})
+        changes = {f"train.{k}": v for k, v in changes.items()}
+        if latest is None:  # it ended before its first checkpoint: nothing to keep, start it again
+            notes.append(f"run {run_name!r} has no checkpoint (it ended before its first one); "
+                         "starting it again from step 0")
+            trainer._resume_record = (None, 0, changes)
+        else:
+            st = checkpoint.load_state(run.path, latest)
+            trainer.recorded = {k: st[k] for k in ("precision", "attention") if isinstance(st.get(k), str)}
+            trainer._resume_record = (latest, int(st["step"]), changes)
+        trainer._notes = notes
         return trainer
 
     # --- control (from any thread) -----------------------------------------------------------
@@ -240,6 +249,8 @@ class Trainer:
         self.best_val = math.inf
         if self.resume_from:
             self._restore(self.resume_from)
+        elif self._resume_record and self.rank == 0:  # started again: the dead attempt's rows go
+            self._drop_rows_after(0)
         self.model = self.raw_model
         if tc.compile:
             self.model = self._try_compile(self.raw_model)
@@ -316,11 +327,14 @@ class Trainer:
         rng_states = st["data_rng"]
         self.np_rng.bit_generator.state = rng_states[self.rank] if self.rank < len(rng_states) else rng_states[0]
         if self.rank == 0:
-            # Steps logged after this checkpoint are redone: drop them so the log stays one history.
-            for fname in ("metrics.jsonl", SAMPLES):
-                path = self.run_folder.path / fname
-                rows = [r for r in read_jsonl(path) if r.get("step", 0) <= self.step]
-                fileio.write_text(path, "".join(_dumps(r) + "\n" for r in rows))
+            self._drop_rows_after(self.step)
+
+    def _drop_rows_after(self, step: int) -> None:
+        """Steps logged after ``step`` are redone: drop them so the log stays one history."""
+        for fname in ("metrics.jsonl", SAMPLES):
+            path = self.run_folder.path / fname
+            rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+            fileio.write_text(path, "".join(_dumps(r) + "\n" for r in rows))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -355,6 +369,9 @@ class Trainer:
         """Train until the budget is spent, stop() is called, or something fails. Returns a
         summary dict with ``state`` finished, stopped or failed."""
         try:
+            for text in self._notes if self.rank == 0 else ():
+                self.emit(Notice(step=self.step, text=text))
+            self._notes = []
             if self.model is None:
                 self.setup()
             return self._loop()
@@ -372,12 +389,9 @@ class Trainer:
             kept = self.run_folder.latest_checkpoint() if self.run_folder else None
             return self._fail(f"cannot write{where}: {e.strerror or e}; "
                               + (f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint was written"))
-        except Exception as e:
+        except (Exception, MemoryError) as e:
             if _is_oom(e):
-                return self._fail(
-                    f"out of memory at train.batch_size = {self.cfg.train.batch_size} on {self.device}: "
-                    "lower train.batch_size, model.max_seq_len or the model size (see the estimate in the Config pane)"
-                )
+                return self._fail(self._oom_message())
             raise
         finally:
             if self._lock is not None:
@@ -532,6 +546,23 @@ class Trainer:
         return (f"training stopped: the {what} became {value} at step {self.step + 1}; {kept}. "
                 "Try a lower train.lr, more train.warmup_steps or train.grad_clip")
 
+    def _oom_message(self) -> str:
+        from workbench.machine.estimate import fmt_bytes, training_memory
+
+        tc, mc = self.cfg.train, self.cfg.model
+        kept = self.run_folder.latest_checkpoint() if self.run_folder else None
+        try:
+            precision, device = getattr(self, "precision", None), getattr(self, "device", None)
+            peak = training_memory(mc, tc.batch_size, None, precision.name if precision else tc.precision,
+                                   device.type if device is not None else "cpu", tc.optimizer).total
+            expected = f"; the estimate expected a peak of {fmt_bytes(peak)}"
+        except Exception:  # the estimate is advice here, never a second failure
+            expected = ""
+        return (f"out of memory on {getattr(self, 'device', 'cpu')} at train.batch_size = {tc.batch_size}, model.max_seq_len = "
+                f"{mc.max_seq_len}, {mc.n_params:,} parameters{expected}. Lower train.batch_size (raise "
+                f"train.grad_accum to keep the tokens per step), model.max_seq_len or the model size; "
+                + (f"the last checkpoint ({kept}) is kept" if kept else "no checkpoint had been written yet"))
+
     def _fail(self, message: str) -> dict:
         self.state = "failed"
         if self.rank == 0 and self.run_folder is not None:
@@ -626,10 +657,14 @@ def start_training(ws: Workspace, req, resolved=None, on_event=None, prepare_pro
                        plan=res.plan.record() if res.plan is not None else None)
 
 
-def _is_oom(e: Exception) -> bool:
+def _is_oom(e: BaseException) -> bool:
+    """Whether ``e`` is the allocator failing: CUDA's OutOfMemoryError, Python's MemoryError, or
+    the CPU allocator's RuntimeError ("can't allocate memory", as under `ulimit -v`)."""
     import torch
 
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+    text = str(e).lower()
+    return (isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text)
 
 
 def _dumps(r: dict) -> str:
