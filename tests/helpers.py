@@ -341,3 +341,37 @@ async def open_config_pane(pilot, app):
     pane = app.query_one("#config-pane")
     await wait_for(pilot, lambda: pane.base is not None, what="the preset")
     return pane
+
+
+# --- training over two "nodes" on this machine ----------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_two_nodes(ws, corpus_dir, name: str, *train_args: str, env: dict | None = None, stderr_dir: Path):
+    """Two ``torchrun --nnodes 2`` launchers of one process each, meeting over loopback through a
+    c10d rendezvous, training run ``name`` (tokenizer ``tok``, the tiny ``SETS``): what two real
+    machines sharing the workspace folder run. Each launcher is a session of its own, so a test
+    can end one "node" (launcher and worker) with ``os.killpg``. Returns their Popen objects; each
+    one's stderr goes to ``stderr_dir/node<i>.log``."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    procs = []
+    for i in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"wb-{name}",
+               "-m", "workbench", "--workspace", str(ws.root), "train", "--config", "debug", "--tokenizer", "tok",
+               "--data", str(corpus_dir), "--name", name, *SETS, "--set", "train.num_threads=1", *train_args]
+        log = open(stderr_dir / f"node{i}.log", "w")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}))
+        log.close()
+    return procs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import make_stories, write_txt
+from helpers import make_stories, write_big_corpus, write_txt
 from helpers import SETS, tiny_config
 from workbench.runs import checkpoint
 from workbench.cli import main
@@ -886,3 +887,65 @@ def test_too_little_memory_to_import_torch_is_one_line(trained, monkeypatch, cap
     monkeypatch.setattr(eval_cmd, "cmd_eval", no_memory)
     assert _cli(trained, "eval", "real") == 1
     _one_line(capsys.readouterr().err, "error: out of memory")
+
+
+def test_sigterm_ends_a_data_prepare_in_one_line_and_leaves_nothing_half_written(private, tmp_path):
+    src = write_big_corpus(tmp_path / "big.txt", mbytes=24)
+    lock = private.data_dir() / ".f-term.lock"
+    proc = subprocess.Popen([*WB, "--workspace", str(private.root), "data", "prepare", "--tokenizer", "tok",
+                             "--data", str(src), "--name", "f-term"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(private.data_path("f-term").glob(".*.tmp-*")):  # writing its token file
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the prepare never started writing"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    _one_line(err, "ended by SIGTERM; whatever was being written was left out, all else is kept")
+    assert not private.data_path("f-term").exists() and not lock.exists()
+
+
+def test_a_node_lost_mid_run_fails_the_survivor_in_one_line_and_the_run_resumes(built, corpus_dir, tmp_path, capsys):
+    import psutil
+
+    from helpers import start_two_nodes
+
+    name = "f-node-lost"
+    procs = start_two_nodes(built, corpus_dir, name, "--set", "train.max_steps=100000", "--set",
+                            "train.log_interval=1", "--set", "train.eval_interval=100000", "--set",
+                            "train.checkpoint_interval=20", env={"WORKBENCH_DIST_TIMEOUT": "60"}, stderr_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (built.run_path(name) / "checkpoints").is_dir() or not get_run(built, name).checkpoints():
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            time.sleep(0.05)
+        # the second node goes away: its launcher and its worker (a session of its own) at once
+        node = [procs[1].pid, *(c.pid for c in psutil.Process(procs[1].pid).children(recursive=True))]
+        for pid in node:
+            os.kill(pid, signal.SIGKILL)
+        procs[0].wait(timeout=90)  # no hang
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    logs = {i: (tmp_path / f"node{i}.log").read_text() for i in range(2)}
+    run = get_run(built, name)
+    kept = run.latest_checkpoint()
+    said = [line for text in logs.values() for line in text.splitlines() if line.startswith("error (rank ")]
+    assert len(said) == 1, logs  # the survivor's one line (the lost node said nothing)
+    assert re.match(r"error \(rank [01]\): lost contact with the other training processes at step \d+ \(", said[0])
+    assert said[0].endswith(f"the last checkpoint ({kept}) is kept: start the run again with --resume {name} "
+                            "on every node")
+    assert "Traceback" not in said[0]
+    assert run.status()["state"] == "failed"
+    # resumable here on one process, from that checkpoint
+    step = int(kept.split("_")[1])
+    assert _cli(built, "train", "--resume", name, "--set", f"train.max_steps={step + 3}") == 0
+    assert f"resumed from {kept}" in capsys.readouterr().err
+    assert run.latest_checkpoint() == f"step_{step + 3:06d}"

@@ -297,8 +297,12 @@ def test_cli_trace_run_with_damaged_checkpoints_says_what_is_wrong(trained, caps
     assert "does not match the model config" in capsys.readouterr().err
     shutil.rmtree(run.path / "checkpoints" / "step_000012")
     (run.path / "latest").write_text("step_000012\n")
-    assert main([*ws, "trace", "--run", RUN]) == 2
+    assert main([*ws, "trace", "--run", RUN, "--checkpoint", "step_000012"]) == 2
     assert "checkpoint 'step_000012' of run 'real' is missing" in capsys.readouterr().err
+    # the pointer is a cache: with no checkpoint named, the newest one there is traced, and said
+    assert main([*ws, "trace", "--run", RUN]) == 0
+    assert ("the 'latest' pointer names 'step_000012', which is not a complete checkpoint; using step_000006"
+            in capsys.readouterr().err)
     shutil.rmtree(run.path / "checkpoints")
     (run.path / "latest").unlink()
     assert main([*ws, "trace", "--run", RUN]) == 2

@@ -698,3 +698,36 @@ def test_a_platform_that_cannot_compile_trains_without_it(built, corpus_dir, mon
     assert said == ["torch.compile is not available here (RuntimeError: no compiler for this platform); "
                     "training without it"]
     assert t.model is t.raw_model  # nothing compiled is left in place
+
+
+def test_two_nodes_train_one_run_and_a_stop_reaches_every_rank(built, corpus_dir, tmp_path):
+    """`torchrun --nnodes 2` with a c10d rendezvous, both "nodes" here over loopback: one run
+    folder, written once (by rank 0), with both ranks' tokens; a stop asked through the run
+    folder (as the app asks it) ends both ranks at one step with one checkpoint."""
+    from helpers import start_two_nodes
+    from workbench.training.trainer import request_control
+
+    name = "two-nodes"
+    procs = start_two_nodes(built, corpus_dir, name, "--set", "train.max_steps=100000", "--set",
+                            "train.log_interval=1", "--set", "train.eval_interval=100000", "--set",
+                            "train.checkpoint_interval=100000", stderr_dir=tmp_path)
+    try:
+        _wait(procs[0], lambda: len(_train_steps(built, name)) >= 5, "the first steps")
+        request_control(built.run_path(name), "stop")
+        for p in procs:
+            p.wait(timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    logs = "".join((tmp_path / f"node{i}.log").read_text() for i in range(2))
+    assert [p.returncode for p in procs] == [0, 0], logs[-3000:]
+    run = get_run(built, name)
+    steps = _train_steps(built, name)
+    assert steps == list(range(1, steps[-1] + 1))  # each step written once
+    last = steps[-1]
+    assert run.status()["state"] == "stopped" and run.status()["step"] == last
+    assert run.checkpoints() == [f"step_{last:06d}"]
+    rows = [r for r in run.metrics() if r["kind"] == "train"]
+    assert rows[-1]["tokens"] == last * 4 * 32 * 2  # both nodes' tokens count
+    assert logs.count(f"stopped: run {name}, step {last},") == 1

@@ -36,7 +36,8 @@ def cmd_train(args, ws) -> int:
     from workbench.config.overrides import parse_overrides
     from workbench.training.distributed import dist_info
     from workbench.training.trainer import init_distributed, start_training
-    from workbench.training.events import CheckpointSaved, Evaluated, Logged, Notice, Paused, Resumed, Started, Stepped
+    from workbench.training.events import (CheckpointSaved, Evaluated, Failed, Logged, Notice, Paused, Resumed,
+                                           Started, Stepped)
     from workbench.training.notices import notices, start_lines
     from workbench.training.request import TrainRequest, resolve
 
@@ -54,6 +55,9 @@ def cmd_train(args, ws) -> int:
             case Notice() | Paused() | Resumed():
                 line.close()
                 print("\n".join(notices(ev)), file=sys.stderr)
+            case Failed(message=message) if trainer is not None and trainer.world > 1:
+                # said now, by the rank it happened on: it may then wait on the others
+                print(f"error (rank {trainer.rank}): {message}", file=sys.stderr, flush=True)
             case Started() if trainer.rank == 0:
                 line.close()
                 print("\n".join(start_lines(dataclasses.asdict(ev))), file=sys.stderr)  # as the Train pane's notices say it
@@ -106,7 +110,10 @@ def cmd_train(args, ws) -> int:
         for s, h in old.items():
             signal.signal(s, h)
         line.close()
-    code = _report(summary, args.json) if trainer.rank == 0 else (1 if summary["state"] == "failed" else 0)
+    if trainer.rank == 0:
+        code = _report(summary, args.json, said=trainer.world > 1)
+    else:  # the other ranks said what went wrong on them as it happened
+        code = 1 if summary["state"] == "failed" else 0
     if trainer.world > 1:
         # A torchrun worker leaves without the interpreter's teardown: tearing down gloo's
         # process group and threads at exit aborted a rank whose run had finished (SIGABRT,
@@ -118,12 +125,14 @@ def cmd_train(args, ws) -> int:
     return code
 
 
-def _report(summary: dict, as_json: bool) -> int:
-    """Rank 0's last words about a run; the exit status."""
+def _report(summary: dict, as_json: bool, said: bool = False) -> int:
+    """Rank 0's last words about a run; the exit status. ``said``: a failure was already said
+    (under torchrun each rank says its own as it happens)."""
     if as_json:
         print_json(summary)
     elif summary["state"] == "failed":
-        print(f"error: {summary['message']}", file=sys.stderr)
+        if not said:
+            print(f"error: {summary['message']}", file=sys.stderr)
     else:
         best = summary.get("best_val_loss")
         print(f"{summary['state']}: run {summary['run']}, step {summary['step']}, {summary['tokens']:,} tokens, "

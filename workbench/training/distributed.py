@@ -14,16 +14,51 @@ def dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
+TIMEOUT_ENV = "WORKBENCH_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = 600.0  # seconds a rank waits in a collective (rank 0 may be preparing data)
+
+
+def collective_timeout() -> float:
+    """Seconds a rank waits for the others in one collective before the run fails (instead of
+    hanging on a node that is gone): ``$WORKBENCH_DIST_TIMEOUT``, default 600."""
+    from workbench.errors import WorkbenchError
+
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise WorkbenchError(f"{TIMEOUT_ENV} = {raw!r} is not allowed: give a number of seconds above 0")
+    return value
+
+
 def init_distributed() -> None:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     _, _, world = dist_info()
     if world <= 1:
         return
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=timedelta(seconds=collective_timeout()))
+
+
+def is_lost_peer(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because another rank is gone or too slow (its
+    process died, its node went away, or the collective timed out)."""
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(s in text for s in (
+        "Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "gloo", "NCCL",
+        "Broken pipe"))
 
 
 def barrier(world: int) -> None:

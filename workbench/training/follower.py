@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from workbench.procs import ends_with_parent
 from workbench.runs.folder import METRICS, SAMPLES, STATUS, get_run, read_jsonl
 from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, Logged, Notice,
                                        Paused, Resumed, Sampled, Started, TrainEvent)
@@ -86,8 +87,12 @@ class ChildRun:
         self._log = open(self._tmp / "stderr.log", "wb")
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
                                                                str(max(1, (os.cpu_count() or 1) // self.nproc)))}
+        # torchrun ends with the app, even a killed one: its SIGTERM reaches the workers, which
+        # stop with a checkpoint (call this on a thread that lives as long as the app: the
+        # kernel's parent-death signal follows the thread that started the child)
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                     preexec_fn=ends_with_parent(signal.SIGTERM))
         self.buffer.put(Notice(text="started: " + " ".join(self.argv)))
         run_path = self.ws.run_path(self.run_name)
         if run_path.is_dir():  # resuming: what is already there was shown; only new rows count

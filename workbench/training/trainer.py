@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 import time
 from typing import Callable
@@ -27,7 +28,7 @@ from workbench.config.overrides import train_changes
 from workbench.config.schema import Config
 from workbench.machine.choices import attention_for, precision_for
 from workbench.machine.device import memory_in_use, resolve_device, resolve_precision
-from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed)
+from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed, is_lost_peer)
 from workbench.errors import WorkbenchError
 from workbench.training.evaluate import evaluate
 from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, Logged, Notice, Paused,
@@ -120,6 +121,7 @@ class Trainer:
         self.step_hooks: list[Callable[["Trainer"], None]] = []
         self._resume_record: tuple | None = None  # (checkpoint, step, changes) a resume records once running
         self._notes: list[str] = []  # what a resume has to say once the run starts (Notice events)
+        self._peers_lost = False  # under torchrun: a collective failed, another rank is gone
         self._start_facts: dict | None = None
 
     # --- construction ------------------------------------------------------------------------
@@ -150,6 +152,7 @@ class Trainer:
         barrier(world)
         if rank != 0:
             dinfo = ensure_prepared(ws, tokenizer, data, text_column)
+        dinfo.check_ids(m.vocab_size)  # data reused from an earlier prepare may since have been damaged
         for split in ("train", "val"):
             tf = dinfo.split(split)
             if len(tf) < m.max_seq_len + 1:
@@ -392,6 +395,15 @@ class Trainer:
         except (Exception, MemoryError) as e:
             if _is_oom(e):
                 return self._fail(self._oom_message())
+            if self.world > 1 and is_lost_peer(e):
+                self._peers_lost = True  # no last barrier: nobody would meet this rank there
+                kept = self.run_folder.latest_checkpoint() if self.run_folder else None
+                first = re.sub(r"^\[[^\]]*\] ", "", str(e).splitlines()[0] if str(e) else type(e).__name__)
+                first = first.split(". This is typically")[0][:160]  # gloo's source line and advice go
+                return self._fail(
+                    f"lost contact with the other training processes at step {self.step} ({first}); "
+                    + (f"the last checkpoint ({kept}) is kept: start the run again with --resume "
+                       f"{self.run_folder.name} on every node" if kept else "no checkpoint had been written yet"))
             raise
         finally:
             if self._lock is not None:
@@ -400,7 +412,7 @@ class Trainer:
             if self.world > 1:
                 import torch.distributed as dist
 
-                if dist.is_initialized():
+                if dist.is_initialized() and not self._peers_lost:
                     # Without a last barrier one rank could leave while the other still waits on
                     # the final collective (gloo then aborts it). The group is not torn down
                     # here: `workbench train` ends a torchrun worker with os._exit after this
