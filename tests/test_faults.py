@@ -799,10 +799,10 @@ def test_token_ids_outside_the_vocabulary_are_named_with_the_first_offset(traine
     for split in ("val", "train"):
         f = data / f"{split}.bin"
         ids = np.fromfile(f, dtype=np.uint16)
-        ids[37] = 4000
-        ids[90] = 5000
+        ids[37] = 400  # the first id past the vocabulary of 400
+        ids[90] = 400  # and a second one after it
         ids.tofile(f)
-        expected = f"{str(f)!r} holds token id 4000 at token 37 (byte offset 74), outside the vocabulary of 400"
+        expected = f"{str(f)!r} holds token id 400 at token 37 (byte offset 74), outside the vocabulary of 400"
         verbs = [["train", "--resume", "real", "--set", "train.max_steps=14"]]
         if split == "val":
             verbs.append(["eval", "real", "--batches", "1"])
