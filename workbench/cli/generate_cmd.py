@@ -7,6 +7,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 
 from workbench.cli.common import print_json, say_note
 
@@ -19,7 +20,7 @@ def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
                    help="weights while decoding (default auto: bf16 where it measured faster for this "
                         "model's shape on this CPU; fp32 gives the exact greedy text)")
     p.add_argument("--max-tokens", type=int, default=max_tokens, metavar="N")
-    p.add_argument("--temperature", type=float, default=0.8, metavar="T", help="0 is greedy")
+    p.add_argument("--temperature", type=float, default=None, metavar="T", help="0 is greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=None, metavar="K")
     p.add_argument("--top-p", type=float, default=None, metavar="P")
     p.add_argument("--repetition-penalty", type=float, default=1.0, metavar="R")
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="text to continue (default: none, so the model starts from BOS alone, "
                         "as llama2.c's run.c does without -i)")
     p.add_argument("--n", type=int, default=1, metavar="N", help="number of samples (seeds S, S+1, ...)")
+    p.add_argument("--beams", type=int, default=None, metavar="W",
+                   help="beam search with W beams instead of sampling: prints the W most likely continuations "
+                        "with their log-probabilities, best first")
+    p.add_argument("--length-penalty", type=float, default=None, metavar="A",
+                   help="with --beams: rank by log-probability / length**A (default 1: the mean per token; "
+                        "0: the sum, which favours short texts)")
     p.add_argument("--json", action="store_true", help="print results (with per-token probabilities) as JSON")
     p.set_defaults(func=cmd_generate)
 
@@ -47,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _params(args, seed):
     from workbench.generation.sampling import sampling_params
 
-    return sampling_params(max_tokens=args.max_tokens, temperature=args.temperature,
+    return sampling_params(max_tokens=args.max_tokens, temperature=0.8 if args.temperature is None else args.temperature,
                            top_k=args.top_k, top_p=args.top_p,
                            repetition_penalty=args.repetition_penalty, seed=seed,
                            stop=tuple(args.stop), stop_at_eos=not args.ignore_eos)
@@ -61,6 +68,10 @@ def cmd_generate(args, ws) -> int:
 
     if args.n < 1:
         raise WorkbenchError(f"--n {args.n} is not allowed: expected an integer >= 1")
+    if args.beams is not None:
+        return _beam_search(args, ws)
+    if args.length_penalty is not None:
+        raise WorkbenchError("--length-penalty applies only to beam search: add --beams W")
     _params(args, args.seed)  # bad settings fail before the model loads
     model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision, say_note)
     if not args.json:
@@ -86,6 +97,47 @@ def cmd_generate(args, ws) -> int:
     if args.json:
         print_json({"run": args.run, "checkpoint": ckpt, "precision": _precision(model),
                     "precision_reason": model.precision_reason, "samples": [r.to_dict() for r in results]})
+    return 0
+
+
+def _beam_search(args, ws) -> int:
+    """``generate --beams W``: the W most likely continuations, best first."""
+    from workbench.errors import WorkbenchError
+    from workbench.generation.beam import BeamSearch, beam_search
+    from workbench.generation.generate import load_for_generation
+
+    sampling = {"--temperature": args.temperature is not None, "--top-k": args.top_k is not None,
+                "--top-p": args.top_p is not None, "--repetition-penalty": args.repetition_penalty != 1.0,
+                "--seed": args.seed is not None, "--n": args.n != 1, "--stop": bool(args.stop)}
+    clash = [flag for flag, given in sampling.items() if given]
+    if clash:
+        raise WorkbenchError(f"{', '.join(clash)} cannot be used with --beams: beam search does not sample "
+                             "(it returns the most likely continuations); drop one or the other")
+    search = BeamSearch(beams=args.beams, max_tokens=args.max_tokens,
+                        length_penalty=1.0 if args.length_penalty is None else args.length_penalty,
+                        stop_at_eos=not args.ignore_eos).validate()  # bad settings fail before the model loads
+    model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision, say_note)
+    ids = tok.encode(args.prompt, bos=True) or [tok.bos_id]
+    t0 = time.perf_counter()
+    found = beam_search(model, ids, search, eos_id=tok.eos_id, vocab_limit=tok.vocab_size)
+    seconds = time.perf_counter() - t0
+    for b in found:
+        b.text = tok.decode(b.ids)
+    for note in search.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print_json({"run": args.run, "checkpoint": ckpt, "precision": _precision(model), "beams": search.beams,
+                    "length_penalty": search.length_penalty, "seconds": seconds,
+                    "results": [{"text": b.text, "ids": b.ids, "logprob": b.logprob, "score": b.score,
+                                 "ended": b.ended} for b in found]})
+        return 0
+    print(f"decoding in {_precision(model)} ({model.precision_reason}); {search.beams} beams, length penalty "
+          f"{search.length_penalty:g}", file=sys.stderr)
+    for i, b in enumerate(found):
+        n = len(b.ids) + (b.ended == "eos")
+        print(f"--- beam {i + 1}: log-prob {b.logprob:.3f} over {n} token(s) ({b.logprob / max(1, n):.3f} each), "
+              f"score {b.score:.4f}, ended at {b.ended.replace('_', ' ')}")
+        print(args.prompt + b.text)
     return 0
 
 

@@ -43,6 +43,13 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep the batch rows ``index`` (in that order, repeats allowed): beam search moves each
+        surviving beam's keys and values to its new row (and one row becomes several)."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
+        self.batch_size = int(index.numel())
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
