@@ -32,23 +32,37 @@ def _fileno(stream) -> int:
         return -1
 
 
-def set_parent_death_signal(signum: int) -> bool:
-    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux
-    ``PR_SET_PDEATHSIG``; killed even with SIGKILL, the parent then leaves no orphan). Call it
-    in the child (a ``preexec_fn``, or first thing in a spawned process). False where the
-    platform has no such call: the caller keeps its own watch."""
+def _prctl():
+    """libc's ``prctl``, or None where there is none (not Linux)."""
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl(1, signum) == 0  # 1: PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel to send ``signum`` to this process when its parent dies (Linux
+    ``PR_SET_PDEATHSIG``; killed even with SIGKILL, the parent then leaves no orphan). Call it
+    in the child, first thing in a spawned process. False where the platform has no such call:
+    the caller keeps its own watch."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, signum) == 0
 
 
 def ends_with_parent(signum: int):
     """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``signum`` when this process
-    dies (SIGTERM lets a `workbench train` child stop with a checkpoint)."""
+    dies (SIGTERM lets a `workbench train` child stop with a checkpoint). The C function is
+    looked up here, in the parent: between fork and exec the child only calls it (an import
+    there could wait forever on a lock another thread of the parent held at the fork)."""
+    prctl = _prctl()
+
     def preexec() -> None:
-        set_parent_death_signal(signum)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signum)
 
     return preexec
