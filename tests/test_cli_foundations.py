@@ -83,3 +83,36 @@ def test_a_caught_error_is_one_line_for_a_person():
 
     assert user_message(ConfigError("model.dim = 0 is not allowed")) == "model.dim = 0 is not allowed"
     assert user_message(KeyError("x")) == "KeyError: 'x'"
+
+
+@pytest.mark.parametrize("args,usage", [
+    (["train", "--bogus"], "usage: workbench train "),
+    (["tokenizer", "encode", "tok", "hi", "--bogus"], "usage: workbench tokenizer encode "),
+    (["runs", "list", "--x", "1"], "usage: workbench runs list "),
+    (["--bogus", "runs", "list"], "usage: workbench runs list "),
+])
+def test_an_unknown_option_gets_the_usage_of_the_command_it_was_given_to(args, usage, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    unknown = [a for a in args if a.startswith("--")] + (["1"] if "--x" in args else [])
+    assert err.strip().splitlines()[-1].endswith(f"error: unrecognized arguments: {' '.join(unknown)}")
+
+
+def test_tokenizer_decode_gives_back_the_encoded_text(built, capsys):
+    from workbench.tokenizer.tokenizer import load_tokenizer
+
+    text = "Once upon a time, Lily found a red ball."
+    ids = load_tokenizer(built, "tok").encode(text)
+    ws = ["--workspace", str(built.root)]
+    assert main([*ws, "tokenizer", "decode", "tok", *map(str, ids[:3]), ",".join(map(str, ids[3:]))]) == 0
+    assert capsys.readouterr().out == text + "\n"
+    assert main([*ws, "tokenizer", "decode", "tok", str(ids[0]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ids"] == ids[:1] and out["text"] == text[: len(out["text"])] and out["pieces"]
+    for bad, said in (("400", "token id 400 is out of range: tokenizer 'tok' has ids 0 to 399"),
+                      ("x1", "token id 'x1' is not a whole number")):
+        assert main([*ws, "tokenizer", "decode", "tok", "5", bad]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {said}"

@@ -307,3 +307,20 @@ def test_cli_trace_run_with_damaged_checkpoints_says_what_is_wrong(trained, caps
     (run.path / "latest").unlink()
     assert main([*ws, "trace", "--run", RUN]) == 2
     assert "has no checkpoint yet" in capsys.readouterr().err
+
+
+def test_trace_set_changes_the_config_before_tracing(ws, capsys):
+    from workbench.config.schema import load_config
+    from workbench.config.sizes import param_count
+
+    want = param_count(load_config("debug").model.replace(n_layers=1, dim=16))
+    assert main(["--workspace", str(ws.root), "trace", "--config", "debug", "--set", "model.n_layers=1",
+                 "--set", "model.dim=16", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"config debug: {want:,} parameters")
+    assert "layers.1" not in out and "(1, 8, 16)" in out
+    for args, said in ((["--config", "debug", "--set", "train.lr=1"], "--set train.lr does not change a trace"),
+                       (["--run", "x", "--set", "model.dim=8"], "--set changes a config's model"),
+                       (["--config", "debug", "--set", "model.dim=7"], "model.n_heads = 4 is not allowed")):
+        assert main(["--workspace", str(ws.root), "trace", *args]) == 2
+        assert said in capsys.readouterr().err

@@ -57,13 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    _own_usage(parser)
     return parser
+
+
+def _own_usage(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command remembers its parser, so an option it does not know is refused with its
+    own usage line, not the top-level one (``main``)."""
+    parser.set_defaults(_usage=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _own_usage(child)
 
 
 def main(argv: list[str] | None = None) -> int:
     quiet_native_logs()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand that was given them, with its own usage (exits 2)
+        getattr(args, "_usage", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         ws = Workspace.at(args.workspace)
         load_workspace_experiments(ws, args.experiments, args.trust_code)

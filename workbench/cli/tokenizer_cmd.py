@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=cmd_encode)
 
+    de = s.add_parser("decode", help="the text of token ids (what `encode` and `generate --json` print)")
+    de.add_argument("name")
+    de.add_argument("ids", nargs="+", metavar="ID", help="token ids, space- or comma-separated")
+    de.add_argument("--json", action="store_true")
+    de.set_defaults(func=cmd_decode)
+
 
 def cmd_build(args, ws) -> int:
     from workbench.tokenizer.build import build_request, build_tokenizer
@@ -85,6 +91,28 @@ def cmd_show(args, ws) -> int:
         print(f"{title}:")
         for k, v in d.items():
             print(f"  {k}: {v}")
+    return 0
+
+
+def cmd_decode(args, ws) -> int:
+    from workbench.errors import WorkbenchError
+
+    tok = load_tokenizer(ws, args.name)
+    ids = []
+    for item in (x for arg in args.ids for x in arg.replace(",", " ").split()):
+        try:
+            i = int(item)
+        except ValueError:
+            raise WorkbenchError(f"token id {item!r} is not a whole number") from None
+        if not 0 <= i < tok.vocab_size:
+            raise WorkbenchError(f"token id {i} is out of range: tokenizer {args.name!r} has ids 0 to "
+                                 f"{tok.vocab_size - 1}")
+        ids.append(i)
+    text = tok.decode(ids)
+    if args.json:
+        print_json({"text": text, "ids": ids, "pieces": [tok.surface(i) for i in ids]})
+    else:
+        print(text)
     return 0
 
 

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="show calls at most N levels below the model (default: all)")
     p.add_argument("--json", metavar="PATH", help="also write the whole trace as JSON to PATH")
+    p.add_argument("--set", metavar="model.FIELD=VALUE", action="append", default=[],
+                   help="with --config: change a model field before tracing, e.g. --set model.n_layers=2 (repeatable)")
     p.add_argument("--meta", action="store_true",
                    help="trace on the meta device: shapes and FLOPs only, no memory for weights")
     p.set_defaults(func=run)
@@ -54,7 +56,7 @@ def run(args, ws) -> int:
     req = TraceRequest(config=args.config, run=args.run,
                        checkpoint=INIT if args.checkpoint == "init" else args.checkpoint,
                        text=args.text, tokenizer=args.tokenizer, tokens=args.tokens, batch=args.batch,
-                       seed=args.seed, meta=args.meta)
+                       seed=args.seed, meta=args.meta, sets=tuple(args.set))
     result, _ = run_trace(ws, req, say=say_note)
     print(trace_text(result, depth=args.depth))  # what the Trace pane saves as NAME.txt
     if args.json:

@@ -25,6 +25,7 @@ class TraceRequest:
     seed: int = 0                     # of the random init and the random ids
     meta: bool = False                # shapes and FLOPs only, no memory for weights
     keep: tuple = ()                  # logged intermediates whose tensors are kept (e.g. "probs")
+    sets: tuple = ()                  # "model.FIELD=VALUE" changes to the config (not to a run)
 
     def __post_init__(self):
         if (self.config is None) == (self.run is None):
@@ -37,6 +38,9 @@ class TraceRequest:
             raise WorkbenchError("text is empty: type some input text, or trace random ids")
         if self.text is None and self.tokenizer is not None:
             raise WorkbenchError(f"tokenizer {self.tokenizer!r} is used only with text to encode")
+        if self.sets and self.run is not None:
+            raise WorkbenchError("--set changes a config's model, which a run's checkpoint cannot follow: trace "
+                                 "the run as it is, or its config file with --config and --set")
         if self.checkpoint is not None and self.run is None:
             raise WorkbenchError("checkpoint: only a run has checkpoints; a config starts from random weights")
 

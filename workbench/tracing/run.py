@@ -36,6 +36,15 @@ def run_trace(ws, req, available=None, say=None) -> tuple[dict, dict]:
         cfg = run_config(run)
     else:
         cfg = load_config(req.config, ws)
+    if req.sets:
+        from workbench.config.overrides import apply_overrides, parse_overrides
+
+        sets = parse_overrides(list(req.sets))
+        if any(sets[s] for s in sets if s != "model"):
+            other = [f"{s}.{k}" for s in sets if s != "model" for k in sets[s]]
+            raise WorkbenchError(f"--set {other[0]} does not change a trace: it runs no training, only "
+                                 "model.* fields apply")
+        cfg = apply_overrides(cfg, sets)
     mc = cfg.model
     tok = None
     if req.text is not None:
