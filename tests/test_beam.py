@@ -8,6 +8,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 
 from helpers import TRAINED_RUN
@@ -154,3 +156,12 @@ def test_bad_search_settings_name_the_field():
         BeamSearch(beams=4, n_best=5).validate()
     with pytest.raises(WorkbenchError, match="length_penalty"):
         BeamSearch(length_penalty=math.inf).validate()
+
+
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=40), st.integers(1, 45))
+def test_the_best_candidates_break_ties_by_the_lowest_index_also_at_the_cut(values, k):
+    from workbench.generation.beam import _best
+
+    scores = torch.tensor(values, dtype=torch.float64)  # few distinct values: ties everywhere
+    want = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
+    assert _best(scores, k) == want

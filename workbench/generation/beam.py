@@ -104,12 +104,10 @@ def beam_search(model, prompt_ids: list[int], search: BeamSearch, eos_id: int | 
             cache = KVCache.for_model(model, 1, max_seq_len=len(prompt) + search.max_tokens)
         logits = model(torch.tensor([prompt], device=device), kv_cache=cache, logits_to_keep=1)[:, -1]
         for t in range(search.max_tokens):
-            logp = torch.log_softmax(logits[:, :V].double().cpu(), dim=-1)  # (beams, V)
-            cand = (sums[:, None] + logp).flatten()
-            # stable: among equal scores the lowest beam, then the lowest id, comes first (greedy's rule)
-            order = torch.sort(cand, descending=True, stable=True).indices[: 2 * W + 1].tolist()
+            logp = torch.log_softmax(logits[:, :V].float().cpu(), dim=-1)  # (beams, V)
+            cand = (sums[:, None] + logp.double()).flatten()
             new_seqs, new_sums, parents = [], [], []
-            for idx in order:
+            for idx in _best(cand, 2 * W + 1):
                 b, tok = divmod(idx, V)
                 lp = float(cand[idx])
                 if lp == float("-inf"):
@@ -140,6 +138,21 @@ def beam_search(model, prompt_ids: list[int], search: BeamSearch, eos_id: int | 
     finished += [Beam(s, float(lp), _score(float(lp), len(s), penalty), ended) for s, lp in zip(seqs, sums.tolist())]
     finished.sort(key=lambda h: -h.score)  # stable: the earlier found wins a tie
     return finished[: search.n_best]
+
+
+def _best(scores, k: int) -> list[int]:
+    """The indices of the ``k`` highest scores, highest first; among equal scores the lowest index
+    first, also at the cut (greedy decoding's rule), in O(n): no sort of the whole row."""
+    import torch
+
+    k = min(k, scores.numel())
+    cut = torch.topk(scores, k).values[-1]
+    above = torch.nonzero(scores > cut).flatten()
+    at_cut = torch.nonzero(scores == cut).flatten()[: k - above.numel()]
+    chosen = torch.cat([above, at_cut])  # ascending index within each part
+    chosen = chosen[torch.argsort(chosen)]  # ascending index overall, then a stable sort by score
+    order = torch.sort(scores[chosen], descending=True, stable=True).indices
+    return chosen[order].tolist()
 
 
 def _done(finished: list[Beam], seqs, sums, search: BeamSearch, length: int) -> bool:
