@@ -731,3 +731,49 @@ def test_two_nodes_train_one_run_and_a_stop_reaches_every_rank(built, corpus_dir
     rows = [r for r in run.metrics() if r["kind"] == "train"]
     assert rows[-1]["tokens"] == last * 4 * 32 * 2  # both nodes' tokens count
     assert logs.count(f"stopped: run {name}, step {last},") == 1
+
+
+# --- a new run from another run's weights -----------------------------------------------------
+
+
+@pytest.mark.parametrize("origin", ["real", "real:step_000006"])
+def test_init_from_starts_a_new_run_at_the_origins_weights(trained, corpus_dir, capsys, origin):
+    from workbench.training.evaluate import EvalRequest, evaluate_run
+
+    ckpt = origin.partition(":")[2] or "step_000012"
+    assert main(["--workspace", str(trained.root), "train", "--init-from", origin, "--data", str(corpus_dir),
+                 "--name", "ft", "--set", "train.max_steps=2", "--set", "train.precision=fp32"]) == 0
+    err = capsys.readouterr().err
+    assert f"starting from the weights of run 'real' at {ckpt} (tokenizer 'tok')" in err
+    run = get_run(trained, "ft")
+    assert run.raw_config()["init_from"] == {"run": "real", "checkpoint": ckpt}
+    first = run.metrics()[0]
+    assert first["kind"] == "eval" and first["step"] == 0
+    # the origin's checkpoint scored on the same validation windows, by the eval verb
+    want = evaluate_run(trained, EvalRequest("real", ckpt, batches=run.config().train.eval_batches, precision="fp32"))
+    assert first["val_loss"] == pytest.approx(want["val_loss"], rel=1e-6)
+    st = checkpoint.load_state(run.path, "step_000002")
+    assert st["step"] == 2 and st["tokens"] == 2 * 4 * 32  # a new schedule: from step 0
+    assert get_run(trained, "real").checkpoints() == ["step_000006", "step_000012"]  # the origin is untouched
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--init-from", "real", "--set", "model.dim=64"],
+     "run 'real''s weights do not fit this config: tok_emb.weight has shape (400, 32) there, the model expects (400, 64)"),
+    (["--init-from", "real:step_000099"], "checkpoint 'step_000099' of run 'real' is missing; available: step_000006, "
+                                          "step_000012"),
+    (["--init-from", "real", "--tokenizer", "other"], "tokenizer 'other' is not the one run 'real' was trained with"),
+    (["--init-from", "real", "--resume", "real"], "a resumed run goes on from its own weights"),
+])
+def test_init_from_refusals_are_one_line_and_write_nothing(trained, corpus_dir, capsys, args, said):
+    from workbench.tokenizer.tokenizer import TokenizerSettings
+    from workbench.tokenizer.build import build_tokenizer
+
+    if "other" in args:
+        build_tokenizer(trained, "other", TokenizerSettings(vocab_size=420, data=str(corpus_dir), sample_mb=5))
+    before = sorted(p.name for p in trained.runs_dir().iterdir())
+    extra = [] if "--resume" in args else ["--data", str(corpus_dir), "--name", "ft-bad"]
+    assert main(["--workspace", str(trained.root), "train", *args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and said in err.strip().splitlines()[-1]
+    assert sorted(p.name for p in trained.runs_dir().iterdir()) == before

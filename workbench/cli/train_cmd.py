@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", metavar="SECTION.FIELD=VALUE", action="append", default=[],
                    help="override a config field, e.g. --set train.max_steps=500 (repeatable)")
     p.add_argument("--resume", metavar="RUN", help="continue a run from its latest checkpoint (only train.* may be --set)")
+    p.add_argument("--init-from", metavar="RUN[:CHECKPOINT]",
+                   help="a new run starting from that run's weights (its config unless --config; its tokenizer), "
+                        "with a new optimizer and schedule: fine-tune it on --data")
     p.add_argument("--minutes", type=float, metavar="M",
                    help="a wall-clock budget; without --config, the planner picks the recipe M minutes buy on "
                         "this machine (see `workbench plan`)")
@@ -75,7 +78,7 @@ def cmd_train(args, ws) -> int:
     trainer = None
     req = TrainRequest(tokenizer=args.tokenizer, data=args.data, config=args.config,
                        overrides=parse_overrides(args.set), minutes=args.minutes, name=args.name,
-                       text_column=args.text_column, resume=args.resume)
+                       text_column=args.text_column, resume=args.resume, init_from=args.init_from)
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if rank == 0 else (lambda m: None)
     res = resolve(ws, req, say=say)
     if res.plan is not None and rank == 0:

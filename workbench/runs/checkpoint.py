@@ -257,6 +257,31 @@ def _load_into(model, run_dir: Path, name: str) -> None:
     model.load_state_dict(sd, strict=False)  # tied copies were dropped at save; all else checked above
 
 
+def check_fits(model_config, run_dir: Path, name: str) -> None:
+    """Refuse, before anything is built or written, weights of checkpoint ``name`` that do not fit
+    a model of ``model_config``: naming the first tensor at fault and both shapes."""
+    from workbench.model import build_model
+
+    sd = read_weights(run_dir, name)
+    model = build_model(model_config, device="meta")
+    expected = model.state_dict()
+    for k, t in expected.items():
+        if k in sd and tuple(sd[k].shape) != tuple(t.shape):
+            raise WorkbenchError(f"run {Path(run_dir).name!r}'s weights do not fit this config: {k} has shape "
+                                 f"{tuple(sd[k].shape)} there, the model expects {tuple(t.shape)}")
+    # tied parameters (one tensor under two names) are saved once: either name will do
+    same: dict[int, set[str]] = {}
+    for k, prm in model.named_parameters(remove_duplicate=False):
+        same.setdefault(id(prm), set()).add(k)
+    names = {k: next((g for g in same.values() if k in g), {k}) for k in expected}
+    missing = [k for k in expected if not names[k] & set(sd)]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
+        raise WorkbenchError(f"run {Path(run_dir).name!r}'s weights do not fit this config ({what}): the "
+                             "model's parts differ")
+
+
 def resumable(run_dir: Path, say=None) -> str | None:
     """The checkpoint a resume starts from: ``latest``'s when its weights load and are finite
     and its training state is whole, else the newest such one (``say`` hears which and why).

@@ -40,6 +40,7 @@ class TrainRequest:
     name: str | None = None
     text_column: str = "text"
     resume: str | None = None
+    init_from: str | None = None  # RUN or RUN:CHECKPOINT whose weights a new run starts from
 
     def __post_init__(self):
         unknown = set(self.overrides) - {"model", "train"}
@@ -65,6 +66,18 @@ class TrainRequest:
             if self.config is not None:
                 raise WorkbenchError(f"a resumed run trains with its own config: resume {self.resume!r} "
                                      "without a config")
+            if self.init_from is not None:
+                raise WorkbenchError(f"a resumed run goes on from its own weights: resume {self.resume!r} without "
+                                     "--init-from, or start a new run from it")
+        elif self.init_from is not None:
+            run, _, ckpt = self.init_from.partition(":")
+            from workbench.workspace import check_name
+
+            check_name("run", run)
+            if ":" in self.init_from and not ckpt:
+                raise WorkbenchError(f"--init-from {self.init_from!r}: give RUN or RUN:CHECKPOINT (e.g. first:step_000200)")
+            if self.data is None:
+                object.__setattr__(self, "data", DEFAULT_HUB_ID)
         else:
             if self.data is None:
                 object.__setattr__(self, "data", DEFAULT_HUB_ID)
@@ -85,12 +98,16 @@ class Resolved:
     notices: list[str] = field(default_factory=list)
     plan: Any = None                      # planner.Plan, when the planner chose the config
     train_overrides: dict[str, Any] = field(default_factory=dict)  # a resume's train changes
+    tokenizer: str | None = None          # when not the request's own (--init-from: the origin's)
+    init_from: tuple[str, str] | None = None  # (run, checkpoint) whose weights a new run starts from
 
 
 def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> Resolved:
     """The config ``req`` trains, checked whole; ``say`` hears the planner's progress."""
     if req.resume is not None:
         return _resolve_resume(ws, req)
+    if req.init_from is not None:
+        return _resolve_init_from(ws, req)
     from workbench.tokenizer.tokenizer import fit_config, load_tokenizer
 
     load_tokenizer(ws, req.tokenizer)  # a missing or broken tokenizer is refused before the planner measures
@@ -112,6 +129,49 @@ def resolve(ws, req: TrainRequest, say: Callable[[str], None] | None = None) -> 
     cfg = apply_overrides(cfg, req.overrides, minutes=req.minutes)
     cfg, notice = fit_config(ws, cfg, req.tokenizer, pinned="vocab_size" in (req.overrides.get("model") or {}))
     return Resolved(cfg, [notice] if notice else [], planned)
+
+
+def origin_of(ws, init_from: str) -> tuple:
+    """``--init-from RUN[:CHECKPOINT]``: the run and the checkpoint its weights come from (the one
+    verbs use by default when none is named)."""
+    from workbench.runs.folder import get_run
+
+    name, _, ckpt = init_from.partition(":")
+    run = get_run(ws, name)
+    ckpt = ckpt or run.latest_checkpoint()
+    if ckpt is None:
+        raise WorkbenchError(f"run {name!r} has no checkpoint yet: there are no weights to start from")
+    if ckpt not in run.checkpoints():
+        raise WorkbenchError(f"checkpoint {ckpt!r} of run {name!r} is missing; available: "
+                             f"{', '.join(run.checkpoints()) or 'none'}")
+    return run, ckpt
+
+
+def _resolve_init_from(ws, req: TrainRequest) -> Resolved:
+    """A new run starting from another run's weights: that run's config (or ``req.config``) with
+    the overrides; the tokenizer must be the one the weights were trained with (by its hash)."""
+    from workbench.runs.folder import run_config
+    from workbench.tokenizer.tokenizer import load_tokenizer
+
+    origin, ckpt = origin_of(ws, req.init_from)
+    want = (origin.raw_config().get("data") or {}).get("tokenizer_sha256") or origin.load_tokenizer().sha256
+    tok_name = req.tokenizer or (origin.raw_config().get("data") or {}).get("tokenizer")
+    if not tok_name:
+        raise WorkbenchError(f"choose the tokenizer run {origin.name!r} was trained with (--tokenizer)")
+    if load_tokenizer(ws, tok_name).sha256 != want:
+        raise WorkbenchError(f"tokenizer {tok_name!r} is not the one run {origin.name!r} was trained with, so its "
+                             "ids would mean other text to these weights; use that tokenizer (its copy is in "
+                             f"{origin.tokenizer_path()})")
+    if isinstance(req.config, Config):
+        cfg = req.config
+    elif req.config is not None:
+        cfg = load_config(req.config, ws)
+    else:
+        cfg = run_config(origin)
+    cfg = apply_overrides(cfg, req.overrides, minutes=req.minutes)
+    notices = [f"starting from the weights of run {origin.name!r} at {ckpt} (tokenizer {tok_name!r}); a new "
+               "optimizer and schedule"]
+    return Resolved(cfg, notices, None, tokenizer=tok_name, init_from=(origin.name, ckpt))
 
 
 def _resolve_resume(ws, req: TrainRequest) -> Resolved:
@@ -136,7 +196,9 @@ def child_args(req: TrainRequest, res: Resolved, run_name: str | None = None) ->
         return args, None
     import yaml
 
-    args = ["--tokenizer", str(req.tokenizer), "--data", req.data, "--text-column", req.text_column]
+    args = ["--tokenizer", str(res.tokenizer or req.tokenizer), "--data", req.data, "--text-column", req.text_column]
+    if res.init_from is not None:
+        args += ["--init-from", ":".join(res.init_from)]
     if run_name or req.name:
         args += ["--name", run_name or req.name]
     return args, yaml.safe_dump(res.config.to_dict(), sort_keys=False)

@@ -122,13 +122,15 @@ class Trainer:
         self._resume_record: tuple | None = None  # (checkpoint, step, changes) a resume records once running
         self._notes: list[str] = []  # what a resume has to say once the run starts (Notice events)
         self._peers_lost = False  # under torchrun: a collective failed, another rank is gone
+        self.init_from: tuple[str, str] | None = None  # (run, checkpoint) a new run's weights come from
         self._start_facts: dict | None = None
 
     # --- construction ------------------------------------------------------------------------
 
     @classmethod
     def new(cls, ws: Workspace, cfg: Config, tokenizer: str, data: str, name: str | None = None,
-            text_column: str = "text", on_event=None, prepare_progress=None, plan: dict | None = None) -> "Trainer":
+            text_column: str = "text", on_event=None, prepare_progress=None, plan: dict | None = None,
+            init_from: tuple[str, str] | None = None) -> "Trainer":
         """Check every input, prepare data if needed, then create the run folder. Nothing is
         written to trained_models/ unless every check passed."""
         rank, _, world = dist_info()
@@ -147,6 +149,8 @@ class Trainer:
             check_name("run", name)
             if ws.run_path(name).exists():
                 raise WorkbenchError(f"run {name!r} already exists; choose another --name or --resume {name}")
+        if init_from is not None:  # the weights must fit this model before anything is written
+            checkpoint.check_fits(m, ws.run_path(init_from[0]), init_from[1])
         if rank == 0:
             dinfo = ensure_prepared(ws, tokenizer, data, text_column, progress=prepare_progress)
         barrier(world)
@@ -167,9 +171,14 @@ class Trainer:
                          "tokenizer": tokenizer, "tokenizer_sha256": tok.sha256,
                          "fingerprint": dinfo.meta["source"].get("fingerprint"),
                          "train_tokens": dinfo.meta["splits"]["train"]["tokens"]}
-            run = create_run(ws, run_name, cfg, tinfo.path, data_meta, {"plan": plan} if plan else None)
+            extra = {"plan": plan} if plan else {}
+            if init_from is not None:
+                extra["init_from"] = {"run": init_from[0], "checkpoint": init_from[1]}
+            run = create_run(ws, run_name, cfg, tinfo.path, data_meta, extra or None)
         run = broadcast_run(ws, run, world)
-        return cls(ws, run, cfg, dinfo, tok, on_event)
+        trainer = cls(ws, run, cfg, dinfo, tok, on_event)
+        trainer.init_from = init_from
+        return trainer
 
     @classmethod
     def resume(cls, ws: Workspace, run_name: str, train_overrides: dict | None = None, on_event=None) -> "Trainer":
@@ -246,6 +255,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.raw_model = build_model(mc, device=self.device, seed=tc.seed)
         self.raw_model.set_attention_kernel(attention)
+        if self.init_from is not None and not self.resume_from:
+            checkpoint.load_weights(self.raw_model, self.ws.run_path(self.init_from[0]), self.init_from[1])
         self.optimizer = make_optimizer(self.raw_model, tc, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.use_scaler else None
         self.np_rng = np.random.default_rng([tc.seed, self.rank])
@@ -446,6 +457,9 @@ class Trainer:
             record_resume(self.run_folder, self.cfg, *self._resume_record)
             self._resume_record = None
         self._control = RunControl(self.run_folder.path)
+        if self.init_from is not None and self.step == 0:  # where the origin's weights stand on this data
+            self._evaluate()
+            last_eval_step = 0
         while True:
             self._control.apply(self)  # a pause/resume/stop asked from another process
             # Under DDP every rank must leave the loop at the same step, or the next collective
@@ -664,9 +678,9 @@ def start_training(ws: Workspace, req, resolved=None, on_event=None, prepare_pro
             say(notice)
     if req.resume is not None:
         return Trainer.resume(ws, req.resume, res.train_overrides or None, on_event=on_event)
-    return Trainer.new(ws, res.config, req.tokenizer, req.data, name=req.name, text_column=req.text_column,
-                       on_event=on_event, prepare_progress=prepare_progress,
-                       plan=res.plan.record() if res.plan is not None else None)
+    return Trainer.new(ws, res.config, res.tokenizer or req.tokenizer, req.data, name=req.name,
+                       text_column=req.text_column, on_event=on_event, prepare_progress=prepare_progress,
+                       plan=res.plan.record() if res.plan is not None else None, init_from=res.init_from)
 
 
 def _is_oom(e: BaseException) -> bool:
