@@ -83,6 +83,7 @@ def test_eval_is_fixed_and_dropout_free(trained):
     """The session run has dropout 0.1: evaluating a model left in train mode must give the
     eval-mode loss every time (dropout off), over the same fixed windows, and leave the mode."""
     import torch
+    import torch
     import torch.nn.functional as F
 
     from helpers import TRAINED_RUN
@@ -777,3 +778,62 @@ def test_init_from_refusals_are_one_line_and_write_nothing(trained, corpus_dir, 
     err = capsys.readouterr().err
     assert "Traceback" not in err and said in err.strip().splitlines()[-1]
     assert sorted(p.name for p in trained.runs_dir().iterdir()) == before
+
+
+# --- evaluating a run on other text ---------------------------------------------------------------
+
+
+def _by_hand(trained, text_file, T: int) -> tuple[float, int]:
+    """The mean next-token loss of run ``real`` over every window of the file's documents,
+    tokenized here document by document (BOS ... EOS, as data prepare does) in fp32."""
+    import torch
+    import torch.nn.functional as F
+
+    from workbench.runs.load import load_run_model
+
+    model, tok, _, _ = load_run_model(get_run(trained, "real"))
+    docs = [d.strip("\n") for d in text_file.read_text().split("<|endoftext|>") if d.strip()]
+    ids = [i for d in docs for i in tok.encode(d, bos=True, eos=True)]
+    n = (len(ids) - 1) // T
+    windows = torch.tensor([ids[r * T: r * T + T + 1] for r in range(n)])
+    with torch.no_grad():
+        logits = model(windows[:, :-1])
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1))
+    return float(loss), n * T
+
+
+def test_eval_on_a_file_scores_all_of_it_records_it_and_leaves_nothing_behind(trained, tmp_path, capsys):
+    from helpers import make_stories, write_txt
+
+    text = write_txt(tmp_path / "mine.txt", make_stories(80, seed=11))
+    before = {d: sorted(p.name for p in (trained.root / d).iterdir()) for d in ("tokenizers", "data")}
+    assert main(["--workspace", str(trained.root), "eval", "real", "--data", str(text), "--precision", "fp32",
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    loss, n = _by_hand(trained, text, 32)
+    assert got["val_tokens"] == n and got["split"] == "all" and got["data"] == str(text)
+    assert got["val_loss"] == pytest.approx(loss, rel=1e-5)
+    assert {d: sorted(p.name for p in (trained.root / d).iterdir()) for d in ("tokenizers", "data")} == before
+    row = get_run(trained, "real").metrics()[-1]
+    assert row["kind"] == "data_eval" and row["checkpoint"] == "step_000012" and row["step"] == 12
+    assert row["data"] == str(text) and row["split"] == "all" and row["val_loss"] == got["val_loss"]
+    # the run's own curves and best figures ignore it
+    assert get_run(trained, "real").summary()["best_val_loss"] == min(
+        r["val_loss"] for r in get_run(trained, "real").metrics() if r["kind"] == "eval")
+
+
+def test_eval_on_a_folder_takes_its_test_files_and_split_picks_them(trained, tmp_path, capsys):
+    from helpers import make_stories, write_txt
+
+    folder = tmp_path / "only-test"
+    write_txt(folder / "test.txt", make_stories(60, seed=12))
+    ws = ["--workspace", str(trained.root)]
+    assert main([*ws, "eval", "real", "--data", str(folder), "--precision", "fp32", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["split"] == "test" and got["data"] == f"{folder} (test.txt)"
+    assert got["val_loss"] == pytest.approx(_by_hand(trained, folder / "test.txt", 32)[0], rel=1e-5)
+    for args, said in ((["--data", str(folder), "--split", "valid"], f"folder {str(folder)!r} has no valid files"),
+                       (["--data", str(folder / "test.txt"), "--split", "test"], "a file is evaluated whole"),
+                       (["--split", "test"], "--split picks the files of --data")):
+        assert main([*ws, "eval", "real", *args]) == 2
+        assert said in capsys.readouterr().err

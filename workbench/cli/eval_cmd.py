@@ -11,7 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="validation loss, perplexity, bits per byte and accuracy of a run")
     p.add_argument("run")
     p.add_argument("--data", metavar="SOURCE", default=None,
-                   help="evaluate on the validation split of this source instead of the run's own")
+                   help="evaluate on this instead of the run's validation split: all of a file, a folder's test "
+                        "files (or --split valid), a hub dataset's validation split; recorded in the run")
+    p.add_argument("--split", choices=("valid", "test"), default=None,
+                   help="with a folder as --data: its test files (the default when it has some) or its validation files")
     p.add_argument("--text-column", default="text")
     p.add_argument("--checkpoint", default=None, help="checkpoint name (default: latest)")
     p.add_argument("--batches", type=int, default=None, help="number of batches (default: all validation windows)")
@@ -25,11 +28,12 @@ def cmd_eval(args, ws) -> int:
     from workbench.training.evaluate import EvalRequest, evaluate_run
 
     m = evaluate_run(ws, EvalRequest(args.run, args.checkpoint, args.data, args.text_column, args.batches,
-                                     args.precision), say=say_note)
+                                     args.precision, args.split), say=say_note)
     if args.json:
         print_json(m)
     else:
-        print(f"run {m['run']} @ {m['checkpoint']} on {m['data']} ({m['val_tokens']:,} tokens, {m['precision']})")
+        part = f", {m['split']} split" if m.get("split") in ("valid", "test") else ""
+        print(f"run {m['run']} @ {m['checkpoint']} on {m['data']}{part} ({m['val_tokens']:,} tokens, {m['precision']})")
         print(f"  loss {m['val_loss']:.4f}  ppl {m['val_ppl']:.2f}  bits/byte {m['bpb']:.4f}  "
               f"top-1 {m['top1']:.3f}  top-5 {m['top5']:.3f}")
     return 0

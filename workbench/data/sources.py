@@ -168,23 +168,71 @@ def resolve_source(spec: str | os.PathLike | None, text_column: str = "text") ->
     )
 
 
+def _is_saved(path: Path) -> bool:
+    return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+
+
+def _folder_files(path: Path, text_column: str) -> list[Path]:
+    """A folder's data files (hidden ones left out), each checked; none is an error."""
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in ALL_EXTS
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise WorkbenchError(
+            f"folder {str(path)!r} holds no data files; expected .txt, .jsonl, .json or "
+            ".parquet files, or a folder written by datasets' save_to_disk"
+        )
+    for f in files:
+        check_file(f, text_column)
+    return files
+
+
+EVAL_SPLITS = ("valid", "test")
+
+
+def eval_source(spec: str | os.PathLike, text_column: str = "text", split: str | None = None) -> tuple[Source, str]:
+    """What `eval --data` scores, and what to call it: a file whole; a folder's test files
+    (``split`` test, the default when it has some; names with test or dev) or its validation
+    files (valid); a hub or saved dataset's validation split. The documents come from the
+    returned Source's ``validation`` split; no training files are needed."""
+    if split is not None and split not in EVAL_SPLITS:
+        raise WorkbenchError(f"--split {split!r} is not allowed: expected one of {', '.join(EVAL_SPLITS)}")
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if path.exists() and not (path.is_dir() and _is_saved(path)):
+        path = path.resolve()
+        if path.is_file():
+            if split is not None:
+                raise WorkbenchError(f"--split {split}: a file is evaluated whole; --split picks the test or "
+                                     "validation files of a folder")
+            check_file(path, text_column)
+            return Source(spec=spec, kind="local", text_column=text_column,
+                          files={"train": [], "validation": [path]}, path=path), "all"
+        files = _folder_files(path, text_column)
+        val = [f for f in files if _VAL_RE.search(f.stem.lower())]
+        test = [f for f in files if f not in val and _TEST_RE.search(f.stem.lower())]
+        want = split or ("test" if test else "valid")
+        chosen = test if want == "test" else val
+        if not chosen:
+            kind = "test or dev" if want == "test" else "valid, validation or val"
+            raise WorkbenchError(f"folder {str(path)!r} has no {want} files (file names with {kind} in them); "
+                                 f"it has {', '.join(f.name for f in files[:5])}")
+        return Source(spec=spec, kind="local", text_column=text_column,
+                      files={"train": [], "validation": chosen}, path=path), want
+    if split == "test":
+        raise WorkbenchError("--split test is for local files and folders: a hub or saved dataset is evaluated on "
+                             "its validation split")
+    return resolve_source(spec, text_column), "valid"
+
+
 def _resolve_local(spec: str, path: Path, text_column: str) -> Source:
     path = path.resolve()
     if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        if _is_saved(path):
             return Source(spec=spec, kind="saved", text_column=text_column, path=path)
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in ALL_EXTS
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        if not files:
-            raise WorkbenchError(
-                f"folder {str(path)!r} holds no data files; expected .txt, .jsonl, .json or "
-                ".parquet files, or a folder written by datasets' save_to_disk"
-            )
-        for f in files:
-            check_file(f, text_column)
+        files = _folder_files(path, text_column)
         split_files = _assign_splits(files)
         if not split_files["train"]:
             raise WorkbenchError(f"folder {str(path)!r} has validation files but no training files")

@@ -11,6 +11,7 @@ evaluates in the precision it trains in; ``workbench eval --precision fp32`` re-
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 
@@ -73,6 +74,7 @@ class EvalRequest:
     text_column: str = "text"
     batches: int | None = None
     precision: str = "auto"
+    split: str | None = None  # with data: a folder's "test" or "valid" files (see sources.eval_source)
 
     def __post_init__(self):
         from workbench.errors import WorkbenchError
@@ -81,6 +83,8 @@ class EvalRequest:
                                          or self.batches < 1):
             raise WorkbenchError(f"batches = {self.batches!r} is not allowed: expected a whole number >= 1, "
                                  "or none for every validation window")
+        if self.split is not None and self.data is None:
+            raise WorkbenchError("--split picks the files of --data; a run's own evaluation uses its validation split")
         if self.precision not in PRECISIONS:
             raise WorkbenchError(f"precision = {self.precision!r} is not allowed: expected one of "
                                  f"{', '.join(PRECISIONS)}")
@@ -91,30 +95,85 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 def evaluate_run(ws, req: EvalRequest, say=None) -> dict:
     """The eval verb: loss, perplexity, bits per byte and accuracy of ``req.run`` on the CPU;
-    ``say`` hears which checkpoint was used when the default one could not be."""
-    import shutil
+    ``say`` hears which checkpoint was used when the default one could not be.
 
+    Without ``req.data``: the run's own validation split. With it: all of a file, or a folder's
+    test (or validation) files, tokenized with the run's tokenizer into a temporary file outside
+    the workspace (nothing is left behind), and the result is recorded in the run's
+    ``metrics.jsonl`` as a ``data_eval`` row naming the data, the part and the checkpoint."""
     import torch
 
     from workbench.machine.device import resolve_precision
     from workbench.runs.folder import get_run
     from workbench.runs.load import load_run_model
-    from workbench.data.prepare import ensure_prepared
     from workbench.data.tokens import run_data
 
     run = get_run(ws, req.run)
-    model, tok, cfg, ckpt = load_run_model(run, req.checkpoint, say=say)
+    source = None
     if req.data:
-        # tokenized with the run's own tokenizer, registered in the workspace under the run's name
-        tdir = ws.tokenizer_path(f"run-{run.name}")
-        if not tdir.exists():
-            shutil.copytree(run.tokenizer_path(), tdir)
-        dinfo = ensure_prepared(ws, tdir.name, req.data, req.text_column)
-    else:
-        dinfo = run_data(ws, run.name, run.raw_config().get("data") or {}, tok.sha256)
-    dinfo.val.check_ids(cfg.model.vocab_size)
+        from workbench.data.sources import eval_source
+
+        source, part = eval_source(req.data, req.text_column, req.split)  # refused before the model loads
+    model, tok, cfg, ckpt = load_run_model(run, req.checkpoint, say=say)
     device = torch.device("cpu")
     name = (run.status().get("precision") or "fp32") if req.precision == "auto" else req.precision
-    m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, req.batches,
-                 dinfo.bytes_per_token("val"), device, resolve_precision(name, device))
-    return {"run": run.name, "checkpoint": ckpt, "data": dinfo.name, **m}
+    precision = resolve_precision(name, device)
+    if source is None:
+        dinfo = run_data(ws, run.name, run.raw_config().get("data") or {}, tok.sha256)
+        dinfo.val.check_ids(cfg.model.vocab_size)
+        m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, req.batches,
+                     dinfo.bytes_per_token("val"), device, precision)
+        return {"run": run.name, "checkpoint": ckpt, "data": dinfo.name, **m}
+    m = _evaluate_source(model, tok, source, cfg, req.batches, device, precision)
+    what = _describe(source)
+    row = {"kind": "data_eval", "step": _step_of(ckpt), "checkpoint": ckpt, "data": what,
+           "spec": req.data, "split": part, "fingerprint": source.fingerprint(),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **m}
+    from workbench.runs.folder import append_jsonl
+
+    append_jsonl(run.path / "metrics.jsonl", row)
+    return {"run": run.name, "checkpoint": ckpt, "data": what, "split": part, **m}
+
+
+def _describe(source) -> str:
+    """The evaluated data in a few words: the file, or the folder and the files taken from it."""
+    if source.kind != "local":
+        return source.describe()
+    files = source.files["validation"]
+    if files == [source.path]:
+        return str(source.path)
+    names = ", ".join(f.name for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return f"{source.path} ({names})"
+
+
+def _evaluate_source(model, tok, source, cfg, batches, device, precision) -> dict:
+    """``evaluate`` on the documents of ``source``'s validation split, tokenized as data prepare
+    does into a temporary file that is removed afterwards."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from workbench.data.prepare import _write_split
+    from workbench.data.tokens import TokenFile, token_dtype
+    from workbench.errors import WorkbenchError
+
+    dtype = token_dtype(tok.vocab_size)
+    with tempfile.TemporaryDirectory(prefix="workbench-eval-") as d:
+        path = Path(d) / "eval.bin"
+        stats = _write_split(source, "validation", path, dtype, tok, os.cpu_count() or 1, None, None, "val")
+        if not stats["documents"]:
+            raise WorkbenchError(f"{source.describe()} holds no documents to evaluate")
+        if stats["tokens"] < cfg.model.max_seq_len + 1:
+            raise WorkbenchError(f"{source.describe()} holds {stats['tokens']} tokens, fewer than one window of "
+                                 f"model.max_seq_len + 1 = {cfg.model.max_seq_len + 1}; evaluate on more text")
+        tokens = TokenFile(path, dtype, stats["tokens"])
+        m = evaluate(model, tokens, cfg.train.batch_size, cfg.model.max_seq_len, batches,
+                     stats["bytes"] / max(1, stats["tokens"]), device, precision)
+    return {**m, "documents": stats["documents"], "bytes": stats["bytes"]}
+
+
+def _step_of(checkpoint_name: str) -> int:
+    try:
+        return int(checkpoint_name.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return 0

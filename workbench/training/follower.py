@@ -186,7 +186,9 @@ class ChildRun:
             return
         path = self.ws.run_path(self.run_name)
         for row in self._tail(path / METRICS, METRICS):
-            self.buffer.put(metrics_event(row))
+            ev = metrics_event(row)
+            if ev is not None:
+                self.buffer.put(ev)
         by_step: dict[int, list[str]] = {}
         for row in self._tail(path / SAMPLES, SAMPLES):
             by_step.setdefault(int(row.get("step", 0)), []).append(row.get("text", ""))
@@ -305,14 +307,14 @@ def _row_key(row: dict) -> tuple:
 def read_history(ws: Workspace, run_name: str) -> list[TrainEvent]:
     """A run's recorded metrics as events, up to its latest checkpoint (to show a resumed run's
     past: the resume goes on from there, so later rows are about to be trained again)."""
-    from workbench.runs.checkpoint import latest_name
+    from workbench.runs.checkpoint import default_name
 
-    tail = (latest_name(ws.run_path(run_name)) or "").rsplit("_", 1)[-1]
+    tail = (default_name(ws.run_path(run_name)) or "").rsplit("_", 1)[-1]
     upto = int(tail) if tail.isdigit() else None
     out = []
     for row in read_jsonl(ws.run_path(run_name) / METRICS):
         ev = metrics_event(row)
-        if upto is None or ev.step <= upto:
+        if ev is not None and (upto is None or ev.step <= upto):
             out.append(ev)
     return out
 
@@ -333,7 +335,11 @@ def wait_stopped(job, period: float) -> None:
         time.sleep(period)
 
 
-def metrics_event(row: dict) -> TrainEvent:
-    """The event a ``metrics.jsonl`` row stands for: an eval row or a train row."""
-    cls = Evaluated if row.get("kind") == "eval" else Logged
+def metrics_event(row: dict) -> TrainEvent | None:
+    """The event a ``metrics.jsonl`` row stands for: an eval row or a train row (None for the
+    rows `eval --data` adds, which are not part of training)."""
+    kind = row.get("kind")
+    if kind not in ("eval", "train"):
+        return None
+    cls = Evaluated if kind == "eval" else Logged
     return cls(step=int(row.get("step", 0)), row=row)
