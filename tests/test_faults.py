@@ -949,3 +949,21 @@ def test_a_node_lost_mid_run_fails_the_survivor_in_one_line_and_the_run_resumes(
     assert _cli(built, "train", "--resume", name, "--set", f"train.max_steps={step + 3}") == 0
     assert f"resumed from {kept}" in capsys.readouterr().err
     assert run.latest_checkpoint() == f"step_{step + 3:06d}"
+
+
+def test_runs_list_calls_a_run_whose_data_would_be_refused_damaged(trained, capsys):
+    import numpy as np
+
+    run = get_run(trained, "real")
+    f = trained.data_path(run.raw_config()["data"]["name"]) / "val.bin"
+    ids = np.fromfile(f, dtype=np.uint16)
+    ids[5] = 400
+    ids.tofile(f)
+    assert _cli(trained, "runs", "list", "--json") == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["real"]
+    assert row["status"] == "damaged"
+    assert row["problem"].startswith(f"its data: {str(f)!r} holds token id 400 at token 5")
+    f.write_bytes(b"")  # and one shorter than its meta.json says
+    assert _cli(trained, "runs", "list", "--json") == 0
+    row = {r["name"]: r for r in json.loads(capsys.readouterr().out)}["real"]
+    assert row["status"] == "damaged" and "does not match meta.json" in row["problem"]

@@ -259,14 +259,42 @@ def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str
     ``eval_curve``. A run whose files cannot be read at all still gets a row, saying so: one
     broken run never hides the others."""
     rows, evals = [], {}
+    checked: dict = {}  # runs share data folders: each is read once
     for run in list_runs(ws):
         try:
-            rows.append(run.summary())
+            row = run.summary()
+            problem = None if row["problem"] else _data_problem(ws, run, checked)
+            if problem:
+                row.update(status="damaged", problem=problem)
+            rows.append(row)
             if curves:
                 evals[run.name] = eval_curve(run)
         except Exception as e:
             rows.append({"name": run.name, "status": f"unreadable: {type(e).__name__}"})
     return rows, evals
+
+
+def _data_problem(ws: Workspace, run: Run, checked: dict) -> str | None:
+    """What resume and eval would refuse in the prepared data a run trained on, read cheaply:
+    its meta.json, the token files' sizes, and the ids of the (small) validation file. Data that
+    is gone is not damage: those verbs say how to prepare it again."""
+    # numpy comes in here, when runs are listed, not when the app starts
+    from workbench.data.tokens import META_FILE, read_data_info
+
+    raw = run.raw_config()
+    name = (raw.get("data") or {}).get("name")
+    if not isinstance(name, str) or not (ws.data_path(name) / META_FILE).is_file():
+        return None
+    vocab = (raw.get("model") or {}).get("vocab_size")
+    if (name, vocab) not in checked:
+        try:
+            info = read_data_info(ws.data_path(name))
+            if isinstance(vocab, int):
+                info.val.check_ids(vocab)
+            checked[name, vocab] = None
+        except WorkbenchError as e:
+            checked[name, vocab] = f"its data: {e}"
+    return checked[name, vocab]
 
 
 SORTS = ("name", "bpb")
