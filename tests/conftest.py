@@ -18,6 +18,9 @@ from workbench.workspace import Workspace
 # `precision: auto` means fp32 everywhere (subprocesses inherit the variable). Tests of the
 # choice itself inject their own measurements with ``inject_matmul``.
 os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="workbench-test-cache-")
+# The commands' plain progress lines (stderr is no terminal here) would sit between the lines
+# tests read; tests/test_cli_foundations.py turns them on to test them.
+os.environ["WORKBENCH_QUIET"] = "1"
 
 inject_matmul(0.5)
 

@@ -116,3 +116,31 @@ def test_tokenizer_decode_gives_back_the_encoded_text(built, capsys):
                       ("x1", "token id 'x1' is not a whole number")):
         assert main([*ws, "tokenizer", "decode", "tok", "5", bad]) == 2
         assert capsys.readouterr().err.strip() == f"error: {said}"
+
+
+def test_long_commands_print_plain_progress_lines_off_a_terminal(built, corpus_dir):
+    """stderr to a pipe (a log, nohup, CI): a line when the work starts and one each tenth of it
+    (the 30-second clock is set out of reach here); --quiet silences them."""
+    import os
+    import re
+
+    from helpers import SETS
+
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_QUIET"}
+    env["WORKBENCH_PROGRESS_EVERY"] = "100000"
+    base = [sys.executable, "-m", "workbench", "--workspace", str(built.root)]
+    train = ["train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir), *SETS,
+             "--set", "train.max_steps=40", "--set", "train.num_threads=1"]
+    r = subprocess.run([*base, *train, "--name", "progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    shares = [float(m) for m in re.findall(r"^train +([\d.]+)%  ETA ", r.stderr, flags=re.M)]
+    assert shares[0] < 10 and shares[-1] == 100.0, r.stderr
+    tenths = [int(s // 10) for s in shares[1:]]
+    assert tenths == sorted(set(tenths)) and len(tenths) >= 9, shares  # one line per tenth, in order
+    assert "\r" not in r.stderr
+    r = subprocess.run([*base, "eval", "progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and re.search(r"^eval  100\.0%  ETA 00:00  elapsed \d\d:\d\d  batch (\d+) of \1$",
+                                            r.stderr, flags=re.M), r.stderr
+    r = subprocess.run([*base, "--quiet", *train, "--name", "progress-quiet"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0 and "%  ETA" not in r.stderr, r.stderr

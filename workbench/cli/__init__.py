@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiments", metavar="DIR", action="append", default=[],
                         help="also load the experiment files of DIR (repeatable; the workspace's experiments/ "
                              "always, and $WORKBENCH_EXPERIMENTS)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress lines (off a terminal, long commands print one every 30 s or 10%%)")
     parser.add_argument("--trust-code", action="store_true",
                         help="let runs made in another workspace run the experiment code in their folders")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -77,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand that was given them, with its own usage (exits 2)
         getattr(args, "_usage", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.quiet:  # in the environment: child processes (torchrun workers, a sweep's runs) too
+        from workbench.cli.common import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
     try:
         ws = Workspace.at(args.workspace)
         load_workspace_experiments(ws, args.experiments, args.trust_code)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
+
+
+def _plain_every() -> float:
+    try:
+        return max(0.0, float(os.environ.get(PLAIN_EVERY_ENV, "30")))
+    except ValueError:
+        return 30.0
 
 
 def print_json(obj: Any) -> None:
@@ -49,11 +57,17 @@ def fmt_seconds(s: float | None) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
+QUIET_ENV = "WORKBENCH_QUIET"  # set (to anything but 0) by `workbench --quiet`: no progress at all
+PLAIN_EVERY_ENV = "WORKBENCH_PROGRESS_EVERY"  # seconds between plain progress lines (default 30)
+
+
 class ProgressLine:
-    """One self-rewriting status line on stderr (only when stderr is a terminal).
+    """Progress on stderr: on a terminal one self-rewriting line (redrawn at most ~10 times a
+    second, so progress never slows the work); anywhere else (a log, a pipe, `nohup`, CI) one
+    plain line when the work starts, then every 30 seconds (``$WORKBENCH_PROGRESS_EVERY``) or
+    each tenth of it, whichever comes first, which a log can follow.
 
     ``update(done, total, text)`` shows a percentage and ETA when ``total`` is known.
-    Redraws are limited to ~10 per second so progress never slows the work.
     """
 
     def __init__(self, label: str, stream=None, min_interval: float = 0.1):
@@ -64,12 +78,35 @@ class ProgressLine:
         self.last = 0.0
         self.min_interval = min_interval
         self.width = 0
+        self.plain_every = _plain_every()
+        self.quiet = os.environ.get(QUIET_ENV, "0") not in ("", "0")
+        self.next_tenth = 0.0  # off a terminal: the share of the work at which the next line is due
+        self.plain_at: float | None = None
 
     def update(self, done: float | None = None, total: float | None = None, text: str = "", force=False) -> None:
+        if self.quiet:
+            return
         now = time.monotonic()
-        if not self.tty or (not force and now - self.last < self.min_interval):
+        if not self.tty:
+            self._plain(now, done, total, text)
+            return
+        if not force and now - self.last < self.min_interval:
             return
         self.last = now
+        self._draw(self._line(now, done, total, text))
+
+    def _plain(self, now: float, done, total, text: str) -> None:
+        frac = min(max(done / total, 0.0), 1.0) if done is not None and total else None
+        due = (self.plain_at is None or now - self.plain_at >= self.plain_every
+               or (frac is not None and frac >= self.next_tenth))
+        if not due:
+            return
+        self.plain_at = now
+        if frac is not None:
+            self.next_tenth = (int(frac * 10 + 1e-9) + 1) / 10
+        print(self._line(now, done, total, text), file=self.stream, flush=True)
+
+    def _line(self, now: float, done, total, text: str) -> str:
         elapsed = now - self.start
         parts = [self.label]
         if done is not None and total:
@@ -80,7 +117,9 @@ class ProgressLine:
         parts.append(f"elapsed {fmt_seconds(elapsed)}")
         if text:
             parts.append(text)
-        line = "  ".join(parts)
+        return "  ".join(parts)
+
+    def _draw(self, line: str) -> None:
         pad = max(0, self.width - len(line))
         self.width = len(line)
         self.stream.write("\r" + line + " " * pad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import print_json, say_note
+from workbench.cli.common import ProgressLine, print_json, say_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args, ws) -> int:
     from workbench.training.evaluate import EvalRequest, evaluate_run
 
-    m = evaluate_run(ws, EvalRequest(args.run, args.checkpoint, args.data, args.text_column, args.batches,
-                                     args.precision, args.split), say=say_note)
+    line = ProgressLine("eval")
+    try:
+        m = evaluate_run(ws, EvalRequest(args.run, args.checkpoint, args.data, args.text_column, args.batches,
+                                         args.precision, args.split), say=say_note,
+                         progress=lambda done, total: line.update(done, total, f"batch {done:,} of {total:,}"))
+    finally:
+        line.close()
     if args.json:
         print_json(m)
     else:

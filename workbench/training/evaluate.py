@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 
 def evaluate(model, tokens, batch_size: int, seq_len: int, max_batches: int | None,
-             bytes_per_token: float, device, precision=None) -> dict:
+             bytes_per_token: float, device, precision=None, progress=None) -> dict:
+    """``progress(done, total)`` hears each batch (batches of windows)."""
     import torch
     import torch.nn.functional as F
 
@@ -24,9 +25,11 @@ def evaluate(model, tokens, batch_size: int, seq_len: int, max_batches: int | No
     model.eval()
     total_loss = 0.0
     n = top1 = top5 = 0
+    total = -(-tokens.n_windows(seq_len) // batch_size)
+    total = min(total, max_batches) if max_batches is not None else total
     try:
         with torch.no_grad():
-            for batch in tokens.windows(batch_size, seq_len, max_batches):
+            for done, batch in enumerate(tokens.windows(batch_size, seq_len, max_batches), 1):
                 b = torch.from_numpy(batch).to(device)
                 x, y = b[:, :-1], b[:, 1:]
                 ctx = precision.autocast(device) if precision is not None else _null()
@@ -40,6 +43,8 @@ def evaluate(model, tokens, batch_size: int, seq_len: int, max_batches: int | No
                 top1 += (top[:, 0] == y).sum().item()
                 top5 += (top == y[:, None]).any(dim=-1).sum().item()
                 n += y.numel()
+                if progress is not None:
+                    progress(done, total)
     finally:
         model.train(was_training)
     if n == 0:
@@ -93,9 +98,10 @@ class EvalRequest:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def evaluate_run(ws, req: EvalRequest, say=None) -> dict:
+def evaluate_run(ws, req: EvalRequest, say=None, progress=None) -> dict:
     """The eval verb: loss, perplexity, bits per byte and accuracy of ``req.run`` on the CPU;
-    ``say`` hears which checkpoint was used when the default one could not be.
+    ``say`` hears which checkpoint was used when the default one could not be; ``progress(done,
+    total)`` each batch evaluated.
 
     Without ``req.data``: the run's own validation split. With it: all of a file, or a folder's
     test (or validation) files, tokenized with the run's tokenizer into a temporary file outside
@@ -122,9 +128,9 @@ def evaluate_run(ws, req: EvalRequest, say=None) -> dict:
         dinfo = run_data(ws, run.name, run.raw_config().get("data") or {}, tok.sha256)
         dinfo.val.check_ids(cfg.model.vocab_size)
         m = evaluate(model, dinfo.val, cfg.train.batch_size, cfg.model.max_seq_len, req.batches,
-                     dinfo.bytes_per_token("val"), device, precision)
+                     dinfo.bytes_per_token("val"), device, precision, progress)
         return {"run": run.name, "checkpoint": ckpt, "data": dinfo.name, **m}
-    m = _evaluate_source(model, tok, source, cfg, req.batches, device, precision)
+    m = _evaluate_source(model, tok, source, cfg, req.batches, device, precision, progress)
     what = _describe(source)
     row = {"kind": "data_eval", "step": _step_of(ckpt), "checkpoint": ckpt, "data": what,
            "spec": req.data, "split": part, "fingerprint": source.fingerprint(),
@@ -146,7 +152,7 @@ def _describe(source) -> str:
     return f"{source.path} ({names})"
 
 
-def _evaluate_source(model, tok, source, cfg, batches, device, precision) -> dict:
+def _evaluate_source(model, tok, source, cfg, batches, device, precision, progress=None) -> dict:
     """``evaluate`` on the documents of ``source``'s validation split, tokenized as data prepare
     does into a temporary file that is removed afterwards."""
     import os
@@ -168,7 +174,7 @@ def _evaluate_source(model, tok, source, cfg, batches, device, precision) -> dic
                                  f"model.max_seq_len + 1 = {cfg.model.max_seq_len + 1}; evaluate on more text")
         tokens = TokenFile(path, dtype, stats["tokens"])
         m = evaluate(model, tokens, cfg.train.batch_size, cfg.model.max_seq_len, batches,
-                     stats["bytes"] / max(1, stats["tokens"]), device, precision)
+                     stats["bytes"] / max(1, stats["tokens"]), device, precision, progress)
     return {**m, "documents": stats["documents"], "bytes": stats["bytes"]}
 
 
