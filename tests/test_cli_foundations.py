@@ -144,3 +144,31 @@ def test_long_commands_print_plain_progress_lines_off_a_terminal(built, corpus_d
     r = subprocess.run([*base, "--quiet", *train, "--name", "progress-quiet"], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0 and "%  ETA" not in r.stderr, r.stderr
+
+
+def test_setup_installs_nothing_when_nothing_it_depends_on_changed(tmp_path):
+    """scripts/app relaunches straight into the app: scripts/setup --check passes while the
+    stamp matches pyproject.toml, constraints.txt and the extras, and fails when any changes."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    stamp = repo / ".venv" / ".setup-stamp"
+    if not stamp.is_file():
+        pytest.skip("this .venv was not made by scripts/setup")
+    for f in ("scripts/setup", "pyproject.toml", "constraints.txt"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / f, tmp_path / f)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "workbench").symlink_to(repo / ".venv" / "bin" / "workbench")
+    shutil.copy(stamp, tmp_path / ".venv" / ".setup-stamp")
+
+    def check(*extras):
+        return subprocess.run([str(tmp_path / "scripts" / "setup"), "--check", *extras]).returncode
+
+    installed = stamp.read_text().split()[1:] or [""]
+    assert check(installed[0]) == 0 and check() == 0
+    assert check("not-an-extra") == 1
+    with open(tmp_path / "pyproject.toml", "a") as f:
+        f.write("\n# changed\n")
+    assert check() == 1
