@@ -16,6 +16,7 @@ from workbench.tui.panes.base import Pane
 from workbench.errors import WorkbenchError, user_message
 from workbench.generation.generate import LoadedModels
 from workbench.tui.widgets.chat_views import ReplyColumn, ReplyView, Stream, transcript
+from workbench.tui.widgets.form_fields import FormInput, FormSelect, FormSwitch
 
 DRAIN_HZ = 25
 NONE = "@none"
@@ -48,22 +49,22 @@ class ChatPane(Pane):
         with Horizontal(id="ch-columns"):
             with VerticalScroll(id="ch-controls", can_focus=False):
                 yield Label("model", classes="section-title")
-                yield Select([], id="ch-run", compact=True, prompt="run")
-                yield Select([], id="ch-ckpt", compact=True, prompt="checkpoint")
+                yield FormSelect([], id="ch-run", compact=True, prompt="run")
+                yield FormSelect([], id="ch-ckpt", compact=True, prompt="checkpoint")
                 yield Label("side by side with", classes="hint")
-                yield Select([("nothing", NONE)], id="ch-ckpt2", value=NONE, allow_blank=False,
+                yield FormSelect([("nothing", NONE)], id="ch-ckpt2", value=NONE, allow_blank=False,
                              compact=True)
                 yield Label("sampling", classes="section-title")
                 for wid, _, label, default, placeholder in FIELDS:
                     with Horizontal(classes="form-row"):
                         yield Label(label, classes="field-label")
-                        yield Input(default, id=wid, compact=True, placeholder=placeholder)
+                        yield FormInput(default, id=wid, compact=True, placeholder=placeholder)
                 with Horizontal(classes="form-row"):
                     yield Label("stop at EOS", classes="field-label")
-                    yield Switch(True, id="ch-eos")
+                    yield FormSwitch(True, id="ch-eos")
                 with Horizontal(classes="form-row"):
                     yield Label("colour by p", classes="field-label")
-                    yield Switch(False, id="ch-colour")
+                    yield FormSwitch(False, id="ch-colour")
             with Vertical(id="ch-main"):
                 yield TextArea(DEFAULT_PROMPT, id="ch-prompt", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(id="ch-replies"):

@@ -29,7 +29,7 @@ from workbench.config.overrides import config_diff
 from workbench.config.fields import fields_of, format_field, parse_field
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.planning.planner import BudgetSpeeds
-from workbench.tui.widgets.form_fields import FieldValidator, HelpLine
+from workbench.tui.widgets.form_fields import FieldValidator, FormInput, FormSelect, FormSwitch, HelpLine
 from workbench.tui.panes.base import FormChanged, Pane
 
 SECTIONS = (("model", ModelConfig), ("train", TrainConfig))
@@ -68,16 +68,16 @@ class ConfigPane(Pane):
     def compose(self) -> ComposeResult:
         with Horizontal(id="cfg-top"):
             yield Label("load", classes="top-label")
-            yield Select(self._load_options(), id="cfg-load", allow_blank=True, compact=True,
+            yield FormSelect(self._load_options(), id="cfg-load", allow_blank=True, compact=True,
                          prompt="preset or models/*.yaml")
             yield Label("save as", classes="top-label")
-            yield Input("", id="cfg-save-name", compact=True, placeholder="name")
+            yield FormInput("", id="cfg-save-name", compact=True, placeholder="name")
             yield Button("Save", id="cfg-save", variant="primary", compact=True)
         with Horizontal(id="cfg-plan-row"):
             yield Label("tokenizer", classes="top-label")
-            yield Select([], id="cfg-tokenizer", allow_blank=True, compact=True, prompt="none")
+            yield FormSelect([], id="cfg-tokenizer", allow_blank=True, compact=True, prompt="none")
             yield Label("plan for", classes="top-label")
-            yield Input("", id="cfg-minutes", compact=True, placeholder="minutes", type="number")
+            yield FormInput("", id="cfg-minutes", compact=True, placeholder="minutes", type="number")
             yield Label("minutes here", classes="top-label")
             yield Button("Plan", id="cfg-plan", compact=True)
         yield Static("", id="cfg-status")
@@ -98,13 +98,13 @@ class ConfigPane(Pane):
         with Horizontal(classes="form-row"):
             yield Label(info.name, classes="field-label")
             if info.type is bool:
-                yield Switch(bool(info.default), id=wid)
+                yield FormSwitch(bool(info.default), id=wid)
                 yield Label(report.show_value(info.default).lower(), id=f"{wid}-state", classes="hint")
             elif info.choices:
-                yield Select([(choice_label(info.choices, c), c) for c in info.choices], value=info.default,
+                yield FormSelect([(choice_label(info.choices, c), c) for c in info.choices], value=info.default,
                              id=wid, allow_blank=False, compact=True)
             else:
-                yield Input(format_field(info, info.default), id=wid, compact=True,
+                yield FormInput(format_field(info, info.default), id=wid, compact=True,
                             placeholder=info.none_means or "", validators=[FieldValidator(section, info)],
                             validate_on=["changed", "submitted"])
         yield Static("", id=f"{wid}-error", classes="field-error")

@@ -24,7 +24,7 @@ from workbench.errors import Cancelled, WorkbenchError, user_message
 from workbench.tokenizer.tokenizer import TokenizerSettings, list_tokenizers
 from workbench.tokenizer.build import build_request, default_name
 from workbench.procs import ensure_resource_tracker
-from workbench.tui.widgets.form_fields import SettingValidator
+from workbench.tui.widgets.form_fields import FormInput, FormSwitch, SettingValidator
 from workbench.tui.widgets.modals import PathPicker
 from workbench.tui.widgets.tokenizer_views import TryIt, VocabBrowser, stats_cells
 
@@ -65,24 +65,24 @@ class TokenizerPane(Pane):
                 yield Label("Build a tokenizer", classes="section-title")
                 with Horizontal(classes="form-row"):
                     yield Label("data", classes="field-label")
-                    yield Input(DEFAULT_HUB_ID, id="tok-data", compact=True,
+                    yield FormInput(DEFAULT_HUB_ID, id="tok-data", compact=True,
                                 placeholder="hub id or local file/folder")
                     yield Button("Browse", id="tok-browse", compact=True)
                 with Horizontal(classes="form-row"):
                     yield Label("name", classes="field-label")
-                    yield Input("", id="tok-name", compact=True,
+                    yield FormInput("", id="tok-name", compact=True,
                                 placeholder=default_name(DEFAULT_HUB_ID, DEFAULT_VOCAB))
                 with Horizontal(classes="form-row"):
                     yield Label("vocab size", classes="field-label")
-                    yield Input(str(DEFAULT_VOCAB), id="tok-vocab", compact=True, type="integer",
+                    yield FormInput(str(DEFAULT_VOCAB), id="tok-vocab", compact=True, type="integer",
                                 validators=[SettingValidator("vocab_size")])
                 with Horizontal(classes="form-row"):
                     yield Label("sample MB", classes="field-label")
-                    yield Input(str(DEFAULT_SAMPLE_MB), id="tok-sample", compact=True,
+                    yield FormInput(str(DEFAULT_SAMPLE_MB), id="tok-sample", compact=True,
                                 type="number", validators=[SettingValidator("sample_mb")])
                 with Horizontal(classes="form-row"):
                     yield Label("byte fallback", classes="field-label")
-                    yield Switch(True, id="tok-bytefb")
+                    yield FormSwitch(True, id="tok-bytefb")
                     yield Label("", id="tok-bytefb-hint", classes="hint")
                 with Horizontal(classes="form-row buttons"):
                     yield Button("Build", id="tok-build", variant="primary", compact=True)

@@ -21,6 +21,7 @@ from workbench.tui.panes.base import Pane
 from workbench.tracing.files import load_trace, save_trace, saved_traces, traces_dir
 from workbench.tracing.request import INIT, TraceRequest
 from workbench.tui.widgets import trace_views as tv
+from workbench.tui.widgets.form_fields import FormInput, FormSelect, FormSwitch
 
 DEFAULT_TEXT = "Once upon a time, there was a little girl named Lily."
 RANDOM_IDS = "@random"  # tokenizer choice: random token ids instead of text
@@ -56,18 +57,18 @@ class TracePane(Pane):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="tr-row first"):
             yield Label("model", classes="top-label")
-            yield Select([], id="tr-source", allow_blank=True, compact=True, prompt="config or run")
+            yield FormSelect([], id="tr-source", allow_blank=True, compact=True, prompt="config or run")
             yield Label("weights", classes="top-label")
-            yield Select([("random init", INIT)], id="tr-ckpt", value=INIT, allow_blank=False,
+            yield FormSelect([("random init", INIT)], id="tr-ckpt", value=INIT, allow_blank=False,
                          compact=True)
             yield Label("meta", classes="top-label")
-            yield Switch(False, id="tr-meta")
+            yield FormSwitch(False, id="tr-meta")
             yield Button("Trace", id="tr-run", variant="primary", compact=True)
         with Horizontal(classes="tr-row"):
             yield Label("text", classes="top-label")
-            yield Input(DEFAULT_TEXT, id="tr-text", compact=True, placeholder="input text")
+            yield FormInput(DEFAULT_TEXT, id="tr-text", compact=True, placeholder="input text")
             yield Label("tokenizer", classes="top-label")
-            yield Select([], id="tr-tok", allow_blank=True, compact=True, prompt="tokenizer")
+            yield FormSelect([], id="tr-tok", allow_blank=True, compact=True, prompt="tokenizer")
         yield Static("", id="tr-status")
         with Horizontal(id="tr-body"):
             tree: Tree = Tree("no trace yet: choose a model and press ctrl+g", id="tr-tree")
@@ -79,9 +80,9 @@ class TracePane(Pane):
                 yield Static("", id="tr-heatmap")  # moved above the detail on attention nodes
         with Horizontal(classes="tr-row", id="tr-bottom"):
             yield Label("save as", classes="top-label")
-            yield Input("", id="tr-save-name", compact=True, placeholder="name")
+            yield FormInput("", id="tr-save-name", compact=True, placeholder="name")
             yield Label("diff vs", classes="top-label")
-            yield Select([("none", NO_BASE)], id="tr-base", value=NO_BASE, allow_blank=False,
+            yield FormSelect([("none", NO_BASE)], id="tr-base", value=NO_BASE, allow_blank=False,
                          compact=True)
 
     def on_mount(self) -> None:

@@ -36,6 +36,7 @@ from workbench.training.notices import notices
 from workbench.training.request import MAX_PROCS, parse_procs
 from workbench.tui.widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
 from workbench.tui.widgets.train_views import (VIEWS, devices_text, header_parts, newest_that_fit, pack, prepare_text, resume_hint, samples_text)
+from workbench.tui.widgets.form_fields import FormInput, FormSelect
 
 FORM = "@form"  # the Config pane's current form
 NEW = "@new"  # a new run (not a resume)
@@ -96,21 +97,21 @@ class TrainPane(Pane):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="train-row", id="train-row1"):
             yield Label("config", classes="train-label")
-            yield Select([("Config pane's form", FORM)], value=FORM, id="train-config",
+            yield FormSelect([("Config pane's form", FORM)], value=FORM, id="train-config",
                          allow_blank=False, compact=True)
             yield Label("tokenizer", classes="train-label")
-            yield Select([], id="train-tokenizer", compact=True, prompt="build one first")
+            yield FormSelect([], id="train-tokenizer", compact=True, prompt="build one first")
             yield Label("data", classes="train-label")
-            yield Input("", id="train-data", compact=True, placeholder=DEFAULT_HUB_ID)
+            yield FormInput("", id="train-data", compact=True, placeholder=DEFAULT_HUB_ID)
         with Horizontal(classes="train-row", id="train-row2"):
             yield Label("resume", classes="train-label")
-            yield Select([("new run", NEW)], value=NEW, id="train-resume", allow_blank=False, compact=True)
+            yield FormSelect([("new run", NEW)], value=NEW, id="train-resume", allow_blank=False, compact=True)
             yield Label("budget", classes="train-label")
-            yield Select([(k, k) for k in budget.KINDS], value="steps", id="train-budget-kind",
+            yield FormSelect([(k, k) for k in budget.KINDS], value="steps", id="train-budget-kind",
                          allow_blank=False, compact=True, disabled=True)
-            yield Input("", id="train-budget", compact=True, placeholder="config's", disabled=True)
+            yield FormInput("", id="train-budget", compact=True, placeholder="config's", disabled=True)
             yield Label("processes", classes="train-label")
-            yield Input("1", id="train-procs", compact=True, type="integer",
+            yield FormInput("1", id="train-procs", compact=True, type="integer",
                         validators=[Integer(1, MAX_PROCS)])
         with Horizontal(classes="train-row", id="train-row3"):
             yield Button("Start", id="train-start", variant="primary", compact=True)

@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Select, Static
+from workbench.tui.widgets.form_fields import FormCheckbox, FormInput, FormSelect
 
 OPTIONS = {  # format -> (option key, label, choices; the first is the default)
     "gguf": ("dtype", "dtype", ("f32", "f16", "q8_0")),
@@ -47,11 +48,11 @@ class ExportScreen(ModalScreen["dict | None"]):
             for fmt, (key, label, values) in OPTIONS.items():
                 with Horizontal(id=f"export-{key}-row", classes="export-option-row"):
                     yield Label(label, classes="export-option-label")
-                    yield Select([(str(v), v) for v in values], value=values[0], id=f"export-{key}",
+                    yield FormSelect([(str(v), v) for v in values], value=values[0], id=f"export-{key}",
                                  allow_blank=False, compact=True, classes="export-option")
             yield Label("to folder", classes="export-label")
-            yield Input(self._auto_path, id="export-path", compact=True)
-            yield Checkbox("replace an earlier export in that folder", id="export-overwrite", compact=True)
+            yield FormInput(self._auto_path, id="export-path", compact=True)
+            yield FormCheckbox("replace an earlier export in that folder", id="export-overwrite", compact=True)
             yield Static("enter: export · ↑/↓ in the list, then space: pick a format · esc: cancel",
                          id="export-hint")
 

@@ -1,11 +1,14 @@
 """Widgets of the generated forms: Input validators that are the engine's own checks (the
-config's ``parse_field``, the tokenizer build form's numbers), and the help line under a form."""
+config's ``parse_field``, the tokenizer build form's numbers), the help line under a form, and
+the app's inputs, selects, switches and checkboxes, which take keys in the order they were typed
+(``KeysInOrder``)."""
 
 from __future__ import annotations
 
 from textual.reactive import reactive
 from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Select, Switch
 
 from workbench.config.fields import parse_field
 from workbench.errors import ConfigError, WorkbenchError
@@ -53,3 +56,57 @@ class HelpLine(Widget):
 
     def update(self, text: str) -> None:
         self.text = text
+
+
+# --- keys in the order they were typed --------------------------------------------------------
+
+
+class KeysInOrder:
+    """Handles each key where it was typed, in the order typed, however fast they come.
+
+    Textual gives a key to the focused widget and runs a binding for it (Tab, an Input's ctrl+u
+    or backspace, a Switch's space) only when the key comes back up to the App, after the keys
+    typed behind it have already been handed to the widget: typed fast, `12 Tab 8` became 128
+    and `ctrl+u 8 9` lost the digits. A widget with this mixin runs the binding itself, in its
+    place in the queue, and hands a key that reaches it after focus moved on (an earlier key of
+    the same burst moved it) to the widget that has focus now. ``printable_bindings``: whether a
+    printable key may run a binding here (not in an Input, where it is text); ``only``: the keys
+    whose bindings it runs itself, when not all (a Select opens its list on a later refresh, and
+    the keys after must reach the list, so it runs only Tab's itself)."""
+
+    printable_bindings = True
+    only: frozenset | None = None
+
+    async def _on_key(self, event) -> None:
+        from textual import events
+
+        app = self.app
+        focused = app.focused  # now, not `has_focus`, which follows a Focus message still on its way
+        # (a key that bubbled up from a focused part of this widget, a Select's list, stays here)
+        if focused is not None and focused is not self and self not in focused.ancestors:
+            event.prevent_default()
+            event.stop()
+            focused._forward_event(events.Key(event.key, event.character))
+            return
+        mine = (self.printable_bindings or not event.is_printable) and (self.only is None or event.key in self.only)
+        if mine and await app._check_bindings(event.key):
+            event.prevent_default()
+            event.stop()
+            return
+        await super()._on_key(event)
+
+
+class FormInput(KeysInOrder, Input):
+    printable_bindings = False
+
+
+class FormSelect(KeysInOrder, Select):
+    only = frozenset({"tab", "shift+tab"})
+
+
+class FormSwitch(KeysInOrder, Switch):
+    pass
+
+
+class FormCheckbox(KeysInOrder, Checkbox):
+    pass

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Static
+from workbench.tui.widgets.form_fields import FormInput
 
 
 
@@ -80,7 +81,7 @@ class PathPicker(ModalScreen["str | None"]):
         with Vertical(id="picker-box"):
             yield Static("Choose a data file (.txt/.jsonl/.json/.parquet) or a folder of them",
                          id="picker-title")
-            yield Input(str(self.start), id="picker-root", compact=True)
+            yield FormInput(str(self.start), id="picker-root", compact=True)
             yield DirectoryTree(self.start, id="picker-tree")
             yield Static("enter: pick file · ctrl+u: use highlighted folder · backspace: "
                          "parent · esc: cancel", id="picker-hint")

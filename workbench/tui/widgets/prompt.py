@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
+from workbench.tui.widgets.form_fields import FormInput
 
 
 class PromptScreen(ModalScreen["str | None"]):
@@ -21,7 +22,7 @@ class PromptScreen(ModalScreen["str | None"]):
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
             yield Static(self.question, id="prompt-question", markup=False)
-            yield Input(self.value, id="prompt-input", compact=True)
+            yield FormInput(self.value, id="prompt-input", compact=True)
             yield Static(self.hint or "enter: OK · esc: cancel", id="prompt-hint", markup=False)
 
     def on_mount(self) -> None:

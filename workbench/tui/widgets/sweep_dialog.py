@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, Select, Static
+from workbench.tui.widgets.form_fields import FormCheckbox, FormInput, FormSelect
 
 FORM = "__form__"  # the Config pane's form as the base
 BUDGETS = ("minutes", "tokens", "steps")
@@ -33,22 +34,22 @@ class SweepScreen(ModalScreen["object | None"]):
         with Vertical(id="sweep-box"):
             yield Static("Sweep: train every combination of the grid, each for the budget, ranked by bits "
                          "per byte", id="sweep-title", markup=False)
-            yield from self._row("base", Select(self.bases, value=self.bases[0][1], allow_blank=False,
+            yield from self._row("base", FormSelect(self.bases, value=self.bases[0][1], allow_blank=False,
                                                 compact=True, id="sweep-base"))
-            yield from self._row("tokenizer", Select([(n, n) for n in self.tokenizers], value=tok or Select.NULL,
+            yield from self._row("tokenizer", FormSelect([(n, n) for n in self.tokenizers], value=tok or Select.NULL,
                                                      compact=True, id="sweep-tokenizer", prompt="build one first"))
-            yield from self._row("data", Input(self.tokenizers.get(tok, "") if tok else "", compact=True,
+            yield from self._row("data", FormInput(self.tokenizers.get(tok, "") if tok else "", compact=True,
                                                id="sweep-data"))
-            yield from self._row("grid", Input("", compact=True, id="sweep-grid",
+            yield from self._row("grid", FormInput("", compact=True, id="sweep-grid",
                                                placeholder="train.lr=0.002,0.005 model.dim=96,128"))
             with Horizontal(classes="sweep-row"):
                 yield Label("budget", classes="sweep-label")
-                yield Select([(b, b) for b in BUDGETS], value="minutes", allow_blank=False, compact=True,
+                yield FormSelect([(b, b) for b in BUDGETS], value="minutes", allow_blank=False, compact=True,
                              id="sweep-budget")
-                yield Input("10", compact=True, id="sweep-amount", placeholder="each run")
-            yield from self._row("at once", Input("1", compact=True, id="sweep-parallel"))
-            yield from self._row("name", Input(self.sweep_name, compact=True, id="sweep-name"))
-            yield Checkbox("rank on the whole validation split (after all training)", id="sweep-full")
+                yield FormInput("10", compact=True, id="sweep-amount", placeholder="each run")
+            yield from self._row("at once", FormInput("1", compact=True, id="sweep-parallel"))
+            yield from self._row("name", FormInput(self.sweep_name, compact=True, id="sweep-name"))
+            yield FormCheckbox("rank on the whole validation split (after all training)", id="sweep-full")
             yield Static("", id="sweep-error", classes="error", markup=False)
             yield Static("enter: start · esc: cancel", id="sweep-hint", markup=False)
 

@@ -7,6 +7,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Input, Static, TextArea
 
 from workbench.tui.widgets.tokens import count_line, render_ids, render_tokens
+from workbench.tui.widgets.form_fields import FormInput
 
 SAMPLE_TEXT = "Once upon a time, there was a little girl named Lily. She loved to play outside."
 MAX_VOCAB_ROWS = 1000
@@ -63,7 +64,7 @@ class VocabBrowser(Vertical):
         self.vocab: list[dict] = []
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="search pieces (a space matches ▁)", id="vocab-search", compact=True)
+        yield FormInput(placeholder="search pieces (a space matches ▁)", id="vocab-search", compact=True)
         yield Static("", id="vocab-count")
         table = DataTable(id="vocab-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("id", "merge", "piece", "kind")
