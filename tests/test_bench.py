@@ -397,3 +397,31 @@ def test_the_recorded_command_reproduces_the_run():
     cmd = recorded_command(build_parser().parse_args(argv))
     assert cmd == "workbench bench --tasks anchor --reps 5 --anchor-minutes 10,30 --anchor-seeds 2"
     assert recorded_command(build_parser().parse_args(["bench", "--quick"])) == "workbench bench --quick"
+
+
+def _train_result(tok_s: float) -> dict:
+    return {"preset": "debug", "params": 100_000, "batch": 8, "seq_len": 64, "vocab": 512,
+            "tok_s": {"ours": [tok_s] * 3, "peer": [tok_s * 0.9] * 3}, "rss_mb": {"ours": 1.0, "peer": 1.0},
+            "train_flops_per_token": 1e6}
+
+
+@pytest.mark.parametrize("peak,mfu", [(100.0, 1.0), (0.5, None)])
+def test_an_mfu_above_100_percent_is_reported_as_inconsistent_not_printed(peak, mfu):
+    """1,000 tok/s at 1 MFLOP a token is 1 GFLOP/s: 1% of a 100 GFLOP/s peak, and an impossible
+    200% of a peak measured at 0.5 (on a busy machine)."""
+    rows = build_rows(_raw(**{"matmul": {"float32": [peak] * 3, "bfloat16": [peak] * 3, "n": 256, "threads": 1},
+                              "train debug": _train_result(1000.0)}))
+    (r,) = [r for r in rows if "MFU" in r["measure"]]
+    md = render_markdown(_raw(), rows)
+    if mfu is not None:
+        assert r["status"] == "ok" and r["ours"]["median"] == pytest.approx(mfu)
+    else:
+        assert r["status"] == "inconsistent" and "an MFU of 200% is impossible" in r["message"]
+        assert "**inconsistent**: an MFU of 200% is impossible" in md and "| 200" not in md
+
+
+def test_a_busy_machine_is_flagged_in_the_report():
+    quiet = render_markdown({**_raw(), "machine": {"cpu": "c", "cores": 2, "load": [0.3, 1.9, 2.0]}}, [])
+    busy = render_markdown({**_raw(), "machine": {"cpu": "c", "cores": 2, "load": [0.3, 3.5, 2.1]}}, [])
+    assert "Busy machine" not in quiet
+    assert "**Busy machine**: the 1-minute load average reached 3.50 on 2 cores while it ran" in busy

@@ -45,6 +45,21 @@ def row(task: str, measure: str, unit: str, ours: Any, *, better: str = "higher"
     return r
 
 
+def check_mfu(r: dict) -> dict:
+    """An MFU row that says more than 100% cannot be right: the peak it divides by was measured
+    low (a busy machine while the peak was taken). Such a row reports the inconsistency instead
+    of the figure."""
+    if r.get("unit") != "%" or "MFU" not in r.get("measure", "") or r.get("status") != "ok":
+        return r
+    top = max((s["max"] for s in (r.get("ours"), r.get("peer")) if isinstance(s, dict) and s.get("max") is not None),
+              default=None)
+    if top is None or top <= 100:
+        return r
+    return {**r, "status": "inconsistent",
+            "message": f"an MFU of {top:.0f}% is impossible: the matmul peak it divides by was measured too low "
+                       "(likely while the machine was busy); run the bench again on a quiet machine"}
+
+
 def failed(task: str, message: str) -> dict:
     return {"task": task, "measure": "(failed)", "status": "failed", "message": message}
 
@@ -86,7 +101,7 @@ def build_rows(res: dict) -> list[dict]:
             rows += _generate_rows(t)
         elif key == "app":
             rows += _app_rows(t)
-    return rows
+    return [check_mfu(r) for r in rows]
 
 
 def _tokenizer_rows(t: dict) -> list[dict]:
@@ -329,6 +344,10 @@ def render_markdown(res: dict, rows: list[dict], command: str = "") -> str:
         if r["status"] == "failed":
             lines.append(f"| {r['task']} | **failed** | | | | | | {_cell(r['message'])} |")
             continue
+        if r["status"] == "inconsistent":
+            lines.append(f"| {r['task']} | {_cell(r['measure'])} | {r['unit']} | **inconsistent**: "
+                         f"{_cell(r['message'])} | | | | |")
+            continue
         peer_name = r.get("peer_name", "")
         if r["status"] == "missing":
             peer_fig, ratio = f"**missing**: {_cell(r['message'])}", ""
@@ -347,12 +366,26 @@ def render_markdown(res: dict, rows: list[dict], command: str = "") -> str:
               and not r.get("peer_name", "").startswith("ours")]
     missing = sorted({r["message"] for r in rows if r["status"] == "missing"})
     lines.append("")
+    busy = busy_line(m)
+    if busy:
+        lines.append(busy)
     if behind:
         lines.append("Behind a peer: " + "; ".join(
             f"{r['task']} {r['measure']}: {r['ratio']['median']:.2f}× {r['peer_name']}" for r in behind) + ".")
     if missing:
         lines.append("Missing peers: " + "; ".join(missing) + ".")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def busy_line(machine: dict) -> str | None:
+    """A warning when the load average went above the cores while the bench ran: other work
+    shared the CPU, so absolute figures may be low (ratios taken pair by pair less so)."""
+    loads = [x for x in machine.get("load") or [] if isinstance(x, (int, float))]
+    cores = machine.get("cores")
+    if not loads or not isinstance(cores, int) or max(loads) <= cores:
+        return None
+    return (f"**Busy machine**: the 1-minute load average reached {max(loads):.2f} on {cores} cores while it ran; "
+            "figures may be low (the ratios, taken pair by pair, less so).")
 
 
 def _bf16_words(m: dict) -> str:

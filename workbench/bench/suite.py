@@ -150,6 +150,14 @@ def machine_info() -> dict:
     return info
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
               cancel_event: threading.Event | None = None) -> dict:
     """Run the suite; returns the raw results (``report.build_rows`` makes the rows)."""
@@ -183,7 +191,9 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print,
                             TokenizerSettings(vocab_size=opts.vocab, data=base["train_txt"], sample_mb=base["sample_mb"]),
                             overwrite=True, cancel_event=cancel_event)
         tmp = root / "ipc"
+        loads = res["machine"]["load"] = [load_average()]
         for i, (key, module, task, extra) in enumerate(plan, 1):
+            loads.append(load_average())  # between tasks: what else runs here shows
             say(f"[{i}/{len(plan)}] {key}")
             child = run_task(module, task, {**base, **extra}, tmp, echo=say, cancel_event=cancel_event)
             entry = {**child.result, "process_peak_rss_mb": child.peak_rss_mb, "seconds": round(child.seconds, 2)}
