@@ -837,3 +837,24 @@ def test_eval_on_a_folder_takes_its_test_files_and_split_picks_them(trained, tmp
                        (["--split", "test"], "--split picks the files of --data")):
         assert main([*ws, "eval", "real", *args]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_a_run_from_another_runs_weights_killed_before_its_first_checkpoint_restarts_from_them(trained, corpus_dir,
+                                                                                              capsys):
+    """Its first attempt's rows go (the step-0 evaluation too) and the restart loads the origin's
+    weights again, so its step-0 evaluation is the origin's once more, and only once."""
+    import shutil
+
+    ws = ["--workspace", str(trained.root)]
+    assert main([*ws, "train", "--init-from", "real", "--data", str(corpus_dir), "--name", "ft-early",
+                 "--set", "train.max_steps=2", "--set", "train.precision=fp32"]) == 0
+    run = get_run(trained, "ft-early")
+    first = run.metrics()[0]
+    # as a process killed before its first checkpoint leaves it: no checkpoint, its rows kept
+    shutil.rmtree(run.path / "checkpoints")
+    (run.path / "latest").unlink()
+    capsys.readouterr()
+    assert main([*ws, "train", "--resume", "ft-early"]) == 0
+    assert "starting it again from step 0" in capsys.readouterr().err
+    evals = [r for r in run.metrics() if r["kind"] == "eval" and r["step"] == 0]
+    assert len(evals) == 1 and evals[0]["val_loss"] == pytest.approx(first["val_loss"], rel=1e-6)

@@ -200,6 +200,9 @@ class Trainer:
             notes.append(f"run {run_name!r} has no checkpoint (it ended before its first one); "
                          "starting it again from step 0")
             trainer._resume_record = (None, 0, changes)
+            origin = run.raw_config().get("init_from")
+            if isinstance(origin, dict) and origin.get("run") and origin.get("checkpoint"):
+                trainer.init_from = (str(origin["run"]), str(origin["checkpoint"]))  # from those weights again
         else:
             st = checkpoint.load_state(run.path, latest)
             trainer.recorded = {k: st[k] for k in ("precision", "attention") if isinstance(st.get(k), str)}
@@ -264,7 +267,7 @@ class Trainer:
         if self.resume_from:
             self._restore(self.resume_from)
         elif self._resume_record and self.rank == 0:  # started again: the dead attempt's rows go
-            self._drop_rows_after(0)
+            self._drop_rows_after(-1)
         self.model = self.raw_model
         if tc.compile:
             self.model = self._try_compile(self.raw_model)
