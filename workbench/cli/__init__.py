@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (MemoryError, ImportError) as e:
         # too little memory to import torch shows as an ImportError ("failed to map segment")
-        if isinstance(e, ImportError) and "failed to map segment" not in str(e) and "memory" not in str(e).lower():
+        if isinstance(e, ImportError) and not any(s in str(e).lower() for s in ("failed to map segment",
+                                                                               "cannot allocate memory")):
             raise
         print("error: out of memory: this machine (or its memory limit, `ulimit -v`) has too little free memory for "
               "this command; close other programs or raise the limit", file=sys.stderr)

@@ -5,8 +5,9 @@ loadable.
 (optimizer, schedule position, RNG states and data position; loadable with
 ``weights_only=True``). A checkpoint is written into a temporary folder that is renamed into
 place, then the ``latest`` pointer (a small text file) is replaced atomically, then old
-checkpoints beyond ``keep_last`` are removed. Loading checks everything and names the file
-at fault.
+checkpoints beyond ``keep_last`` are removed. Loading checks everything (shapes, and that every
+weight is finite) and names the file at fault. The pointer is a cache: with no checkpoint named,
+a verb uses the one it names when that one is whole, else the newest one that is, and says so.
 """
 
 from __future__ import annotations
