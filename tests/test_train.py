@@ -817,9 +817,12 @@ def test_eval_on_a_file_scores_all_of_it_records_it_and_leaves_nothing_behind(tr
     row = get_run(trained, "real").metrics()[-1]
     assert row["kind"] == "data_eval" and row["checkpoint"] == "step_000012" and row["step"] == 12
     assert row["data"] == str(text) and row["split"] == "all" and row["val_loss"] == got["val_loss"]
-    # the run's own curves and best figures ignore it
+    # the run's own curves and best figures ignore it; `runs show` lists it
     assert get_run(trained, "real").summary()["best_val_loss"] == min(
         r["val_loss"] for r in get_run(trained, "real").metrics() if r["kind"] == "eval")
+    assert main(["--workspace", str(trained.root), "runs", "show", "real"]) == 0
+    assert f"  eval @ step_000012 on {text}: loss {got['val_loss']:.4f}, bits/byte {got['bpb']:.4f}" in \
+        capsys.readouterr().out
 
 
 def test_eval_on_a_folder_takes_its_test_files_and_split_picks_them(trained, tmp_path, capsys):

@@ -103,7 +103,8 @@ def cmd_show(args, ws) -> int:
 
     run = get_run(ws, args.run)
     out = {"summary": run.summary(), "status": run.status(), "checkpoints": run.checkpoints(),
-           "config": run.raw_config(), "last_samples": run.samples()[-2:]}
+           "config": run.raw_config(), "last_samples": run.samples()[-2:],
+           "data_evals": [r for r in run.metrics() if r.get("kind") == "data_eval"]}
     if args.json:
         print_json(out)
         return 0
@@ -113,6 +114,15 @@ def cmd_show(args, ws) -> int:
     print(f"  best val loss {_fmt(s['best_val_loss'], '.4f')}, bits/byte {_fmt(s['best_bpb'], '.4f')}, "
           f"median tok/s {_fmt(s['tok_s'], ',.0f')}")
     print(f"  checkpoints: {', '.join(out['checkpoints']) or 'none'} (latest {s['checkpoint']})")
+    if s.get("problem"):
+        print(f"  problem: {s['problem']}")
+    origin = out["config"].get("init_from")
+    if isinstance(origin, dict):
+        print(f"  started from run {origin.get('run')} at {origin.get('checkpoint')}")
+    for r in out["data_evals"][-5:]:  # `eval --data`: the latest few
+        part = f", {r['split']} split" if r.get("split") in ("valid", "test") else ""
+        print(f"  eval @ {r.get('checkpoint')} on {r.get('data')}{part}: loss {_fmt(r.get('val_loss'), '.4f')}, "
+              f"bits/byte {_fmt(r.get('bpb'), '.4f')} ({r.get('time', '')})")
     for smp in out["last_samples"]:
         print(f"  sample @ step {smp['step']}: {smp['text'][:200]!r}")
     return 0
