@@ -189,3 +189,20 @@ def test_trace_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app):
         await pilot.pause()
 
     assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)
+
+
+async def test_the_meta_switch_says_whether_it_is_on(built_ws, make_app):
+    from textual.widgets import Label, Switch
+
+    from helpers import focus
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await pilot.pause()
+        state = app.query_one("#tr-meta-state", Label)
+        assert str(state.render()) == "off" and app.query_one("#tr-meta", Switch).value is False
+        await focus(pilot, app, "tr-meta")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: str(state.render()) == "on", what="the switch's state in words")
+        assert app.query_one("#tr-meta", Switch).value is True

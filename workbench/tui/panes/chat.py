@@ -62,9 +62,11 @@ class ChatPane(Pane):
                 with Horizontal(classes="form-row"):
                     yield Label("stop at EOS", classes="field-label")
                     yield FormSwitch(True, id="ch-eos")
+                    yield Label("on", id="ch-eos-state", classes="hint")
                 with Horizontal(classes="form-row"):
                     yield Label("colour by p", classes="field-label")
                     yield FormSwitch(False, id="ch-colour")
+                    yield Label("off", id="ch-colour-state", classes="hint")
             with Vertical(id="ch-main"):
                 yield TextArea(DEFAULT_PROMPT, id="ch-prompt", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(id="ch-replies"):

@@ -98,7 +98,7 @@ class ConfigPane(Pane):
         with Horizontal(classes="form-row"):
             yield Label(info.name, classes="field-label")
             if info.type is bool:
-                yield FormSwitch(bool(info.default), id=wid)
+                yield FormSwitch(bool(info.default), id=wid, states=("false", "true"))
                 yield Label(report.show_value(info.default).lower(), id=f"{wid}-state", classes="hint")
             elif info.choices:
                 yield FormSelect([(choice_label(info.choices, c), c) for c in info.choices], value=info.default,
@@ -199,8 +199,7 @@ class ConfigPane(Pane):
     def _set_widget(self, section: str, info, value: Any) -> None:
         w = self.query_one(f"#{section}-{info.name}")
         if isinstance(w, Switch):
-            w.value = bool(value)
-            self.query_one(f"#{w.id}-state", Label).update(str(bool(value)).lower())
+            w.value = bool(value)  # its state label follows (FormSwitch)
         elif isinstance(w, Select):
             w.value = value
         else:
@@ -241,8 +240,6 @@ class ConfigPane(Pane):
     @on(Switch.Changed, "#cfg-form Switch")
     def _field_changed(self, event) -> None:
         event.stop()
-        if isinstance(event.control, Switch):
-            self.query_one(f"#{event.control.id}-state", Label).update(str(event.value).lower())
         if not self._loading:
             self.recompute()
             if event.control.id == "train-device":

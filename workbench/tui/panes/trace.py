@@ -63,6 +63,7 @@ class TracePane(Pane):
                          compact=True)
             yield Label("meta", classes="top-label")
             yield FormSwitch(False, id="tr-meta")
+            yield Label("off", id="tr-meta-state", classes="hint")
             yield Button("Trace", id="tr-run", variant="primary", compact=True)
         with Horizontal(classes="tr-row"):
             yield Label("text", classes="top-label")

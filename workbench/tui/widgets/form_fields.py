@@ -105,7 +105,32 @@ class FormSelect(KeysInOrder, Select):
 
 
 class FormSwitch(KeysInOrder, Switch):
-    pass
+    """A switch that says its state in words: a Label with id ``<its id>-state`` beside it shows
+    ``states[value]`` (off/on by default; the Config form's true/false), kept up to date."""
+
+    def __init__(self, value: bool = False, *, states: tuple[str, str] = ("off", "on"), **kw):
+        super().__init__(value, **kw)
+        self.states = states
+
+    def state_text(self) -> str:
+        return self.states[bool(self.value)]
+
+    def on_mount(self) -> None:
+        self._show_state()
+
+    def on_switch_changed(self, event) -> None:
+        self._show_state()
+
+    def _show_state(self) -> None:
+        from textual.css.query import NoMatches
+        from textual.widgets import Label
+
+        if self.id is None or self.parent is None:
+            return
+        try:
+            self.parent.query_one(f"#{self.id}-state", Label).update(self.state_text())
+        except NoMatches:
+            pass
 
 
 class FormCheckbox(KeysInOrder, Checkbox):
