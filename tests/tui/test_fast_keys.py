@@ -7,7 +7,7 @@ from __future__ import annotations
 from textual import events
 from textual.widgets import Input
 
-from helpers import open_config_pane
+from helpers import open_config_pane, wait_for
 
 
 def _burst(app, keys: list[str]) -> None:
@@ -26,10 +26,10 @@ async def test_a_burst_of_keys_fills_the_config_form_field_by_field(built_ws, ma
         # dim 240, n_layers 8, n_heads 4, n_kv_heads 2: each field cleared, typed, left by Tab
         _burst(app, ["ctrl+u", "2", "4", "0", "tab", "ctrl+u", "8", "tab", "ctrl+u", "4", "tab",
                      "ctrl+u", "3", "backspace", "2", "tab"])
-        await pilot.pause(0.3)
+        # every key handled (the last one moved focus on), however slowly this machine goes
+        await wait_for(pilot, lambda: app.focused.id == "model-hidden_dim", what="the burst")
         got = {f: app.query_one(f"#model-{f}", Input).value for f in ("dim", "n_layers", "n_heads", "n_kv_heads")}
         assert got == {"dim": "240", "n_layers": "8", "n_heads": "4", "n_kv_heads": "2"}
-        assert app.focused.id == "model-hidden_dim"
 
 
 async def test_a_burst_reaches_a_switch_and_the_tokenizer_form_in_order(built_ws, make_app):
@@ -43,7 +43,8 @@ async def test_a_burst_reaches_a_switch_and_the_tokenizer_form_in_order(built_ws
         await pilot.pause()
         # name "abc", vocab 900, sample 2, then space on the byte-fallback switch: all in one burst
         _burst(app, ["ctrl+u", "a", "b", "c", "tab", "ctrl+u", "9", "0", "0", "tab", "ctrl+u", "2", "tab", "space"])
-        await pilot.pause(0.3)
+        switch = app.query_one("#tok-bytefb", Switch)
+        await wait_for(pilot, lambda: app.focused is switch and not switch.value, what="the burst")
         assert name.value == "abc"
         assert app.query_one("#tok-vocab", Input).value == "900"
         assert app.query_one("#tok-sample", Input).value == "2"
@@ -70,6 +71,6 @@ async def test_a_thousand_keys_typed_without_a_pause_land_in_their_fields(built_
                 keys += ["ctrl+u", *value, "tab"]
             _burst(app, keys)
             sent += len(keys)
-            await pilot.pause(0.2)
+            await wait_for(pilot, lambda: app.focused.id == "model-hidden_dim", what=f"the burst at key {sent}")
             got = {f: app.query_one(f"#model-{f}", Input).value for f in fields}
             assert got == want, sent
