@@ -226,3 +226,78 @@ def test_hub_split_selection_and_held_out_fallback():
     with_val = {"train": rows, "validation": [{"text": "v"}]}
     assert list(split_stream(with_val, "validation", "hub", "text")) == ["v"]
     assert len(list(split_stream(with_val, "train", "hub", "text"))) == 250
+
+
+# --- data check: every problem of a source, with where it is ----------------------------------
+
+
+def _check(tmp_path, capsys, *args) -> tuple[int, list[str]]:
+    from workbench.cli import main
+
+    code = main(["--workspace", str(tmp_path / "ws"), "data", "check", *args])
+    return code, capsys.readouterr().out.strip().splitlines()
+
+
+def test_data_check_names_every_problem_of_a_text_file_with_its_byte_offset(tmp_path, capsys):
+    good = b"Once upon a time.\n<|endoftext|>\n"
+    raw = (good + b"<|endoftext|>\n"              # an empty document right after a separator
+           + b"A bad \xff byte.\n<|endoftext|>\n"  # not UTF-8
+           + b"   \n<|endoftext|>\n"              # only whitespace
+           + b"A NUL \x00 here.\n<|endoftext|>\n"
+           + b"x" * (1 << 20) + b"\xc3\xa9" + b"y" * 10 + b"\n<|endoftext|>\n")  # one line over 1 MiB
+    f = tmp_path / "bad.txt"
+    f.write_bytes(raw)
+    code, lines = _check(tmp_path, capsys, str(f))
+    empty1 = len(good)
+    bad = raw.index(b"\xff")
+    empty2 = raw.index(b"   \n")
+    nul = raw.index(b"\x00")
+    long = raw.index(b"xxxx")
+    assert code == 1
+    assert lines[:-1] == [
+        f"{f}: byte {empty1:,}: an empty document (nothing since the last separator)",
+        f"{f}: byte {bad:,}: byte 0xff is not UTF-8",
+        f"{f}: byte {empty2:,}: an empty document (nothing since the last separator)",
+        f"{f}: byte {nul:,}: a NUL byte: this looks like a binary file, not UTF-8 text",
+        f"{f}: byte {long:,}: a line of more than 1,048,576 bytes (training cuts it into pieces; is this file "
+        "one text without line breaks?)"]
+    assert lines[-1] == f"5 problems in 1 file: 4 documents, {len(raw):,} bytes read"
+    assert f.read_bytes() == raw  # changed nothing
+
+
+def test_data_check_reads_json_lines_parquet_and_folders(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "src"
+    d.mkdir()
+    rows = [b'{"text": "fine"}\n', b'{"text": ""}\n', b'not json\n', b'{"body": "x"}\n', b'[1]\n', b'{"text": 5}\n']
+    (d / "a.jsonl").write_bytes(b"".join(rows))
+    pq.write_table(pa.table({"text": ["one", "", None, "two"]}), d / "b.parquet")
+    (d / "c.txt").write_text("para one.\n\npara two.\n\npara three.\n")
+    code, lines = _check(tmp_path, capsys, str(d))
+    at = [sum(map(len, rows[:i])) for i in range(len(rows))]
+    assert code == 1
+    assert lines == [
+        f"{d / 'a.jsonl'}:2: byte {at[1]}: an empty 'text'",
+        f"{d / 'a.jsonl'}:3: byte {at[2]}: not JSON (Expecting value)",
+        f"{d / 'a.jsonl'}:4: byte {at[3]}: no 'text' field (it has body)",
+        f"{d / 'a.jsonl'}:5: byte {at[4]}: a list, not an object with a 'text' field",
+        f"{d / 'a.jsonl'}:6: byte {at[5]}: 'text' is a number, not text",
+        f"{d / 'b.parquet'}: row 1: an empty text",
+        f"{d / 'b.parquet'}: row 2: null",
+        f"{d / 'c.txt'}: no <|endoftext|> line in 3 paragraphs: the whole file would be one document (training "
+        "cuts it at blank lines past 1 MB)",
+        lines[-1]]
+    assert lines[-1].startswith("8 problems in 3 files: 4 documents")
+    code, lines = _check(tmp_path, capsys, str(d / "b.parquet"), "--text-column", "story")
+    assert code == 1 and lines[0] == f"{d / 'b.parquet'}: no column 'story' (its columns: text)"
+
+
+def test_data_check_of_a_clean_source_and_of_what_it_cannot_read(tmp_path, corpus_dir, capsys):
+    code, lines = _check(tmp_path, capsys, str(corpus_dir))
+    assert code == 0 and lines[-1].startswith("no problems in 2 files: 660 documents")
+    from workbench.cli import main
+
+    assert main(["--workspace", str(tmp_path / "ws"), "data", "check", "some/hub-id"]) == 2
+    assert "`data check` reads local files" in capsys.readouterr().err

@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_command(s, "list", "list prepared data", cmd_list)
     add_command(s, "info", "what a prepared data folder holds", cmd_info, "name")
+    ck = s.add_parser("check", help="read a local source end to end and report every problem (changes nothing)")
+    ck.add_argument("source", metavar="SOURCE", help="a local .txt/.jsonl/.json/.parquet file or a folder of them")
+    ck.add_argument("--text-column", default="text")
+    ck.add_argument("--json", action="store_true")
+    ck.set_defaults(func=cmd_check)
 
 
 def cmd_prepare(args, ws) -> int:
@@ -65,6 +70,28 @@ def cmd_list(args, ws) -> int:
         sp = i.meta["splits"]
         print(f"{i.name:40} train {sp['train']['tokens']:>12,} tokens  val {sp['val']['tokens']:>10,} tokens")
     return 0
+
+
+def cmd_check(args, ws) -> int:
+    from workbench.data.check import check_source
+
+    line = ProgressLine("check")
+    try:
+        report = check_source(args.source, args.text_column, progress=lambda done, total: line.update(done, total))
+    finally:
+        line.close()
+    if args.json:
+        print_json(report.to_dict())
+        return 0 if report.clean else 1
+    for p in report.problems:
+        print(p.text())
+    for where, n in report.more.items():
+        print(f"{where}: {n:,} more of this kind not listed")
+    n = len(report.problems) + sum(report.more.values())
+    files = f"{len(report.files)} file{'s' if len(report.files) != 1 else ''}"
+    print(f"{'no problems' if not n else f'{n:,} problem' + ('s' if n != 1 else '')} in {files}: "
+          f"{report.documents:,} document{'s' if report.documents != 1 else ''}, {report.bytes:,} bytes read")
+    return 0 if report.clean else 1
 
 
 def cmd_info(args, ws) -> int:
