@@ -301,3 +301,51 @@ def test_data_check_of_a_clean_source_and_of_what_it_cannot_read(tmp_path, corpu
 
     assert main(["--workspace", str(tmp_path / "ws"), "data", "check", "some/hub-id"]) == 2
     assert "`data check` reads local files" in capsys.readouterr().err
+
+
+def test_data_info_gives_document_lengths_byte_fallback_and_frequent_tokens(trained, corpus_dir, capsys):
+    """Checked against the documents themselves: each encoded here (BOS … EOS, as prepare does)
+    and measured in UTF-8 bytes."""
+    import numpy as np
+
+    from workbench.cli import main
+    from workbench.data.sources import resolve_source
+    from workbench.runs.folder import get_run
+    from workbench.tokenizer.tokenizer import load_tokenizer
+
+    name = get_run(trained, "real").raw_config()["data"]["name"]
+    assert main(["--workspace", str(trained.root), "data", "info", name, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["stats"]
+    tok = load_tokenizer(trained, "tok")
+    docs = list(resolve_source(str(corpus_dir)).documents("train"))
+    ids = [tok.encode(d, bos=True, eos=True) for d in docs]
+    lengths = np.array([len(x) for x in ids])
+    nbytes = np.array([len(d.encode("utf-8")) for d in docs])
+    s = stats["train"]
+    assert s["documents"] == len(docs) and s["bytes"] == int(nbytes.sum())
+    assert s["tokens_per_document"] == {"min": int(lengths.min()), "median": float(np.median(lengths)),
+                                        "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}
+    assert s["bytes_per_document"]["max"] == int(nbytes.max()) and s["bytes_per_document"]["min"] == int(nbytes.min())
+    flat = [i for x in ids for i in x]
+    fallback = sum(1 for i in flat if tok.sp.is_byte(i)) / len(flat)
+    assert s["byte_fallback_share"] == pytest.approx(fallback)
+    counts = np.bincount(flat, minlength=tok.vocab_size)
+    assert [r["id"] for r in s["top"]] == list(np.argsort(-counts, kind="stable")[:10])
+    assert s["top"][0]["piece"] == tok.surface(s["top"][0]["id"])
+    assert main(["--workspace", str(trained.root), "data", "info", name]) == 0
+    assert "tokens each: min " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100])
+def test_data_stats_are_the_same_read_in_small_chunks(trained, monkeypatch, chunk):
+    """Documents cut across reads (and a BOS as a chunk's first or last token) are counted whole."""
+    from workbench.data import stats
+    from workbench.data.tokens import data_info
+    from workbench.runs.folder import get_run
+    from workbench.tokenizer.tokenizer import load_tokenizer
+
+    info = data_info(trained, get_run(trained, "real").raw_config()["data"]["name"])
+    tok = load_tokenizer(trained, "tok")
+    whole = stats.data_stats(info, tok)
+    monkeypatch.setattr(stats, "CHUNK", chunk)
+    assert stats.data_stats(info, tok) == whole

@@ -95,8 +95,52 @@ def cmd_check(args, ws) -> int:
 
 
 def cmd_info(args, ws) -> int:
+    from workbench.data.stats import data_stats
+
     info = data_info(ws, args.name)
-    return _report(info, args.json, f"data {info.name}")
+    tok = _tokenizer_of(ws, info)
+    stats = None
+    if tok is not None:
+        info.check_ids(tok.vocab_size)
+        line = ProgressLine("read")
+        try:
+            stats = data_stats(info, tok, progress=lambda split, done, total: line.update(done, total, split))
+        finally:
+            line.close()
+    if args.json:
+        print_json({**info.to_dict(), "stats": stats})
+        return 0
+    print(f"data {info.name}")
+    _print_info(info)
+    if stats is None:
+        print("  (its tokenizer is not in tokenizers/ any more: no statistics by token)")
+        return 0
+    for split, s in stats.items():
+        t, b = s["tokens_per_document"], s["bytes_per_document"]
+        print(f"  {split}: {s['documents']:,} documents; tokens each: min {t['min']:,}, median {t['median']:,.0f}, "
+              f"95% {t['p95']:,.0f}, max {t['max']:,}; bytes each: min {b['min']:,}, median {b['median']:,.0f}, "
+              f"95% {b['p95']:,.0f}, max {b['max']:,}")
+        print(f"    byte-fallback tokens {100 * s['byte_fallback_share']:.2f}%; most frequent: "
+              + ", ".join(f"{r['piece']!r} {100 * r['share']:.1f}%" for r in s["top"]))
+    return 0
+
+
+def _tokenizer_of(ws, info):
+    """The tokenizer the data was made with (by its hash), or None when it is gone."""
+    from pathlib import Path
+
+    from workbench.errors import WorkbenchError
+    from workbench.tokenizer.tokenizer import Tokenizer
+
+    want = info.meta["tokenizer"]["sha256"]
+    for path in (ws.tokenizer_path(info.meta["tokenizer"]["name"]), Path(info.meta.get("tokenizer_path") or "")):
+        try:
+            tok = Tokenizer.load(path)
+        except (WorkbenchError, OSError):
+            continue
+        if tok.sha256 == want:
+            return tok
+    return None
 
 
 def _report(info, as_json: bool, title: str) -> int:
