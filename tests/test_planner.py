@@ -167,3 +167,36 @@ def test_the_recipe_factor_scales_the_prediction_and_the_shipped_law_carries_the
     assert shipped["recipe"]["train"]["optimizer"] == "muon" and shipped["recipe"]["model"]["mlp"] == "relu2"
     assert 0.8 < shipped["recipe_factor"] < 1.0
     assert planner.shape_config(128, 4, 4096, shipped["recipe"]).mlp == "relu2"
+
+
+def test_cached_measurements_are_shown_and_measured_again_on_request(built, law, tmp_path, monkeypatch, capsys):
+    """`workbench probe` shows what is cached; --remeasure drops one kind (matmul is measured
+    again at once); `plan --remeasure` measures the candidates' speeds again instead of trusting
+    figures taken on a busy machine."""
+    from helpers import inject_matmul, inject_speed
+
+    monkeypatch.setenv(probe.CACHE_ENV, str(tmp_path / "cache"))  # this test's own cache
+    monkeypatch.setattr(planner, "SHAPES", ((32, 1), (64, 2)))
+    monkeypatch.setattr(planner, "SEQ_LEN", 32)
+    inject_matmul(0.5)
+    inject_speed(law, 400, lambda dim, layers: 123.0)
+    probe.write_cached({probe.attention_key(4, 2, 32, 8, "fp32"): {"kernel": "sdpa"}})
+    ws = ["--workspace", str(built.root)]
+    assert main([*ws, "probe", "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    speeds = [k for k in entries if k.startswith("throughput ")]
+    assert entries["matmul"]["measured"] == "injected by the tests" and speeds
+    assert main([*ws, "probe", "--remeasure", "speed", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["dropped"]) == sorted(speeds)
+    assert not [k for k in out["entries"] if k.startswith("throughput ")] and "matmul" in out["entries"]
+    assert any(k.startswith("attention ") for k in out["entries"])
+    assert main([*ws, "probe", "--remeasure", "matmul", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["entries"]["matmul"]
+    assert m["measured"] != "injected by the tests" and m["fp32_gflops"] > 0  # measured now, for real
+    # plan --remeasure: the injected speeds go, the planner measures (here a stand-in, 777 tok/s)
+    inject_speed(law, 400, lambda dim, layers: 123.0)
+    monkeypatch.setattr(planner, "measure_throughput", lambda cfg, *a, **k: {"tok_s": 777.0, "precision": "fp32",
+                                                                            "attention": "sdpa", "threads": 1})
+    assert main([*ws, "plan", "--tokenizer", "tok", "--minutes", "1", "--remeasure", "--json"]) == 0
+    assert {r["tok_s"] for r in json.loads(capsys.readouterr().out)["candidates"]} == {777.0}

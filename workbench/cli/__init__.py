@@ -21,7 +21,7 @@ from workbench.workspace import Workspace
 # Command-group modules, in the order `--help` lists them. A module missing here simply
 # contributes no commands, so groups can be developed independently.
 GROUPS = ["tokenizer", "data", "config", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export",
-          "experiment", "bench"]
+          "experiment", "probe", "bench"]
 
 
 def quiet_native_logs() -> None:

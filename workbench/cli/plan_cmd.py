@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", required=True, type=float, metavar="M")
     p.add_argument("--threads", type=int, default=None, help="torch threads training will use (default: all cores)")
     p.add_argument("--save", metavar="NAME", help="also save the config as models/NAME.yaml")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the candidates' speeds again (a cached figure taken on a busy machine is stale)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
@@ -35,6 +37,10 @@ def cmd_plan(args, ws) -> int:
     from workbench.config.schema import save_config
     from workbench.planning.planner import PlanRequest, plan
 
+    if args.remeasure:
+        from workbench.machine.probe import forget
+
+        print(f"dropped {len(forget(['speed']))} cached speed(s); measuring again", file=sys.stderr)
     pl = plan(ws, PlanRequest(args.tokenizer, args.minutes, args.threads),
               say=lambda m: print(m, file=sys.stderr, flush=True))
     if args.save:

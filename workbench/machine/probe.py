@@ -114,6 +114,36 @@ def write_cached(entries: dict) -> None:
         pass
 
 
+# What the cache holds, by kind: the matmul probe (precision: auto), the attention kernels
+# measured per shape, and the planner's training speeds per candidate shape.
+KINDS = {"matmul": lambda key: key == "matmul", "attention": lambda key: key.startswith("attention "),
+         "speed": lambda key: key.startswith("throughput ")}
+META_KEYS = ("version", "cpu", "torch")
+
+
+def cached_entries() -> dict:
+    """The cached measurements by key (the file's own bookkeeping left out)."""
+    return {k: v for k, v in read_cached().items() if k not in META_KEYS}
+
+
+def forget(kinds) -> list[str]:
+    """Drop the cached measurements of ``kinds`` (names of ``KINDS``; "all" for every kind), so
+    they are measured again when next needed; the keys dropped. A stale figure (a busy machine
+    when it was taken, another torch) goes this way: `workbench probe --remeasure`."""
+    from workbench.errors import WorkbenchError
+    from workbench.fileio import write_json
+
+    kinds = tuple(KINDS) if "all" in kinds else tuple(kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise WorkbenchError(f"{bad[0]!r} is not a kind of measurement: expected all, {', '.join(KINDS)}")
+    d = read_cached()
+    gone = [k for k in d if k not in META_KEYS and any(KINDS[kind](k) for kind in kinds)]
+    if gone:
+        write_json(cache_file(), {k: v for k, v in d.items() if k not in gone})
+    return gone
+
+
 def _threads() -> int:
     import torch
 
