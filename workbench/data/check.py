@@ -94,20 +94,23 @@ def check_source(spec: str, text_column: str = "text", progress: Callable[[int, 
                                  ".txt, .jsonl, .json, .parquet")
         files = [path]
     report = CheckReport(source=str(spec), files=[str(f) for f in files])
-    total = sum(f.stat().st_size for f in files)
+    total = sum(f.stat().st_size for f in files if f.exists())
     done = 0
     for f in files:
         sink = _Sink(report, f)
         ext = f.suffix.lower()
-        if f.stat().st_size == 0:
-            sink.add("empty", "the file is empty", None)
-        elif ext == ".txt":
-            _check_txt(f, sink, report)
-        elif ext == ".parquet":
-            _check_parquet(f, text_column, sink, report)
-        else:
-            _check_json(f, text_column, sink, report)
-        done += f.stat().st_size
+        try:
+            if f.stat().st_size == 0:
+                sink.add("empty", "the file is empty", None)
+            elif ext == ".txt":
+                _check_txt(f, sink, report)
+            elif ext == ".parquet":
+                _check_parquet(f, text_column, sink, report)
+            else:
+                _check_json(f, text_column, sink, report)
+            done += f.stat().st_size
+        except OSError as e:  # unreadable, or gone while read: a problem of that file, the others go on
+            sink.add("read", f"cannot read it: {e.strerror or e}", None)
         report.bytes = done
         if progress is not None:
             progress(done, total)
