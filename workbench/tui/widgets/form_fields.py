@@ -81,6 +81,10 @@ class KeysInOrder:
         from textual import events
 
         app = self.app
+        check_bindings = getattr(app, "_check_bindings", None)  # Textual's own, not public API:
+        if check_bindings is None or not hasattr(Widget, "_forward_event"):  # gone in another version,
+            await super()._on_key(event)  # keys go Textual's way again rather than fail
+            return
         focused = app.focused  # now, not `has_focus`, which follows a Focus message still on its way
         # (a key that bubbled up from a focused part of this widget, a Select's list, stays here)
         if focused is not None and focused is not self and self not in focused.ancestors:
@@ -89,7 +93,7 @@ class KeysInOrder:
             focused._forward_event(events.Key(event.key, event.character))
             return
         mine = (self.printable_bindings or not event.is_printable) and (self.only is None or event.key in self.only)
-        if mine and await app._check_bindings(event.key):
+        if mine and await check_bindings(event.key):
             event.prevent_default()
             event.stop()
             return
