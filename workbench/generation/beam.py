@@ -121,7 +121,9 @@ def beam_search(model, prompt_ids: list[int], search: BeamSearch, eos_id: int | 
                 if len(new_seqs) == W:
                     break
             seqs, sums = new_seqs, torch.tensor(new_sums, dtype=torch.float64)
-            if not seqs or _done(finished, seqs, sums, search, t + 1):
+            if seqs and _done(finished, seqs, sums, search, t + 1):
+                seqs = []  # none of them can still win: they end here, unreported
+            if not seqs:
                 break
             if stop_event is not None and stop_event.is_set():
                 ended = "cancelled"
@@ -135,7 +137,8 @@ def beam_search(model, prompt_ids: list[int], search: BeamSearch, eos_id: int | 
             else:
                 full = torch.tensor([prompt + s for s in seqs], device=device)
                 logits = model(full)[:, -1]
-    finished += [Beam(s, float(lp), _score(float(lp), len(s), penalty), ended) for s, lp in zip(seqs, sums.tolist())]
+    finished += [Beam(s, float(lp), _score(float(lp), len(s), penalty), ended)
+                 for s, lp in zip(seqs, sums.tolist())]
     finished.sort(key=lambda h: -h.score)  # stable: the earlier found wins a tie
     return finished[: search.n_best]
 
