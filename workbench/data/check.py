@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workbench.data.sources import ALL_EXTS, EOT_LINE, _is_saved
+from workbench.data.sources import ALL_EXTS, EOT_LINE, data_files, is_saved_dataset
 from workbench.errors import WorkbenchError
 
 LONG_LINE = 1 << 20  # bytes
@@ -84,10 +84,10 @@ def check_source(spec: str, text_column: str = "text", progress: Callable[[int, 
                              "dataset is checked as `data prepare` streams it)")
     path = path.resolve()
     if path.is_dir():
-        if _is_saved(path):
+        if is_saved_dataset(path):
             raise WorkbenchError(f"{str(path)!r} is a saved datasets folder; `data check` reads .txt, .jsonl, "
                                  ".json and .parquet files")
-        files = _data_files(path)
+        files = data_files(path)
     else:
         if path.suffix.lower() not in ALL_EXTS:
             raise WorkbenchError(f"{str(path)!r}: unsupported file type {path.suffix or '(none)'!r}; allowed: "
@@ -115,16 +115,6 @@ def check_source(spec: str, text_column: str = "text", progress: Callable[[int, 
         if progress is not None:
             progress(done, total)
     return report
-
-
-def _data_files(path: Path) -> list[Path]:
-    """A folder's data files, as `data prepare` picks them (hidden ones left out), unchecked: each
-    is read here."""
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in ALL_EXTS
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    if not files:
-        raise WorkbenchError(f"folder {str(path)!r} holds no data files; expected .txt, .jsonl, .json or .parquet files")
-    return files
 
 
 def _check_txt(path: Path, sink: _Sink, report: CheckReport) -> None:

@@ -117,7 +117,7 @@ def _prepare_locked(ws, tinfo, tok, source, name, out, workers, progress, cancel
             tmp = out / f".{SPLIT_FILES[split]}{fileio.TMP_MARK}{os.getpid()}"
             temps[split] = tmp
             cuts = source.split_documents
-            splits[split] = _write_split(
+            splits[split] = write_split(
                 source, SOURCE_SPLIT[split], tmp, dtype, tok, workers, progress, cancel_event, split
             )
             splits[split]["split_documents"] = source.split_documents - cuts
@@ -158,7 +158,10 @@ def _prepare_locked(ws, tinfo, tok, source, name, out, workers, progress, cancel
     return read_data_info(out)
 
 
-def _write_split(source, src_split, tmp: Path, dtype, tok, workers, progress, cancel_event, label) -> dict:
+def write_split(source, src_split, tmp: Path, dtype, tok, workers, progress, cancel_event, label) -> dict:
+    """Tokenize the documents of ``source``'s ``src_split`` into the token file ``tmp`` (each as
+    BOS … EOS), ``workers`` threads encoding; its token, byte and document counts. Data prepare
+    writes its splits with it, and `eval --data` its temporary file."""
     total = source.total_bytes(src_split)
     ntok = nbytes = ndocs = done_chars = 0
     last = 0.0

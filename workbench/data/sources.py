@@ -168,12 +168,13 @@ def resolve_source(spec: str | os.PathLike | None, text_column: str = "text") ->
     )
 
 
-def _is_saved(path: Path) -> bool:
+def is_saved_dataset(path: Path) -> bool:
+    """A folder written by datasets' ``save_to_disk``."""
     return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
 
 
-def _folder_files(path: Path, text_column: str) -> list[Path]:
-    """A folder's data files (hidden ones left out), each checked; none is an error."""
+def data_files(path: Path) -> list[Path]:
+    """A folder's data files (hidden ones left out), unchecked; none is an error."""
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and p.suffix.lower() in ALL_EXTS
@@ -184,6 +185,12 @@ def _folder_files(path: Path, text_column: str) -> list[Path]:
             f"folder {str(path)!r} holds no data files; expected .txt, .jsonl, .json or "
             ".parquet files, or a folder written by datasets' save_to_disk"
         )
+    return files
+
+
+def _folder_files(path: Path, text_column: str) -> list[Path]:
+    """A folder's data files, each given ``check_file``'s cheap checks."""
+    files = data_files(path)
     for f in files:
         check_file(f, text_column)
     return files
@@ -201,7 +208,7 @@ def eval_source(spec: str | os.PathLike, text_column: str = "text", split: str |
         raise WorkbenchError(f"--split {split!r} is not allowed: expected one of {', '.join(EVAL_SPLITS)}")
     spec = str(spec)
     path = Path(spec).expanduser()
-    if path.exists() and not (path.is_dir() and _is_saved(path)):
+    if path.exists() and not (path.is_dir() and is_saved_dataset(path)):
         path = path.resolve()
         if path.is_file():
             if split is not None:
@@ -230,7 +237,7 @@ def eval_source(spec: str | os.PathLike, text_column: str = "text", split: str |
 def _resolve_local(spec: str, path: Path, text_column: str) -> Source:
     path = path.resolve()
     if path.is_dir():
-        if _is_saved(path):
+        if is_saved_dataset(path):
             return Source(spec=spec, kind="saved", text_column=text_column, path=path)
         files = _folder_files(path, text_column)
         split_files = _assign_splits(files)

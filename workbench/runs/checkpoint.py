@@ -57,11 +57,8 @@ def default_name(run_dir: Path) -> str | None:
     """The checkpoint a verb uses when none is named: the one ``latest`` names when that folder
     is there, else the newest one (the pointer is a cache of this, not the truth). Cheap: no
     file is read beyond the pointer; loading checks the rest (see ``load_weights``)."""
-    names = list_checkpoints(run_dir)
-    pointed = latest_name(run_dir)
-    if pointed in names:
-        return pointed
-    return names[-1] if names else None
+    names, _ = _candidates(run_dir)
+    return names[0] if names else None
 
 
 def _candidates(run_dir: Path) -> tuple[list[str], str | None]:
@@ -241,20 +238,9 @@ def read_weights(run_dir: Path, name: str, device: str = "cpu") -> dict:
 def _load_into(model, run_dir: Path, name: str) -> None:
     path = run_dir / CKPT_DIR / name / WEIGHTS
     sd = read_weights(run_dir, name, device=str(next(model.parameters()).device))
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd and not _is_tied_copy(model, k, sd)]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [k for k in sd if k in expected and tuple(sd[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{k} has shape {tuple(sd[k].shape)}, the model expects {tuple(expected[k].shape)}")
-        if missing:
-            parts.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:3])}")
-        raise WorkbenchError(f"checkpoint file {path} does not match the model config: {'; '.join(parts)}")
+    why = _mismatch(model, sd)
+    if why:
+        raise WorkbenchError(f"checkpoint file {path} does not match the model config: {why}")
     model.load_state_dict(sd, strict=False)  # tied copies were dropped at save; all else checked above
 
 
@@ -263,24 +249,32 @@ def check_fits(model_config, run_dir: Path, name: str) -> None:
     a model of ``model_config``: naming the first tensor at fault and both shapes."""
     from workbench.model import build_model
 
-    sd = read_weights(run_dir, name)
-    model = build_model(model_config, device="meta")
+    why = _mismatch(build_model(model_config, device="meta"), read_weights(run_dir, name), there=" there")
+    if why:
+        raise WorkbenchError(f"run {Path(run_dir).name!r}'s weights do not fit this config: {why}")
+
+
+def _mismatch(model, sd: dict, there: str = "") -> str | None:
+    """What keeps weights ``sd`` from loading into ``model`` strictly (None: nothing): the first
+    tensor of another shape, in the model's order, and the names missing or unexpected. Tied
+    parameters (one Parameter under two names) are saved once, so either name will do."""
     expected = model.state_dict()
-    for k, t in expected.items():
-        if k in sd and tuple(sd[k].shape) != tuple(t.shape):
-            raise WorkbenchError(f"run {Path(run_dir).name!r}'s weights do not fit this config: {k} has shape "
-                                 f"{tuple(sd[k].shape)} there, the model expects {tuple(t.shape)}")
-    # tied parameters (one tensor under two names) are saved once: either name will do
-    same: dict[int, set[str]] = {}
+    tied: dict[int, set[str]] = {}
     for k, prm in model.named_parameters(remove_duplicate=False):
-        same.setdefault(id(prm), set()).add(k)
-    names = {k: next((g for g in same.values() if k in g), {k}) for k in expected}
-    missing = [k for k in expected if not names[k] & set(sd)]
+        tied.setdefault(id(prm), set()).add(k)
+    names = {k: g for g in tied.values() for k in g}
+    wrong = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if not names.get(k, {k}) & sd.keys()]
     unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
-        raise WorkbenchError(f"run {Path(run_dir).name!r}'s weights do not fit this config ({what}): the "
-                             "model's parts differ")
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{k} has shape {tuple(sd[k].shape)}{there}, the model expects {tuple(expected[k].shape)}")
+    if missing:
+        parts.append(f"missing {', '.join(missing[:3])}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:3])}")
+    return "; ".join(parts) or None
 
 
 def resumable(run_dir: Path, say=None) -> str | None:
@@ -306,14 +300,6 @@ def resumable(run_dir: Path, say=None) -> str | None:
         return n
     raise WorkbenchError(failed[0] + (f"; no other checkpoint of run {run_dir.name!r} is whole either"
                                       if len(failed) > 1 else ""))
-
-
-def _is_tied_copy(model, key: str, sd: dict) -> bool:
-    params = dict(model.named_parameters(remove_duplicate=False))
-    if key not in params:
-        return False
-    ptr = params[key].data_ptr()
-    return any(k in sd and p.data_ptr() == ptr for k, p in params.items() if k != key)
 
 
 def load_state(run_dir: Path, name: str) -> dict:

@@ -159,14 +159,14 @@ def _evaluate_source(model, tok, source, cfg, batches, device, precision, progre
     import tempfile
     from pathlib import Path
 
-    from workbench.data.prepare import _write_split
+    from workbench.data.prepare import write_split
     from workbench.data.tokens import TokenFile, token_dtype
     from workbench.errors import WorkbenchError
 
     dtype = token_dtype(tok.vocab_size)
     with tempfile.TemporaryDirectory(prefix="workbench-eval-") as d:
         path = Path(d) / "eval.bin"
-        stats = _write_split(source, "validation", path, dtype, tok, os.cpu_count() or 1, None, None, "val")
+        stats = write_split(source, "validation", path, dtype, tok, os.cpu_count() or 1, None, None, "val")
         if not stats["documents"]:
             raise WorkbenchError(f"{source.describe()} holds no documents to evaluate")
         if stats["tokens"] < cfg.model.max_seq_len + 1:
