@@ -61,6 +61,8 @@ def fields_of(cls_or_obj) -> list[FieldInfo]:
     hints = get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if f.metadata.get("hidden"):
+            continue  # kept by the class itself (a variant's options), not a form row
         tp, optional = hints[f.name], False
         if get_origin(tp) is Union:
             args = [a for a in get_args(tp) if a is not type(None)]
@@ -167,8 +169,14 @@ class _Validated:
     def _check(self) -> None:
         pass
 
+    @classmethod
+    def _is_option(cls, key: str) -> bool:
+        """Whether ``key`` may be a variant's own field (a class with options says; ``from_dict``
+        passes such keys on to the constructor, which checks them)."""
+        return False
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {info.name: getattr(self, info.name) for info in fields_of(self)}
 
     def replace(self, **changes):
         """A validated copy with some fields changed (configs are immutable)."""
@@ -179,12 +187,13 @@ class _Validated:
         owner = _owner_name(cls)
         if not isinstance(d, dict):
             raise ConfigError(f"{owner} must be a mapping of field: value, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in d if k not in names]
+        names = [f.name for f in fields_of(cls)]
+        unknown = [k for k in d if k not in names and not cls._is_option(k)]
         if unknown:
             raise ConfigError(f"unknown {owner} key(s) {', '.join(map(repr, unknown))}; "
                               f"valid keys: {', '.join(names)}")
-        return cls(**d)
+        options = {k: v for k, v in d.items() if k not in names}
+        return cls(**{k: v for k, v in d.items() if k in names}, **({"options": options} if options else {}))
 
 
 def _owner_name(cls) -> str:

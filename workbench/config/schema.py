@@ -19,14 +19,15 @@ workspace's ``models/`` first, then among the presets shipped inside the package
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from workbench.errors import ConfigError
-from workbench.experiments.registry import Choices
-from workbench.config.fields import _Validated, _f
+from workbench.experiments.registry import PARTS, Choices, chosen_options, option_owners, section_parts
+from workbench.config.fields import _Validated, _f, check_field, fields_of
 
 CONFIG_VERSION = 1
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -38,13 +39,71 @@ TOP_LEVEL_KEYS = ("version", "name", "description", "model", "train", "data", "t
 # The model's replaceable parts take their choices from the registry of variants (built-in and
 # registered by experiment files); the rest are fixed lists.
 SCHEDULE_CHOICES = ("cosine", "linear", "constant", "wsd")
-OPTIMIZER_CHOICES = ("adamw", "muon")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
+class _WithVariants(_Validated):
+    """A config section whose fields choose variants (``registry.section_parts``) and which keeps
+    the chosen variants' own fields, their options, in ``options``: checked by each option's
+    rule, filled with its default when not given, read as attributes (``cfg.ve_layers``) and
+    written flat beside the built-in fields. An option of a variant the section does not choose
+    is refused, naming the variant; changing the choice (``replace``) drops the old one's."""
+
+    options: tuple  # ((name, value), ...), sorted; a tuple keeps the config hashable
+
+    def __post_init__(self):
+        super().__post_init__()
+        given = dict(self.options)
+        wanted = chosen_options(self._section, {f: getattr(self, f) for f in section_parts(self._section)})
+        for key in given:
+            if key not in wanted:
+                raise ConfigError(self._not_chosen(key), (f"{self._section}.{key}",))
+        checked = {key: check_field(self._section, info, given.get(key, info.default))
+                   for key, (_, info) in wanted.items()}
+        object.__setattr__(self, "options", tuple(sorted(checked.items())))
+
+    def _not_chosen(self, key: str) -> str:
+        section = self._section
+        owners = option_owners(section, key)
+        if not owners:
+            valid = [f.name for f in fields_of(self)] + [k for k, _ in self.options]
+            return f"unknown {section} key {key!r}; valid keys: {', '.join(valid)}"
+        v = owners[0]
+        field_key = PARTS[v.part][0]
+        now = getattr(self, field_key.split(".", 1)[1])
+        return (f"{section}.{key} is an option of {v.part} {v.name!r}, which this config does not choose "
+                f"({field_key} = {now!r}); set {field_key} = {v.name!r} to use it")
+
+    def __getattr__(self, name: str):
+        if not name.startswith("_"):
+            for key, value in self.__dict__.get("options", ()):
+                if key == name:
+                    return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def _is_option(cls, key: str) -> bool:
+        return bool(option_owners(cls._section, key))
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), **dict(self.options)}
+
+    def replace(self, **changes):
+        names = {f.name for f in fields_of(self)}
+        given = {k: changes.pop(k) for k in list(changes) if k not in names}
+        wanted = chosen_options(self._section, {f: changes.get(f, getattr(self, f))
+                                                for f in section_parts(self._section)})
+        kept = {k: v for k, v in self.options if k in wanted}
+        return dataclasses.replace(self, **changes, options=tuple({**kept, **given}.items()))
+
+
+def _options_field():
+    return field(default=(), metadata={"hidden": True})
+
+
 @dataclass(frozen=True)
-class ModelConfig(_Validated):
+class ModelConfig(_WithVariants):
     """The shape and variant choices of one GPT/Llama-family transformer."""
 
     _section = "model"
@@ -83,6 +142,9 @@ class ModelConfig(_Validated):
                         choices=Choices("attention"))
     block: str = _f("prenorm", "block: prenorm (x + f(norm(x)), llama and GPT-2), or an experiment's",
                     choices=Choices("block"))
+    arch: str = _f("transformer", "the whole model: transformer (embeddings, blocks, norm, head), or an "
+                                  "experiment's", choices=Choices("model"))
+    options: tuple = _options_field()
 
     def _check(self) -> None:
         if self.dim % self.n_heads:
@@ -122,7 +184,7 @@ class ModelConfig(_Validated):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Validated):
+class TrainConfig(_WithVariants):
     """How to train: optimiser, schedule, budget, evaluation and checkpoint cadence, device.
 
     Defaults suit a laptop CPU with two cores and a debug-sized model.
@@ -141,7 +203,7 @@ class TrainConfig(_Validated):
     decay_fraction: float = _f(0.2, "wsd: the last fraction of the budget (steps, tokens or time) "
                                     "that decays to min_lr", min=0.0, max=1.0, min_exclusive=True)
     optimizer: str = _f("adamw", "adamw, or muon for the 2-D hidden matrices (AdamW keeps embeddings, "
-                                 "head, norms and biases)", choices=OPTIMIZER_CHOICES)
+                                 "head, norms and biases), or an experiment's", choices=Choices("optimizer"))
     weight_decay: float = _f(0.1, "AdamW weight decay (not applied to norms and biases)",
                              min=0.0, max=10.0)
     beta1: float = _f(0.9, "AdamW beta1", min=0.0, max=1.0, min_exclusive=False)
@@ -167,6 +229,7 @@ class TrainConfig(_Validated):
     compile: bool = _f(False, "torch.compile the model (slow start, faster steps on GPU)")
     num_threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1_024)
     seed: int = _f(1337, "random seed for init, batches and dropout", min=0, max=2**63 - 1)
+    options: tuple = _options_field()
 
     def _check(self) -> None:
         if self.min_lr > self.lr:

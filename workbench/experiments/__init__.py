@@ -4,9 +4,9 @@
 too); ``loader`` imports the Python files of a workspace's ``experiments/`` folder (and of
 ``--experiments DIR`` / ``$WORKBENCH_EXPERIMENTS``), reporting a broken file by its own file and
 line; ``runs`` copies the files a run used into its folder and loads that copy back. The public
-API for an experiment file is ``from workbench.experiments import register``.
+API for an experiment file is ``from workbench.experiments import register, option``.
 """
 
-from workbench.experiments.registry import register
+from workbench.experiments.registry import option, register
 
-__all__ = ["register"]
+__all__ = ["option", "register"]

@@ -3,7 +3,11 @@ choose and the class each name builds.
 
 Built-in parts are listed here by the dotted path of their class, so the names are known
 without importing torch (configs are checked while the user types); a user's experiment file
-registers its own class with ``@register(part, name)``. Config fields take their choices from
+registers its own class (or, for the optimizer, function) with ``@register(part, name)``. A
+variant may declare its own config fields (``options={"name": option(default, help, ...)}``):
+they belong to the section of the part's field (``model.`` or ``train.``), are accepted by YAML,
+``--set``, sweeps and the Config pane's form while that variant is chosen, and the variant reads
+them as attributes of the config it is given (``cfg.ve_layers``). Config fields take their choices from
 here (``Choices``), the model builds each part through ``build``, and ``workbench experiment
 list`` shows them all.
 
@@ -14,18 +18,35 @@ A part's class is called as the built-in one is (see ``PARTS``), and should deri
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+
+from workbench.config.fields import FieldInfo
 
 # part -> (the config field that names it, how the model calls a variant's class)
 PARTS = {
+    "model": ("model.arch", "cls(cfg): forward(idx, kv_cache, logits_to_keep, targets) -> logits or loss "
+                            "(subclass workbench.model.Transformer)"),
     "norm": ("model.norm", "cls(dim, eps, bias): x (B, T, C) -> (B, T, C)"),
     "pos": ("model.pos", "cls(cfg): forward(x, start) -> x, rotary(start, T) -> Rotary | None"),
     "attention": ("model.attention", "cls(cfg, layer_idx): forward(x, rope, mask, kv_cache) -> (B, T, C)"),
     "mlp": ("model.mlp", "cls(cfg): x (B, T, C) -> (B, T, C)"),
     "block": ("model.block", "cls(cfg, layer_idx): forward(x, rope, mask, kv_cache) -> (B, T, C)"),
+    "optimizer": ("train.optimizer", "fn(model, tc, device) -> a torch.optim.Optimizer (tc: the train config)"),
 }
+
+
+def section_parts(section: str) -> dict[str, str]:
+    """The config fields of ``section`` ("model" or "train") that name a part: field -> part."""
+    out = {}
+    for part, (key, _) in PARTS.items():
+        s, _, name = key.partition(".")
+        if s == section:
+            out[name] = part
+    return out
 
 
 @dataclass
@@ -35,6 +56,7 @@ class Variant:
     target: Any               # the class, or "module:attr" for a built-in not imported yet
     description: str = ""
     source: str | None = None  # the file that registered it (None: built in)
+    options: dict = field(default_factory=dict)  # its own config fields: name -> FieldInfo
 
     @property
     def builtin(self) -> bool:
@@ -48,6 +70,8 @@ class Variant:
 
 
 _BUILTIN = {
+    "model": {"transformer": ("workbench.model.transformer:Transformer",
+                              "embeddings, blocks, a final norm and the output head (GPT/Llama)")},
     "norm": {"rmsnorm": ("workbench.model.norms:RMSNorm", "RMSNorm (llama)"),
              "layernorm": ("workbench.model.norms:LayerNorm", "LayerNorm (GPT-2)")},
     "pos": {"rope": ("workbench.model.positions:RotaryPositions", "rotary positions on q and k"),
@@ -58,6 +82,9 @@ _BUILTIN = {
             "gelu": ("workbench.model.mlp:GeluMLP", "GELU (GPT-2)"),
             "relu2": ("workbench.model.mlp:ReluSquared", "squared ReLU (Primer)")},
     "block": {"prenorm": ("workbench.model.block:Block", "x + attn(norm(x)), then x + mlp(norm(x))")},
+    "optimizer": {"adamw": ("workbench.training.optim:adamw", "AdamW on every parameter"),
+                  "muon": ("workbench.training.optim:muon",
+                           "Muon on the 2-D hidden matrices, AdamW on the rest")},
 }
 _VARIANTS: dict[str, dict[str, Variant]] = {
     part: {name: Variant(part, name, target, desc) for name, (target, desc) in names.items()}
@@ -69,15 +96,66 @@ def _check_part(part: str) -> None:
         raise ValueError(f"part {part!r} is not one of {', '.join(PARTS)}")
 
 
-def register(part: str, name: str, description: str = "") -> Callable:
-    """Class decorator: make ``cls`` the variant ``name`` of ``part`` (a config then chooses it
-    with ``model.PART: name``). Names are lower-case words; a built-in name cannot be taken."""
+_TYPES = (bool, int, float, str)
+
+
+def option(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+           choices: tuple | None = None, type: type | None = None, none_means: str | None = None) -> FieldInfo:
+    """A config field of a variant, checked like the built-in ones: its type is ``type`` or that of
+    ``default`` (bool, int, float or str); ``none_means`` allows null and says what it means."""
+    tp = type or (None if default is None else builtins.type(default))
+    if tp not in _TYPES:
+        raise ValueError(f"option type must be one of bool, int, float, str (default {default!r})")
+    if default is None and none_means is None:
+        raise ValueError("an option whose default is None needs none_means (what null means)")
+    return FieldInfo("", tp, none_means is not None, default, help, tuple(choices) if choices else None,
+                     min, max, False, none_means)
+
+
+def _check_options(part: str, name: str, options: dict | None) -> dict[str, FieldInfo]:
+    from workbench.config.fields import check_field
+
+    section = PARTS[part][0].split(".", 1)[0]
+    out = {}
+    for key, info in (options or {}).items():
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise ValueError(f"{part} {name!r}: option name {key!r} must be a Python identifier not starting with '_'")
+        if not isinstance(info, FieldInfo):
+            raise ValueError(f"{part} {name!r}: option {key!r} must be made with option(default, help, ...)")
+        if key in _section_fields(section):
+            raise ValueError(f"{part} {name!r}: option {key!r} is already a {section} field; choose another name")
+        info = dataclasses.replace(info, name=key)
+        try:
+            check_field(section, info, info.default)
+        except Exception as e:
+            raise ValueError(f"{part} {name!r}: option {key!r}: its default does not pass its own rule: {e}") from None
+        for other in option_owners(section, key):
+            if (other.part, other.name) != (part, name) and other.options[key] != info:
+                raise ValueError(f"{part} {name!r}: option {key!r} is declared differently by {other.part} "
+                                 f"{other.name!r} ({other.source}); give yours another name")
+        out[key] = info
+    return out
+
+
+def _section_fields(section: str) -> set[str]:
+    """The built-in field names of a config section (an option cannot take one)."""
+    from workbench.config.schema import ModelConfig, TrainConfig
+
+    return {f.name for f in dataclasses.fields({"model": ModelConfig, "train": TrainConfig}[section])}
+
+
+def register(part: str, name: str, description: str = "", options: dict | None = None) -> Callable:
+    """Decorator: make a class (a function for ``optimizer``) the variant ``name`` of ``part``; a
+    config then chooses it with ``PART's field: name`` (``model.mlp: mine``). Names are letters,
+    digits, '-' or '_'; a built-in name cannot be taken. ``options``: the variant's own config
+    fields, name -> ``option(default, help, min=, max=, choices=)``."""
     _check_part(part)
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"variant name {name!r} must be letters, digits, '-' or '_'")
     known = _VARIANTS[part].get(name)
     if known is not None and known.builtin:
         raise ValueError(f"{part} {name!r} is built in; register your variant under another name")
+    checked = _check_options(part, name, options)
 
     def deco(cls):
         import inspect
@@ -87,7 +165,7 @@ def register(part: str, name: str, description: str = "") -> Callable:
         except TypeError:
             source = "<unknown>"
         doc = description or (cls.__doc__ or "").strip().split("\n")[0]
-        _VARIANTS[part][name] = Variant(part, name, cls, doc, source)
+        _VARIANTS[part][name] = Variant(part, name, cls, doc, source, checked)
         return cls
 
     return deco
@@ -130,6 +208,21 @@ def get(part: str, name: str) -> Variant:
         return _VARIANTS[part][name]
     except KeyError:
         raise KeyError(f"{part} {name!r} is not registered; registered: {', '.join(_VARIANTS[part])}") from None
+
+
+def chosen_options(section: str, values: dict) -> dict[str, tuple[Variant, FieldInfo]]:
+    """The options of the variants ``values`` (field -> value of ``section``) choose."""
+    out = {}
+    for fname, part in section_parts(section).items():
+        v = _VARIANTS[part].get(values.get(fname))
+        for key, info in (v.options if v else {}).items():
+            out[key] = (v, info)
+    return out
+
+
+def option_owners(section: str, key: str) -> list[Variant]:
+    """Every registered variant with an option ``key`` in ``section``."""
+    return [v for v in variants() if key in v.options and PARTS[v.part][0].startswith(section + ".")]
 
 
 def build(part: str, name: str):

@@ -24,16 +24,19 @@ from workbench.experiments.registry import PARTS, get, names, variants
 
 def _default(part: str) -> str:
     """The variant a config takes for ``part`` when it names none (its field's default)."""
-    from workbench.config.schema import ModelConfig
+    from workbench.config.schema import ModelConfig, TrainConfig
 
-    field = PARTS[part][0].split(".", 1)[1]
-    return next(f.default for f in dataclasses.fields(ModelConfig) if f.name == field)
+    section, _, field = PARTS[part][0].partition(".")
+    cls = ModelConfig if section == "model" else TrainConfig
+    return next(f.default for f in dataclasses.fields(cls) if f.name == field)
 
 
 def list_variants() -> list[dict]:
     """Every registered variant: part, name, where it comes from, what it is."""
     return [{"part": v.part, "name": v.name, "field": PARTS[v.part][0], "builtin": v.builtin,
-             "file": v.source, "description": v.description} for v in variants()]
+             "file": v.source, "description": v.description,
+             "options": {k: {"default": o.default, "allowed": o.allowed(), "help": o.help}
+                         for k, o in v.options.items()}} for v in variants()]
 
 
 def _check_name(name: str) -> None:
@@ -74,8 +77,11 @@ def new_experiment(root: Path, name: str, part: str, base: str | None = None) ->
         raise WorkbenchError(f"{part} {base!r} is not registered; choose one of {', '.join(names(part))}")
     cls = get(part, base).resolve()
     source = inspect.getsource(cls)
-    class_name = "".join(w.capitalize() for w in name.split("_")) or name
-    source = source.replace(f"class {cls.__name__}(", f"class {class_name}(", 1)
+    if isinstance(cls, type):
+        class_name = "".join(w.capitalize() for w in name.split("_")) or name
+        source = source.replace(f"class {cls.__name__}(", f"class {class_name}(", 1)
+    else:  # an optimizer is a function
+        source = source.replace(f"def {cls.__name__}(", f"def {name}(", 1)
     path = Path(root) / FOLDER / f"{name}.py"
     if path.exists():
         raise WorkbenchError(f"{str(path)!r} already exists; edit it, or choose another name")
@@ -120,16 +126,21 @@ def check_experiment(name: str) -> CheckResult:
     from workbench.config.schema import load_config
     from workbench.model import build_model
     from workbench.tracing.tracer import trace_model
+    from workbench.training.optim import make_optimizer
 
     parts = [p for p in PARTS if name in names(p)]
     if not parts:
         raise WorkbenchError(f"no variant is registered as {name!r}; `workbench experiment list` shows them")
     cfg = load_config("debug")
-    changes = {PARTS[p][0].split(".", 1)[1]: name for p in parts}
+    changes = {"model": {}, "train": {}}
+    for p in parts:
+        section, _, field = PARTS[p][0].partition(".")
+        changes[section][field] = name
     where = ", ".join(f"{PARTS[p][0]}={name}" for p in parts)
     source = next((get(p, name).source for p in parts if get(p, name).source), None)
     try:
-        model_cfg = cfg.model.replace(**changes)
+        model_cfg = cfg.model.replace(**changes["model"])
+        train_cfg = cfg.train.replace(**changes["train"])
         model = build_model(model_cfg, seed=0)
         idx = torch.randint(0, model_cfg.vocab_size, (2, model_cfg.max_seq_len))
         logits = model(idx)
@@ -140,6 +151,16 @@ def check_experiment(name: str) -> CheckResult:
         loss.backward()
         if not torch.isfinite(loss):
             return CheckResult(False, f"{where}: the loss is {loss.item()}")
+        fused = model(idx, targets=idx)  # the path training takes
+        if not torch.allclose(fused, loss, rtol=1e-4, atol=1e-4):
+            return CheckResult(False, f"{where}: forward(idx, targets=...) gives loss {fused.item():.4f}, "
+                                      f"but the logits give {loss.item():.4f}")
+        if "optimizer" in parts:
+            before = [p.detach().clone() for p in model.parameters()]
+            opt = make_optimizer(model, train_cfg, torch.device("cpu"))
+            opt.step()
+            if all(torch.equal(b, p) for b, p in zip(before, model.parameters())):
+                return CheckResult(False, f"{where}: one step of the optimizer changed no parameter")
         trace = trace_model(model, idx[:1, :16])
         logged = sum(len(c.logs) for c in trace.calls())
     except WorkbenchError as e:
@@ -147,5 +168,6 @@ def check_experiment(name: str) -> CheckResult:
     except Exception as e:  # the user's code: say where in it, in one line
         return CheckResult(False, failure_line(e, Path(source).resolve()) if source else f"{where}: {type(e).__name__}: {e}")
     n = sum(p.numel() for p in model.parameters())
+    stepped = ", one optimizer step" if "optimizer" in parts else ""
     return CheckResult(True, f"ok: {where} builds the debug shape ({n:,} parameters), loss {loss.item():.3f}, "
-                             f"gradients flow, trace of {sum(1 for _ in trace.calls())} calls with {logged} logged tensors")
+                             f"gradients flow{stepped}, trace of {sum(1 for _ in trace.calls())} calls with {logged} logged tensors")

@@ -104,12 +104,18 @@ class Attention(LoggingModule):
         self.gqa = Hkv != H
         self.kernel = "sdpa"
 
+    def values(self, v: torch.Tensor) -> torch.Tensor:
+        """The value vectors (B, T, Hkv, D) of the new positions, before attention mixes them.
+        Unchanged here; an experiment's subclass may change them (a value norm, value embeddings)."""
+        return v
+
     def forward(self, x: torch.Tensor, rope=None, mask: torch.Tensor | None = None,
                 kv_cache=None) -> torch.Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         qk, v = self.wqkv(x).view(B, T, H + 2 * Hkv, D).split((H + Hkv, Hkv), dim=2)
         q, k = self.rotate(self.qk_norm(qk), rope).split((H, Hkv), dim=2)
+        v = self.values(v)
         # transposed views, not copies: SDPA takes strided inputs, and its output then comes
         # back in (B, T, H, D) order so the reshape below is free
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)

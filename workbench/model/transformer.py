@@ -52,8 +52,7 @@ class Transformer(LoggingModule):
         # (a decode step) sees every key and needs none
         mask = None if start == 0 or T == 1 else torch.ones(
             T, start + T, dtype=torch.bool, device=idx.device).tril(start)
-        for layer in self.layers:
-            x = layer(x, rope, mask, kv_cache)
+        x = self.blocks(x, idx, rope, mask, kv_cache)
         cap = self.config.logit_softcap
         if targets is not None:
             return linear_cross_entropy(self.norm(x), self.lm_head.weight, targets, softcap=cap)
@@ -65,6 +64,14 @@ class Transformer(LoggingModule):
         if kv_cache is not None:
             kv_cache.advance(T)
         return logits
+
+    def blocks(self, x: torch.Tensor, idx: torch.Tensor, rope, mask, kv_cache) -> torch.Tensor:
+        """The residual stream through every block. A whole-model experiment (a subclass
+        registered as a ``model`` variant) may override this, e.g. to give layers something
+        computed from the token ids ``idx``."""
+        for layer in self.layers:
+            x = layer(x, rope, mask, kv_cache)
+        return x
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> "Transformer":
@@ -104,7 +111,7 @@ def build_model(cfg, device: torch.device | str | None = None, dtype: torch.dtyp
     if seed is not None:
         torch.manual_seed(seed)
     with torch.device(device or "cpu"):
-        model = Transformer(cfg)
+        model = build("model", cfg.arch)(cfg)  # Transformer, or an experiment's subclass of it
         if str(device) != "meta":
             model.init_weights()
     return model.to(dtype) if dtype is not None else model

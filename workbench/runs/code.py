@@ -50,20 +50,22 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def experiment_files(model_cfg) -> list[Path]:
-    """The experiment files the variants of ``model_cfg`` come from (built-in parts: none)."""
+def experiment_files(config) -> list[Path]:
+    """The experiment files the variants of ``config`` (model and train) come from (built-in
+    parts: none)."""
     out: list[Path] = []
     for part, (field, _) in PARTS.items():
-        variant = get(part, getattr(model_cfg, field.split(".", 1)[1]))
+        section, _, name = field.partition(".")
+        variant = get(part, getattr(getattr(config, section), name))
         if not variant.builtin and Path(variant.source) not in out:
             out.append(Path(variant.source))
     return out
 
 
-def copy_code(ws_root: Path, model_cfg, run_dir: Path) -> dict | None:
-    """Copy the experiment files ``model_cfg`` uses into ``run_dir``; the record for config.yaml
+def copy_code(ws_root: Path, config, run_dir: Path) -> dict | None:
+    """Copy the experiment files ``config`` uses into ``run_dir``; the record for config.yaml
     (None when it uses built-in parts only)."""
-    files = experiment_files(model_cfg)
+    files = experiment_files(config)
     if not files:
         return None
     dest = run_dir / CODE_DIR

@@ -385,7 +385,7 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
         d["data"] = data_meta
         d["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         d.update(extra or {})  # run-only keys (config.RUN_ONLY_KEYS): the plan that chose it
-        code = copy_code(ws.root, config.model, tmp)  # the experiment files it uses, kept with it
+        code = copy_code(ws.root, config, tmp)  # the experiment files it uses, kept with it
         if code:
             d["experiments"] = code
         fileio.write_yaml(tmp / CONFIG, d)

@@ -1,6 +1,9 @@
 """Optimizers and the learning-rate schedule.
 
 ``adamw``: AdamW on everything, weight decay on matrices only (fused where torch has it).
+An experiment may register its own (``@register("optimizer", NAME)`` on a function of
+(model, train config, device) that returns a torch optimizer).
+
 ``muon``: Muon (``torch.optim.Muon``, torch >= 2.9) on the 2-D hidden matrices — attention and
 MLP projections — and AdamW on the embedding, the output head, norms and biases, as Muon's
 authors use it. Muon's update is scaled to match AdamW's RMS (Moonshot's rule), so both share
@@ -68,20 +71,29 @@ def _adamw(groups, tc, device):
         return torch.optim.AdamW(groups, foreach=True, **kw)
 
 
-def make_optimizer(model, tc, device) -> Optimizers:
+def _groups(params, tc) -> list[dict]:
+    """AdamW's groups: weight decay on matrices only (not on norms and biases)."""
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return [g for g in ({"params": decay, "weight_decay": tc.weight_decay},
+                        {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def adamw(model, tc, device):
+    """AdamW on every parameter (the built-in optimizer ``adamw``)."""
+    return _adamw(_groups([p for p in model.parameters() if p.requires_grad], tc), tc, device)
+
+
+def muon(model, tc, device) -> Optimizers:
+    """Muon on the 2-D hidden matrices (the weights of linear layers but the output head), AdamW
+    on embedding tables, the head, norms and biases (the built-in optimizer ``muon``)."""
     import torch
 
-    hidden, decay, no_decay = [], [], []
-    head = {id(model.tok_emb.weight), id(model.lm_head.weight)}
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        if tc.optimizer == "muon" and p.dim() == 2 and id(p) not in head:
-            hidden.append(p)
-        else:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [g for g in ({"params": decay, "weight_decay": tc.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    head = id(model.lm_head.weight)  # tied or not: the output layer stays with AdamW
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)} - {head}
+    params = [p for p in model.parameters() if p.requires_grad]
+    hidden = [p for p in params if p.dim() == 2 and id(p) in linear]
+    rest = [p for p in params if not (p.dim() == 2 and id(p) in linear)]
     opts = []
     if hidden:
         if not hasattr(torch.optim, "Muon"):
@@ -89,8 +101,23 @@ def make_optimizer(model, tc, device) -> Optimizers:
                                  "use adamw")
         opts.append(torch.optim.Muon(hidden, lr=tc.lr, weight_decay=tc.weight_decay, momentum=0.95,
                                      nesterov=True, adjust_lr_fn="match_rms_adamw"))
-    opts.append(_adamw(groups, tc, device))
+    opts.append(_adamw(_groups(rest, tc), tc, device))
     return Optimizers(opts)
+
+
+def make_optimizer(model, tc, device) -> Optimizers:
+    """The optimizer ``tc.optimizer`` names (built in or an experiment's), as one ``Optimizers``
+    whose learning rate the schedule sets (each group's ``lr``)."""
+    import torch
+
+    from workbench.experiments.registry import build
+
+    made = build("optimizer", tc.optimizer)(model, tc, device)
+    if isinstance(made, Optimizers):
+        return made
+    if not isinstance(made, torch.optim.Optimizer):
+        raise WorkbenchError(f"optimizer {tc.optimizer!r} returned {type(made).__name__}, not a torch.optim.Optimizer")
+    return Optimizers([made])
 
 
 def lr_at(tc, step: int, progress: float) -> float:

@@ -1,0 +1,59 @@
+"""Value embeddings (modded-nanogpt, nanochat): extra token-embedding tables whose rows are mixed
+into the attention values, v = a*v + b*ve[token], with learned a and b per layer. Each of
+``ve_layers`` tables feeds one of the first layers and, shared, the matching one of the last
+layers (modded-nanogpt's layout: tables 0..n-1 at layers 0..n-1 and L-n..L-1). Each table costs
+vocab_size x (n_kv_heads * head_dim) parameters, which the token lookup makes cheap to compute.
+A whole-model variant, because the layers need the token ids. Try it:
+
+    workbench --experiments examples/experiments train --config debug --tokenizer T \\
+        --set model.arch=value_embed --set model.ve_layers=2
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from workbench.experiments import option, register
+from workbench.model import Transformer
+from workbench.model.attention import Attention
+from workbench.model.base import Embedding
+
+
+class ValueEmbedAttention(Attention):
+    """Attention whose values take a value embedding, set by the model before each call."""
+
+    def __init__(self, cfg, layer_idx: int):
+        super().__init__(cfg, layer_idx)
+        self.lambdas = nn.Parameter(torch.tensor([0.5, 0.5]))
+        self.ve: torch.Tensor | None = None  # (B, T, Hkv * D) for this call's tokens
+
+    def values(self, v: torch.Tensor) -> torch.Tensor:
+        if self.ve is None:
+            return v
+        ve = self.ve.view_as(v)
+        self.log("value_embed", ve)
+        return self.lambdas[0] * v + self.lambdas[1] * ve
+
+
+@register("model", "value_embed", "value embeddings mixed into the attention values (modded-nanogpt)",
+          options={"ve_layers": option(2, "value-embedding tables: each feeds one of the first and one of "
+                                          "the last layers", min=1, max=1_000)})
+class ValueEmbedTransformer(Transformer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        L, n = cfg.n_layers, min(cfg.ve_layers, cfg.n_layers)
+        self.value_embeds = nn.ModuleList(Embedding(cfg.vocab_size, cfg.kv_heads * cfg.head_dim) for _ in range(n))
+        self.table_of = {**{i: i for i in range(n)}, **{L - n + i: i for i in range(n)}}  # layer -> table
+        for i in self.table_of:
+            self.layers[i].attn = ValueEmbedAttention(cfg, i)
+
+    def blocks(self, x, idx, rope, mask, kv_cache):
+        tables = [ve(idx) for ve in self.value_embeds]
+        for i, layer in enumerate(self.layers):
+            if i in self.table_of:
+                layer.attn.ve = tables[self.table_of[i]]
+            x = layer(x, rope, mask, kv_cache)
+            if i in self.table_of:
+                layer.attn.ve = None  # the batch's tensors are not kept past this call
+        return x
