@@ -156,6 +156,30 @@ class Mine(LoggingModule):
 '''
 
 
+# an MLP whose hidden width is an option of its own (``model.wide``): `wide` x dim hidden units,
+# and a string option with choices
+WIDE = '''
+import torch
+import torch.nn.functional as F
+
+from workbench.experiments import option, register
+from workbench.model.base import Linear, LoggingModule
+
+
+@register("mlp", "wide", "relu MLP of wide x dim hidden units",
+          options={"wide": option(2, "hidden units per model dimension", min=1, max=16),
+                   "wide_note": option("a", "a string option", choices=("a", "b"))})
+class Wide(LoggingModule):
+    def __init__(self, cfg):
+        super().__init__()
+        self.w1 = Linear(cfg.dim, cfg.wide * cfg.dim, bias=False)
+        self.w2 = Linear(cfg.wide * cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.relu(self.w1(x)))
+'''
+
+
 # --- the one tiny model config ------------------------------------------------------------
 
 # the debug preset shrunk to the tests' tokenizers (vocab 400) and a short window

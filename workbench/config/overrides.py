@@ -11,6 +11,7 @@ from typing import Any
 from workbench.errors import ConfigError
 from workbench.config.fields import FieldInfo, fields_of, parse_field
 from workbench.config.schema import Config, ModelConfig, TrainConfig
+from workbench.experiments.registry import PARTS, option_owners, variants
 
 
 # --- overrides, the vocab a tokenizer dictates, and diffs ------------------------------------
@@ -32,9 +33,14 @@ def field_info(key: str, where: str = "") -> tuple[str, FieldInfo]:
     if section not in SECTIONS:
         raise ConfigError(f"{at}unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
     infos = {f.name: f for f in fields_of(section_class(section))}
-    if name not in infos:
-        raise ConfigError(f"{at}unknown {section} field {name!r}; valid fields: {', '.join(infos)}")
-    return section, infos[name]
+    if name in infos:
+        return section, infos[name]
+    owners = option_owners(section, name)  # a variant's own field (checked against the choice later)
+    if owners:
+        return section, owners[0].options[name]
+    options = sorted({k for v in variants() for k in v.options if PARTS[v.part][0].startswith(section + ".")})
+    raise ConfigError(f"{at}unknown {section} field {name!r}; valid fields: {', '.join(infos)}"
+                      + (f"; options of registered variants: {', '.join(options)}" if options else ""))
 
 
 # A time budget in minutes (``--minutes``, the planner, the Config pane's box): what

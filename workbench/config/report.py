@@ -126,7 +126,7 @@ def check_form(values: dict[str, dict[str, Any]], errors: dict[str, str]):
     if errors:
         return None, None, dict(errors), f"{len(errors)} fields have invalid values" if len(errors) > 1 else ""
     try:
-        return ModelConfig(**values["model"]), TrainConfig(**values["train"]), {}, ""
+        return ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"]), {}, ""
     except ConfigError as e:
         return None, None, {where: str(e) for where in e.fields}, str(e)
 
@@ -235,9 +235,9 @@ def field_rows(cfg: Config, base: Config) -> list[FieldRow]:
     rows = []
     for section in SECTIONS:
         now, was = getattr(cfg, section).to_dict(), getattr(base, section).to_dict()
-        for info in fields_of(getattr(cfg, section)):
+        for info in getattr(cfg, section).infos():
             rows.append(FieldRow(section, info.name, now[info.name], info.default, info.allowed(), info.help,
-                                 now[info.name] != was[info.name]))
+                                 now[info.name] != was.get(info.name)))
     return rows
 
 
@@ -386,7 +386,7 @@ def _estimate_lines(e: Estimates | None) -> list[Line]:
     if e.machine is None or e.memory is None or e.verdict is None:
         return lines + [_row("memory", ("checking the machine …", "dim"))]
     mem, m, device = e.memory, e.machine, e.machine["device"]
-    optimizer = "adam" if e.optimizer == "adamw" else e.optimizer
+    optimizer = {"adamw": "adam", "muon": "muon"}.get(e.optimizer, f"{e.optimizer} (state counted as AdamW's)")
     kind = "RAM" if device == "cpu" else f"{device} memory"
     return lines + [
         _row("training memory", f"{est.fmt_bytes(mem.total)} at batch {mem.batch_size} × {mem.seq_len} "
@@ -436,7 +436,7 @@ def report_lines(rep: ConfigReport) -> list[Line]:
     width = max(len(f.name) for f in rep.fields) + 2
     for section in SECTIONS:
         lines += [[(section, "b")]]
-        infos = {f.name: f for f in fields_of(getattr(cfg, section))}
+        infos = {f.name: f for f in getattr(cfg, section).infos()}
         for f in (f for f in rep.fields if f.section == section):
             text = value_text(infos[f.name], f.value)
             none = infos[f.name].none_means if f.value is None else None

@@ -82,6 +82,12 @@ class _WithVariants(_Validated):
                     return value
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def infos(self) -> list:
+        """Every field of this section as it stands: the built-in ones, then the chosen
+        variants' options (``config show``, the form)."""
+        chosen = chosen_options(self._section, {f: getattr(self, f) for f in section_parts(self._section)})
+        return fields_of(self) + [info for _, info in chosen.values()]
+
     @classmethod
     def _is_option(cls, key: str) -> bool:
         return bool(option_owners(cls._section, key))

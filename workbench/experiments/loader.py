@@ -82,6 +82,22 @@ class ExperimentError(Exception):
     """An experiment file that could not be imported; the message is one line."""
 
 
+def reload_experiments(dirs: list[Path]) -> tuple[LoadReport, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Read ``dirs`` again after files were added, edited or deleted: (the report, the variants
+    new since, the variants gone). A variant of a deleted or now broken file is gone; the
+    copies inside run folders are not touched."""
+    from workbench.experiments.registry import unregister_source
+
+    before = {(v.part, v.name) for v in variants() if not v.builtin}
+    roots = [Path(d).resolve() for d in dirs]
+    for source in {v.source for v in variants() if v.source}:
+        if Path(source).parent in roots:
+            unregister_source(source)
+    report = load_experiments(dirs)
+    after = {(v.part, v.name) for v in variants() if not v.builtin}
+    return report, sorted(after - before), sorted(before - after)
+
+
 def load_experiments(dirs: list[Path]) -> LoadReport:
     """Import every ``*.py`` (not starting with ``_``) of ``dirs``, in name order."""
     report = LoadReport()

@@ -37,6 +37,8 @@ def llama_incompatibilities(cfg, reader: str, also: dict | None = None,
     need = {**LLAMA, **(also or {})}
     why = []
     for f in dataclasses.fields(cfg):
+        if f.metadata.get("hidden"):
+            continue  # a variant's options: the variant itself is named (a non-default choice)
         value = getattr(cfg, f.name)
         if f.name in need:
             if value != need[f.name]:

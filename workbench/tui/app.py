@@ -51,6 +51,7 @@ class WorkbenchApp(App):
         Binding("ctrl+s", "pane('config', 'save')", "Save as", id="config.save"),
         Binding("ctrl+l", "pane('config', 'focus_load')", "Load", id="config.load"),
         Binding("ctrl+b", "pane('config', 'plan')", "Plan", id="config.plan"),
+        Binding("ctrl+r", "pane('config', 'reload_experiments')", "Reload experiments", id="config.reload"),
         Binding("ctrl+r", "pane('train', 'start')", "Start", id="train.start"),
         Binding("ctrl+t", "pane('train', 'pause')", "Pause", id="train.pause"),
         Binding("ctrl+t", "pane('train', 'unpause')", "Resume", id="train.unpause"),

@@ -20,6 +20,8 @@ DETAIL = {
     "tokenizer.browse": "browse for a data file or folder",
     "config.save": "save as models/<name>.yaml (blocked while a value is bad)",
     "config.load": "load a preset or a YAML file from models/",
+    "config.reload": "read the experiments folder again (after adding or editing a file): says what "
+                     "is new, gone or broken",
     "config.plan": "plan for the budget box's minutes on this machine: fills the form (every field "
                    "stays editable) and says why",
     "train.start": "start training the form's config (or resume the run named there)",

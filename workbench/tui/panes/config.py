@@ -17,12 +17,13 @@ from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
 from workbench.config import report
-from workbench.experiments.registry import Choices
+from workbench.experiments.registry import Choices, chosen_options, section_parts
 from workbench.experiments.registry import get as get_variant
 from workbench.config.schema import Config, ModelConfig, TrainConfig, load_config, preset_names
 from workbench.config.overrides import config_diff
@@ -52,6 +53,8 @@ class ConfigPane(Pane):
         self.base: Config | None = None
         self.base_label = ""
         self.fields = {section: {f.name: f for f in fields_of(cls)} for section, cls in SECTIONS}
+        self.options: dict[str, dict] = {section: {} for section, _ in SECTIONS}  # shown option rows
+        self._kept: dict[str, Any] = {}  # "section.name" -> the value of an option row taken away
         self.errors: dict[str, str] = {}
         self.form_error = ""
         self.machine: dict[str, tuple[str, dict]] = {}  # device choice -> (device, memory)
@@ -87,27 +90,83 @@ class ConfigPane(Pane):
                     yield Label(section, classes="section-title")
                     for info in self.fields[section].values():
                         yield from self._field_row(section, info)
+                    # the chosen variants' own fields (``options``), rows that come and go
+                    yield Vertical(id=f"cfg-options-{section}", classes="cfg-options")
                 yield Static("", id="cfg-form-error", classes="error")
             with VerticalScroll(id="cfg-side"):
                 yield Static("", id="cfg-estimates")
                 yield Static("", id="cfg-diff")
         yield HelpLine(id="cfg-help")
 
-    def _field_row(self, section: str, info) -> ComposeResult:
+    def _field_row(self, section: str, info, value: Any = None, option: bool = False) -> list:
+        """A field's row (label and editor) and the line for its error, as widgets: composed for
+        the built-in fields, mounted for a chosen variant's options."""
         wid = f"{section}-{info.name}"
-        with Horizontal(classes="form-row"):
-            yield Label(info.name, classes="field-label")
-            if info.type is bool:
-                yield FormSwitch(bool(info.default), id=wid, states=("false", "true"))
-                yield Label(report.show_value(info.default).lower(), id=f"{wid}-state", classes="hint")
-            elif info.choices:
-                yield FormSelect([(choice_label(info.choices, c), c) for c in info.choices], value=info.default,
-                             id=wid, allow_blank=False, compact=True)
-            else:
-                yield FormInput(format_field(info, info.default), id=wid, compact=True,
-                            placeholder=info.none_means or "", validators=[FieldValidator(section, info)],
-                            validate_on=["changed", "submitted"])
-        yield Static("", id=f"{wid}-error", classes="field-error")
+        value = info.default if value is None else value
+        if info.type is bool:
+            editors = [FormSwitch(bool(value), id=wid, states=("false", "true")),
+                       Label(report.show_value(value).lower(), id=f"{wid}-state", classes="hint")]
+        elif info.choices:
+            editors = [FormSelect([(choice_label(info.choices, c), c) for c in info.choices], value=value,
+                                  id=wid, allow_blank=False, compact=True)]
+        else:
+            editors = [FormInput(format_field(info, value), id=wid, compact=True,
+                                 placeholder=info.none_means or "", validators=[FieldValidator(section, info)],
+                                 validate_on=["changed", "submitted"])]
+        row = Horizontal(Label(info.name, classes="field-label"), *editors,
+                         classes="form-row" + (" option-row" if option else ""), id=f"{wid}-row" if option else None)
+        return [row, Static("", id=f"{wid}-error", classes="field-error")]
+
+    # --- the chosen variants' own fields -------------------------------------------------
+
+    def _chosen(self, section: str) -> dict:
+        """The options the part fields of ``section`` choose now: name -> FieldInfo."""
+        picked = {}
+        for name in section_parts(section):
+            w = self.query_one(f"#{section}-{name}", Select)
+            picked[name] = w.value
+        return {k: info for k, (_, info) in chosen_options(section, picked).items()}
+
+    def sync_options(self, values: dict[str, dict[str, Any]] | None = None) -> bool:
+        """Show a row for each option of the chosen variants (with ``values``' value, else the
+        one typed before, else its default) and none for the others; whether rows changed."""
+        changed = False
+        for section, _ in SECTIONS:
+            wanted = self._chosen(section)
+            shown = self.options[section]
+            box = self.query_one(f"#cfg-options-{section}", Vertical)
+            for name in [n for n in shown if wanted.get(n) != shown[n]]:
+                self._kept[f"{section}.{name}"] = self._option_value(section, name)
+                box.query_one(f"#{section}-{name}-row").remove()
+                box.query_one(f"#{section}-{name}-error").remove()
+                self._shown_errors.pop(f"{section}.{name}", None)
+                del shown[name]
+                changed = True
+            for name, info in wanted.items():
+                given = (values or {}).get(section, {}).get(name)
+                if name in shown:
+                    if given is not None:
+                        self._set_widget(section, info, given)
+                    continue
+                value = given if given is not None else self._kept.get(f"{section}.{name}")
+                box.mount_all(self._field_row(section, info, value, option=True))
+                shown[name] = info
+                changed = True
+        return changed
+
+    def _option_value(self, section: str, name: str) -> Any:
+        """An option row's value as typed (text for an input), kept while its row is gone."""
+        w = self.query_one(f"#{section}-{name}")
+        if isinstance(w, (Switch, Select)):
+            return w.value
+        try:
+            return parse_field(section, self.options[section][name], w.value)
+        except ConfigError:
+            return None
+
+    def _infos(self, section: str) -> dict:
+        """Every field row of ``section`` now: the built-in fields, then the shown options."""
+        return {**self.fields[section], **self.options[section]}
 
     def on_mount(self) -> None:
         names = preset_names(self.ws)
@@ -189,10 +248,13 @@ class ConfigPane(Pane):
         self.base_label = label
         self._loading = True
         try:
+            values = {}
             for section, _ in SECTIONS:
-                values = getattr(cfg, section).to_dict()
+                values[section] = getattr(cfg, section).to_dict()
                 for name, info in self.fields[section].items():
-                    self._set_widget(section, info, values[name])
+                    self._set_widget(section, info, values[section][name])
+            self._kept.clear()
+            self.sync_options(values)
         finally:
             self._loading = False
 
@@ -213,9 +275,12 @@ class ConfigPane(Pane):
         errors: dict[str, str] = {}
         for section, _ in SECTIONS:
             values[section] = {}
-            for name, info in self.fields[section].items():
+            for name, info in self._infos(section).items():
                 wid = f"{section}-{name}"
-                w = self.query_one(f"#{wid}")
+                try:
+                    w = self.query_one(f"#{wid}")
+                except NoMatches:  # an option row being mounted: its value is the one it is given
+                    continue
                 if isinstance(w, (Switch, Select)):
                     values[section][name] = w.value
                     continue
@@ -233,7 +298,7 @@ class ConfigPane(Pane):
         values, errors = self.read_form()
         if errors:
             raise ConfigError(next(iter(errors.values())))
-        return ModelConfig(**values["model"]), TrainConfig(**values["train"])
+        return ModelConfig.from_dict(values["model"]), TrainConfig.from_dict(values["train"])
 
     @on(Input.Changed, "#cfg-form Input")
     @on(Select.Changed, "#cfg-form Select")
@@ -241,6 +306,8 @@ class ConfigPane(Pane):
     def _field_changed(self, event) -> None:
         event.stop()
         if not self._loading:
+            if isinstance(event, Select.Changed) and self.sync_options():
+                self.call_after_refresh(self.recompute)  # once the new option rows are mounted
             self.recompute()
             if event.control.id == "train-device":
                 self.probe_machine()
@@ -249,11 +316,14 @@ class ConfigPane(Pane):
         values, self.errors = self.read_form()
         model, train, shown, self.form_error = report.check_form(values, self.errors)
         for section, _ in SECTIONS:
-            for name in self.fields[section]:
+            for name in self._infos(section):
                 key = f"{section}.{name}"
                 msg = shown.get(key, "")
                 if msg != self._shown_errors.get(key, ""):  # touch only what changed
-                    box = self.query_one(f"#{section}-{name}-error", Static)
+                    try:
+                        box = self.query_one(f"#{section}-{name}-error", Static)
+                    except NoMatches:
+                        continue  # a row still being mounted; the next recompute shows it
                     box.update(msg)
                     box.display = bool(msg)
         self._shown_errors = shown
@@ -397,12 +467,41 @@ class ConfigPane(Pane):
     def on_descendant_focus(self, event) -> None:
         wid = getattr(event.widget, "id", None) or ""
         section, _, name = wid.partition("-")
-        info = self.fields.get(section, {}).get(name)
+        info = self._infos(section).get(name) if section in self.fields else None
         help_box = self.query_one("#cfg-help", HelpLine)
         if info is None:
             help_box.update("[dim]tab moves between fields; ctrl+s saves; ctrl+l loads a preset[/dim]")
             return
         help_box.update(report.render(report.field_help(section, info), markup=True))
+
+    # --- experiments ---------------------------------------------------------------------
+
+    def action_reload_experiments(self) -> None:
+        """Read the experiment folders again; the part selects offer what is registered now."""
+        from workbench.experiments.loader import experiment_dirs, reload_experiments
+
+        dirs = experiment_dirs(self.ws.root)
+        report, new, gone = reload_experiments(dirs)
+        self._loading = True
+        try:
+            for section, _ in SECTIONS:
+                for name, part in section_parts(section).items():
+                    sel = self.query_one(f"#{section}-{name}", Select)
+                    info = self.fields[section][name]
+                    keep = sel.value if sel.value in info.choices else info.default
+                    with sel.prevent(Select.Changed):
+                        sel.set_options([(choice_label(info.choices, c), c) for c in info.choices])
+                        sel.value = keep
+            self.sync_options()
+        finally:
+            self._loading = False
+        self.call_after_refresh(self.recompute)
+        said = [f"new: {', '.join(f'{p} {n!r}' for p, n in new)}" if new else "",
+                f"gone: {', '.join(f'{p} {n!r}' for p, n in gone)}" if gone else "",
+                *(f"not loaded: {line}" for line in report.errors)]
+        where = ", ".join(str(d) for d in dirs) or f"{self.ws.root / 'experiments'} (none yet)"
+        self.set_status(f"experiments from {where}: " + ("; ".join(filter(None, said)) or "nothing changed"),
+                        error=bool(report.errors))
 
     # --- saving --------------------------------------------------------------------------
 
