@@ -33,7 +33,7 @@ class ValueEmbedAttention(Attention):
             return v
         ve = self.ve.view_as(v)
         self.log("value_embed", ve)
-        return self.lambdas[0] * v + self.lambdas[1] * ve
+        return (self.lambdas[0] * v + self.lambdas[1] * ve).to(v.dtype)  # bf16 stays bf16 under autocast
 
 
 @register("model", "value_embed", "value embeddings mixed into the attention values (modded-nanogpt)",

@@ -21,6 +21,6 @@ class ValueNormAttention(Attention):
         self.v_gain = nn.Parameter(torch.ones(self.head_dim))
 
     def values(self, v: torch.Tensor) -> torch.Tensor:  # v: (B, T, Hkv, D)
-        v = F.rms_norm(v, (self.head_dim,), self.v_gain)  # each value vector to unit RMS, times a gain
+        v = F.rms_norm(v, (self.head_dim,), self.v_gain.to(v.dtype))  # each value vector to unit RMS, times a gain
         self.log("v_normed", v)
         return v

@@ -95,3 +95,62 @@ async def test_reload_reads_the_experiments_folder_again(built_ws, make_app):
         assert select.value == "swiglu" and not pane.query("#model-wide")
         await pilot.pause()
         assert pane.valid
+
+
+async def test_a_run_from_another_workspace_shows_its_code_and_runs_it_only_after_a_yes(
+        built_ws, make_app, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from textual.widgets import TabbedContent
+
+    from helpers import MINE, tiny_run_config, wait_for
+    from workbench.experiments import registry
+    from workbench.tui.widgets.modals import ConfirmScreen
+    from workbench.tokenizer.tokenizer import tokenizer_info
+    from workbench.training.trainer import Trainer
+    from workbench.workspace import Workspace
+
+    folder = tmp_path / "exps"
+    folder.mkdir()
+    (folder / "mine.py").write_text(MINE)
+    load_experiments([folder])
+    elsewhere = Workspace.at(tmp_path / "elsewhere")
+    shutil.copytree(built_ws.root, elsewhere.root)
+    cfg = tiny_run_config()
+    cfg.model = cfg.model.replace(mlp="mine")
+    cfg.train = cfg.train.replace(max_steps=2)
+    data = tokenizer_info(elsewhere, "stories-400").settings["data"]
+    assert Trainer.new(elsewhere, cfg, "stories-400", data, name="theirs").run()["state"] == "finished"
+    shutil.copytree(elsewhere.run_path("theirs"), built_ws.run_path("theirs"))  # a run folder sent over
+    registry.unregister_source(str((folder / "mine.py").resolve()))
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("EXPERIMENT_MARKER", str(marker))  # importing the run's copy writes it
+    monkeypatch.delenv("WORKBENCH_TRUST_CODE", raising=False)
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        pane = app.query_one("#runs-pane")
+        await wait_for(pilot, lambda: pane.loaded and pane.query_one("#runs-table").row_count == 1, what="the run")
+        pane.query_one("#runs-table").focus()
+        await pilot.press("ctrl+t")  # trace it
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        from rich.console import Console
+
+        assert "holds experiment code made in another workspace" in app.screen.question
+        console = Console(width=400, record=True, file=open(os.devnull, "w"))
+        console.print(app.screen.detail)  # what the dialog shows to read: the run's copy of the file
+        shown = console.export_text()
+        assert str(built_ws.run_path("theirs") / "experiments" / "mine.py") in shown
+        assert '@register("mlp", "mine"' in shown
+        await pilot.press("n")
+        await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="the answer")
+        assert not marker.exists() and app.query_one("#panes", TabbedContent).active == "runs"
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.query_one("#panes", TabbedContent).active == "trace", what="the Trace pane")
+        await pilot.press("ctrl+g")
+        trace = app.query_one("#trace-pane")
+        await wait_for(pilot, lambda: marker.exists() and not trace.tracing, timeout=60, what="the trace")
+        assert marker.read_text() == "ran"

@@ -120,11 +120,14 @@ class CheckResult:
 
 def check_experiment(name: str) -> CheckResult:
     """Build the ``debug`` shape with variant ``name`` (every part it is registered for), run
-    one forward and backward and a trace; what went wrong, in one line, if anything did."""
+    one forward and backward, the training loss path in fp32 and under bf16 autocast, an
+    optimizer step (an optimizer variant) and a trace; what went wrong, in one line, if
+    anything did."""
     import torch
 
     from workbench.config.schema import load_config
     from workbench.model import build_model
+    from workbench.model.attention import KERNELS
     from workbench.tracing.tracer import trace_model
     from workbench.training.optim import make_optimizer
 
@@ -155,6 +158,11 @@ def check_experiment(name: str) -> CheckResult:
         if not torch.allclose(fused, loss, rtol=1e-4, atol=1e-4):
             return CheckResult(False, f"{where}: forward(idx, targets=...) gives loss {fused.item():.4f}, "
                                       f"but the logits give {loss.item():.4f}")
+        for kernel in KERNELS:  # training's mixed precision (bf16 on CPU), with each attention kernel
+            model.set_attention_kernel(kernel)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model(idx, targets=idx)
+        model.set_attention_kernel("sdpa")
         if "optimizer" in parts:
             before = [p.detach().clone() for p in model.parameters()]
             opt = make_optimizer(model, train_cfg, torch.device("cpu"))

@@ -77,23 +77,50 @@ def copy_code(ws_root: Path, config, run_dir: Path) -> dict | None:
     return {"workspace": workspace_id(ws_root, create=True), "files": names}
 
 
+_TRUSTED_RUNS: set[str] = set()  # run folders the user let run in this process (the app's dialog)
+
+
 def trusted() -> bool:
     return os.environ.get(TRUST_ENV, "") not in ("", "0")
 
 
+def trust_run(run_dir: Path) -> None:
+    """Let this one run's code run from now on in this process (the user read it and said yes)."""
+    _TRUSTED_RUNS.add(str(Path(run_dir).resolve()))
+
+
+class UntrustedCode(WorkbenchError):
+    """A run holds experiment code made in another workspace, and nobody said it may run."""
+
+    def __init__(self, run_dir: Path, files: list[str]):
+        self.run_dir, self.files = Path(run_dir), files
+        super().__init__(f"run {self.run_dir.name!r} holds experiment code made in another workspace "
+                         f"({', '.join(files)} in {str(self.run_dir / CODE_DIR)!r}); read it, then pass "
+                         "--trust-code to let it run")
+
+
+def untrusted_code(run_dir: Path, record, workspace_root: Path) -> list[str]:
+    """The experiment files of a run that may not run without the user's word: those of a run
+    made in another workspace, unless code is trusted (``--trust-code``) or this run was let."""
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        return []
+    if record.get("workspace") == workspace_id(workspace_root) or trusted() \
+            or str(Path(run_dir).resolve()) in _TRUSTED_RUNS:
+        return []
+    return list(record["files"])
+
+
 def load_run_code(run_dir: Path, record, workspace_root: Path) -> None:
     """Register the variants of the run's own copies of its experiment files (checked against
-    their recorded hashes), if the run was made here or code is trusted; else refuse in words."""
+    their recorded hashes), if the run was made here or code is trusted; else ``UntrustedCode``."""
     if not record:
         return
     name = Path(run_dir).name
     if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
         raise WorkbenchError(f"run {name!r}: config.yaml is damaged: 'experiments' must be a mapping with 'files'")
     files = dict(record["files"])
-    if record.get("workspace") != workspace_id(workspace_root) and not trusted():
-        raise WorkbenchError(
-            f"run {name!r} holds experiment code made in another workspace ({', '.join(files)} in "
-            f"{str(Path(run_dir) / CODE_DIR)!r}); read it, then pass --trust-code to let it run")
+    if untrusted_code(run_dir, record, workspace_root):
+        raise UntrustedCode(Path(run_dir), list(files))
     for fname, digest in files.items():
         path = Path(run_dir) / CODE_DIR / fname
         if not path.is_file():

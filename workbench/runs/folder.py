@@ -20,7 +20,7 @@ from workbench.runs import checkpoint
 from workbench import fileio
 from workbench.config.schema import RUN_ONLY_KEYS, Config, config_from_dict
 from workbench.errors import WorkbenchError, not_found
-from workbench.runs.code import copy_code, load_run_code
+from workbench.runs.code import CODE_DIR, copy_code, load_run_code, untrusted_code
 from workbench.workspace import Workspace, check_name
 
 CONFIG = "config.yaml"
@@ -394,6 +394,18 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Run(name, final)
+
+
+def untrusted_files(ws: Workspace, name: str) -> list[Path]:
+    """The experiment files of run ``name`` that may not run until the user says so (made in
+    another workspace; ``runs.code.untrusted_code``); empty when they may, or the run cannot be
+    read (whatever reads it next says why)."""
+    try:
+        run = get_run(ws, name)
+        raw = run.raw_config()
+    except WorkbenchError:
+        return []
+    return [run.path / CODE_DIR / f for f in untrusted_code(run.path, raw.get("experiments"), ws.root)]
 
 
 def run_config(run: Run) -> Config:

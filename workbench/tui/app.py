@@ -181,8 +181,36 @@ class WorkbenchApp(App):
     def _pane_changed(self) -> None:
         self.refresh_bindings()
 
+    def trusted_or_ask(self, runs: list[str], retry) -> bool:
+        """Whether the experiment code of every run in ``runs`` may run. A run made in another
+        workspace asks first, showing its files; after a yes that run's code may run for the
+        rest of this session and ``retry`` is called; after a no nothing runs."""
+        from workbench.runs.folder import untrusted_files
+
+        for name in runs:
+            files = untrusted_files(self.ws, name)
+            if files:
+                self.push_screen(ConfirmScreen(
+                    f"Run {name!r} holds experiment code made in another workspace. Read it: letting it run "
+                    f"executes it here, with your permissions (for this session; `--trust-code` on the "
+                    f"command line).", "Let it run", "Don't", detail=code_view(files)),
+                    lambda yes: self._trust_answer(name, files, yes, retry))
+                return False
+        return True
+
+    def _trust_answer(self, name: str, files: list, yes: bool, retry) -> None:
+        from workbench.runs.code import trust_run
+
+        if not yes:
+            self.notify(f"run {name!r}: its experiment code was not run", severity="warning")
+            return
+        trust_run(files[0].parent.parent)
+        retry()
+
     def on_open_run(self, msg: OpenRun) -> None:
         """A pane asked to show a run in another (the Runs pane: trace, chat, resume)."""
+        if not self.trusted_or_ask([msg.run], lambda: self.on_open_run(msg)):
+            return
         target = self.panes.get(msg.pane)
         if target is None or not target.is_mounted:
             self.notify(f"the {msg.pane} pane is not ready yet; try again in a moment", severity="warning")
@@ -257,3 +285,19 @@ def run(ws: Workspace) -> int:
     app = WorkbenchApp(ws)
     app.run()
     return app.return_code or 0
+
+
+def code_view(files) -> "object":
+    """The text of experiment files, highlighted, each under its path (for reading before a yes)."""
+    from rich.console import Group
+    from rich.syntax import Syntax
+    from rich.text import Text
+
+    parts = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            text = f"# cannot read it: {e.strerror}"
+        parts += [Text(str(path), style="bold"), Syntax(text, "python", line_numbers=True, word_wrap=True)]
+    return Group(*parts)

@@ -196,6 +196,8 @@ class ChatPane(Pane):
         except WorkbenchError as e:
             self.show_error(str(e))
             return
+        if not self.app.trusted_or_ask([run for run, _ in targets], lambda: self.action_generate(prompt)):
+            return  # asked first: a run's experiment code comes from another workspace
         if params.seed is None:  # one seed for both columns, so they are comparable
             import random
 

@@ -297,7 +297,7 @@ class RunsPane(Pane):
 
     def action_export(self) -> None:
         name = self.cursor_run
-        if name is None:
+        if name is None or not self.app.trusted_or_ask([name], self.action_export):
             return
         from workbench.export import format_choices
         from workbench.tui.widgets.export_dialog import ExportScreen

@@ -200,6 +200,8 @@ class TracePane(Pane):
         except WorkbenchError as e:
             self.show_error(str(e))
             return
+        if req.run and not self.app.trusted_or_ask([req.run], self.action_trace):
+            return  # asked first: the run's experiment code comes from another workspace
         self.tracing = True
         self.app.refresh_bindings()
         self.query_one("#tr-run", Button).disabled = True

@@ -208,6 +208,8 @@ class TrainPane(Pane):
         field = self.query_one("#train-budget", Input)
         info = None
         if name not in (NEW, None, Select.NULL):
+            if not self.app.trusted_or_ask([str(name)], lambda: self._show_resume(name)):
+                return  # asked first: reading the run loads experiment code from another workspace
             try:
                 info = budget.resume_point(self.ws, str(name))
             except (WorkbenchError, OSError) as e:
@@ -296,6 +298,8 @@ class TrainPane(Pane):
         try:
             nproc = parse_procs(self.query_one("#train-procs", Input).value, self.devices)
             req = self._request()
+            if req.resume is not None and not self.app.trusted_or_ask([req.resume], self.action_start):
+                return  # asked first: the run's experiment code comes from another workspace
             res = resolve(self.ws, req)
         except WorkbenchError as e:
             self.show_error(str(e))

@@ -41,13 +41,16 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
     ]
 
-    def __init__(self, question: str, yes: str = "Yes", no: str = "No"):
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No", detail=None):
         super().__init__()
-        self.question, self.yes, self.no = question, yes, no
+        self.question, self.yes, self.no, self.detail = question, yes, no, detail
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-box"):
+        with Vertical(id="confirm-box", classes="with-detail" if self.detail is not None else ""):
             yield Static(self.question, id="confirm-question", markup=False)
+            if self.detail is not None:  # what the question is about, to read first (e.g. code)
+                with VerticalScroll(id="confirm-detail"):
+                    yield Static(self.detail)
             with Horizontal(id="confirm-buttons"):
                 yield Button(self.yes, variant="error", id="confirm-yes")
                 yield Button(self.no, variant="primary", id="confirm-no")
