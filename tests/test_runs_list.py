@@ -54,3 +54,41 @@ def test_a_broken_run_gets_a_row_and_never_hides_the_others(two_runs, capsys):
     assert out[good] == [good, cells["preset"], cells["params"], cells["tokens"], cells["val"], cells["bpb"],
                          cells["tok_s"], cells["status"], cells["created"]]
     assert out["zz-broken"] == ["zz-broken", "-", "-", "-", "-", "-", "-", "unreadable:", "IsADirectoryError", "-"]
+
+
+def test_compare_matches_runs_logged_at_other_steps_by_tokens(built, corpus_dir, capsys):
+    """Two runs the real engine trained, evaluated at different steps (every 2 and every 3): the
+    comparison interpolates the other run at the baseline's tokens, for loss and top-1 alike."""
+    import json
+
+    from helpers import tiny_config
+    from workbench.runs.folder import get_run
+    from workbench.training.trainer import Trainer
+
+    for name, every in (("base", 2), ("other", 3)):
+        cfg = tiny_config(max_steps=6, eval_interval=every, lr=3e-3 if name == "other" else 1e-3)
+        assert Trainer.new(built, cfg, "tok", str(corpus_dir), name=name).run()["state"] == "finished"
+
+    def curve(run, metric):
+        return [(r["tokens"], r[metric]) for r in get_run(built, run).metrics() if r["kind"] == "eval"]
+
+    def at(points, x):  # linear interpolation, by hand
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            if x0 <= x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return None
+
+    assert main(["--workspace", str(built.root), "runs", "compare", "other", "--baseline", "base", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["vs_baseline"][0]
+    last = {}
+    for metric, key in (("val_loss", "diff_vs_baseline"), ("top1", "top1_diff_vs_baseline")):
+        base, other = curve("base", metric), curve("other", metric)
+        assert {x for x, _ in base} != {x for x, _ in other}  # logged at other tokens
+        want = [(x, at(other, x) - y) for x, y in base if at(other, x) is not None]
+        assert len(want) == 2  # the baseline's 512 and 768 tokens (256 is before the other's first, 384)
+        assert [x for x, _ in row[key]] == [x for x, _ in want]
+        assert [d for _, d in row[key]] == pytest.approx([d for _, d in want], abs=1e-9)
+        last[metric] = want[-1][1]
+    assert main(["--workspace", str(built.root), "runs", "compare", "other", "--baseline", "base"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"(768 tokens) val loss {last['val_loss']:+.4f}, top-1 {last['top1']:+.4f}" in line  # numbers, not "-"

@@ -63,3 +63,28 @@ def test_runs_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app):
         await pilot.pause()
 
     assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)
+
+
+async def test_runs_with_one_evaluation_each_are_compared_and_drawn(built_ws, make_app):
+    """Runs evaluated once, at the end, at equal tokens (a sweep with a full evaluation): the
+    difference chart has one x to draw on its log axis, and draws it; the table has the numbers."""
+    from helpers import tiny_run_config
+    from workbench.tokenizer.tokenizer import tokenizer_info
+    from workbench.training.trainer import Trainer
+    from workbench.tui.widgets.charts import LineChart
+
+    data = tokenizer_info(built_ws, "stories-400").settings["data"]
+    for name, lr in (("one-a", 1e-3), ("one-b", 3e-3)):
+        cfg = tiny_run_config()
+        cfg.train = cfg.train.replace(lr=lr, min_lr=lr / 10, max_steps=4, eval_interval=100)
+        assert Trainer.new(built_ws, cfg, "stories-400", data, name=name).run()["state"] == "finished"
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _open(pilot, app)
+        assert all(len(c) == 1 for c in pane.curves.values())
+        await pilot.press("ctrl+b", "down", "space")
+        chart = pane.query_one("#runs-diff", LineChart)
+        await pilot.pause()
+        assert chart.series and "cannot be drawn" not in str(chart.render())
+        row = pane.query_one("#runs-reach").get_row_at(1)
+        assert row[0] == "one-b" and row[3].startswith(("+", "-")) and row[4].startswith(("+", "-"))

@@ -146,8 +146,10 @@ def cmd_compare(args, ws) -> int:
         print(f"\nbaseline {base.name}: final val loss {out['baseline_final_loss']:.4f}")
         for r in out["vs_baseline"]:
             t = r["tokens_to_baseline_final"]
-            last = r["diff_vs_baseline"][-1][1] if r["diff_vs_baseline"] else None
+            last = r["diff_vs_baseline"][-1] if r["diff_vs_baseline"] else None
+            acc = r["top1_diff_vs_baseline"][-1][1] if r["top1_diff_vs_baseline"] else None
             ratio = f" ({r['ratio_to_baseline']:.2f}x the baseline's)" if r["ratio_to_baseline"] else ""
-            print(f"  {r['name']:32} reaches it at {_fmt(t, ',.0f')} tokens{ratio}; "
-                  f"difference at the last shared point {_fmt(last, '+.4f')}")
+            at = f" ({last[0]:,} tokens)" if last else ""
+            print(f"  {r['name']:32} reaches it at {_fmt(t, ',.0f')} tokens{ratio}; at the last shared "
+                  f"point{at} val loss {_fmt(last[1] if last else None, '+.4f')}, top-1 {_fmt(acc, '+.4f')}")
     return 0

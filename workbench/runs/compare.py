@@ -32,10 +32,13 @@ def tokens_to_reach(curve: list[tuple[int, float]], target: float) -> float | No
     return None
 
 
-def compare_curves(curves: dict[str, list[tuple[int, float]]], baseline: str) -> dict:
+def compare_curves(curves: dict[str, list[tuple[int, float]]], baseline: str,
+                   top1: dict[str, list[tuple[int, float]]] | None = None) -> dict:
     """Runs against a baseline, from their (tokens, val loss) curves: the baseline's final loss,
     and for each run its difference from the baseline at the baseline's eval points, the tokens
-    it needed to reach the baseline's final loss and that as a ratio of the baseline's own."""
+    it needed to reach the baseline's final loss and that as a ratio of the baseline's own. With
+    ``top1`` (tokens, top-1 accuracy) curves, each run's top-1 difference the same way. Points
+    are matched at equal tokens, interpolated, so runs logged at other steps compare too."""
     base = curves.get(baseline) or []
     if not base:
         raise WorkbenchError(f"baseline run {baseline!r} has no evaluations yet")
@@ -48,9 +51,16 @@ def compare_curves(curves: dict[str, list[tuple[int, float]]], baseline: str) ->
             "name": name,
             "tokens_to_baseline_final": reached,
             "ratio_to_baseline": reached / base_tokens if reached and base_tokens else None,
-            "diff_vs_baseline": [(x, interp(c, x) - y) for x, y in base if interp(c, x) is not None],
+            "diff_vs_baseline": _diff(c, base),
+            **({"top1_diff_vs_baseline": _diff(top1.get(name) or [], top1.get(baseline) or [])}
+               if top1 is not None else {}),
         })
     return {"baseline": baseline, "baseline_final_loss": target, "vs_baseline": rows}
+
+
+def _diff(curve: list[tuple[int, float]], base: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """``curve`` − ``base`` at each of the base's points that ``curve`` spans (interpolated)."""
+    return [(x, interp(curve, x) - y) for x, y in base if interp(curve, x) is not None]
 
 
 def compare(runs: list[Run], baseline: Run | None = None) -> dict:
@@ -58,9 +68,11 @@ def compare(runs: list[Run], baseline: Run | None = None) -> dict:
     (the Runs pane draws the same numbers)."""
     out = {"runs": [r.summary() for r in runs]}
     if baseline is not None:
-        curves = {r.name: eval_curve(r) for r in runs}
-        cmp = compare_curves({**curves, baseline.name: curves.get(baseline.name) or eval_curve(baseline)},
-                             baseline.name)
-        cmp["vs_baseline"] = [row for row in cmp["vs_baseline"] if row["name"] in curves]
+        both = {r.name: r for r in [*runs, baseline]}
+        metrics = {name: r.metrics() for name, r in both.items()}
+        cmp = compare_curves({n: eval_curve(r, "val_loss", metrics[n]) for n, r in both.items()}, baseline.name,
+                             {n: eval_curve(r, "top1", metrics[n]) for n, r in both.items()})
+        asked = {r.name for r in runs}
+        cmp["vs_baseline"] = [row for row in cmp["vs_baseline"] if row["name"] in asked]
         out.update(cmp)
     return out

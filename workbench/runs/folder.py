@@ -242,9 +242,11 @@ def _json_default(o):
     return str(o)
 
 
-def eval_curve(run: Run) -> list[tuple[int, float]]:
-    """(tokens, validation loss) of every evaluation the run logged."""
-    return [(r["tokens"], r["val_loss"]) for r in run.metrics() if r.get("kind") == "eval"]
+def eval_curve(run: Run, metric: str = "val_loss", rows: list[dict] | None = None) -> list[tuple[int, float]]:
+    """(tokens, ``metric``) of every evaluation the run logged (validation loss, or ``top1``:
+    the share of next tokens the model ranked first); ``rows``: its metrics, already read."""
+    rows = run.metrics() if rows is None else rows
+    return [(r["tokens"], r[metric]) for r in rows if r.get("kind") == "eval" and r.get(metric) is not None]
 
 
 def list_runs(ws: Workspace) -> list[Run]:
@@ -254,9 +256,9 @@ def list_runs(ws: Workspace) -> list[Run]:
     return [Run(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and (p / CONFIG).is_file()]
 
 
-def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str, list[tuple[int, float]]]]:
+def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str, dict[str, list]]]:
     """Every run's ``summary`` (for `runs list` and the Runs pane) and, with ``curves``, its
-    ``eval_curve``. A run whose files cannot be read at all still gets a row, saying so: one
+    ``eval_curve`` of validation loss and of top-1 accuracy (``{"val_loss": ..., "top1": ...}``). A run whose files cannot be read at all still gets a row, saying so: one
     broken run never hides the others."""
     rows, evals = [], {}
     checked: dict = {}  # runs share data folders: each is read once
@@ -268,7 +270,8 @@ def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str
                 row.update(status="damaged", problem=problem)
             rows.append(row)
             if curves:
-                evals[run.name] = eval_curve(run)
+                metrics = run.metrics()
+                evals[run.name] = {m: eval_curve(run, m, metrics) for m in ("val_loss", "top1")}
         except Exception as e:
             rows.append({"name": run.name, "status": f"unreadable: {type(e).__name__}"})
     return rows, evals

@@ -53,7 +53,8 @@ class RunsPane(Pane):
         super().__init__(**kw)
         self.ws = ws
         self.rows: list[dict] = []
-        self.curves: dict[str, list[tuple[float, float]]] = {}
+        self.curves: dict[str, list[tuple[float, float]]] = {}  # validation loss by tokens, per run
+        self.top1: dict[str, list[tuple[float, float]]] = {}  # top-1 accuracy by tokens, per run
         self.selected: set[str] = set()
         self.baseline: str | None = None
         self._cursor_to: str | None = None  # the row the cursor goes to at the next refill
@@ -76,7 +77,7 @@ class RunsPane(Pane):
             with Vertical(id="runs-vs"):
                 yield LineChart("run − baseline", id="runs-diff")
                 reach = DataTable(id="runs-reach", cursor_type="none", show_cursor=False)
-                reach.add_columns("run", "tokens to baseline's final", "× baseline")
+                reach.add_columns("run", "reaches base's final", "× base", "Δ loss", "Δ top-1")
                 yield reach
 
     def on_mount(self) -> None:
@@ -139,7 +140,9 @@ class RunsPane(Pane):
         from workbench.runs.folder import sort_rows
 
         self._listed = msg.rows  # in list_runs' order
-        self.rows, self.curves = sort_rows(msg.rows, self.sort), msg.curves
+        self.rows = sort_rows(msg.rows, self.sort)
+        self.curves = {n: c["val_loss"] for n, c in msg.curves.items()}
+        self.top1 = {n: c["top1"] for n, c in msg.curves.items()}
         names = {r["name"] for r in self.rows}
         self.selected &= names
         if self.baseline not in names:
@@ -242,7 +245,8 @@ class RunsPane(Pane):
             diff.set_series([])
         else:
             # the numbers `workbench runs compare` prints, from the curves loaded here
-            cmp = compare_curves({n: self.curves.get(n, []) for n in shown}, self.baseline)
+            cmp = compare_curves({n: self.curves.get(n, []) for n in shown}, self.baseline,
+                                 {n: self.top1.get(n, []) for n in shown})
             diff.title = f"run − {self.baseline} (val loss)"
             diff.empty_text = "select runs that overlap the baseline's tokens: space"
             diff.set_series(diff_series(cmp, shown), xlabel="tokens (log)", log_x=True, zero_line=True)

@@ -174,12 +174,14 @@ class LineChart(PlotextPlot):
         if drawn:
             if self.log_y:
                 plt.yscale("log")
-            if self.log_x:
+            one_x = len(set(all_x)) == 1  # e.g. runs with one evaluation each, at the same tokens
+            if self.log_x and not one_x:  # a log axis over one value has no range (plotext overflows)
                 plt.xscale("log")
             if self.zero_line:
                 plt.hline(0, "gray")
-            if len(set(all_x)) == 1:
-                plt.xlim(all_x[0] - 1, all_x[0] + 1)
+            if one_x:
+                pad = max(1.0, abs(all_x[0]) * 0.01)
+                plt.xlim(all_x[0] - pad, all_x[0] + pad)
         else:
             plt.title(f"{self.title} — {self.empty_text}")
         self._tell("redraw")

@@ -37,10 +37,13 @@ def diff_series(cmp: dict, shown: list[str]) -> list[Series]:
     return out
 
 
-def reach_rows(cmp: dict) -> list[tuple[str, str, str]]:
-    """(run, tokens to the baseline's final loss, × the baseline's) rows of the reach table."""
+def reach_rows(cmp: dict) -> list[tuple[str, ...]]:
+    """(run, tokens to the baseline's final loss, × the baseline's, val loss and top-1 accuracy
+    − the baseline's at the last point both reached) rows of the reach table."""
     rows = []
     for row in cmp["vs_baseline"]:
         t, ratio = row["tokens_to_baseline_final"], row["ratio_to_baseline"]
-        rows.append((row["name"], si(t) if t is not None else "not reached", f"{ratio:.2f}" if ratio else "—"))
+        loss, acc = row["diff_vs_baseline"], row.get("top1_diff_vs_baseline") or []
+        rows.append((row["name"], si(t) if t is not None else "not reached", f"{ratio:.2f}" if ratio else "—",
+                     f"{loss[-1][1]:+.4f}" if loss else "—", f"{acc[-1][1]:+.4f}" if acc else "—"))
     return rows
