@@ -75,6 +75,8 @@ def test_an_option_of_a_variant_not_chosen_is_refused_naming_it(built, tmp_path)
 
 def test_set_and_sweep_keys_take_an_option(built, tmp_path, corpus_dir, capsys):
     ws = _ws(built, tmp_path)
+    assert main(["--workspace", str(ws.root), "experiment", "list"]) == 0
+    assert "model.wide = 2 (an integer >= 1 and <= 16): hidden units per model dimension" in capsys.readouterr().out
     load_experiments(experiment_dirs(ws.root))
     assert parse_overrides(["model.mlp=wide", "model.wide=5"])["model"] == {"mlp": "wide", "wide": 5}
     with pytest.raises(ConfigError, match=r"model.wide = 'x' is not allowed: expected an integer"):

@@ -34,6 +34,9 @@ def cmd_list(args, ws) -> int:
     for r in rows:
         where = "built in" if r["builtin"] else r["file"]
         print(f"{r['field']:<16} {r['name']:<12} {where}" + (f"  — {r['description']}" if r["description"] else ""))
+        section = r["field"].split(".", 1)[0]
+        for key, o in r["options"].items():  # its own fields: --set SECTION.KEY=VALUE
+            print(f"{'':<16} {'':<12} {section}.{key} = {o['default']!r} ({o['allowed']}): {o['help']}")
     return 0
 
 
