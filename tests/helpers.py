@@ -180,6 +180,25 @@ class Wide(LoggingModule):
 '''
 
 
+# a whole-model variant (``model.arch``) with a field of its own: the embeddings scaled before
+# the blocks, logged
+WHOLE = '''
+import math
+
+from workbench.experiments import option, register
+from workbench.model import Transformer
+
+
+@register("model", "scaled_emb", "token embeddings times emb_scale * sqrt(dim)",
+          options={"emb_scale": option(1.0, "the embeddings' scale over sqrt(dim)", min=0.0, max=100.0)})
+class ScaledEmb(Transformer):
+    def blocks(self, x, idx, rope, mask, kv_cache):
+        x = x * (self.config.emb_scale * math.sqrt(self.config.dim))
+        self.log("scaled_emb", x)
+        return super().blocks(x, idx, rope, mask, kv_cache)
+'''
+
+
 # --- the one tiny model config ------------------------------------------------------------
 
 # the debug preset shrunk to the tests' tokenizers (vocab 400) and a short window

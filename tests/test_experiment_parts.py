@@ -1,6 +1,7 @@
-"""Experiments beyond one layer's part: a variant's own config fields (options), a whole-model
-variant (the shipped value embeddings) and an optimizer variant (the shipped Adagrad), each
-checked against a hand computation, not against the code that made it."""
+"""Experiments beyond one layer's part: a variant's own config fields (options), whole-model
+variants (a user's, and the built-in value embeddings, which began as one) and an optimizer
+variant (the shipped Adagrad), each checked against a hand computation, not against the code
+that made it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from helpers import SETS, WIDE
+from helpers import SETS, WHOLE, WIDE
 from workbench.cli import main
 from workbench.config.overrides import parse_overrides, sections_of
 from workbench.config.schema import ModelConfig, TrainConfig, config_from_dict
@@ -110,7 +111,7 @@ def test_an_option_may_not_shadow_a_field_or_be_declared_twice_differently():
 
 
 def test_value_embeddings_add_the_parameters_counted_by_hand_and_decode_like_a_full_forward():
-    _examples()
+    from workbench.experiments.verbs import check_experiment
     from workbench.model import KVCache, build_model
 
     base = ModelConfig(vocab_size=97, dim=32, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=16)
@@ -130,16 +131,18 @@ def test_value_embeddings_add_the_parameters_counted_by_hand_and_decode_like_a_f
                                                             for t in range(5, 12)]
     # decoding token by token reads each new token's own value embedding
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 4:], rtol=1e-4, atol=1e-4)
+    result = check_experiment("value_embed")  # bf16 autocast with each attention kernel, a trace
+    assert result.ok, result.line
 
 
 def test_a_whole_model_variant_trains_resumes_and_is_traced(built, corpus_dir, tmp_path, capsys):
     import json
 
-    ws = _ws(built, tmp_path, open(os.path.join(EXAMPLES, "value_embed.py")).read(), "value_embed.py")
+    ws = _ws(built, tmp_path, WHOLE, "scaled_emb.py")
     cli = ["--workspace", str(ws.root)]
     for name, steps in (("ve", 4), ("straight", 6)):
         assert main([*cli, "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
-                     "--name", name, *SETS, "--set", "model.arch=value_embed", "--set", "model.ve_layers=1",
+                     "--name", name, *SETS, "--set", "model.arch=scaled_emb", "--set", "model.emb_scale=0.5",
                      "--set", f"train.max_steps={steps}", "--set", "train.checkpoint_interval=2",
                      "--set", "train.log_interval=1"]) == 0
     assert main([*cli, "train", "--resume", "ve", "--set", "train.max_steps=6"]) == 0
@@ -156,9 +159,12 @@ def test_a_whole_model_variant_trains_resumes_and_is_traced(built, corpus_dir, t
         yield from node["logs"]
         for c in node["children"]:
             yield from logs(c)
-    assert "value_embed" in set(logs(json.loads(out_json.read_text())["root"]))
+    assert "scaled_emb" in set(logs(json.loads(out_json.read_text())["root"]))
     assert main([*cli, "export", "ve", "--format", "gguf", "--to", str(tmp_path / "g")]) == 2
-    assert "arch is 'value_embed'" in capsys.readouterr().err
+    assert "arch is 'scaled_emb'" in capsys.readouterr().err
+    from workbench.runs.folder import get_run, run_config
+
+    assert run_config(get_run(ws, "ve")).model.emb_scale == 0.5  # its field, kept with the run
 
 
 # ---------------------------------------------------------------- an optimizer variant
@@ -185,7 +191,6 @@ def test_adagrad_steps_as_the_formula_says():
 
 
 def test_muon_leaves_embedding_tables_to_adamw():
-    _examples()
     from workbench.config.sizes import hidden_matrix_params
     from workbench.model import build_model
     from workbench.training.optim import make_optimizer

@@ -160,7 +160,7 @@ def test_new_copies_a_built_in_part_that_checks_and_trains(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "my_attention.py:" in err and "RuntimeError" in err
 
 
-@pytest.mark.parametrize("name", ["postnorm", "value_norm", "value_embed", "adagrad"])
+@pytest.mark.parametrize("name", ["parallel", "value_norm", "value_embed", "adagrad"])
 def test_the_shipped_examples_check(name, capsys):
     from workbench.experiments.verbs import check_experiment
 

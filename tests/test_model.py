@@ -180,3 +180,35 @@ def test_activation_estimate_matches_saved_tensors(variant):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         lm_loss(model(idx), idx)
     assert saved_activation_bytes(cfg, B, T) == pytest.approx(sum(saved.values()), rel=0.02)
+
+
+@pytest.mark.parametrize("block", ["prenorm", "postnorm"])
+def test_each_block_adds_its_residuals_where_its_norms_say(block):
+    """One layer against the block's formula written out here: pre-norm adds each sublayer's
+    output to the stream and normalises its input; post-norm normalises after each addition."""
+    import torch.nn.functional as F
+
+    cfg = tiny(block=block, n_layers=1)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert param_count(cfg) == sum(p.numel() for p in model.parameters())
+    layer = model.layers[0]
+    for norm in (layer.attn_norm, layer.mlp_norm):  # gains other than 1, so a missing norm shows
+        norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 7, cfg.dim)
+    rope = model.pos.rotary(0, 7)
+
+    def rms(t, w):
+        return F.rms_norm(t, (cfg.dim,), w, cfg.norm_eps)
+
+    with torch.no_grad():
+        got = layer(x, rope)
+        a, m = layer.attn, layer.mlp
+        wa, wm = layer.attn_norm.weight, layer.mlp_norm.weight
+        if block == "prenorm":
+            h = x + a(rms(x, wa), rope)
+            want = h + m(rms(h, wm))
+        else:
+            h = rms(x + a(x, rope), wa)
+            want = rms(h + m(h), wm)
+    torch.testing.assert_close(got, want)

@@ -89,6 +89,48 @@ def test_compare_matches_runs_logged_at_other_steps_by_tokens(built, corpus_dir,
         assert [x for x, _ in row[key]] == [x for x, _ in want]
         assert [d for _, d in row[key]] == pytest.approx([d for _, d in want], abs=1e-9)
         last[metric] = want[-1][1]
+    # the same differences as CSV, one row per baseline point the other run reaches
+    import csv
+
+    out_csv = built.root / "cmp.csv"
+    assert main(["--workspace", str(built.root), "runs", "compare", "other", "--baseline", "base",
+                 "--csv", str(out_csv)]) == 0
+    table = list(csv.DictReader(out_csv.open()))
+    assert [r["tokens"] for r in table] == [str(x) for x, _ in row["diff_vs_baseline"]]
+    assert [float(r["val_loss_diff"]) for r in table] == pytest.approx([d for _, d in row["diff_vs_baseline"]])
+    assert [float(r["top1_diff"]) for r in table] == pytest.approx([d for _, d in row["top1_diff_vs_baseline"]])
+    assert {r["run"] for r in table} == {"other"} and {r["baseline"] for r in table} == {"base"}
+    assert main(["--workspace", str(built.root), "runs", "compare", "other", "--csv", "-"]) == 2
+    assert "give --baseline RUN" in capsys.readouterr().err
     assert main(["--workspace", str(built.root), "runs", "compare", "other", "--baseline", "base"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"(768 tokens) val loss {last['val_loss']:+.4f}, top-1 {last['top1']:+.4f}" in line  # numbers, not "-"
+
+
+def test_export_metrics_writes_every_logged_point_of_each_run(trained, capsys):
+    """The CSV against the run's metrics.jsonl read here: a row per line, every key a column."""
+    import csv
+    import json
+
+    from helpers import TRAINED_RUN
+
+    lines = [json.loads(line) for line in (trained.run_path(TRAINED_RUN) / "metrics.jsonl").read_text().splitlines()]
+    out = trained.root / "m.csv"
+    assert main(["--workspace", str(trained.root), "runs", "export-metrics", TRAINED_RUN, "--csv", str(out)]) == 0
+    assert f"wrote {len(lines):,} rows" in capsys.readouterr().err
+    table = list(csv.DictReader(out.open()))
+    assert len(table) == len(lines) and {r["run"] for r in table} == {TRAINED_RUN}
+    header = next(csv.reader(out.open()))
+    assert header[:5] == ["run", "kind", "step", "tokens", "elapsed"]
+    assert set(header) == {"run"} | {k for line in lines for k in line}
+    for row, line in zip(table, lines):
+        for key in header[1:]:
+            want = line.get(key)
+            if want is None:
+                assert row[key] == ""  # a metric this point did not log
+            elif isinstance(want, (int, float)) and not isinstance(want, bool):
+                assert float(row[key]) == pytest.approx(want, rel=1e-12)
+            else:
+                assert row[key] == str(want)
+    assert main(["--workspace", str(trained.root), "runs", "export-metrics", "nope", "--csv", str(out)]) == 2
+    assert len(list(csv.DictReader(out.open()))) == len(lines)  # a bad run name leaves the file as it was

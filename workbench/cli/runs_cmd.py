@@ -1,4 +1,4 @@
-"""``workbench runs``: list, show and compare training runs."""
+"""``workbench runs``: list, show and compare training runs, and export their curves as CSV."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("runs", nargs="+")
     cp.add_argument("--baseline", default=None)
     cp.add_argument("--json", action="store_true")
+    cp.add_argument("--csv", metavar="FILE", default=None,
+                    help="write run − baseline (val loss, top-1) at the baseline's tokens as CSV ('-': stdout)")
     cp.set_defaults(func=cmd_compare)
+    ex = s.add_parser("export-metrics", help="every logged point of runs as CSV, one row each")
+    ex.add_argument("runs", nargs="+")
+    ex.add_argument("--csv", metavar="FILE", required=True, help="the file to write ('-': stdout)")
+    ex.set_defaults(func=cmd_export_metrics)
     rn = s.add_parser("rename", help="rename a run")
     rn.add_argument("run")
     rn.add_argument("new_name")
@@ -128,13 +134,37 @@ def cmd_show(args, ws) -> int:
     return 0
 
 
+def cmd_export_metrics(args, ws) -> int:
+    import sys
+
+    from workbench.runs.curves_csv import metrics_table, write_csv
+    from workbench.runs.folder import get_run
+
+    n = write_csv(args.csv, *metrics_table([get_run(ws, name) for name in args.runs]))
+    if args.csv != "-":
+        print(f"wrote {n:,} rows of {', '.join(args.runs)} to {args.csv}", file=sys.stderr)
+    return 0
+
+
 def cmd_compare(args, ws) -> int:
+    from workbench.errors import WorkbenchError
     from workbench.runs.compare import compare
     from workbench.runs.folder import get_run
 
+    if args.csv is not None and not args.baseline:
+        raise WorkbenchError("runs compare --csv writes each run's difference from a baseline: give --baseline RUN")
     runs = [get_run(ws, n) for n in args.runs]
     base = get_run(ws, args.baseline) if args.baseline else None
     out = compare(runs, base)
+    if args.csv is not None:
+        import sys
+
+        from workbench.runs.curves_csv import compare_table, write_csv
+
+        n = write_csv(args.csv, *compare_table(out))
+        if args.csv != "-":
+            print(f"wrote {n:,} rows to {args.csv}", file=sys.stderr)
+        return 0
     if args.json:
         print_json(out)
         return 0

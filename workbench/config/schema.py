@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from workbench.errors import ConfigError
-from workbench.experiments.registry import PARTS, Choices, chosen_options, option_owners, section_parts
+from workbench.experiments.registry import (PARTS, Choices, chosen_options, option_owners, reserve_fields,
+                                            section_parts)
 from workbench.config.fields import _Validated, _f, check_field, fields_of
 
 CONFIG_VERSION = 1
@@ -146,9 +147,11 @@ class ModelConfig(_WithVariants):
                                         min=1.0, max=1e4, none_means="no cap")
     attention: str = _f("causal", "attention: causal (MHA/GQA/MQA by n_kv_heads), or an experiment's",
                         choices=Choices("attention"))
-    block: str = _f("prenorm", "block: prenorm (x + f(norm(x)), llama and GPT-2), or an experiment's",
+    block: str = _f("prenorm", "block: prenorm (x + f(norm(x)), llama and GPT-2), postnorm (norm(x + f(x)), "
+                               "the original Transformer's), or an experiment's",
                     choices=Choices("block"))
-    arch: str = _f("transformer", "the whole model: transformer (embeddings, blocks, norm, head), or an "
+    arch: str = _f("transformer", "the whole model: transformer (embeddings, blocks, norm, head), "
+                                  "value_embed (the same plus value embeddings, field ve_layers), or an "
                                   "experiment's", choices=Choices("model"))
     options: tuple = _options_field()
 
@@ -244,6 +247,10 @@ class TrainConfig(_WithVariants):
         if self.max_steps is None and self.max_tokens is None and self.max_minutes is None:
             raise ConfigError("train.max_steps, train.max_tokens and train.max_minutes are all "
                               "null: set at least one budget", ("train.max_steps", "train.max_tokens", "train.max_minutes"))
+
+
+reserve_fields("model", (f.name for f in dataclasses.fields(ModelConfig)))  # an option cannot take them
+reserve_fields("train", (f.name for f in dataclasses.fields(TrainConfig)))
 
 
 @dataclass

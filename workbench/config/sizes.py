@@ -33,7 +33,7 @@ def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
     attn = C * qkv_out + qkv_out * b + H * D * C + C * b
     up = 2 * F if cfg.mlp == "swiglu" else F
     mlp = C * up + up * b + F * C + C * b
-    return {
+    out = {
         "embedding": V * C,
         "positions": cfg.max_seq_len * C if cfg.pos == "learned" else 0,
         "attention": L * attn,
@@ -41,6 +41,11 @@ def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
         "norms": (2 * L + 1) * norm,
         "lm_head": 0 if cfg.tie_embeddings else V * C,
     }
+    if cfg.arch == "value_embed":  # tables of V x (kv heads x head dim); two mixing weights per fed layer
+        tables = min(cfg.ve_layers, L)
+        fed = len(set(range(tables)) | set(range(L - tables, L)))
+        out["value_embeds"] = tables * V * Hkv * D + 2 * fed
+    return out
 
 
 def param_count(cfg: ModelConfig) -> int:

@@ -17,6 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import workbench.config.schema  # noqa: F401  (the config's field names, reserved before any file registers)
 from workbench.experiments.registry import unregister_source, variants
 
 ENV = "WORKBENCH_EXPERIMENTS"

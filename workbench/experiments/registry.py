@@ -69,33 +69,6 @@ class Variant:
         return self.target
 
 
-_BUILTIN = {
-    "model": {"transformer": ("workbench.model.transformer:Transformer",
-                              "embeddings, blocks, a final norm and the output head (GPT/Llama)")},
-    "norm": {"rmsnorm": ("workbench.model.norms:RMSNorm", "RMSNorm (llama)"),
-             "layernorm": ("workbench.model.norms:LayerNorm", "LayerNorm (GPT-2)")},
-    "pos": {"rope": ("workbench.model.positions:RotaryPositions", "rotary positions on q and k"),
-            "learned": ("workbench.model.positions:LearnedPositions", "a learned table added to the embeddings"),
-            "none": ("workbench.model.positions:NoPositions", "NoPE: the causal mask alone")},
-    "attention": {"causal": ("workbench.model.attention:Attention", "causal self-attention, MHA/GQA/MQA")},
-    "mlp": {"swiglu": ("workbench.model.mlp:SwiGLU", "SwiGLU (llama)"),
-            "gelu": ("workbench.model.mlp:GeluMLP", "GELU (GPT-2)"),
-            "relu2": ("workbench.model.mlp:ReluSquared", "squared ReLU (Primer)")},
-    "block": {"prenorm": ("workbench.model.block:Block", "x + attn(norm(x)), then x + mlp(norm(x))")},
-    "optimizer": {"adamw": ("workbench.training.optim:adamw", "AdamW on every parameter"),
-                  "muon": ("workbench.training.optim:muon",
-                           "Muon on the 2-D hidden matrices, AdamW on the rest")},
-}
-_VARIANTS: dict[str, dict[str, Variant]] = {
-    part: {name: Variant(part, name, target, desc) for name, (target, desc) in names.items()}
-    for part, names in _BUILTIN.items()}
-
-
-def _check_part(part: str) -> None:
-    if part not in PARTS:
-        raise ValueError(f"part {part!r} is not one of {', '.join(PARTS)}")
-
-
 _TYPES = (bool, int, float, str)
 
 
@@ -110,6 +83,41 @@ def option(default: Any, help: str, *, min: float | None = None, max: float | No
         raise ValueError("an option whose default is None needs none_means (what null means)")
     return FieldInfo("", tp, none_means is not None, default, help, tuple(choices) if choices else None,
                      min, max, False, none_means)
+
+
+_BUILTIN = {
+    "model": {"transformer": ("workbench.model.transformer:Transformer",
+                              "embeddings, blocks, a final norm and the output head (GPT/Llama)"),
+              "value_embed": ("workbench.model.value_embed:ValueEmbedTransformer",
+                              "value embeddings mixed into the attention values (modded-nanogpt)",
+                              {"ve_layers": option(2, "value-embedding tables: each feeds one of the first "
+                                                      "and one of the last layers", min=1, max=1_000)})},
+    "norm": {"rmsnorm": ("workbench.model.norms:RMSNorm", "RMSNorm (llama)"),
+             "layernorm": ("workbench.model.norms:LayerNorm", "LayerNorm (GPT-2)")},
+    "pos": {"rope": ("workbench.model.positions:RotaryPositions", "rotary positions on q and k"),
+            "learned": ("workbench.model.positions:LearnedPositions", "a learned table added to the embeddings"),
+            "none": ("workbench.model.positions:NoPositions", "NoPE: the causal mask alone")},
+    "attention": {"causal": ("workbench.model.attention:Attention", "causal self-attention, MHA/GQA/MQA")},
+    "mlp": {"swiglu": ("workbench.model.mlp:SwiGLU", "SwiGLU (llama)"),
+            "gelu": ("workbench.model.mlp:GeluMLP", "GELU (GPT-2)"),
+            "relu2": ("workbench.model.mlp:ReluSquared", "squared ReLU (Primer)")},
+    "block": {"prenorm": ("workbench.model.block:Block", "x + attn(norm(x)), then x + mlp(norm(x))"),
+              "postnorm": ("workbench.model.block:PostNormBlock",
+                           "norm(x + attn(x)), then norm(x + mlp(x)) (post-LN, minGrok)")},
+    "optimizer": {"adamw": ("workbench.training.optim:adamw", "AdamW on every parameter"),
+                  "muon": ("workbench.training.optim:muon",
+                           "Muon on the 2-D hidden matrices, AdamW on the rest")},
+}
+_VARIANTS: dict[str, dict[str, Variant]] = {
+    part: {name: Variant(part, name, target, desc, None, {k: dataclasses.replace(o, name=k)
+                                                          for k, o in (opts[0] if opts else {}).items()})
+           for name, (target, desc, *opts) in names.items()}
+    for part, names in _BUILTIN.items()}
+
+
+def _check_part(part: str) -> None:
+    if part not in PARTS:
+        raise ValueError(f"part {part!r} is not one of {', '.join(PARTS)}")
 
 
 def _check_options(part: str, name: str, options: dict | None) -> dict[str, FieldInfo]:
@@ -137,11 +145,17 @@ def _check_options(part: str, name: str, options: dict | None) -> dict[str, Fiel
     return out
 
 
-def _section_fields(section: str) -> set[str]:
-    """The built-in field names of a config section (an option cannot take one)."""
-    from workbench.config.schema import ModelConfig, TrainConfig
+# the built-in field names of each config section, which an option cannot take: the config
+# classes say them when they are defined (``reserve_fields``), so this module imports no config
+_FIELDS: dict[str, set[str]] = {"model": set(), "train": set()}
 
-    return {f.name for f in dataclasses.fields({"model": ModelConfig, "train": TrainConfig}[section])}
+
+def reserve_fields(section: str, names) -> None:
+    _FIELDS[section] |= set(names)
+
+
+def _section_fields(section: str) -> set[str]:
+    return _FIELDS[section]
 
 
 def register(part: str, name: str, description: str = "", options: dict | None = None) -> Callable:

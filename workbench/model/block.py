@@ -1,4 +1,7 @@
-"""One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+"""Transformer blocks: pre-norm, x + attn(norm(x)) then x + mlp(norm(x)) (llama, GPT-2: the
+default), and post-norm, x = norm(x + attn(x)) then x = norm(x + mlp(x)) (the original
+Transformer's; templateGPT's minGrok option), which began as an experiment file and became
+built in when it beat the default beyond the seed spread (benchmarks/EXPERIMENTS.md)."""
 
 from __future__ import annotations
 
@@ -21,3 +24,16 @@ class Block(LoggingModule):
     def forward(self, x: torch.Tensor, rope=None, mask=None, kv_cache=None) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), rope, mask, kv_cache)
         return x + self.mlp(self.mlp_norm(x))
+
+
+class PostNormBlock(LoggingModule):
+    def __init__(self, cfg, layer_idx: int):
+        super().__init__()
+        self.attn = build("attention", cfg.attention)(cfg, layer_idx)
+        self.attn_norm = make_norm(cfg)
+        self.mlp = make_mlp(cfg)
+        self.mlp_norm = make_norm(cfg)
+
+    def forward(self, x: torch.Tensor, rope=None, mask=None, kv_cache=None) -> torch.Tensor:
+        x = self.attn_norm(x + self.attn(x, rope, mask, kv_cache))
+        return self.mlp_norm(x + self.mlp(x))

@@ -3,10 +3,11 @@ into the attention values, v = a*v + b*ve[token], with learned a and b per layer
 ``ve_layers`` tables feeds one of the first layers and, shared, the matching one of the last
 layers (modded-nanogpt's layout: tables 0..n-1 at layers 0..n-1 and L-n..L-1). Each table costs
 vocab_size x (n_kv_heads * head_dim) parameters, which the token lookup makes cheap to compute.
-A whole-model variant, because the layers need the token ids. Try it:
+A whole model (``model.arch: value_embed``), because the layers need the token ids.
 
-    workbench --experiments examples/experiments train --config debug --tokenizer T \\
-        --set model.arch=value_embed --set model.ve_layers=2
+It began as an experiment file and became built in when it beat the default recipe beyond the
+seed spread at equal tokens (benchmarks/EXPERIMENTS.md); it is registered in
+``experiments.registry`` like every built-in part, with its field ``model.ve_layers``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workbench.experiments import option, register
-from workbench.model import Transformer
 from workbench.model.attention import Attention
 from workbench.model.base import Embedding
+from workbench.model.transformer import Transformer
 
 
 class ValueEmbedAttention(Attention):
@@ -36,15 +36,18 @@ class ValueEmbedAttention(Attention):
         return (self.lambdas[0] * v + self.lambdas[1] * ve).to(v.dtype)  # bf16 stays bf16 under autocast
 
 
-@register("model", "value_embed", "value embeddings mixed into the attention values (modded-nanogpt)",
-          options={"ve_layers": option(2, "value-embedding tables: each feeds one of the first and one of "
-                                          "the last layers", min=1, max=1_000)})
+def fed_layers(n_layers: int, ve_layers: int) -> dict[int, int]:
+    """Layer -> the table it reads: tables 0..n-1 at layers 0..n-1 and again at L-n..L-1."""
+    n = min(ve_layers, n_layers)
+    return {**{i: i for i in range(n)}, **{n_layers - n + i: i for i in range(n)}}
+
+
 class ValueEmbedTransformer(Transformer):
     def __init__(self, cfg):
         super().__init__(cfg)
-        L, n = cfg.n_layers, min(cfg.ve_layers, cfg.n_layers)
+        n = min(cfg.ve_layers, cfg.n_layers)
         self.value_embeds = nn.ModuleList(Embedding(cfg.vocab_size, cfg.kv_heads * cfg.head_dim) for _ in range(n))
-        self.table_of = {**{i: i for i in range(n)}, **{L - n + i: i for i in range(n)}}  # layer -> table
+        self.table_of = fed_layers(cfg.n_layers, cfg.ve_layers)
         for i in self.table_of:
             self.layers[i].attn = ValueEmbedAttention(cfg, i)
 
