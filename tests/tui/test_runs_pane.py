@@ -3,6 +3,8 @@ and delete by keyboard, and a snapshot."""
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import train_run, write_run
 from helpers import type_into, wait_for
 
@@ -88,3 +90,16 @@ async def test_runs_with_one_evaluation_each_are_compared_and_drawn(built_ws, ma
         assert chart.series and "cannot be drawn" not in str(chart.render())
         row = pane.query_one("#runs-reach").get_row_at(1)
         assert row[0] == "one-b" and row[3].startswith(("+", "-")) and row[4].startswith(("+", "-"))
+        # the same as CSV: every logged point of both, and one-b − one-a at the baseline's tokens
+        import csv
+
+        from workbench.runs.folder import get_run
+
+        await pilot.press("ctrl+x")
+        metrics = built_ws.root / "exports" / "one-a-and-1-more-metrics.csv"
+        await wait_for(pilot, metrics.exists, what="the CSV")
+        rows = list(csv.DictReader(metrics.open()))
+        assert len(rows) == sum(len(get_run(built_ws, n).metrics()) for n in ("one-a", "one-b"))
+        diff = list(csv.DictReader((built_ws.root / "exports" / "one-a-and-1-more-vs-one-a.csv").open()))
+        assert [(r["run"], float(r["val_loss_diff"])) for r in diff] == [
+            ("one-b", pytest.approx(pane.curves["one-b"][0][1] - pane.curves["one-a"][0][1]))]

@@ -65,6 +65,7 @@ class WorkbenchApp(App):
         Binding("ctrl+t", "pane('runs', 'trace')", "Trace", id="runs.trace"),
         Binding("ctrl+o", "pane('runs', 'chat')", "Chat", id="runs.chat"),
         Binding("ctrl+e", "pane('runs', 'export')", "Export", id="runs.export"),
+        Binding("ctrl+x", "pane('runs', 'export_csv')", "CSV", id="runs.csv"),
         Binding("ctrl+n", "pane('runs', 'rename')", "Rename", id="runs.rename"),
         Binding("ctrl+d", "pane('runs', 'delete')", "Delete", id="runs.delete"),
         Binding("ctrl+f", "pane('runs', 'next_view')", "View", id="runs.view"),

@@ -48,6 +48,8 @@ DETAIL = {
     "runs.trace": "open it in the Trace pane",
     "runs.chat": "chat with it",
     "runs.export": "export it (GGUF, llama2.c, Hugging Face, plain weights)",
+    "runs.csv": "write the selected runs' (or this run's) curves as CSV under exports/, and with a "
+                "baseline each one's difference from it",
     "runs.rename": "rename it",
     "runs.delete": "delete it and its checkpoints (asks first)",
     "runs.view": "next view where the pane is too small for every chart at once",

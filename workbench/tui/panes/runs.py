@@ -319,6 +319,38 @@ class RunsPane(Pane):
 
         self.app.push_screen(ExportScreen(name, choices, str(self.ws.root / "exports" / name)), answer)
 
+    def action_export_csv(self) -> None:
+        """The shown runs' curves as CSV under exports/ (``workbench runs export-metrics``), and
+        with a baseline each one's difference from it (``runs compare --csv``)."""
+        from workbench.runs.compare import compare_curves
+        from workbench.runs.curves_csv import compare_table, metrics_table, write_csv
+        from workbench.runs.folder import get_run
+
+        shown = {self.baseline, *self.selected} if self.selected or self.baseline else {self.cursor_run}
+        names = [r["name"] for r in self.rows if r["name"] in shown]
+        if not names:
+            return
+        stem = names[0] if len(names) == 1 else f"{names[0]}-and-{len(names) - 1}-more"
+        out = self.ws.root / "exports"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            n = write_csv(str(out / f"{stem}-metrics.csv"), *metrics_table([get_run(self.ws, r) for r in names]))
+            said = [f"{n:,} rows of {', '.join(names)} to exports/{stem}-metrics.csv"]
+            others = [r for r in names if r != self.baseline]
+            if self.baseline and others:
+                cmp = compare_curves({r: self.curves.get(r, []) for r in names}, self.baseline,
+                                     {r: self.top1.get(r, []) for r in names})
+                cmp["vs_baseline"] = [row for row in cmp["vs_baseline"] if row["name"] in others]
+                m = write_csv(str(out / f"{stem}-vs-{self.baseline}.csv"), *compare_table(cmp))
+                said.append(f"{m:,} rows of run − {self.baseline} to exports/{stem}-vs-{self.baseline}.csv")
+        except WorkbenchError as e:
+            self.set_status(f"no CSV: {e}", error=True)
+            return
+        except OSError as e:
+            self.set_status(f"no CSV: cannot write under {out}: {e.strerror}", error=True)
+            return
+        self.set_status("wrote " + "; ".join(said))
+
     @work(thread=True, group="runs-export", exit_on_error=False)
     def _export_worker(self, name: str, a: dict) -> None:
         from workbench.export import export_run
@@ -458,7 +490,8 @@ class RunsPane(Pane):
             return bool(self.sweeping)
         if action == "sweep":
             return None if self.sweeping else True
-        if action in ("resume", "trace", "chat", "export", "rename", "delete", "toggle_select", "baseline", "sort"):
+        if action in ("resume", "trace", "chat", "export", "export_csv", "rename", "delete", "toggle_select",
+                      "baseline", "sort"):
             return True if self.rows else None
         if action == "next_view":
             return self.one_view
