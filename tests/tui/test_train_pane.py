@@ -3,6 +3,10 @@ filled; stop a run mid-way and resume it from the Runs pane; a snapshot from a r
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from helpers import train_events
 from helpers import focus, type_into, wait_for
 
@@ -141,3 +145,36 @@ async def test_a_chart_plotext_cannot_build_says_so_instead_of_crashing(built_ws
         await pilot.pause()  # the repaint has run (the app would have crashed in it)
         assert "cannot be drawn" in str(chart.render())
         assert app.is_running
+
+
+def test_smoothing_is_tensorboards_debiased_ema():
+    from workbench.runs.smooth import debiased_ema, step
+
+    # by hand, weight 0.5: 0.5*1 / 0.5 = 1; (0.25 + 1) / 0.75; (0.625 + 1.5) / 0.875
+    assert debiased_ema([1.0, 2.0, 3.0], 0.5) == pytest.approx([1.0, 1.25 / 0.75, 2.125 / 0.875])
+    assert debiased_ema([1.0, 2.0, 3.0], 0.0) == [1.0, 2.0, 3.0]  # no smoothing: the raw curve
+    nan = float("nan")
+    out = debiased_ema([2.0, nan, 4.0], 0.5)  # a non-finite point stays, and stays out of the average
+    assert out[0] == 2.0 and math.isnan(out[1]) and out[2] == pytest.approx((0.5 * 1.0 + 2.0) / 0.75)
+    assert step(0.9, 1) == 0.95 and step(0.99, 1) == 0.99 and step(0.0, -1) == 0.0 and step(0.5, -1) == 0.0
+
+
+async def test_keys_change_the_loss_charts_smoothing(built_ws, make_app):
+    from workbench.runs.smooth import debiased_ema
+    from workbench.tui.widgets.charts import LineChart
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _train_pane(pilot, app)
+        pane.feed(train_events(40))
+        pane.redraw_charts()
+        app.query_one("#panes").focus()  # off the text boxes, as after esc
+        await pilot.press("greater_than_sign")
+        chart = pane.query_one("#chart-loss", LineChart)
+        ema = next(s for s in chart.series if s.label.startswith("ema"))
+        assert ema.label == "ema 0.95"
+        losses = [r["loss"] for r in pane.history.train]
+        assert ema.ys == pytest.approx(debiased_ema(losses, 0.95))
+        await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
+        ema = next(s for s in chart.series if s.label.startswith("ema"))
+        assert ema.label == "ema 0.70" and ema.ys == pytest.approx(debiased_ema(losses, 0.7))

@@ -583,7 +583,7 @@ class TrainPane(Pane):
         return int(self._last_step.get("step") or self._last_log.get("step") or 0)
 
     def _render_header(self) -> None:
-        ema = self.history._ema[-1] if self.history._ema else None
+        ema = self.history.smoothed()[-1] if self.history.train else None
         box = self.query_one("#train-header", Static)
         width = max(20, box.content_size.width or self.size.width - 2)
         status, losses = header_parts(self.state, self.run_name, self.total_steps, self.current_step, self._last_step,
@@ -601,6 +601,14 @@ class TrainPane(Pane):
         shown = newest_that_fit(list(self.notices), size.width or 80, size.height or NOTICE_LINES)
         box.update(_escape("\n".join(shown)))
 
+    def action_smooth(self, direction: int) -> None:
+        """Smooth the loss curve more (1) or less (-1): TensorBoard's slider, by keys."""
+        from workbench.runs.smooth import step
+
+        self.history.smoothing = step(self.history.smoothing, direction)
+        self.redraw_charts(side=False)
+        self._render_header()
+
     def redraw_charts(self, side: bool = True) -> None:
         self._dirty = self._dirty and not side
         self._drawn_at = time.monotonic()
@@ -609,7 +617,7 @@ class TrainPane(Pane):
         loss = self.query_one("#chart-loss", LineChart)
         loss.set_series([
             Series("train", *h.series("loss", mode), color="gray"),
-            Series("ema", *h.series("ema", mode), color="cyan"),
+            Series(f"ema {h.smoothing:.2f}", *h.series("ema", mode), color="cyan"),
             Series("val", *h.series("val_loss", mode), color="orange", marker="●", scatter=True),
         ], xlabel=xl, log_y=self.log_y)
         loss.title = "loss (log y)" if self.log_y else "loss"

@@ -1,5 +1,6 @@
-"""Terminal line charts for training metrics: a history of log/eval rows with a debiased EMA,
-thinning to the plot's width, and a ``PlotextPlot`` that redraws only when asked.
+"""Terminal line charts for training metrics: a history of log/eval rows with a debiased EMA of
+the loss (its weight set by keys: ``runs.smooth``), thinning to the plot's width, and a
+``PlotextPlot`` that redraws only when asked.
 
 The Train pane calls ``LineChart.set_series`` as often as it likes; the (pure-Python, slow)
 plotext build runs only when ``redraw`` is called, which the pane throttles to a few per second.
@@ -18,7 +19,7 @@ from textual_plotext import PlotextPlot
 
 X_MODES = ("steps", "tokens", "time")
 X_KEYS = {"steps": "step", "tokens": "tokens", "time": "elapsed"}
-EMA_BETA = 0.9
+EMA_WEIGHT = 0.9  # the loss chart's smoothing until the user changes it
 
 
 def thin(xs: list[float], ys: list[float], max_points: int) -> tuple[list[float], list[float]]:
@@ -44,24 +45,24 @@ class MetricsHistory:
 
     train: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
-    _ema: list[float] = field(default_factory=list)
-    _ema_state: float = 0.0
+    smoothing: float = EMA_WEIGHT  # the EMA's weight (``runs.smooth.WEIGHTS``)
 
     def clear(self) -> None:
         self.train.clear()
         self.evals.clear()
-        self._ema.clear()
-        self._ema_state = 0.0
 
     def add_train(self, row: dict) -> None:
-        """Keep a train row; its loss extends the EMA, divided by (1 - beta^n) so that the first
-        points are not pulled towards 0."""
+        """Keep a train row with a finite loss."""
         loss = row.get("loss")
         if not isinstance(loss, (int, float)) or not math.isfinite(loss):
             return
         self.train.append(row)
-        self._ema_state = EMA_BETA * self._ema_state + (1 - EMA_BETA) * loss
-        self._ema.append(self._ema_state / (1 - EMA_BETA ** len(self.train)))
+
+    def smoothed(self) -> list[float]:
+        """The train loss smoothed with the current weight (debiased: ``runs.smooth``)."""
+        from workbench.runs.smooth import debiased_ema
+
+        return debiased_ema([float(r["loss"]) for r in self.train], self.smoothing)
 
     def add_eval(self, row: dict) -> None:
         v = row.get("val_loss")
@@ -74,7 +75,7 @@ class MetricsHistory:
 
     def series(self, name: str, mode: str) -> tuple[list[float], list[float]]:
         if name == "ema":
-            return self.xs(self.train, mode), list(self._ema)
+            return self.xs(self.train, mode), self.smoothed()
         if name == "val_loss":
             return self.xs(self.evals, mode), [float(r["val_loss"]) for r in self.evals]
         rows = [r for r in self.train if isinstance(r.get(name), (int, float))]
