@@ -178,3 +178,34 @@ async def test_keys_change_the_loss_charts_smoothing(built_ws, make_app):
         await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
         ema = next(s for s in chart.series if s.label.startswith("ema"))
         assert ema.label == "ema 0.70" and ema.ys == pytest.approx(debiased_ema(losses, 0.7))
+
+
+def test_the_robust_band_leaves_out_a_spike_and_only_when_there_is_one():
+    from workbench.runs.smooth import robust_band
+
+    values = [2.0 + 0.01 * (i % 7) for i in range(60)]
+    assert robust_band(values) is None  # nothing outlies: the chart holds every point
+    lo, hi = robust_band(values[:30] + [40.0] + values[30:])
+    assert max(values) <= hi < 40.0 and lo <= min(values)  # the spike alone is outside
+    assert robust_band([1.0, 50.0] * 5) is None  # too few points to tell
+
+
+async def test_a_spike_does_not_flatten_the_loss_chart(built_ws, make_app):
+    from helpers import train_events
+    from workbench.training.events import Logged
+    from workbench.tui.widgets.charts import LineChart
+
+    events = train_events(200)
+    logged = [e for e in events if isinstance(e, Logged)]
+    logged[10].row["loss"] = 60.0  # one spike among 40 logged points
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _train_pane(pilot, app)
+        pane.feed(events)
+        pane.redraw_charts()
+        chart = pane.query_one("#chart-loss", LineChart)
+        assert chart.y_range is not None and chart.y_range[1] < 60.0 and chart.clipped >= 1
+        assert max(r["loss"] for r in pane.history.train if r["loss"] < 60.0) <= chart.y_range[1]
+        app.query_one("#panes").focus()
+        await pilot.press("o")  # every point again
+        assert chart.y_range is None and chart.clipped == 0

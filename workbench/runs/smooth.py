@@ -31,3 +31,25 @@ def step(weight: float, direction: int) -> float:
     if direction > 0:
         return next((w for w in WEIGHTS if w > weight + 1e-9), WEIGHTS[-1])
     return next((w for w in reversed(WEIGHTS) if w < weight - 1e-9), WEIGHTS[0])
+
+
+def robust_band(values: list[float], q: float = 0.05, pad: float = 0.1,
+                min_points: int = 20) -> tuple[float, float] | None:
+    """A y-range that ignores outliers (TensorBoard's "ignore outliers in chart scaling"): the
+    ``q`` to ``1 - q`` quantile band of the finite ``values``, widened by ``pad`` of its height on
+    each side; None when there are too few points to tell or nothing falls outside it."""
+    ys = sorted(v for v in values if math.isfinite(v))
+    if len(ys) < min_points:
+        return None
+
+    def quantile(p: float) -> float:
+        i = p * (len(ys) - 1)
+        lo = int(i)
+        return ys[lo] + (ys[min(lo + 1, len(ys) - 1)] - ys[lo]) * (i - lo)
+
+    lo, hi = quantile(q), quantile(1 - q)
+    span = (hi - lo) or abs(hi) * 0.1 or 1.0
+    lo, hi = lo - pad * span, hi + pad * span
+    if ys[0] >= lo and ys[-1] <= hi:
+        return None
+    return lo, hi

@@ -32,6 +32,8 @@ DETAIL = {
     "train.x_axis": "x axis: steps, tokens or time",
     "train.smooth_more": "smooth the loss curve more (a debiased EMA, weight shown on the chart, up to 0.99)",
     "train.smooth_less": "smooth the loss curve less (down to 0: the raw curve)",
+    "train.outliers": "loss chart's y-range: ignore outliers (5-95% of points, the rest on the edge, "
+                      "marked; the default) or hold every point",
     "train.view": "next view where the pane is too small for every chart at once",
     "trace.run": "trace one forward pass of the text",
     "trace.head_prev": "previous head of the attention heatmap",

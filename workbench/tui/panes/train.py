@@ -71,6 +71,7 @@ class TrainPane(Pane):
         super().__init__(**kw)
         self.ws, self.probe = ws, probe
         self.history = MetricsHistory()
+        self.clip_outliers = True  # the loss chart's y-range ignores outliers (key: o)
         self.notices: collections.deque[str] = collections.deque(maxlen=200)
         self.job = None  # a Trainer or a ChildRun while running
         self.running = False
@@ -601,6 +602,13 @@ class TrainPane(Pane):
         shown = newest_that_fit(list(self.notices), size.width or 80, size.height or NOTICE_LINES)
         box.update(_escape("\n".join(shown)))
 
+    def action_toggle_outliers(self) -> None:
+        """Scale the loss chart to a quantile band (outliers on its edge, marked) or to all points."""
+        self.clip_outliers = not self.clip_outliers
+        self.redraw_charts(side=False)
+        self.notify("loss chart: " + ("outliers ignored in the y-range" if self.clip_outliers
+                                      else "the y-range holds every point"), timeout=3)
+
     def action_smooth(self, direction: int) -> None:
         """Smooth the loss curve more (1) or less (-1): TensorBoard's slider, by keys."""
         from workbench.runs.smooth import step
@@ -619,7 +627,7 @@ class TrainPane(Pane):
             Series("train", *h.series("loss", mode), color="gray"),
             Series(f"ema {h.smoothing:.2f}", *h.series("ema", mode), color="cyan"),
             Series("val", *h.series("val_loss", mode), color="orange", marker="●", scatter=True),
-        ], xlabel=xl, log_y=self.log_y)
+        ], xlabel=xl, log_y=self.log_y, clip_outliers=self.clip_outliers)
         loss.title = "loss (log y)" if self.log_y else "loss"
         loss.redraw()
         if not side:

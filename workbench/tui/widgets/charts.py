@@ -106,6 +106,9 @@ class LineChart(PlotextPlot):
         self.log_y = False
         self.log_x = False
         self.zero_line = False
+        self.clip_outliers = False  # y-range from a quantile band (``runs.smooth.robust_band``)
+        self.y_range: tuple[float, float] | None = None  # the band drawn, when it clipped anything
+        self.clipped = 0  # points outside it, drawn on its edge as ▲ / ▼
         self.empty_text = "no data yet"
         self._listeners: list[ChartListener] = []
 
@@ -129,9 +132,10 @@ class LineChart(PlotextPlot):
                 listener(event, t)
 
     def set_series(self, series: list[Series], xlabel: str = "", log_y: bool = False,
-                   log_x: bool = False, zero_line: bool = False) -> None:
+                   log_x: bool = False, zero_line: bool = False, clip_outliers: bool = False) -> None:
         self.series, self.xlabel = series, xlabel
         self.log_y, self.log_x, self.zero_line = log_y, log_x, zero_line
+        self.clip_outliers = clip_outliers
 
     def render(self):
         """The plot; if plotext cannot build it (it has raised IndexError on some sizes and
@@ -160,9 +164,19 @@ class LineChart(PlotextPlot):
             plt.xlabel(self.xlabel)
         drawn = False
         all_x: list[float] = []
-        for s in self.series:
-            pts = [(x, y) for x, y in zip(s.xs, s.ys) if math.isfinite(y)
-                   and (not self.log_y or y > 0) and (not self.log_x or x > 0)]
+        shown = [(s, [(x, y) for x, y in zip(s.xs, s.ys) if math.isfinite(y)
+                      and (not self.log_y or y > 0) and (not self.log_x or x > 0)]) for s in self.series]
+        self.y_range, self.clipped, marks = None, 0, []
+        if self.clip_outliers:
+            from workbench.runs.smooth import robust_band
+
+            self.y_range = robust_band([y for _, pts in shown for _, y in pts])
+        if self.y_range is not None:  # points beyond the band sit on its edge, marked
+            lo, hi = self.y_range
+            marks = [(x, hi if y > hi else lo) for _, pts in shown for x, y in pts if y > hi or y < lo]
+            self.clipped = len(marks)
+            shown = [(s, [(x, min(max(y, lo), hi)) for x, y in pts]) for s, pts in shown]
+        for s, pts in shown:
             if not pts:
                 continue
             xs, ys = thin([p[0] for p in pts], [p[1] for p in pts], self.max_points)
@@ -180,6 +194,15 @@ class LineChart(PlotextPlot):
                 plt.xscale("log")
             if self.zero_line:
                 plt.hline(0, "gray")
+            if self.y_range is not None:
+                plt.ylim(*self.y_range)
+                hi = self.y_range[1]
+                up = [(x, y) for x, y in marks if y == hi]
+                down = [(x, y) for x, y in marks if y != hi]
+                for pts, marker in ((up, "▲"), (down, "▼")):
+                    if pts:
+                        plt.scatter([x for x, _ in pts], [y for _, y in pts], marker=marker, color="red")
+                plt.title(f"{self.title} · {self.clipped} outlying point(s) on the edge")
             if one_x:
                 pad = max(1.0, abs(all_x[0]) * 0.01)
                 plt.xlim(all_x[0] - pad, all_x[0] + pad)
