@@ -134,3 +134,38 @@ def test_export_metrics_writes_every_logged_point_of_each_run(trained, capsys):
                 assert row[key] == str(want)
     assert main(["--workspace", str(trained.root), "runs", "export-metrics", "nope", "--csv", str(out)]) == 2
     assert len(list(csv.DictReader(out.open()))) == len(lines)  # a bad run name leaves the file as it was
+
+
+def test_tags_and_a_note_live_in_the_run_folder_and_filter_the_list(trained, capsys):
+    """`runs tag|note` on a run the real engine wrote; `runs list --filter` by name or tag; the
+    labels move with a rename; a bad tag or pattern is one line and writes nothing."""
+    import json
+
+    from helpers import TRAINED_RUN
+
+    cli = ["--workspace", str(trained.root)]
+    assert main([*cli, "runs", "tag", TRAINED_RUN, "baseline", "lr:3e-3"]) == 0
+    assert main([*cli, "runs", "tag", TRAINED_RUN, "lr:3e-3", "--remove"]) == 0
+    assert main([*cli, "runs", "note", TRAINED_RUN, "the first try; loss still falling"]) == 0
+    labels = json.loads((trained.run_path(TRAINED_RUN) / "labels.json").read_text())
+    assert labels == {"tags": ["baseline"], "note": "the first try; loss still falling"}
+    capsys.readouterr()
+    assert main([*cli, "runs", "tag", TRAINED_RUN, "two words"]) == 2
+    assert "tag 'two words' is not allowed" in capsys.readouterr().err
+    assert json.loads((trained.run_path(TRAINED_RUN) / "labels.json").read_text())["tags"] == ["baseline"]
+    assert main([*cli, "runs", "note", TRAINED_RUN]) == 0
+    assert capsys.readouterr().out.strip() == "the first try; loss still falling"
+    assert main([*cli, "runs", "rename", TRAINED_RUN, "renamed"]) == 0
+    capsys.readouterr()
+    for pattern, listed in (("BASE", ["renamed"]), ("^ren", ["renamed"]), ("nothing", [])):
+        assert main([*cli, "runs", "list", "--filter", pattern, "--json"]) == 0
+        assert [r["name"] for r in json.loads(capsys.readouterr().out)] == listed
+    assert main([*cli, "runs", "list", "--filter", "("]) == 2
+    assert "filter '(' is not a regular expression" in capsys.readouterr().err
+    assert main([*cli, "runs", "show", "renamed"]) == 0
+    out = capsys.readouterr().out
+    assert "tags: baseline" in out and "note: the first try; loss still falling" in out
+    (trained.run_path("renamed") / "labels.json").write_text("{")  # damaged
+    assert main([*cli, "runs", "list", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["status"] == "damaged" and "labels.json" in row["problem"]

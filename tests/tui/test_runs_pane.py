@@ -103,3 +103,32 @@ async def test_runs_with_one_evaluation_each_are_compared_and_drawn(built_ws, ma
         diff = list(csv.DictReader((built_ws.root / "exports" / "one-a-and-1-more-vs-one-a.csv").open()))
         assert [(r["run"], float(r["val_loss_diff"])) for r in diff] == [
             ("one-b", pytest.approx(pane.curves["one-b"][0][1] - pane.curves["one-a"][0][1]))]
+
+
+async def test_filter_tags_and_note_by_keys(built_ws, make_app):
+    from helpers import type_into
+
+    train_run(built_ws, "alpha", lr=1e-3, steps=4)
+    train_run(built_ws, "beta", lr=1e-3, steps=4)
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _open(pilot, app)
+        table = pane.query_one("#runs-table")
+        await pilot.press("down", "t")  # beta
+        await type_into(pilot, "exp:vnorm keep")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(r.get("tags") == ["exp:vnorm", "keep"] for r in pane.rows), what="the tags")
+        await pilot.press("n")
+        await type_into(pilot, "value norm, seed 7")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(r.get("note") == "value norm, seed 7" for r in pane.rows), what="the note")
+        await pilot.press("up", "down")  # back on beta: its line has its tags and note
+        status = str(pane.query_one("#runs-status").render())
+        assert "tags exp:vnorm, keep" in status and "note: value norm, seed 7" in status
+        await pilot.press("slash")
+        await type_into(pilot, "vnorm")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: table.row_count == 1, what="the filter")
+        assert pane.cursor_run == "beta" and "1 of 2 runs" in str(pane.query_one("#runs-status").render())
+        await pilot.press("slash", "ctrl+u", "enter")  # empty: every run again
+        await wait_for(pilot, lambda: table.row_count == 2, what="no filter")

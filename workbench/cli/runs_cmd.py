@@ -13,6 +13,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = add_command(s, "list", "one line per run", cmd_list)
     ls.add_argument("--sort", choices=("name", "bpb"), default="name",
                     help="name (default), or best bits per byte first (how a sweep's runs rank)")
+    ls.add_argument("--filter", metavar="REGEX", default=None,
+                    help="only runs whose name or a tag matches (case-insensitive)")
+    tg = s.add_parser("tag", help="add tags to a run (or --remove them)")
+    tg.add_argument("run")
+    tg.add_argument("tags", nargs="+", metavar="TAG")
+    tg.add_argument("--remove", action="store_true", help="remove these tags instead")
+    tg.set_defaults(func=cmd_tag)
+    nt = s.add_parser("note", help="show a run's note, or set it")
+    nt.add_argument("run")
+    nt.add_argument("text", nargs="?", default=None, help="the new note ('' clears it)")
+    nt.set_defaults(func=cmd_note)
     add_command(s, "show", "config, status, checkpoints and latest metrics of a run", cmd_show, "run")
     cp = s.add_parser("compare", help="compare runs' validation loss, optionally against a baseline")
     cp.add_argument("runs", nargs="+")
@@ -56,6 +67,29 @@ def cmd_control(args, ws) -> int:
     return 0
 
 
+def cmd_tag(args, ws) -> int:
+    from workbench.runs.folder import get_run
+    from workbench.runs.labels import set_tags
+
+    run = get_run(ws, args.run)
+    tags = set_tags(run.path, remove=args.tags) if args.remove else set_tags(run.path, add=args.tags)
+    print(f"{args.run}: tags {', '.join(tags) or '(none)'}")
+    return 0
+
+
+def cmd_note(args, ws) -> int:
+    from workbench.runs.folder import get_run
+    from workbench.runs.labels import read_labels, set_note
+
+    run = get_run(ws, args.run)
+    if args.text is None:
+        print(read_labels(run.path)["note"])
+        return 0
+    note = set_note(run.path, args.text)
+    print(f"{args.run}: note {'set' if note else 'cleared'}")
+    return 0
+
+
 def cmd_rename(args, ws) -> int:
     from workbench.runs.folder import rename_run
 
@@ -89,13 +123,17 @@ def _fmt(v, spec):
 
 def cmd_list(args, ws) -> int:
     from workbench.runs.folder import sort_rows, summaries, summary_cells
+    from workbench.runs.labels import compile_filter, matches
 
-    rows = sort_rows(summaries(ws)[0], args.sort)
+    rx = compile_filter(args.filter)  # a bad pattern is refused before any run is read
+    every = summaries(ws)[0]
+    rows = sort_rows([r for r in every if matches(rx, r)], args.sort)
     if args.json:
         print_json(rows)
         return 0
     if not rows:
-        print("no runs yet; start one with `workbench train --config debug --tokenizer NAME --data SOURCE`")
+        print(f"no run matches {args.filter!r} (of {len(every)})" if every else
+              "no runs yet; start one with `workbench train --config debug --tokenizer NAME --data SOURCE`")
         return 0
     print(f"{'run':32} {'preset':12} {'params':>9} {'tokens':>11} {'best val':>8} {'bpb':>6} {'tok/s':>8} {'status':11} created")
     for c in (summary_cells(r, "{:,.0f}".format, "-") for r in rows):
@@ -120,6 +158,10 @@ def cmd_show(args, ws) -> int:
     print(f"  best val loss {_fmt(s['best_val_loss'], '.4f')}, bits/byte {_fmt(s['best_bpb'], '.4f')}, "
           f"median tok/s {_fmt(s['tok_s'], ',.0f')}")
     print(f"  checkpoints: {', '.join(out['checkpoints']) or 'none'} (latest {s['checkpoint']})")
+    if s.get("tags"):
+        print(f"  tags: {', '.join(s['tags'])}")
+    if s.get("note"):
+        print(f"  note: {s['note']}")
     if s.get("problem"):
         print(f"  problem: {s['problem']}")
     origin = out["config"].get("init_from")

@@ -7,9 +7,9 @@ registers its own class (or, for the optimizer, function) with ``@register(part,
 variant may declare its own config fields (``options={"name": option(default, help, ...)}``):
 they belong to the section of the part's field (``model.`` or ``train.``), are accepted by YAML,
 ``--set``, sweeps and the Config pane's form while that variant is chosen, and the variant reads
-them as attributes of the config it is given (``cfg.ve_layers``). Config fields take their choices from
-here (``Choices``), the model builds each part through ``build``, and ``workbench experiment
-list`` shows them all.
+them as attributes of the config it is given (``cfg.ve_layers``). Config fields take their
+choices from here (``Choices``), the model builds each part through ``build``, and ``workbench
+experiment list`` shows them all.
 
 A part's class is called as the built-in one is (see ``PARTS``), and should derive from
 ``workbench.model.base.LoggingModule`` (or the built-in class it changes), so that
@@ -24,7 +24,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from workbench.config.fields import FieldInfo
+from workbench.config.fields import FieldInfo, check_field
 
 # part -> (the config field that names it, how the model calls a variant's class)
 PARTS = {
@@ -121,8 +121,7 @@ def _check_part(part: str) -> None:
 
 
 def _check_options(part: str, name: str, options: dict | None) -> dict[str, FieldInfo]:
-    from workbench.config.fields import check_field
-
+    """``options`` checked (names, rules, defaults, no clash) and named."""
     section = PARTS[part][0].split(".", 1)[0]
     out = {}
     for key, info in (options or {}).items():

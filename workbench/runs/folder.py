@@ -20,6 +20,7 @@ from workbench.runs import checkpoint
 from workbench import fileio
 from workbench.config.schema import RUN_ONLY_KEYS, Config, config_from_dict
 from workbench.errors import WorkbenchError, not_found
+from workbench.runs.labels import read_labels
 from workbench.runs.code import CODE_DIR, copy_code, load_run_code, untrusted_code
 from workbench.workspace import Workspace, check_name
 
@@ -171,6 +172,10 @@ class Run:
         if ckpt is not None and problem is None:
             problem = self._checkpoint_problem(ckpt)
         status = self.status().get("state")
+        try:
+            labels = read_labels(self.path)
+        except WorkbenchError as e:
+            labels, problem = {"tags": [], "note": ""}, problem or str(e)
         return {
             "name": self.name,
             "preset": raw.get("name"),
@@ -185,6 +190,8 @@ class Run:
             "status": "damaged" if problem else status,
             "problem": problem,
             "checkpoint": ckpt,
+            "tags": labels["tags"],
+            "note": labels["note"],
         }
 
 

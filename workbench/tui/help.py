@@ -52,6 +52,9 @@ DETAIL = {
     "runs.trace": "open it in the Trace pane",
     "runs.chat": "chat with it",
     "runs.export": "export it (GGUF, llama2.c, Hugging Face, plain weights)",
+    "runs.filter": "show only the runs whose name or a tag matches a regular expression (empty: all)",
+    "runs.tag": "add tags to it (space-separated; -TAG removes one); they show in its line and the filter",
+    "runs.note": "write a note on it (shown in its line; `workbench runs note`)",
     "runs.csv": "write the selected runs' (or this run's) curves as CSV under exports/, and with a "
                 "baseline each one's difference from it",
     "runs.rename": "rename it",

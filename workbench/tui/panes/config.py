@@ -485,7 +485,7 @@ class ConfigPane(Pane):
         self._loading = True
         try:
             for section, _ in SECTIONS:
-                for name, part in section_parts(section).items():
+                for name in section_parts(section):
                     sel = self.query_one(f"#{section}-{name}", Select)
                     info = self.fields[section][name]
                     keep = sel.value if sel.value in info.choices else info.default

@@ -66,6 +66,8 @@ class RunsPane(Pane):
         self._highlighted_run: str | None = None
         self._listed: list[dict] = []
         self._form = None  # the Config pane's form, a sweep's possible base
+        self.filter = ""  # a regular expression over names and tags (``runs.labels``); "" shows all
+        self._rx = None
         self.sweep_job = None  # a sweep.SweepJob, once one was started here
         self._sweep_shown = False  # its outcome is in the status line
 
@@ -157,15 +159,21 @@ class RunsPane(Pane):
         self._cursor_to = None
         table.clear()
         keys = [c.key.value for c in table.ordered_columns]
-        for r in self.rows:
+        for r in self.visible_rows():
             cells = self._cells(r)
             table.add_row(*[cells[k] for k in keys], key=r["name"])
-        names = [r["name"] for r in self.rows]
+        names = [r["name"] for r in self.visible_rows()]
         if keep in names:
             table.move_cursor(row=names.index(keep))
         # where the refill leaves the cursor is not a move: the last action's message stays
         self._highlighted_run = self.cursor_run
         self._show_detail()
+
+    def visible_rows(self) -> list[dict]:
+        """The rows the filter lets through (every row without one)."""
+        from workbench.runs.labels import matches
+
+        return [r for r in self.rows if matches(self._rx, r)]
 
     def _show_detail(self) -> None:
         """The line above the table: the run under the cursor in full (what a narrow table has
@@ -177,6 +185,10 @@ class RunsPane(Pane):
         c = self._cells(row)
         text = (f"{name}: {c['preset']} · {c['params']} params · {si(row.get('steps'))} steps · {c['tokens']} tokens"
                 f" · best val {c['val']} · {c['bpb']} bits/byte · {c['tok_s']} tok/s · {c['date']} · {c['status']}")
+        if row.get("tags"):
+            text += f" · tags {', '.join(row['tags'])}"
+        if row.get("note"):
+            text += f" · note: {row['note']}"
         if row.get("problem"):
             text += f" — {row['problem']}"
         self.set_status(text, error=bool(row.get("problem")), detail=True)
@@ -214,7 +226,7 @@ class RunsPane(Pane):
     # --- charts --------------------------------------------------------------------------
 
     def shown_runs(self) -> list[str]:
-        names = [r["name"] for r in self.rows]
+        names = [r["name"] for r in self.visible_rows()]
         picked = [n for n in names if n in self.selected] or ([self.cursor_run] if self.cursor_run else [])
         if self.baseline and self.baseline not in picked:
             picked = [self.baseline] + picked
@@ -367,6 +379,74 @@ class RunsPane(Pane):
     def on_runs_pane_exported(self, msg: "RunsPane.Exported") -> None:
         self.set_status(msg.text, error=msg.error)
 
+    def action_filter(self) -> None:
+        from workbench.tui.widgets.prompt import PromptScreen
+
+        def answer(text: str | None) -> None:
+            if text is None:
+                return  # esc: the filter stays
+            from workbench.runs.labels import compile_filter
+
+            try:
+                self._rx = compile_filter(text)
+            except WorkbenchError as e:
+                self.set_status(str(e), error=True)
+                return
+            self.filter = text
+            self._fill_table()
+            self.redraw()
+            shown = len(self.visible_rows())
+            self.set_status(f"filter {text!r}: {shown} of {len(self.rows)} runs" if text else "no filter: every run")
+
+        self.app.push_screen(PromptScreen("Show the runs whose name or a tag matches (a regular expression; "
+                                          "empty: every run):", self.filter, empty_ok=True), answer)
+
+    def action_tag(self) -> None:
+        name = self.cursor_run
+        if name is None:
+            return
+        from workbench.tui.widgets.prompt import PromptScreen
+
+        def answer(text: str | None) -> None:
+            if not text:
+                return
+            from workbench.runs.labels import set_tags
+
+            words = text.split()
+            try:
+                tags = set_tags(self.ws.run_path(name), add=[w for w in words if not w.startswith("-")],
+                                remove=[w[1:] for w in words if w.startswith("-")])
+            except WorkbenchError as e:
+                self.set_status(f"tags not changed: {e}", error=True)
+                return
+            self.set_status(f"{name}: tags {', '.join(tags) or '(none)'}")
+            self.refresh_runs()
+
+        self.app.push_screen(PromptScreen(f"Tags for {name} (space-separated; -TAG removes one):"), answer)
+
+    def action_note(self) -> None:
+        name = self.cursor_run
+        row = next((r for r in self.rows if r["name"] == name), None)
+        if row is None:
+            return
+        from workbench.tui.widgets.prompt import PromptScreen
+
+        def answer(text: str | None) -> None:
+            if text is None:
+                return
+            from workbench.runs.labels import set_note
+
+            try:
+                set_note(self.ws.run_path(name), text)
+            except WorkbenchError as e:
+                self.set_status(f"note not saved: {e}", error=True)
+                return
+            self.set_status(f"{name}: note {'saved' if text else 'cleared'}")
+            self.refresh_runs()
+
+        self.app.push_screen(PromptScreen(f"Note on {name} (empty clears it):", row.get("note") or "",
+                                          empty_ok=True), answer)
+
     def action_rename(self) -> None:
         name = self.cursor_run
         if name is None:
@@ -491,7 +571,7 @@ class RunsPane(Pane):
         if action == "sweep":
             return None if self.sweeping else True
         if action in ("resume", "trace", "chat", "export", "export_csv", "rename", "delete", "toggle_select",
-                      "baseline", "sort"):
+                      "baseline", "sort", "tag", "note"):
             return True if self.rows else None
         if action == "next_view":
             return self.one_view

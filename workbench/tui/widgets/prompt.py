@@ -11,13 +11,14 @@ from workbench.tui.widgets.form_fields import FormInput
 
 
 class PromptScreen(ModalScreen["str | None"]):
-    """enter answers with the text; esc cancels (None)."""
+    """enter answers with the text; esc cancels (None). An empty answer is None too, unless
+    ``empty_ok`` (then it is ``""``: clearing a filter or a note)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
 
-    def __init__(self, question: str, value: str = "", hint: str = ""):
+    def __init__(self, question: str, value: str = "", hint: str = "", empty_ok: bool = False):
         super().__init__()
-        self.question, self.value, self.hint = question, value, hint
+        self.question, self.value, self.hint, self.empty_ok = question, value, hint, empty_ok
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box"):
@@ -30,7 +31,7 @@ class PromptScreen(ModalScreen["str | None"]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value.strip() or None)
+        self.dismiss(event.value.strip() or ("" if self.empty_ok else None))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
