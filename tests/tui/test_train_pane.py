@@ -209,3 +209,20 @@ async def test_a_spike_does_not_flatten_the_loss_chart(built_ws, make_app):
         app.query_one("#panes").focus()
         await pilot.press("o")  # every point again
         assert chart.y_range is None and chart.clipped == 0
+
+
+async def test_the_panes_letter_keys_type_into_a_text_box_that_has_focus(built_ws, make_app):
+    """o, < and > act on the loss chart only when no text box takes them: typed into the data
+    box they are text."""
+    from textual.widgets import Input
+
+    from helpers import focus, type_into
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _train_pane(pilot, app)
+        before = (pane.clip_outliers, pane.history.smoothing)
+        await focus(pilot, app, "train-data")
+        await type_into(pilot, "o<>")
+        assert app.query_one("#train-data", Input).value == "o<>"
+        assert (pane.clip_outliers, pane.history.smoothing) == before

@@ -66,8 +66,7 @@ def uses_experiment(cfg: ModelConfig) -> bool:
     """Whether ``cfg`` chooses a model part that is not built in."""
     from workbench.experiments.registry import get, section_parts
 
-    return any(not get(part, getattr(cfg, field)).builtin for field, part in section_parts("model").items()
-               if part != "optimizer")
+    return any(not get(part, getattr(cfg, field)).builtin for field, part in section_parts("model").items())
 
 
 _BUILT: dict = {}
