@@ -46,10 +46,12 @@ class MetricsHistory:
     train: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     smoothing: float = EMA_WEIGHT  # the EMA's weight (``runs.smooth.WEIGHTS``)
+    _smoothed: tuple = ((), 0, 0.0)  # (curve, rows, weight) it was made for: the header reads it per event
 
     def clear(self) -> None:
         self.train.clear()
         self.evals.clear()
+        self._smoothed = ((), 0, 0.0)
 
     def add_train(self, row: dict) -> None:
         """Keep a train row with a finite loss."""
@@ -62,7 +64,11 @@ class MetricsHistory:
         """The train loss smoothed with the current weight (debiased: ``runs.smooth``)."""
         from workbench.runs.smooth import debiased_ema
 
-        return debiased_ema([float(r["loss"]) for r in self.train], self.smoothing)
+        curve, rows, weight = self._smoothed
+        if (rows, weight) != (len(self.train), self.smoothing):
+            curve = debiased_ema([float(r["loss"]) for r in self.train], self.smoothing)
+            self._smoothed = (curve, len(self.train), self.smoothing)
+        return curve  # shared: callers read it
 
     def add_eval(self, row: dict) -> None:
         v = row.get("val_loss")
