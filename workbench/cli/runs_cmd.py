@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("runs", nargs="+")
     ex.add_argument("--csv", metavar="FILE", required=True, help="the file to write ('-': stdout)")
     ex.set_defaults(func=cmd_export_metrics)
+    hl = s.add_parser("health", help="per-layer gradient norm, update/weight, activation RMS and attention "
+                                     "entropy: the newest record, or one quantity over steps")
+    hl.add_argument("run")
+    hl.add_argument("--quantity", metavar="Q", default=None,
+                    help="grad_norm, update_ratio, act_rms or attn_entropy: a steps × layers table of it")
+    hl.add_argument("--last", type=int, default=20, metavar="N", help="with --quantity: the last N records (20)")
+    hl.add_argument("--json", action="store_true")
+    hl.set_defaults(func=cmd_health)
     rn = s.add_parser("rename", help="rename a run")
     rn.add_argument("run")
     rn.add_argument("new_name")
@@ -173,6 +181,35 @@ def cmd_show(args, ws) -> int:
               f"bits/byte {_fmt(r.get('bpb'), '.4f')} ({r.get('time', '')})")
     for smp in out["last_samples"]:
         print(f"  sample @ step {smp['step']}: {smp['text'][:200]!r}")
+    return 0
+
+
+def cmd_health(args, ws) -> int:
+    from workbench.runs.folder import get_run
+    from workbench.training import health
+
+    out = health.report(get_run(ws, args.run), args.quantity, max(1, args.last))
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"run {out['run']}: model health at step {out['step']} ({out['records']} records)")
+    if args.quantity is None:
+        header, lines = health.table(out["latest"])
+        widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(header)]
+        for line in [header] + lines:
+            print("  " + "  ".join(c.rjust(w) for c, w in zip(line, widths)))
+    else:
+        q = args.quantity
+        n = max(len(r[q] or []) for r in out["history"])
+        print(f"  {health.LABELS[q]}, one row per record, one column per layer")
+        print("  " + f"{'step':>8}" + "".join(f"{'L' + str(i):>10}" for i in range(n)))
+        for r in out["history"]:
+            vals = (r[q] or []) + [None] * (n - len(r[q] or []))
+            print("  " + f"{r['step']:>8}" + "".join(f"{health.fmt(q, v):>10}" for v in vals))
+    for line in out["flags"]:
+        print(f"  ! {line}")
+    if not out["flags"]:
+        print(f"  every layer's update/weight is within [{health.LOW:g}, {health.HIGH:g}]")
     return 0
 
 

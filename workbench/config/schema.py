@@ -42,6 +42,25 @@ TOP_LEVEL_KEYS = ("version", "name", "description", "model", "train", "data", "t
 SCHEDULE_CHOICES = ("cosine", "linear", "constant", "wsd")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+# the tools a run's metrics rows can also go to (``training.loggers``), each an optional extra
+LOG_TO_CHOICES = ("tensorboard", "wandb", "trackio")
+
+
+def _log_to(value: Any) -> str:
+    """``train.log_to`` as kept: the tools' names in ``LOG_TO_CHOICES`` order, comma-separated,
+    "" for none. Read from a YAML list or text with commas or spaces; null, "none" and "" are none."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        names = [] if value.strip().lower() in ("none", "null") else value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value]
+    else:
+        raise TypeError(value)
+    names = [n.lower() for n in names]
+    if any(n not in LOG_TO_CHOICES for n in names):
+        raise ValueError(value)
+    return ",".join(c for c in LOG_TO_CHOICES if c in names)
 
 
 class _WithVariants(_Validated):
@@ -228,6 +247,8 @@ class TrainConfig(_WithVariants):
     eval_batches: int = _f(20, "batches per validation evaluation (a fixed held-out set)",
                            min=1, max=100_000)
     log_interval: int = _f(10, "steps between metric records", min=1, max=10**9)
+    health_interval: int = _f(50, "steps between model-health records (per layer: gradient norm, update/weight, "
+                                  "activation RMS, attention entropy; health.jsonl); 0 = off", min=0, max=10**9)
     checkpoint_interval: int = _f(200, "steps between checkpoints", min=1, max=10**9)
     keep_last: int = _f(3, "checkpoints kept on disk (older ones are deleted)", min=1, max=1_000)
     device: str = _f("auto", "where to train: auto picks cuda, then mps, then cpu",
@@ -238,6 +259,10 @@ class TrainConfig(_WithVariants):
     compile: bool = _f(False, "torch.compile the model (slow start, faster steps on GPU)")
     num_threads: int = _f(0, "CPU threads for torch (0 = torch's default)", min=0, max=1_024)
     seed: int = _f(1337, "random seed for init, batches and dropout", min=0, max=2**63 - 1)
+    log_to: str = _f("", "also send every metrics row to these tools (each an optional extra; "
+                         "metrics.jsonl stays the record): tensorboard, wandb, trackio",
+                     norm=_log_to, rule="names from " + ", ".join(LOG_TO_CHOICES) + " separated by commas "
+                                        "(or a YAML list), or empty for none")
     options: tuple = _options_field()
 
     def _check(self) -> None:

@@ -73,6 +73,14 @@ class Evaluated(TrainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HealthLogged(TrainEvent):
+    """A row of ``health.jsonl``: per-layer lists of gradient norm, update/weight, activation RMS
+    and attention entropy at one step (``training.health``)."""
+
+    row: dict
+
+
+@dataclass(frozen=True, kw_only=True)
 class Sampled(TrainEvent):
     texts: list = field(default_factory=list)
     precision: str | None = None

@@ -31,8 +31,9 @@ from workbench.machine.device import memory_in_use, resolve_device, resolve_prec
 from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed, is_lost_peer)
 from workbench.errors import WorkbenchError
 from workbench.training.evaluate import evaluate
-from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, Logged, Notice, Paused,
-                                       Resumed, Sampled, Started, Stepped, TrainEvent)
+from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, HealthLogged, Logged, Notice,
+                                       Paused, Resumed, Sampled, Started, Stepped, TrainEvent)
+from workbench.training.health import HEALTH, HealthMonitor, probe_batch
 from workbench.locks import Locked, acquire
 from workbench.locks import describe as describe_holder
 from workbench.training.optim import lr_at, make_optimizer
@@ -116,6 +117,7 @@ class Trainer:
         self.tokens = 0
         self.elapsed = 0.0
         self.model = None
+        self.health: HealthMonitor | None = None  # rank 0's model-health measurements (setup)
         # called with the trainer after each optimizer step (and its Stepped event), on the
         # training thread: the weights and the step's gradients are there to look at
         self.step_hooks: list[Callable[["Trainer"], None]] = []
@@ -277,6 +279,10 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids)
         self.model.train()
+        if self.rank == 0 and tc.health_interval:  # rank 0 measures the model it holds
+            idx = probe_batch(self.data, mc.max_seq_len).to(self.device)
+            self.health = HealthMonitor(self.raw_model, tc.health_interval, idx,
+                                        lambda: self.precision.autocast(self.device))
 
     def _choose_kernels(self):
         """Precision and attention kernel: recorded ones when resuming with ``auto``, else
@@ -348,7 +354,7 @@ class Trainer:
 
     def _drop_rows_after(self, step: int) -> None:
         """Steps logged after ``step`` are redone: drop them so the log stays one history."""
-        for fname in ("metrics.jsonl", SAMPLES):
+        for fname in ("metrics.jsonl", SAMPLES, HEALTH):
             path = self.run_folder.path / fname
             rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
             fileio.write_text(path, "".join(_dumps(r) + "\n" for r in rows))
@@ -512,6 +518,9 @@ class Trainer:
             if self.scaler:
                 for opt in self.optimizer.optimizers:
                     self.scaler.unscale_(opt)
+            health = self.health if self.health is not None and self.health.due(self.step + 1) else None
+            if health is not None:
+                health.before_step()
             gnorm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else float("inf")).item()
             if not math.isfinite(gnorm) and self.scaler is None:
                 raise TrainingFailed(self._nan_message("gradient norm", gnorm))
@@ -530,6 +539,10 @@ class Trainer:
             win_n += 1
             win_tokens += step_tokens
             self.emit(Stepped(step=self.step, loss=loss_sum, lr=lr, tokens=self.tokens, grad_norm=gnorm, elapsed=self.elapsed))
+            if health is not None:
+                hrow = health.after_step(self.step, self.tokens, lr)
+                append_jsonl(self.run_folder.path / HEALTH, hrow)
+                self.emit(HealthLogged(step=self.step, row=hrow))
             for hook in self.step_hooks:
                 hook(self)
             if self.step % tc.log_interval == 0:
