@@ -11,16 +11,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Optional, Union, get_args, get_origin, get_type_hints
 
 from workbench.errors import ConfigError
 
 
 def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-       choices: tuple | None = None, min_exclusive: bool = False, none_means: str | None = None):
-    """A dataclass field with the metadata a form (and the validator) needs."""
+       choices: tuple | None = None, min_exclusive: bool = False, none_means: str | None = None,
+       norm: Callable[[Any], Any] | None = None, rule: str | None = None):
+    """A dataclass field with the metadata a form (and the validator) needs. ``norm`` is a field
+    that reads its own values (a list of names, ...): it takes what YAML or the typed text gave
+    and returns the value to keep, raising ValueError or TypeError for a bad one; ``rule`` says
+    in words what it allows."""
     meta = {"help": help, "min": min, "max": max, "choices": choices,
-            "min_exclusive": min_exclusive, "none_means": none_means}
+            "min_exclusive": min_exclusive, "none_means": none_means, "norm": norm, "rule": rule}
     return field(default=default, metadata=meta)
 
 
@@ -38,10 +42,14 @@ class FieldInfo:
     max: Optional[float]
     min_exclusive: bool = False
     none_means: Optional[str] = None
+    norm: Optional[Callable[[Any], Any]] = None  # reads the field's own values (``_f``)
+    rule: Optional[str] = None                   # what ``norm`` allows, in words
 
     def allowed(self) -> str:
         """The allowed values in words, for error messages and form hints."""
-        if self.choices:
+        if self.rule:
+            text = self.rule
+        elif self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.type is bool:
             text = "true or false"
@@ -70,7 +78,7 @@ def fields_of(cls_or_obj) -> list[FieldInfo]:
         m = f.metadata
         out.append(FieldInfo(f.name, tp, optional, f.default, m.get("help", ""), m.get("choices"),
                              m.get("min"), m.get("max"), m.get("min_exclusive", False),
-                             m.get("none_means")))
+                             m.get("none_means"), m.get("norm"), m.get("rule")))
     return out
 
 
@@ -82,6 +90,11 @@ def check_field(owner: str, info: FieldInfo, value: Any) -> Any:
     def bad():
         raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}", (where,))
 
+    if info.norm is not None:
+        try:
+            return info.norm(value)
+        except (TypeError, ValueError):
+            bad()
     if value is None:
         if info.optional:
             return None
@@ -134,6 +147,8 @@ def parse_field(owner: str, info: FieldInfo, text: str) -> Any:
         where = f"{owner}.{info.name}"
         raise ConfigError(f"{where} = {raw!r} is not allowed: expected {info.allowed()}", (where,))
 
+    if info.norm is not None:  # the field reads its own text
+        return check_field(owner, info, raw)
     if raw.lower() in NULL_WORDS and raw not in (info.choices or ()):  # model.pos=none is NoPE, not null
         return check_field(owner, info, None) if info.optional else bad()
     value: Any = raw
