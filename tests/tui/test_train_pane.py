@@ -226,3 +226,58 @@ async def test_the_panes_letter_keys_type_into_a_text_box_that_has_focus(built_w
         await type_into(pilot, "o<>")
         assert app.query_one("#train-data", Input).value == "o<>"
         assert (pane.clip_outliers, pane.history.smoothing) == before
+
+
+def test_the_health_map_colours_each_cell_by_its_value_and_names_a_flagged_layer():
+    """Cells on a log scale from the smallest value shown (the palette's first colour) to the
+    largest (its last); a layer whose update/weight leaves the band is red, and named."""
+    from workbench.tui.widgets.health_map import CELL, PALETTE, render_map
+
+    rows = [{"step": s, "lr": 1e-3, "update_ratio": [1e-4 * 10 ** (s / 10), 2e-3], "grad_norm": [1.0, 1.0],
+             "act_rms": [1.0, 1.0], "attn_entropy": [1.0, None]} for s in (10, 20, 30)]
+    text = render_map(rows, "update_ratio", width=10, height=10)
+    lines = text.plain.splitlines()
+    assert lines[0] == "health: update/weight (log10)"
+    assert lines[2].startswith("L0  ") and lines[3].startswith("L1  ") and lines[4] == "steps 10–30"
+    cells = [(text.plain[s.start:s.end], str(s.style)) for s in text.spans if text.plain[s.start:s.end].startswith(CELL)]
+    row0 = [style for plain, style in cells[len(PALETTE):len(PALETTE) + 3]]  # after the scale's swatches
+    assert row0[0] == PALETTE[0] and row0[2] == PALETTE[-1]  # 1e-3 is the smallest, 1e-1 ... the largest
+    rows[-1]["update_ratio"][0] = 0.5  # diverging at the newest record
+    text = render_map(rows, "update_ratio", width=10, height=10)
+    assert "! layer 0: update/weight 0.5 > 0.1" in text.plain
+    assert any(str(s.style) == "bold red" and text.plain[s.start:s.end].startswith("L0") for s in text.spans)
+    # a layer without probabilities (an attention that logs none) is a dot, not a colour
+    text = render_map(rows, "attn_entropy", width=10, height=10)
+    assert text.plain.splitlines()[3].startswith("L1  ·")
+
+
+async def test_h_shows_the_runs_health_as_a_heatmap(built_ws, make_app, corpus_dir):
+    """A run the engine trained with health records: its history fed to the pane, h switches
+    the side charts to each quantity's map over layers × records, and back."""
+    from workbench.training.follower import read_history
+    from workbench.training.health import QUANTITIES
+    from workbench.training.trainer import Trainer
+    from workbench.tui.widgets.health_map import HealthMap
+
+    from helpers import tiny_config
+
+    cfg = tiny_config({"n_layers": 3}, max_steps=8, health_interval=2)
+    assert Trainer.new(built_ws, cfg, "stories-400", str(corpus_dir), name="hm").run()["state"] == "finished"
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _train_pane(pilot, app)
+        pane.feed(read_history(built_ws, "hm"))
+        assert [r["step"] for r in pane.health_rows] == [2, 4, 6, 8]
+        app.query_one("#panes").focus()
+        hm = pane.query_one("#train-health", HealthMap)
+        assert not hm.display
+        for q in QUANTITIES:
+            await pilot.press("h")
+            await pilot.pause()
+            assert hm.display and hm.quantity == q and not pane.query_one("#chart-lr").display
+            plain = hm.render().plain if hasattr(hm.render(), "plain") else str(hm.render())
+            assert [line[:2] for line in plain.splitlines()[2:5]] == ["L0", "L1", "L2"], plain
+            assert "steps 2–8" in plain
+        await pilot.press("h")
+        await pilot.pause()
+        assert not hm.display and pane.query_one("#chart-lr").display

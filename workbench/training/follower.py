@@ -24,8 +24,9 @@ from pathlib import Path
 
 from workbench.procs import ends_with_parent
 from workbench.runs.folder import METRICS, SAMPLES, STATUS, get_run, read_jsonl
-from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, Logged, Notice,
-                                       Paused, Resumed, Sampled, Started, TrainEvent)
+from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, HealthLogged, Logged,
+                                       Notice, Paused, Resumed, Sampled, Started, TrainEvent)
+from workbench.training.health import HEALTH
 from workbench.training.trainer import request_control
 from workbench.workspace import Workspace
 
@@ -58,8 +59,8 @@ class ChildRun:
             args = ["--config", str(cfg_path), *args]
         self.argv = torchrun_argv(ws, nproc, args)
         self.proc: subprocess.Popen | None = None
-        self._offsets = {METRICS: 0, SAMPLES: 0}
-        self._partial = {METRICS: "", SAMPLES: ""}
+        self._offsets = {METRICS: 0, SAMPLES: 0, HEALTH: 0}
+        self._partial = {METRICS: "", SAMPLES: "", HEALTH: ""}
         self._ckpt: str | None = None
         self._finished = False
         self._stop_at: float | None = None
@@ -100,7 +101,7 @@ class ChildRun:
 
             self._ckpt = latest_name(run_path)
             self._old_pid = self._read_status(run_path).get("pid")
-            self._seen = {_row_key(r) for f in (METRICS, SAMPLES) for r in read_jsonl(run_path / f)}
+            self._seen = {_row_key(r) for f in (METRICS, SAMPLES, HEALTH) for r in read_jsonl(run_path / f)}
 
     def _workers(self) -> list:
         import psutil
@@ -189,6 +190,8 @@ class ChildRun:
             ev = metrics_event(row)
             if ev is not None:
                 self.buffer.put(ev)
+        for row in self._tail(path / HEALTH, HEALTH):
+            self.buffer.put(HealthLogged(step=int(row.get("step", 0)), row=row))
         by_step: dict[int, list[str]] = {}
         for row in self._tail(path / SAMPLES, SAMPLES):
             by_step.setdefault(int(row.get("step", 0)), []).append(row.get("text", ""))
@@ -301,11 +304,11 @@ class ChildRun:
 
 
 def _row_key(row: dict) -> tuple:
-    return (row.get("kind"), row.get("step"), row.get("text"))
+    return (row.get("kind"), row.get("step"), row.get("text"), "update_ratio" in row)
 
 
 def read_history(ws: Workspace, run_name: str) -> list[TrainEvent]:
-    """A run's recorded metrics as events, up to its latest checkpoint (to show a resumed run's
+    """A run's recorded metrics and health records as events, up to its latest checkpoint (to show a resumed run's
     past: the resume goes on from there, so later rows are about to be trained again)."""
     from workbench.runs.checkpoint import default_name
 
@@ -316,6 +319,8 @@ def read_history(ws: Workspace, run_name: str) -> list[TrainEvent]:
         ev = metrics_event(row)
         if ev is not None and (upto is None or ev.step <= upto):
             out.append(ev)
+    out += [HealthLogged(step=int(row.get("step", 0)), row=row) for row in read_jsonl(ws.run_path(run_name) / HEALTH)
+            if upto is None or int(row.get("step", 0)) <= upto]
     return out
 
 

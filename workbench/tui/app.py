@@ -64,6 +64,7 @@ class WorkbenchApp(App):
         Binding("less_than_sign", "pane('train', 'smooth(-1)')", "Rougher", id="train.smooth_less",
                 key_display="<"),
         Binding("o", "pane('train', 'toggle_outliers')", "Outliers", id="train.outliers"),
+        Binding("h", "pane('train', 'next_health')", "Health", id="train.health"),
         Binding("space", "pane('runs', 'toggle_select')", "Select", id="runs.select"),
         Binding("ctrl+b", "pane('runs', 'baseline')", "Baseline", id="runs.baseline"),
         Binding("ctrl+r", "pane('runs', 'resume')", "Resume", id="runs.resume"),

@@ -34,6 +34,8 @@ DETAIL = {
     "train.smooth_less": "smooth the loss curve less (down to 0: the raw curve)",
     "train.outliers": "loss chart's y-range: ignore outliers (5-95% of points, the rest on the edge, "
                       "marked; the default) or hold every point",
+    "train.health": "side charts: learning rate and tokens/s, then a heatmap of each model-health quantity "
+                    "(update/weight, gradient norm, activation RMS, attention entropy) over layers × steps",
     "train.view": "next view where the pane is too small for every chart at once",
     "trace.run": "trace one forward pass of the text",
     "trace.head_prev": "previous head of the attention heatmap",

@@ -31,10 +31,14 @@ from workbench.errors import WorkbenchError, user_message
 from workbench.tui.panes.base import Pane, RunsChanged
 from workbench.procs import ensure_resource_tracker
 from workbench.training import budget
-from workbench.training.events import Evaluated, Failed, Finished, Logged, Paused, Resumed, Sampled, Started, Stepped
+from workbench.training.events import (Evaluated, Failed, Finished, HealthLogged, Logged, Paused, Resumed, Sampled, Started,
+                                       Stepped)
+from workbench.training.health import LABELS as HEALTH_LABELS
+from workbench.training.health import QUANTITIES as HEALTH_QUANTITIES
 from workbench.training.notices import notices
 from workbench.training.request import MAX_PROCS, parse_procs
 from workbench.tui.widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
+from workbench.tui.widgets.health_map import HealthMap
 from workbench.tui.widgets.train_views import (VIEWS, devices_text, header_parts, newest_that_fit, pack, prepare_text, resume_hint, samples_text)
 from workbench.tui.widgets.form_fields import FormInput, FormSelect
 
@@ -72,6 +76,8 @@ class TrainPane(Pane):
         self.ws, self.probe = ws, probe
         self.history = MetricsHistory()
         self.clip_outliers = True  # the loss chart's y-range ignores outliers (key: o)
+        self.health_rows: list[dict] = []  # the run's health.jsonl rows, as they come
+        self.side = "rates"  # the side charts, or a health quantity's heatmap (key: h)
         self.notices: collections.deque[str] = collections.deque(maxlen=200)
         self.job = None  # a Trainer or a ChildRun while running
         self.running = False
@@ -126,6 +132,7 @@ class TrainPane(Pane):
             with Horizontal(id="train-side"):
                 yield LineChart("learning rate", id="chart-lr")
                 yield LineChart("tokens/s", id="chart-toks")
+                yield HealthMap(id="train-health")
         with Horizontal(id="train-bottom"):
             yield Static("", id="train-samples")
             yield Static("", id="train-log")
@@ -308,6 +315,7 @@ class TrainPane(Pane):
         cfg = res.config
         ensure_resource_tracker()  # data preparation and torchrun start child processes
         self.history.clear()
+        self.health_rows = []
         self._last_step, self._last_log, self._last_eval = {}, {}, {}
         self.query_one("#train-samples", Static).update("")
         self.notices.clear()
@@ -517,6 +525,10 @@ class TrainPane(Pane):
                     self.history.add_eval(row)
                     self._last_eval = row
                     self._dirty = True
+                case HealthLogged(row=row):
+                    self.health_rows.append(row)
+                    self._dirty = True
+                    continue
                 case Started():
                     self.run_name = ev.run or self.run_name
                     self.state = "running"
@@ -617,6 +629,15 @@ class TrainPane(Pane):
         self.redraw_charts(side=False)
         self._render_header()
 
+    def action_next_health(self) -> None:
+        """Cycle the side area: learning rate and tokens/s, then each health quantity's heatmap."""
+        order = ("rates", *HEALTH_QUANTITIES)
+        self.side = order[(order.index(self.side) + 1) % len(order)]
+        self.set_class(self.side != "rates", "side-health")
+        self.redraw_charts()
+        what = "learning rate and tokens/s" if self.side == "rates" else f"{HEALTH_LABELS[self.side]} per layer"
+        self.notify(f"side charts: {what} (h: next)", timeout=3)
+
     def redraw_charts(self, side: bool = True) -> None:
         self._dirty = self._dirty and not side
         self._drawn_at = time.monotonic()
@@ -631,6 +652,11 @@ class TrainPane(Pane):
         loss.title = "loss (log y)" if self.log_y else "loss"
         loss.redraw()
         if not side:
+            return
+        if self.side != "rates":
+            hm = self.query_one("#train-health", HealthMap)
+            hm.quantity = self.side
+            hm.set_rows(self.health_rows)
             return
         lr = self.query_one("#chart-lr", LineChart)
         lr.set_series([Series("lr", *h.series("lr", mode), color="green")], xlabel=xl)
