@@ -10,6 +10,7 @@ import os
 import psutil
 
 from workbench.runs.folder import get_run, list_runs
+from workbench.training import health
 from workbench.training.follower import ChildRun
 
 from helpers import focus, type_into, wait_for
@@ -30,7 +31,7 @@ async def _start_two(pilot, app):
     """A long run of two processes started from the Train pane by keys; the pane once it runs."""
     await _form(pilot, app, **{"model-vocab_size": "400", "train-num_threads": "1", "train-max_steps": "100000",
                                "train-eval_interval": "100000", "train-checkpoint_interval": "100000",
-                               "train-log_interval": "1"})
+                               "train-log_interval": "1", "train-health_interval": "2"})
     pane = await _train_pane(pilot, app)
     await focus(pilot, app, "train-procs")
     await type_into(pilot, "2")
@@ -49,6 +50,11 @@ async def test_two_processes_pause_resume_stop_resume_and_quit(built_ws, make_ap
         await wait_for(pilot, lambda: pane.current_step >= 3, timeout=SLOW,
                        what=f"the first steps ({pane.state}: {pane.query_one('#train-error').render()})")
         assert "2 process(es)" in "\n".join(pane.notices)
+        # rank 0's health records reach the pane through the run folder, as the metrics do
+        await wait_for(pilot, lambda: pane.health_rows, timeout=60, what="a health record")
+        on_disk = health.read_health(get_run(built_ws, name).path)
+        assert [r["step"] for r in pane.health_rows] == [r["step"] for r in on_disk][:len(pane.health_rows)]
+        assert all(r["step"] % 2 == 0 and len(r["update_ratio"]) == 2 for r in pane.health_rows)
 
         # pause: both workers wait (rank 0 would log any step either took, as all ranks step together)
         await pilot.press("ctrl+t")
