@@ -262,7 +262,7 @@ class TrainConfig(_WithVariants):
     log_to: str = _f("", "also send every metrics row to these tools (each an optional extra; "
                          "metrics.jsonl stays the record): tensorboard, wandb, trackio",
                      norm=_log_to, rule="names from " + ", ".join(LOG_TO_CHOICES) + " separated by commas "
-                                        "(or a YAML list), or empty for none")
+                                        "(or a YAML list), or empty for none", none_means="none")
     options: tuple = _options_field()
 
     def _check(self) -> None:

@@ -31,6 +31,7 @@ from workbench.machine.device import memory_in_use, resolve_device, resolve_prec
 from workbench.training.distributed import (all_reduce_mean, any_rank, barrier, broadcast_object, broadcast_run, dist_info, gather_rng, init_distributed, is_lost_peer)
 from workbench.errors import WorkbenchError
 from workbench.training.evaluate import evaluate
+from workbench.training.loggers import Loggers, check_installed, open_loggers
 from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, HealthLogged, Logged, Notice,
                                        Paused, Resumed, Sampled, Started, Stepped, TrainEvent)
 from workbench.training.health import HEALTH, HealthMonitor, probe_batch
@@ -126,6 +127,7 @@ class Trainer:
         self._peers_lost = False  # under torchrun: a collective failed, another rank is gone
         self.init_from: tuple[str, str] | None = None  # (run, checkpoint) a new run's weights come from
         self._start_facts: dict | None = None
+        self.loggers = Loggers()  # the tools rank 0 also sends metrics rows to (train.log_to), opened in _loop
 
     # --- construction ------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class Trainer:
         device = resolve_device(cfg.train.device)
         if cfg.train.precision != "auto":  # refuse a format this device lacks before any work (auto always has one)
             resolve_precision(cfg.train.precision, device)
+        check_installed(cfg.train.log_to)
         if name is not None:
             from workbench.workspace import check_name
 
@@ -190,6 +193,7 @@ class Trainer:
             raise Locked(f"run {run_name!r} is already training in {describe_holder(held)}; stop it first, "
                          "or resume it when it has stopped")
         cfg, changes = train_changes(run_config(run), train_overrides or {})
+        check_installed(cfg.train.log_to)
         notes: list[str] = []
         # the newest whole checkpoint with finite weights (fail now, naming the file, if none is)
         latest = checkpoint.resumable(run.path, say=notes.append)
@@ -426,6 +430,7 @@ class Trainer:
                        f"{self.run_folder.name} on every node" if kept else "no checkpoint had been written yet"))
             raise
         finally:
+            self.loggers.close()
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -466,6 +471,9 @@ class Trainer:
             record_resume(self.run_folder, self.cfg, *self._resume_record)
             self._resume_record = None
         self._control = RunControl(self.run_folder.path)
+        if writer and tc.log_to:
+            self.loggers = open_loggers(tc.log_to, self.run_folder, self.cfg.to_dict(),
+                                        say=lambda text: self.emit(Notice(step=self.step, text=text)))
         if self.init_from is not None and self.step == 0:  # where the origin's weights stand on this data
             self._evaluate()
             last_eval_step = 0
@@ -552,6 +560,7 @@ class Trainer:
                        "mem": memory_in_use(self.device), "progress": self.progress()}
                 if writer:
                     append_jsonl(self.run_folder.path / "metrics.jsonl", row)
+                    self.loggers.write(row)
                 self.emit(Logged(step=self.step, row=row))
                 win_loss, win_n, win_tokens, win_t0 = 0.0, 0, 0, time.perf_counter()
             if self.step % tc.eval_interval == 0:
@@ -625,6 +634,7 @@ class Trainer:
         self.best_val = min(self.best_val, m["val_loss"])
         row = {"kind": "eval", "step": self.step, "tokens": self.tokens, "elapsed": round(self.elapsed, 3), **m}
         append_jsonl(self.run_folder.path / "metrics.jsonl", row)
+        self.loggers.write(row)
         self.emit(Evaluated(step=self.step, row=row))
         texts = self._samples()
         for t in texts:  # sampled from the fp32 master weights
