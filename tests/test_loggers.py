@@ -60,7 +60,8 @@ def _tools(log_to):
 
 
 def expected(run_dir: Path) -> dict:
-    """(tag, step) -> value of every number of every train and eval row of metrics.jsonl."""
+    """(tag, step) -> value of every number of every train and eval row of metrics.jsonl, and
+    of every layer's figure in health.jsonl (``health/QUANTITY/L<i>``)."""
     out = {}
     for row in read_jsonl(run_dir / "metrics.jsonl"):
         if row["kind"] in ("train", "eval"):
@@ -68,6 +69,10 @@ def expected(run_dir: Path) -> dict:
                 if k not in ("kind", "step") and isinstance(v, (int, float)) and not isinstance(v, bool):
                     assert (f"{row['kind']}/{k}", row["step"]) not in out
                     out[(f"{row['kind']}/{k}", row["step"])] = v
+    for row in read_jsonl(run_dir / "health.jsonl"):
+        for q in ("grad_norm", "update_ratio", "act_rms", "attn_entropy"):
+            for i, v in enumerate(row[q]):
+                out[(f"health/{q}/L{i}", row["step"])] = v
     return out
 
 
@@ -165,11 +170,12 @@ def assert_same(run_dir: Path, tool: str) -> None:
 
 def test_every_row_reaches_every_tool(built, corpus_dir):
     _tools(ALL)
-    t, evs = _train(built, corpus_dir, "logged", max_steps=12, eval_interval=6, log_interval=2)
+    t, evs = _train(built, corpus_dir, "logged", max_steps=12, eval_interval=6, log_interval=2, health_interval=4)
     assert t.run()["state"] == "finished"
     run_dir = built.run_path("logged")
     steps = {(r["kind"], r["step"]) for r in read_jsonl(run_dir / "metrics.jsonl")}
     assert {("eval", 6), ("eval", 12), ("train", 2), ("train", 12)} <= steps
+    assert [r["step"] for r in read_jsonl(run_dir / "health.jsonl")] == [4, 8, 12]
     for tool in ("tensorboard", "wandb", "trackio"):
         assert_same(run_dir, tool)
     # wandb keeps the run's name and config
@@ -193,7 +199,7 @@ def test_resume_gives_each_step_once(built, corpus_dir):
         if t.step == 9:
             raise WorkbenchError("killed in step 9")
 
-    t, _ = _train(built, corpus_dir, "resumed", max_steps=12, eval_interval=4, checkpoint_interval=6)
+    t, _ = _train(built, corpus_dir, "resumed", max_steps=12, eval_interval=4, checkpoint_interval=6, health_interval=2)
     t.step_hooks.append(die)
     s = t.run()
     assert s["state"] == "failed" and s["checkpoint"] == "step_000006"
@@ -208,7 +214,7 @@ def test_resume_gives_each_step_once(built, corpus_dir):
     for tool in READERS:
         assert_same(run_dir, tool)
     assert len(glob.glob(str(run_dir / "wandb" / "*run-*" / "run-*.wandb"))) == 1
-    assert any("the 7 rows so far copied from metrics.jsonl" in e.text for e in evs if isinstance(e, Notice))
+    assert any("the 10 rows so far copied from metrics.jsonl and health.jsonl" in e.text for e in evs if isinstance(e, Notice))
 
 
 def test_a_tool_added_on_resume_gets_the_whole_history(built, corpus_dir):

@@ -143,6 +143,17 @@ def probe_batch(data, T: int, n: int = PROBE_SEQUENCES, seed: int = 0):
     return torch.from_numpy(data.val.sample_batch(n, T, np.random.default_rng(seed)))[:, :-1].contiguous()
 
 
+def as_scalars(row: dict) -> dict:
+    """A health row as a flat row for the curve tools (``training.loggers``): kind ``health``,
+    one number per quantity and layer, named ``QUANTITY/L<i>`` (a missing figure left out)."""
+    out = {"kind": "health", "step": row["step"]}
+    for q in QUANTITIES:
+        for i, v in enumerate(row.get(q) or []):
+            if v is not None:
+                out[f"{q}/L{i}"] = v
+    return out
+
+
 # ---------------------------------------------------------------- reading
 
 def read_health(run_path: Path) -> list[dict]:

@@ -35,8 +35,9 @@ from typing import Any, Callable
 
 from workbench.config.schema import LOG_TO_CHOICES
 from workbench.errors import WorkbenchError
+from workbench.training.health import HEALTH, as_scalars
 
-KINDS = ("train", "eval")  # the rows the training loop writes (a later `workbench eval` adds others)
+KINDS = ("train", "eval", "health")  # the rows training writes (health: ``training.health.as_scalars``)
 PROJECT = "workbench"      # the wandb and trackio project (WANDB_PROJECT overrides it for wandb)
 TRACKIO_RECORD = "trackio.json"
 
@@ -210,7 +211,7 @@ class Loggers:
             self.live.append(sink)
             opened.append(f"{name} {where}")
         if opened:
-            again = f" (the {len(rows)} rows so far copied from metrics.jsonl)" if rows else ""
+            again = f" (the {len(rows)} rows so far copied from metrics.jsonl and health.jsonl)" if rows else ""
             self.say("metrics also go to " + "; ".join(opened) + again)
 
     def write(self, row: dict) -> None:
@@ -242,10 +243,13 @@ class Loggers:
 
 
 def open_loggers(log_to: str, run, config: dict, say: Callable[[str], None]) -> Loggers:
-    """The run's tools, opened and brought up to date with its ``metrics.jsonl``."""
+    """The run's tools, opened and brought up to date with its ``metrics.jsonl`` (and the
+    per-layer figures of its ``health.jsonl``)."""
     from workbench.runs.folder import read_jsonl
 
     loggers = Loggers(log_to, say)
     if loggers.names:
-        loggers.open(run.path, run.name, config, read_jsonl(run.path / "metrics.jsonl"))
+        rows = read_jsonl(run.path / "metrics.jsonl") + [as_scalars(r) for r in read_jsonl(run.path / HEALTH)]
+        rows.sort(key=lambda r: r.get("step", 0) if isinstance(r.get("step"), int) else 0)  # stable: wandb wants steps in order
+        loggers.open(run.path, run.name, config, rows)
     return loggers

@@ -34,7 +34,7 @@ from workbench.training.evaluate import evaluate
 from workbench.training.loggers import Loggers, check_installed, open_loggers
 from workbench.training.events import (CheckpointSaved, Evaluated, EventBuffer, Failed, Finished, HealthLogged, Logged, Notice,
                                        Paused, Resumed, Sampled, Started, Stepped, TrainEvent)
-from workbench.training.health import HEALTH, HealthMonitor, probe_batch
+from workbench.training.health import HEALTH, HealthMonitor, as_scalars, probe_batch
 from workbench.locks import Locked, acquire
 from workbench.locks import describe as describe_holder
 from workbench.training.optim import lr_at, make_optimizer
@@ -550,6 +550,7 @@ class Trainer:
             if health is not None:
                 hrow = health.after_step(self.step, self.tokens, lr)
                 append_jsonl(self.run_folder.path / HEALTH, hrow)
+                self.loggers.write(as_scalars(hrow))
                 self.emit(HealthLogged(step=self.step, row=hrow))
             for hook in self.step_hooks:
                 hook(self)
