@@ -169,3 +169,74 @@ def test_tags_and_a_note_live_in_the_run_folder_and_filter_the_list(trained, cap
     assert main([*cli, "runs", "list", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert row["status"] == "damaged" and "labels.json" in row["problem"]
+
+
+def _ema(ys: list[float], w: float) -> list[float]:
+    """The debiased EMA written out as the weighted mean it is (not runs.smooth's recurrence):
+    point n is sum_i (1 - w) w^(n-i) y_i / (1 - w^n)."""
+    return [sum((1 - w) * w ** (n - i) * ys[i] for i in range(n + 1)) / (1 - w ** (n + 1)) if w else ys[n]
+            for n in range(len(ys))]
+
+
+def test_pins_and_orders_by_a_smoothed_metric(trained, corpus_dir, capsys):
+    """`runs pin` and `runs list --sort METRIC[:best|:last] --smoothing W` on runs the real engine
+    wrote: the order and values against metrics.jsonl read and smoothed here; pinned runs first,
+    the filter still hides them; bad orders are one line."""
+    import json
+
+    from helpers import tiny_config
+    from workbench.training.trainer import Trainer
+
+    for name, lr in (("fast", 3e-3), ("slow", 1e-4)):
+        cfg = tiny_config(max_steps=6, eval_interval=2, lr=lr, min_lr=lr / 10)
+        assert Trainer.new(trained, cfg, "tok", str(corpus_dir), name=name).run()["state"] == "finished"
+    cli = ["--workspace", str(trained.root)]
+    names = sorted(p.name for p in trained.runs_dir().iterdir() if (p / "config.yaml").is_file())
+    assert len(names) == 3
+
+    def logged(run: str, metric: str) -> list[float]:
+        rows = [json.loads(line) for line in (trained.run_path(run) / "metrics.jsonl").read_text().splitlines()]
+        return [r[metric] for r in rows if r["kind"] in ("train", "eval") and metric in r]
+
+    def listed(*args) -> list[dict]:
+        assert main([*cli, "runs", "list", *args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    # best: the lowest loss, the highest accuracy and speed; the better runs first, by last value too
+    for metric, which, w, higher in (("val_loss", "best", 0.6, False), ("loss", "last", 0.9, False),
+                                     ("top1", "best", 0.0, True), ("tok_s", "last", 0.5, True),
+                                     ("grad_norm", "best", 0.5, False)):
+        values = {}
+        for n in names:
+            smooth = _ema(logged(n, metric), w)
+            values[n] = smooth[-1] if which == "last" else (max(smooth) if higher else min(smooth))
+        want = sorted(names, key=lambda n: (-values[n] if higher else values[n], n))
+        rows = listed("--sort", f"{metric}:{which}", "--smoothing", str(w))
+        assert [r["name"] for r in rows] == want, metric
+        assert [r["sort_value"] for r in rows] == pytest.approx([values[n] for n in want], rel=1e-9)
+    assert [r["name"] for r in listed("--sort", "val_loss")] == [r["name"] for r in listed("--sort", "val_loss:best")]
+
+    last = listed("--sort", "val_loss:best")[-1]["name"]  # the worst run, pinned, comes first
+    assert main([*cli, "runs", "pin", last]) == 0
+    assert capsys.readouterr().out.strip() == f"{last}: pinned"
+    assert json.loads((trained.run_path(last) / "labels.json").read_text())["pinned"] is True
+    assert listed("--sort", "val_loss:best")[0]["name"] == last
+    assert [r["name"] for r in listed()] == [last] + [n for n in names if n != last]
+    assert [r["pinned"] for r in listed()] == [True, False, False]
+    other = next(n for n in names if n != last)
+    assert [r["name"] for r in listed("--filter", f"^{other}$")] == [other]  # the filter hides a pinned run
+    assert main([*cli, "runs", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == last and lines[1].endswith("pinned") and not lines[2].endswith("pinned")
+    assert main([*cli, "runs", "pin", last, "--remove"]) == 0
+    assert capsys.readouterr().out.strip() == f"{last}: unpinned"
+    assert "pinned" not in json.loads((trained.run_path(last) / "labels.json").read_text())
+    assert [r["name"] for r in listed()] == names
+    capsys.readouterr()
+
+    for args, said in ((["--sort", "nope"], "no run logged metric 'nope'; they logged: bpb, grad_norm, loss"),
+                       (["--sort", "val_loss:worst"], "is not name, bpb or METRIC[:best|:last]"),
+                       (["--sort", "val_loss", "--smoothing", "1"], "--smoothing 1.0 must be from 0 to 0.99")):
+        assert main([*cli, "runs", "list", *args]) == 2
+        assert said in capsys.readouterr().err
+    assert main([*cli, "runs", "pin", "nope"]) == 2

@@ -11,10 +11,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list, show and compare runs")
     s = p.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
     ls = add_command(s, "list", "one line per run", cmd_list)
-    ls.add_argument("--sort", choices=("name", "bpb"), default="name",
-                    help="name (default), or best bits per byte first (how a sweep's runs rank)")
+    ls.add_argument("--sort", metavar="ORDER", default="name",
+                    help="name (default); bpb: best bits per byte first (how a sweep's runs rank); or "
+                         "METRIC[:best|:last], any metric the runs logged (val_loss, top1, loss, ...), its best "
+                         "(the default) or last value after smoothing: the best runs first, best being the "
+                         "lowest value except for accuracies (top1, top5, ...acc...) and tok_s. Pinned runs "
+                         "come first whatever the order")
+    ls.add_argument("--smoothing", metavar="W", type=float, default=0.0,
+                    help="the debiased EMA weight a METRIC order smooths with, 0 (raw, the default) to 0.99")
     ls.add_argument("--filter", metavar="REGEX", default=None,
                     help="only runs whose name or a tag matches (case-insensitive)")
+    pn = s.add_parser("pin", help="pin a run: listed first, always drawn in the Runs pane (or --remove)")
+    pn.add_argument("run")
+    pn.add_argument("--remove", action="store_true", help="unpin it")
+    pn.set_defaults(func=cmd_pin)
     tg = s.add_parser("tag", help="add tags to a run (or --remove them)")
     tg.add_argument("run")
     tg.add_argument("tags", nargs="+", metavar="TAG")
@@ -85,6 +95,16 @@ def cmd_tag(args, ws) -> int:
     return 0
 
 
+def cmd_pin(args, ws) -> int:
+    from workbench.runs.folder import get_run
+    from workbench.runs.labels import set_pinned
+
+    run = get_run(ws, args.run)
+    set_pinned(run.path, not args.remove)
+    print(f"{args.run}: {'unpinned' if args.remove else 'pinned'}")
+    return 0
+
+
 def cmd_note(args, ws) -> int:
     from workbench.runs.folder import get_run
     from workbench.runs.labels import read_labels, set_note
@@ -130,12 +150,17 @@ def _fmt(v, spec):
 
 
 def cmd_list(args, ws) -> int:
-    from workbench.runs.folder import sort_rows, summaries, summary_cells
+    from workbench.errors import WorkbenchError
+    from workbench.runs.folder import summaries, summary_cells
     from workbench.runs.labels import compile_filter, matches
+    from workbench.runs.metrics import parse_sort, sort_runs
 
-    rx = compile_filter(args.filter)  # a bad pattern is refused before any run is read
-    every = summaries(ws)[0]
-    rows = sort_rows([r for r in every if matches(rx, r)], args.sort)
+    rx = compile_filter(args.filter)  # a bad pattern or order is refused before any run is read
+    metric, which = parse_sort(args.sort)
+    if not 0.0 <= args.smoothing < 1.0:
+        raise WorkbenchError(f"--smoothing {args.smoothing} must be from 0 to 0.99")
+    every, curves = summaries(ws, curves=which is not None)
+    rows = sort_runs([r for r in every if matches(rx, r)], args.sort, curves, args.smoothing)
     if args.json:
         print_json(rows)
         return 0
@@ -143,10 +168,15 @@ def cmd_list(args, ws) -> int:
         print(f"no run matches {args.filter!r} (of {len(every)})" if every else
               "no runs yet; start one with `workbench train --config debug --tokenizer NAME --data SOURCE`")
         return 0
-    print(f"{'run':32} {'preset':12} {'params':>9} {'tokens':>11} {'best val':>8} {'bpb':>6} {'tok/s':>8} {'status':11} created")
-    for c in (summary_cells(r, "{:,.0f}".format, "-") for r in rows):
+    by = f" {metric + ' ' + which:>14}" if which else ""
+    print(f"{'run':32} {'preset':12} {'params':>9} {'tokens':>11} {'best val':>8} {'bpb':>6} {'tok/s':>8} "
+          f"{'status':11} {'created':19}{by}".rstrip())
+    for r in rows:
+        c = summary_cells(r, "{:,.0f}".format, "-")
+        value = f" {_fmt(r['sort_value'], '.4g'):>14}" if which else ""
+        pinned = "  pinned" if r.get("pinned") else ""
         print(f"{c['name']:32} {c['preset']:12} {c['params']:>9} {c['tokens']:>11} {c['val']:>8} {c['bpb']:>6} "
-              f"{c['tok_s']:>8} {c['status']:11} {c['created']}")
+              f"{c['tok_s']:>8} {c['status']:11} {c['created']:19}{value}{pinned}".rstrip())
     return 0
 
 

@@ -175,7 +175,7 @@ class Run:
         try:
             labels = read_labels(self.path)
         except WorkbenchError as e:
-            labels, problem = {"tags": [], "note": ""}, problem or str(e)
+            labels, problem = {"tags": [], "note": "", "pinned": False}, problem or str(e)
         return {
             "name": self.name,
             "preset": raw.get("name"),
@@ -192,6 +192,7 @@ class Run:
             "checkpoint": ckpt,
             "tags": labels["tags"],
             "note": labels["note"],
+            "pinned": labels["pinned"],
         }
 
 
@@ -264,9 +265,12 @@ def list_runs(ws: Workspace) -> list[Run]:
 
 
 def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str, dict[str, list]]]:
-    """Every run's ``summary`` (for `runs list` and the Runs pane) and, with ``curves``, its
-    ``eval_curve`` of validation loss and of top-1 accuracy (``{"val_loss": ..., "top1": ...}``). A run whose files cannot be read at all still gets a row, saying so: one
-    broken run never hides the others."""
+    """Every run's ``summary`` (for `runs list` and the Runs pane) and, with ``curves``, every
+    metric it logged as a (tokens, value) curve (``runs.metrics.curves``: ``{"val_loss": ...,
+    "top1": ..., "loss": ...}``). A run whose files cannot be read at all still gets a row,
+    saying so: one broken run never hides the others."""
+    from workbench.runs.metrics import curves as metric_curves
+
     rows, evals = [], {}
     checked: dict = {}  # runs share data folders: each is read once
     for run in list_runs(ws):
@@ -277,8 +281,7 @@ def summaries(ws: Workspace, curves: bool = False) -> tuple[list[dict], dict[str
                 row.update(status="damaged", problem=problem)
             rows.append(row)
             if curves:
-                metrics = run.metrics()
-                evals[run.name] = {m: eval_curve(run, m, metrics) for m in ("val_loss", "top1")}
+                evals[run.name] = metric_curves(run.metrics())
         except Exception as e:
             rows.append({"name": run.name, "status": f"unreadable: {type(e).__name__}"})
     return rows, evals
@@ -305,17 +308,6 @@ def _data_problem(ws: Workspace, run: Run, checked: dict) -> str | None:
         except WorkbenchError as e:
             checked[name, vocab] = f"its data: {e}"
     return checked[name, vocab]
-
-
-SORTS = ("name", "bpb")
-
-
-def sort_rows(rows: list[dict], by: str = "name") -> list[dict]:
-    """Run summaries in order: by name (``list_runs``' order), or best bits per byte first (runs
-    without an evaluation last) — how a sweep's runs are read."""
-    if by == "bpb":
-        return sorted(rows, key=lambda r: (r.get("best_bpb") is None, r.get("best_bpb") or 0.0, r["name"]))
-    return rows
 
 
 def get_run(ws: Workspace, name: str) -> Run:
@@ -376,8 +368,10 @@ def default_run_name(ws: Workspace, config: Config) -> str:
 
 
 def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, data_meta: dict,
-               extra: dict | None = None) -> Run:
-    """Make the run folder: config and tokenizer copy, written under a temp name then renamed."""
+               extra: dict | None = None, fill=None) -> Run:
+    """Make the run folder: config and tokenizer copy, written under a temp name then renamed;
+    ``fill(folder)`` adds files of the caller's first (an import's checkpoint), so the run
+    appears whole or not at all."""
     root = ws.runs_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -399,6 +393,8 @@ def create_run(ws: Workspace, name: str, config: Config, tokenizer_dir: Path, da
         if code:
             d["experiments"] = code
         fileio.write_yaml(tmp / CONFIG, d)
+        if fill is not None:
+            fill(tmp)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

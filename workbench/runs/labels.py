@@ -2,6 +2,7 @@
 with it on a rename and go with it on a delete. Tags are short words (``baseline``, ``lr-sweep``,
 ``exp:vnorm``); the note is free text. ``matches`` is the runs filter: a regular expression
 searched in a run's name and tags (``workbench runs list --filter``, the Runs pane's ``/``).
+A pinned run (``workbench runs pin``, the Runs pane's ``p``) is listed first and always drawn.
 """
 
 from __future__ import annotations
@@ -23,14 +24,22 @@ def check_tag(tag: str) -> str:
 
 
 def read_labels(run_dir: Path) -> dict:
-    """``{"tags": [...], "note": "..."}`` (empty when the run has none); a damaged file is one line."""
+    """``{"tags": [...], "note": "...", "pinned": bool}`` (empty when the run has none); a damaged
+    file is one line."""
     path = Path(run_dir) / FILE
     if not path.is_file():
-        return {"tags": [], "note": ""}
+        return {"tags": [], "note": "", "pinned": False}
     d = fileio.read_json(path)
-    if not isinstance(d, dict) or not isinstance(d.get("tags", []), list) or not isinstance(d.get("note", ""), str):
-        raise WorkbenchError(f"{str(path)!r} is damaged: expected {{\"tags\": [...], \"note\": \"...\"}}")
-    return {"tags": [str(t) for t in d.get("tags", [])], "note": d.get("note", "")}
+    if not isinstance(d, dict) or not isinstance(d.get("tags", []), list) or not isinstance(d.get("note", ""), str) \
+            or not isinstance(d.get("pinned", False), bool):
+        raise WorkbenchError(f"{str(path)!r} is damaged: expected "
+                             f"{{\"tags\": [...], \"note\": \"...\", \"pinned\": true|false}}")
+    return {"tags": [str(t) for t in d.get("tags", [])], "note": d.get("note", ""), "pinned": d.get("pinned", False)}
+
+
+def _write(run_dir: Path, labels: dict) -> None:
+    # "pinned" is written only while true: an unpinned run's file is the tags and the note
+    fileio.write_json(Path(run_dir) / FILE, {k: v for k, v in labels.items() if k != "pinned" or v})
 
 
 def set_tags(run_dir: Path, add=(), remove=()) -> list[str]:
@@ -39,14 +48,20 @@ def set_tags(run_dir: Path, add=(), remove=()) -> list[str]:
     labels = read_labels(run_dir)
     tags = [t for t in labels["tags"] if t not in remove]
     tags += [t for t in add if t not in tags]
-    fileio.write_json(Path(run_dir) / FILE, {**labels, "tags": tags})
+    _write(run_dir, {**labels, "tags": tags})
     return tags
 
 
 def set_note(run_dir: Path, note: str) -> str:
     labels = read_labels(run_dir)
-    fileio.write_json(Path(run_dir) / FILE, {**labels, "note": note.strip()})
+    _write(run_dir, {**labels, "note": note.strip()})
     return note.strip()
+
+
+def set_pinned(run_dir: Path, pinned: bool) -> bool:
+    """Pin the run (listed first, always drawn) or unpin it; whether it is pinned now."""
+    _write(run_dir, {**read_labels(run_dir), "pinned": bool(pinned)})
+    return bool(pinned)
 
 
 def compile_filter(pattern: str | None):

@@ -27,6 +27,7 @@ PANES = (("tokenizer", "Tokenizer"), ("config", "Config"), ("train", "Train"),
 NARROW_WIDTH = 110  # below this the two-column panes stack
 SHORT_HEIGHT = 32  # below this (or NARROW_WIDTH) panes with several views show one at a time
 PANES_GROUP = Binding.Group("panes", compact=True)
+SMOOTH_GROUP = Binding.Group("smooth", compact=True)
 
 
 class WorkbenchApp(App):
@@ -79,6 +80,14 @@ class WorkbenchApp(App):
         Binding("ctrl+d", "pane('runs', 'delete')", "Delete", id="runs.delete"),
         Binding("ctrl+f", "pane('runs', 'next_view')", "View", id="runs.view"),
         Binding("ctrl+s", "pane('runs', 'sort')", "Sort", id="runs.sort"),
+        Binding("p", "pane('runs', 'pin')", "Pin", id="runs.pin"),
+        Binding("m", "pane('runs', 'panels')", "Panels", id="runs.panels"),
+        # one Footer entry ">< smooth": the Runs pane's keys fill three Footer lines at 80 columns
+        Binding("greater_than_sign", "pane('runs', 'smooth(1)')", "Smoother", id="runs.smooth_more",
+                key_display=">", group=SMOOTH_GROUP),
+        Binding("less_than_sign", "pane('runs', 'smooth(-1)')", "Rougher", id="runs.smooth_less",
+                key_display="<", group=SMOOTH_GROUP),
+        Binding("o", "pane('runs', 'toggle_outliers')", "Outliers", id="runs.outliers"),
         Binding("ctrl+w", "pane('runs', 'sweep')", "Sweep", id="runs.sweep"),
         Binding("ctrl+g", "pane('runs', 'stop_sweep')", "Stop sweep", id="runs.stop_sweep"),
         Binding("ctrl+g", "pane('trace', 'trace')", "Trace", id="trace.run"),

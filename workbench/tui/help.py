@@ -61,8 +61,19 @@ DETAIL = {
                 "baseline each one's difference from it",
     "runs.rename": "rename it",
     "runs.delete": "delete it and its checkpoints (asks first)",
-    "runs.view": "next view where the pane is too small for every chart at once",
-    "runs.sort": "order the table by name or by best bits per byte",
+    "runs.view": "next view: the curves and the baseline comparison take turns where the pane is too "
+                 "small for both; the metric panels are a view of their own once picked",
+    "runs.sort": "order the table by name, best bits per byte, or any metric the runs logged: its best or last "
+                 "value after the charts' smoothing (best: lowest, but highest for top1/top5/accuracies and "
+                 "tok_s; `runs list --sort METRIC:best`); pinned runs stay first",
+    "runs.pin": "pin it (or unpin): listed first, marked ⚑, always drawn in the charts even where the filter "
+                "hides it (`workbench runs pin`)",
+    "runs.panels": "pick metrics (every one the shown runs logged) for a grid of small charts, one per metric",
+    "runs.smooth_more": "smooth the curves and panels more (a debiased EMA, weight shown in their titles, up to "
+                        "0.99); the baseline comparison stays raw",
+    "runs.smooth_less": "smooth them less (down to 0: the raw curves, the default here)",
+    "runs.outliers": "charts' y-range: ignore outliers (5-95% of points, the rest on the edge, marked; the "
+                     "default) or hold every point",
     "runs.sweep": "start a sweep: a grid of configs from a preset or the Config pane's form, each "
                   "trained for a budget, ranked by bits per byte (as `workbench sweep`)",
     "runs.stop_sweep": "stop the sweep (each of its runs stops with a checkpoint)",
@@ -86,7 +97,8 @@ NOTES = {
               ("tree", "↑/↓ move, space unfolds layers ×N, a block, attention's q k v scores probs; the "
                        "right side details the node")],
     "chat": [("side by side", "a second checkpoint answers the same prompt")],
-    "runs": [("table", "every run: params, tokens, best val, bits per byte, speed, date, status")],
+    "runs": [("table", "every run: params, tokens, best val, bits per byte, speed, date, status; ⚑ pinned, "
+                       "B baseline, ● selected")],
 }
 
 KEY_WIDTH = 15

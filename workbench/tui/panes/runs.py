@@ -1,8 +1,16 @@
 """The Runs pane: every run in a table, their validation curves overlaid against tokens, and a
 comparison against a chosen baseline (run − baseline on log-x tokens, tokens to reach the
 baseline's final loss). Actions on the run under the cursor: resume, open in Trace or Chat,
-export, rename, delete. A sweep (``sweep.run_sweep``, as `workbench sweep`) starts here too: its
-runs appear as they finish, and the table then ranks by bits per byte (ctrl+s toggles).
+export, rename, delete, pin (``p``: listed first, always drawn, even where the filter hides it).
+A sweep (``sweep.run_sweep``, as `workbench sweep`) starts here too: its runs appear as they
+finish, and the table then ranks by bits per byte. ctrl+s orders the table by name, bits per
+byte or any logged metric's last or best smoothed value (``runs.metrics.sort_runs``, as
+`workbench runs list --sort`).
+
+The charts smooth with ``runs.smooth`` (``>``/``<``, the weight in their titles; the baseline
+comparison stays raw: its numbers are `runs compare`'s) and scale their y-range to a quantile
+band, outliers marked on its edge (``o``), as the Train pane does. ``m`` picks metrics for a
+grid of small charts, one per metric, the shown runs in each (its own view: ctrl+f).
 
 Run folders are read in a thread worker (metrics files can be long); actions that change the
 disk are refused for a run that is still training. Where the screen is narrow the table keeps
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
@@ -33,7 +41,9 @@ COLUMNS = (("mark", " "), ("name", "name"), ("preset", "preset"), ("params", "pa
            ("val", "best val"), ("bpb", "bits/byte"), ("tok_s", "tok/s"), ("date", "date"), ("status", "status"))
 NARROW_COLUMNS = ("mark", "name", "tokens", "val", "bpb", "tok_s", "status")
 NARROW_HEADERS = {"val": "val", "bpb": "bpb"}
-VIEWS = ("curves", "vs")
+VIEWS = ("curves", "vs", "panels")  # where the pane is narrow or short; else curves and vs share one view
+PIN = "⚑"
+GRID_TWO_COLUMNS = 70  # the metric grid has two columns from this pane width
 
 
 class RunsPane(Pane):
@@ -70,6 +80,12 @@ class RunsPane(Pane):
         self._rx = None
         self.sweep_job = None  # a sweep.SweepJob, once one was started here
         self._sweep_shown = False  # its outcome is in the status line
+        self.run_curves: dict[str, dict[str, list]] = {}  # every logged metric by tokens, per run (runs.metrics)
+        self.smoothing = 0.0  # the charts' EMA weight (runs.smooth.WEIGHTS; keys > and <)
+        self.clip_outliers = True  # the charts' y-range ignores outliers (key o)
+        self.panels: list[str] = []  # the metrics the grid draws, in the order picked
+        self._grid_shape: tuple = ()  # (metrics, columns) the grid's charts were made for
+        self._redraw_timer = None
 
     def compose(self) -> ComposeResult:
         yield Static(HINT, id="runs-status")
@@ -81,6 +97,7 @@ class RunsPane(Pane):
                 reach = DataTable(id="runs-reach", cursor_type="none", show_cursor=False)
                 reach.add_columns("run", "reaches base's final", "× base", "Δ loss", "Δ top-1")
                 yield reach
+        yield VerticalScroll(id="runs-grid")
 
     def on_mount(self) -> None:
         self.query_one("#runs-curves", LineChart).empty_text = "no evaluations yet"
@@ -92,6 +109,9 @@ class RunsPane(Pane):
     def on_resize(self) -> None:
         if self._set_columns():
             self._fill_table()
+            # a terminal's resize can reach the table before its new columns have their widths:
+            # filled again once laid out, cells are measured against the columns they are in
+            self.call_after_refresh(self._fill_table)
         self.redraw()
 
     @property
@@ -99,21 +119,38 @@ class RunsPane(Pane):
         return self.screen.has_class("one-view")
 
     def _set_columns(self) -> bool:
-        """The table's columns for this width; True when they changed."""
+        """The table's columns for this width (and a column of the metric it is ordered by);
+        True when they changed."""
+        from workbench.runs.metrics import parse_sort
+
         narrow = self.screen.has_class("narrow")
-        if narrow == self._narrow:
+        metric, which = parse_sort(self.sort)
+        by = f"{metric} {which}" if which else None
+        if (narrow, by) == self._narrow:
             return False
-        self._narrow = narrow
+        self._narrow = (narrow, by)
         table = self.query_one("#runs-table", DataTable)
         table.clear(columns=True)
         for key, header in COLUMNS:
             if not narrow or key in NARROW_COLUMNS:
                 table.add_column(NARROW_HEADERS.get(key, header) if narrow else header, key=key)
+            if key == "name" and by:
+                table.add_column(by, key="by")
         return True
 
+    def views(self) -> tuple[str, ...]:
+        """The views ctrl+f goes through: curves and vs take turns only where the pane is narrow or
+        short; the metric grid is one once metrics are picked."""
+        base = VIEWS[:2] if self.is_mounted and self.one_view else VIEWS[:1]
+        return base + (("panels",) if self.panels else ())
+
     def action_next_view(self) -> None:
+        views = self.views()
+        self._show_view(views[(views.index(self.view) + 1) % len(views)] if self.view in views else views[0])
+
+    def _show_view(self, view: str) -> None:
         self.set_class(False, f"view-{self.view}")
-        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self.view = view
         self.set_class(True, f"view-{self.view}")
         self.redraw()
 
@@ -139,12 +176,11 @@ class RunsPane(Pane):
         self.post_message(self.Loaded(rows, curves))
 
     def on_runs_pane_loaded(self, msg: "RunsPane.Loaded") -> None:
-        from workbench.runs.folder import sort_rows
-
         self._listed = msg.rows  # in list_runs' order
-        self.rows = sort_rows(msg.rows, self.sort)
-        self.curves = {n: c["val_loss"] for n, c in msg.curves.items()}
-        self.top1 = {n: c["top1"] for n, c in msg.curves.items()}
+        self.run_curves = msg.curves
+        self.curves = {n: c.get("val_loss", []) for n, c in msg.curves.items()}
+        self.top1 = {n: c.get("top1", []) for n, c in msg.curves.items()}
+        self._order()
         names = {r["name"] for r in self.rows}
         self.selected &= names
         if self.baseline not in names:
@@ -185,6 +221,10 @@ class RunsPane(Pane):
         c = self._cells(row)
         text = (f"{name}: {c['preset']} · {c['params']} params · {si(row.get('steps'))} steps · {c['tokens']} tokens"
                 f" · best val {c['val']} · {c['bpb']} bits/byte · {c['tok_s']} tok/s · {c['date']} · {c['status']}")
+        if row.get("pinned"):
+            text += " · pinned"
+        if row.get("sort_value") is not None:
+            text += f" · {self.sort.replace(':', ' ')} {row['sort_value']:.4g}"
         if row.get("tags"):
             text += f" · tags {', '.join(row['tags'])}"
         if row.get("note"):
@@ -194,12 +234,16 @@ class RunsPane(Pane):
         self.set_status(text, error=bool(row.get("problem")), detail=True)
 
     def _mark(self, name: str) -> str:
-        return ("B" if name == self.baseline else "") + ("●" if name in self.selected else "")
+        pinned = any(r["name"] == name and r.get("pinned") for r in self.rows)
+        return (PIN if pinned else "") + ("B" if name == self.baseline else "") + \
+            ("●" if name in self.selected else "")
 
     def _cells(self, r: dict) -> dict[str, str]:
         """One run's table cells by column key: `runs list`'s, with counts in K/M/G."""
         c = summary_cells(r, si, "—")
-        return {**c, "mark": self._mark(r["name"]), "date": c["created"].replace("T", " ")[:16]}
+        v = r.get("sort_value")
+        return {**c, "mark": self._mark(r["name"]), "date": c["created"].replace("T", " ")[:16],
+                "by": "—" if v is None else f"{v:.4g}"}
 
     @property
     def cursor_run(self) -> str | None:
@@ -221,27 +265,44 @@ class RunsPane(Pane):
             self._status_is_detail = True
         self._show_detail()
         if not self.selected:
-            self.redraw()  # with nothing selected the overlay follows the cursor
+            self._redraw_soon()  # with nothing selected the overlay follows the cursor
 
     # --- charts --------------------------------------------------------------------------
 
     def shown_runs(self) -> list[str]:
+        """The runs the charts draw: the pinned ones (even where the filter hides them), the
+        baseline, then the selected runs the filter shows (or the one under the cursor)."""
         names = [r["name"] for r in self.visible_rows()]
         picked = [n for n in names if n in self.selected] or ([self.cursor_run] if self.cursor_run else [])
-        if self.baseline and self.baseline not in picked:
-            picked = [self.baseline] + picked
-        return picked[:MAX_OVERLAY]
+        pinned = [r["name"] for r in self.rows if r.get("pinned")]
+        shown = dict.fromkeys(pinned + ([self.baseline] if self.baseline else []) + picked)
+        return list(shown)[:MAX_OVERLAY]
+
+    def _redraw_soon(self) -> None:
+        """Redraw once the cursor rests: a grid of panels takes a while to draw (plotext), and
+        holding ↓ should move the cursor, not queue a redraw per row."""
+        if self._redraw_timer is not None:
+            self._redraw_timer.stop()
+        self._redraw_timer = self.set_timer(0.1, self.redraw)
+
+    @property
+    def smooth_text(self) -> str:
+        return f" · ema {self.smoothing:.2f}" if self.smoothing else ""
 
     def redraw(self) -> None:
         from workbench.runs.compare import compare_curves
 
         shown = self.shown_runs()
+        if self.view == "panels":
+            self._draw_grid(shown)
+            return
         curves = self.query_one("#runs-curves", LineChart)
-        series, log_x = curve_series(self.curves, shown)
+        series, log_x = curve_series(self.curves, shown, self.smoothing)
         switch = self.is_mounted and self.one_view
-        curves.title = "validation loss vs tokens" + (" (log x)" if log_x else "") + \
+        curves.title = "validation loss vs tokens" + (" (log x)" if log_x else "") + self.smooth_text + \
             (" · ctrl+f: vs baseline" if switch else "")
-        curves.set_series(series, xlabel="tokens (log)" if log_x else "tokens", log_x=log_x)
+        curves.set_series(series, xlabel="tokens (log)" if log_x else "tokens", log_x=log_x,
+                          clip_outliers=self.clip_outliers)
         curves.redraw()
         diff = self.query_one("#runs-diff", LineChart)
         reach = self.query_one("#runs-reach", DataTable)
@@ -261,12 +322,36 @@ class RunsPane(Pane):
                                  {n: self.top1.get(n, []) for n in shown})
             diff.title = f"run − {self.baseline} (val loss)"
             diff.empty_text = "select runs that overlap the baseline's tokens: space"
-            diff.set_series(diff_series(cmp, shown), xlabel="tokens (log)", log_x=True, zero_line=True)
+            diff.set_series(diff_series(cmp, shown), xlabel="tokens (log)", log_x=True, zero_line=True,
+                            clip_outliers=self.clip_outliers)
             for cells in reach_rows(cmp):
                 reach.add_row(*cells)
         if switch:
-            diff.title += " · ctrl+f: curves"
+            diff.title += " · ctrl+f: " + ("panels" if self.panels else "curves")
         diff.redraw()
+
+    def _draw_grid(self, shown: list[str]) -> None:
+        """One small chart per picked metric, the shown runs in each (smoothed and scaled as the
+        overlay is); the charts are made again only when the metrics or the columns change."""
+        grid = self.query_one("#runs-grid", VerticalScroll)
+        columns = 2 if (self.size.width or 0) >= GRID_TWO_COLUMNS else 1
+        if self._grid_shape != (tuple(self.panels), columns):
+            self._grid_shape = (tuple(self.panels), columns)
+            grid.remove_children()
+            rows = [self.panels[i:i + columns] for i in range(0, len(self.panels), columns)]
+            grid.mount_all([Horizontal(*[LineChart(m, name=m, classes="runs-panel") for m in row],
+                                       classes="runs-grid-row") for row in rows])
+            self.call_after_refresh(self.redraw)  # the new charts are drawn once they have a size
+            return
+        for chart in grid.query(".runs-panel").results(LineChart):
+            metric = str(chart.name)
+            series, log_x = curve_series({n: c.get(metric, []) for n, c in self.run_curves.items()}, shown,
+                                         self.smoothing)
+            chart.title = metric + (" (log x)" if log_x else "") + self.smooth_text
+            chart.empty_text = "not logged by the shown runs"
+            chart.set_series(series, xlabel="tokens (log)" if log_x else "tokens", log_x=log_x,
+                             clip_outliers=self.clip_outliers)
+            chart.redraw()
 
     # --- actions -------------------------------------------------------------------------
 
@@ -396,7 +481,10 @@ class RunsPane(Pane):
             self._fill_table()
             self.redraw()
             shown = len(self.visible_rows())
-            self.set_status(f"filter {text!r}: {shown} of {len(self.rows)} runs" if text else "no filter: every run")
+            hidden = len({r["name"] for r in self.rows if r.get("pinned")} - {r["name"] for r in self.visible_rows()})
+            pins = f" (and {hidden} pinned, still drawn)" if hidden else ""
+            self.set_status(f"filter {text!r}: {shown} of {len(self.rows)} runs{pins}" if text else
+                            "no filter: every run")
 
         self.app.push_screen(PromptScreen("Show the runs whose name or a tag matches (a regular expression; "
                                           "empty: every run):", self.filter, empty_ok=True), answer)
@@ -502,12 +590,109 @@ class RunsPane(Pane):
     # --- sorting and sweeps ------------------------------------------------------------
 
     def action_sort(self) -> None:
-        from workbench.runs.folder import SORTS, sort_rows
+        from workbench.runs.metrics import describe, higher_is_better
+        from workbench.tui.widgets.metric_dialogs import SortScreen
 
-        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
-        self.rows = sort_rows(list(self._listed), self.sort)
-        self._fill_table()
-        self.set_status("sorted by " + ("best bits per byte" if self.sort == "bpb" else "name"))
+        choices = [("name", "name"), ("bpb", "best bits per byte (how a sweep ranks)")]
+        for m in self.logged_metrics(every=True):
+            direction = "highest" if higher_is_better(m) else "lowest"
+            choices += [(f"{m}:best", f"{m}: best ({direction} first)"),
+                        (f"{m}:last", f"{m}: last ({direction} first)")]
+
+        def answer(order: str | None) -> None:
+            if order is None:
+                return
+            self.sort = order
+            self._order()
+            self._fill_table()
+            self.set_status(f"sorted by {describe(self.sort, self.smoothing)}")
+
+        self.app.push_screen(SortScreen(choices, self.sort), answer)
+
+    def _order(self) -> None:
+        """``rows`` in the order asked (``runs.metrics.sort_runs``, with the charts' smoothing),
+        pinned runs first; an order by a metric no run logs any more falls back to name."""
+        from workbench.runs.metrics import sort_runs
+
+        try:
+            self.rows = sort_runs(self._listed, self.sort, self.run_curves, self.smoothing)
+        except WorkbenchError:
+            self.sort = "name"
+            self.rows = sort_runs(self._listed, self.sort)
+        self._set_columns()  # the column of the metric ordered by; the caller fills the table
+
+    def logged_metrics(self, every: bool = False) -> list[str]:
+        """The metrics the shown runs logged (``every``: any run), in the order they logged them."""
+        names = [r["name"] for r in self.rows] if every else self.shown_runs()
+        out: dict[str, None] = {}
+        for n in names:
+            out.update(dict.fromkeys(self.run_curves.get(n, {})))
+        return list(out)
+
+    # --- chart controls ------------------------------------------------------------------
+
+    def action_smooth(self, direction: int) -> None:
+        """Smooth the curves more (1) or less (-1): TensorBoard's slider, by keys; a metric order
+        follows (it is by smoothed values)."""
+        from workbench.runs.smooth import step
+
+        self.smoothing = step(self.smoothing, direction)
+        if ":" in self.sort:
+            self._order()
+            self._fill_table()
+        self.redraw()
+        self.set_status(f"smoothing {self.smoothing:.2f}" + (" (raw curves)" if not self.smoothing else
+                                                                 " (the baseline comparison stays raw)"))
+
+    def action_toggle_outliers(self) -> None:
+        """Scale the charts' y-range to a quantile band (outliers on its edge, marked) or to all points."""
+        self.clip_outliers = not self.clip_outliers
+        self.redraw()
+        self.set_status("charts: " + ("outliers ignored in the y-range (marked ▲/▼ on its edge)"
+                                      if self.clip_outliers else "the y-range holds every point"))
+
+    def action_panels(self) -> None:
+        from workbench.tui.widgets.metric_dialogs import PanelsScreen
+
+        shown = self.shown_runs()
+        metrics = self.logged_metrics() or self.logged_metrics(every=True)
+        if not metrics:
+            self.set_status("the shown runs logged no metrics yet", error=True)
+            return
+
+        def note(m: str) -> str:
+            points = [len(self.run_curves.get(n, {}).get(m, [])) for n in shown]
+            logged = [p for p in points if p]
+            return f"{len(logged)} of {len(shown)} shown runs, up to {max(logged, default=0)} points"
+
+        def answer(picked: list[str] | None) -> None:
+            if picked is None:
+                return
+            self.panels = picked
+            self.app.refresh_bindings()
+            self._show_view("panels" if picked else VIEWS[0])
+            self.set_status(f"panels: {', '.join(picked)}" if picked else "no panels: the curves")
+
+        self.app.push_screen(PanelsScreen([(m, note(m)) for m in metrics], self.panels), answer)
+
+    def action_pin(self) -> None:
+        name = self.cursor_run
+        row = next((r for r in self.rows if r["name"] == name), None)
+        if row is None:
+            return
+        from workbench.runs.labels import set_pinned
+
+        try:
+            pinned = set_pinned(self.ws.run_path(name), not row.get("pinned"))
+        except WorkbenchError as e:
+            self.set_status(f"not pinned: {e}", error=True)
+            return
+        except OSError as e:
+            self.set_status(f"not pinned: cannot write in {self.ws.run_path(name)}: {e.strerror}", error=True)
+            return
+        self.set_status(f"{name}: {'pinned (listed first, always drawn)' if pinned else 'unpinned'}")
+        self._cursor_to = name
+        self.refresh_runs()
 
     def form_changed(self, config, error: str) -> None:
         self._form = config
@@ -566,15 +751,16 @@ class RunsPane(Pane):
             await asyncio.to_thread(self.sweep_job.join)
 
     def check_pane_action(self, action: str) -> bool | None:
+        action = action.split("(")[0]  # smooth(1) is smooth
         if action == "stop_sweep":
             return bool(self.sweeping)
         if action == "sweep":
             return None if self.sweeping else True
         if action in ("resume", "trace", "chat", "export", "export_csv", "rename", "delete", "toggle_select",
-                      "baseline", "sort", "tag", "note"):
+                      "baseline", "sort", "tag", "note", "pin", "panels", "smooth", "toggle_outliers"):
             return True if self.rows else None
         if action == "next_view":
-            return self.one_view
+            return len(self.views()) > 1
         return True
 
     def set_status(self, text: str, error: bool = False, detail: bool = False) -> None:

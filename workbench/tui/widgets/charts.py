@@ -170,6 +170,7 @@ class LineChart(PlotextPlot):
             plt.xlabel(self.xlabel)
         drawn = False
         all_x: list[float] = []
+        all_y: list[float] = []
         shown = [(s, [(x, y) for x, y in zip(s.xs, s.ys) if math.isfinite(y)
                       and (not self.log_y or y > 0) and (not self.log_x or x > 0)]) for s in self.series]
         self.y_range, self.clipped, marks = None, 0, []
@@ -187,6 +188,7 @@ class LineChart(PlotextPlot):
                 continue
             xs, ys = thin([p[0] for p in pts], [p[1] for p in pts], self.max_points)
             all_x += xs
+            all_y += ys
             if s.scatter:
                 plt.scatter(xs, ys, marker=s.marker, color=s.color, label=s.label)
             else:
@@ -208,10 +210,20 @@ class LineChart(PlotextPlot):
                 for pts, marker in ((up, "▲"), (down, "▼")):
                     if pts:
                         plt.scatter([x for x, _ in pts], [y for _, y in pts], marker=marker, color="red")
-                plt.title(f"{self.title} · {self.clipped} outlying point(s) on the edge")
+                title = f"{self.title} · {self.clipped} outlying point(s) on the edge"
+                if len(title) > self.size.width - 12:  # plotext leaves out a title wider than its plot
+                    title = f"{self.title} · {self.clipped} clipped ▲▼"
+                plt.title(title)
             if one_x:
                 pad = max(1.0, abs(all_x[0]) * 0.01)
                 plt.xlim(all_x[0] - pad, all_x[0] + pad)
+            lo, hi = min(all_y), max(all_y)
+            if self.y_range is None and not self.log_y and hi - lo <= 1e-9 * max(abs(lo), abs(hi)):
+                # a flat curve (a smoothed constant differs from it in the last bits): ticks around it,
+                # not 0.300000000000000044
+                mid = (lo + hi) / 2
+                pad = abs(mid) * 0.05 or 1.0
+                plt.ylim(mid - pad, mid + pad)
         else:
             plt.title(f"{self.title} — {self.empty_text}")
         self._tell("redraw")

@@ -14,13 +14,17 @@ def colors_of(shown: list[str]) -> dict[str, str]:
     return {n: COLORS[i % len(COLORS)] for i, n in enumerate(shown)}
 
 
-def curve_series(curves: dict[str, list], shown: list[str]) -> tuple[list[Series], bool]:
-    """The overlay's series, and whether its x axis is logarithmic: a short run beside a long
-    one would be squashed against the left edge on a linear axis."""
+def curve_series(curves: dict[str, list], shown: list[str], smoothing: float = 0.0) -> tuple[list[Series], bool]:
+    """The overlay's (or a metric panel's) series, each run's curve smoothed at weight
+    ``smoothing`` (``runs.smooth.debiased_ema``; 0: raw), and whether the x axis is logarithmic:
+    a short run beside a long one would be squashed against the left edge on a linear axis."""
+    from workbench.runs.smooth import debiased_ema
+
     colors = colors_of(shown)
     ends = [c[-1][0] for c in (curves.get(n, []) for n in shown) if c and c[-1][0] > 0]
     log_x = len(ends) > 1 and max(ends) / min(ends) >= SPAN_FOR_LOG_X
-    series = [Series(n, [float(x) for x, _ in curves.get(n, [])], [y for _, y in curves.get(n, [])], color=colors[n])
+    series = [Series(n, [float(x) for x, _ in curves.get(n, [])],
+                     debiased_ema([y for _, y in curves.get(n, [])], smoothing), color=colors[n])
               for n in shown]
     return series, log_x
 
