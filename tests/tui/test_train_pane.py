@@ -281,3 +281,52 @@ async def test_h_shows_the_runs_health_as_a_heatmap(built_ws, make_app, corpus_d
         await pilot.press("h")
         await pilot.pause()
         assert not hm.display and pane.query_one("#chart-lr").display
+
+
+async def test_m_draws_the_picked_metrics_as_a_grid_of_charts(built_ws, make_app):
+    """The picker lists every metric the run logged (train and eval rows), the grid draws the
+    ticked ones with the run's values (an eval metric at its evaluations), two columns at 120;
+    ticking none brings the loss and side charts back."""
+    from textual.widgets import SelectionList
+
+    from helpers import train_events
+    from workbench.training.events import Evaluated, Logged
+    from workbench.tui.widgets.charts import LineChart
+
+    events = train_events(200)
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await _train_pane(pilot, app)
+        pane.feed(events)
+        pane.history.smoothing = 0.0  # raw values, to compare with the rows
+        app.query_one("#panes").focus()
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen.focused, SelectionList), what="the picker")
+        sl = app.screen.query_one(SelectionList)
+        listed = [sl.get_option_at_index(i).value for i in range(sl.option_count)]
+        assert listed == ["loss", "lr", "grad_norm", "tok_s", "mem", "val_loss", "val_ppl", "bpb", "top1", "top5"]
+        for metric in ("loss", "tok_s", "top1"):
+            sl.highlighted = listed.index(metric)
+            await pilot.press("space")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: pane.panels == ["loss", "tok_s", "top1"], what="the picked panels")
+        await pilot.pause()
+        await wait_for(pilot, lambda: len(pane.query(".train-panel")) == 3, what="three charts")
+        await pilot.pause()
+        pane.redraw_charts()
+        charts = {str(c.name): c for c in pane.query(".train-panel").results(LineChart)}
+        assert not pane.query_one("#train-charts").display and pane.query_one("#train-grid").display
+        rows = pane.query(".train-grid-row")
+        assert [len(r.children) for r in rows] == [2, 1]
+        logged = [e.row for e in events if isinstance(e, Logged)]
+        evals = [e.row for e in events if isinstance(e, Evaluated)]
+        assert charts["tok_s"].series[0].ys == [r["tok_s"] for r in logged]
+        assert charts["top1"].series[0].xs == [float(r["step"]) for r in evals]
+        assert charts["top1"].series[0].ys == [r["top1"] for r in evals]
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen.focused, SelectionList), what="the picker again")
+        assert sorted(app.screen.query_one(SelectionList).selected) == ["loss", "tok_s", "top1"]
+        app.screen.query_one(SelectionList).deselect_all()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not pane.panels, what="no panels")
+        assert pane.query_one("#train-charts").display and not pane.query_one("#train-grid").display

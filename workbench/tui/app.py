@@ -66,6 +66,7 @@ class WorkbenchApp(App):
                 key_display="<"),
         Binding("o", "pane('train', 'toggle_outliers')", "Outliers", id="train.outliers"),
         Binding("h", "pane('train', 'next_health')", "Health", id="train.health"),
+        Binding("m", "pane('train', 'panels')", "Panels", id="train.panels"),
         Binding("space", "pane('runs', 'toggle_select')", "Select", id="runs.select"),
         Binding("ctrl+b", "pane('runs', 'baseline')", "Baseline", id="runs.baseline"),
         Binding("ctrl+r", "pane('runs', 'resume')", "Resume", id="runs.resume"),

@@ -36,6 +36,8 @@ DETAIL = {
                       "marked; the default) or hold every point",
     "train.health": "side charts: learning rate and tokens/s, then a heatmap of each model-health quantity "
                     "(update/weight, gradient norm, activation RMS, attention entropy) over layers × steps",
+    "train.panels": "pick metrics (every one the run logged) to draw as a grid of charts instead of the "
+                    "loss and side charts; none picked: those charts again",
     "train.view": "next view where the pane is too small for every chart at once",
     "trace.run": "trace one forward pass of the text",
     "trace.head_prev": "previous head of the attention heatmap",

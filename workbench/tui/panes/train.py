@@ -21,7 +21,7 @@ import time
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, Static
@@ -51,6 +51,7 @@ CHART_PERIOD = 1.0
 SIDE_EVERY = 2
 NOTICE_LINES = 12  # notices shown before the box has a size
 SHORT_HEADER_BELOW = 100  # columns: the header uses fewer words
+GRID_TWO_COLUMNS = 70  # the metric grid has two columns from this pane width
 
 
 class TrainPane(Pane):
@@ -78,6 +79,8 @@ class TrainPane(Pane):
         self.clip_outliers = True  # the loss chart's y-range ignores outliers (key: o)
         self.health_rows: list[dict] = []  # the run's health.jsonl rows, as they come
         self.side = "rates"  # the side charts, or a health quantity's heatmap (key: h)
+        self.panels: list[str] = []  # metrics drawn as a grid of charts instead of the charts (key: m)
+        self._grid_shape: tuple = ()  # (metrics, columns) the grid's charts were made for
         self.notices: collections.deque[str] = collections.deque(maxlen=200)
         self.job = None  # a Trainer or a ChildRun while running
         self.running = False
@@ -133,6 +136,7 @@ class TrainPane(Pane):
                 yield LineChart("learning rate", id="chart-lr")
                 yield LineChart("tokens/s", id="chart-toks")
                 yield HealthMap(id="train-health")
+        yield VerticalScroll(id="train-grid")
         with Horizontal(id="train-bottom"):
             yield Static("", id="train-samples")
             yield Static("", id="train-log")
@@ -638,9 +642,67 @@ class TrainPane(Pane):
         what = "learning rate and tokens/s" if self.side == "rates" else f"{HEALTH_LABELS[self.side]} per layer"
         self.notify(f"side charts: {what} (h: next)", timeout=3)
 
+    def action_panels(self) -> None:
+        """Pick metrics (from every one the run logged) to draw as a grid of charts instead of
+        the loss and side charts; none picked: the charts again."""
+        from workbench.runs.metrics import metric_names
+        from workbench.tui.widgets.metric_dialogs import PanelsScreen
+
+        rows = self.history.train + self.history.evals
+        metrics = metric_names(rows)
+        if not metrics:
+            self.notify("no metrics logged yet: start or resume a run first", severity="warning", timeout=3)
+            return
+
+        def note(m: str) -> str:
+            n = sum(1 for r in rows if isinstance(r.get(m), (int, float)))
+            return f"{n} point{'s' if n != 1 else ''}"
+
+        def answer(picked: list[str] | None) -> None:
+            if picked is None:
+                return
+            self.panels = picked
+            self.set_class(bool(picked), "panels-on")
+            self.redraw_charts()
+            self.notify(f"panels: {', '.join(picked)} (m: change)" if picked else "the loss and side charts",
+                        timeout=3)
+
+        self.app.push_screen(PanelsScreen([(m, note(m)) for m in metrics], self.panels,
+                                          title="Metric panels: one chart per ticked metric, instead of the "
+                                                "loss and side charts"), answer)
+
+    def _draw_grid(self) -> None:
+        """One chart per picked metric (smoothed and scaled as the loss chart is); made again only
+        when the metrics or the columns change."""
+        from workbench.runs.smooth import debiased_ema
+
+        grid = self.query_one("#train-grid", VerticalScroll)
+        columns = 2 if (self.size.width or 0) >= GRID_TWO_COLUMNS else 1
+        if self._grid_shape != (tuple(self.panels), columns):
+            self._grid_shape = (tuple(self.panels), columns)
+            grid.remove_children()
+            rows = [self.panels[i:i + columns] for i in range(0, len(self.panels), columns)]
+            grid.mount_all([Horizontal(*[LineChart(m, name=m, classes="train-panel") for m in row],
+                                       classes="train-grid-row") for row in rows])
+            self.call_after_refresh(self.redraw_charts)  # drawn once the new charts have a size
+            return
+        h, mode, w = self.history, self.x_mode, self.history.smoothing
+        for chart in grid.query(".train-panel").results(LineChart):
+            metric = str(chart.name)
+            xs, ys = h.series(metric, mode)
+            series = [Series(metric, xs, ys, color="gray" if w else "cyan")]
+            if w and len(ys) > 1:
+                series.append(Series(f"ema {w:.2f}", xs, debiased_ema(ys, w), color="cyan"))
+            chart.title = metric
+            chart.set_series(series, xlabel=x_label(mode), clip_outliers=self.clip_outliers)
+            chart.redraw()
+
     def redraw_charts(self, side: bool = True) -> None:
         self._dirty = self._dirty and not side
         self._drawn_at = time.monotonic()
+        if self.panels:
+            self._draw_grid()
+            return
         h, mode = self.history, self.x_mode
         xl = x_label(mode)
         loss = self.query_one("#chart-loss", LineChart)

@@ -85,6 +85,8 @@ class MetricsHistory:
         if name == "val_loss":
             return self.xs(self.evals, mode), [float(r["val_loss"]) for r in self.evals]
         rows = [r for r in self.train if isinstance(r.get(name), (int, float))]
+        if not rows:  # an evaluation's metric (bpb, top1, ...)
+            rows = [r for r in self.evals if isinstance(r.get(name), (int, float))]
         return self.xs(rows, mode), [float(r[name]) for r in rows]
 
 

@@ -18,15 +18,15 @@ class PanelsScreen(ModalScreen["list[str] | None"]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="panels.cancel"),
                 Binding("enter", "submit", "Show", id="panels.submit", priority=True)]
 
-    def __init__(self, metrics: list[tuple[str, str]], picked: list[str]):
+    def __init__(self, metrics: list[tuple[str, str]], picked: list[str],
+                 title: str = "Metric panels: one chart per ticked metric, for the runs the overlay shows"):
         """``metrics``: (name, a note on it: which runs logged how many points) in the runs' order."""
         super().__init__()
-        self.metrics, self.picked = metrics, picked
+        self.metrics, self.picked, self.title_text = metrics, picked, title
 
     def compose(self) -> ComposeResult:
         with Vertical(id="panels-box"):
-            yield Static("Metric panels: one chart per ticked metric, for the runs the overlay shows",
-                         id="panels-title", markup=False)
+            yield Static(self.title_text, id="panels-title", markup=False)
             width = max((len(m) for m, _ in self.metrics), default=0)
             yield SelectionList(*[(f"{m:<{width}}  {note}", m, m in self.picked) for m, note in self.metrics],
                                 id="panels-list")
