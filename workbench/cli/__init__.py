@@ -20,7 +20,7 @@ from workbench.workspace import Workspace
 
 # Command-group modules, in the order `--help` lists them. A module missing here simply
 # contributes no commands, so groups can be developed independently.
-GROUPS = ["tokenizer", "data", "config", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export",
+GROUPS = ["tokenizer", "data", "config", "plan", "trace", "train", "sweep", "eval", "runs", "generate", "export", "import",
           "experiment", "probe", "bench"]
 
 

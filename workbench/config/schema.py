@@ -34,7 +34,7 @@ CONFIG_VERSION = 1
 PRESETS_DIR = Path(__file__).parent / "presets"
 # keys a run's config.yaml adds (when it was made, how it was resumed): read, then left aside, so
 # a run's config.yaml also works as a config for a new run
-RUN_ONLY_KEYS = ("created", "resumes", "plan", "experiments", "init_from")
+RUN_ONLY_KEYS = ("created", "resumes", "plan", "experiments", "init_from", "imported_from")
 TOP_LEVEL_KEYS = ("version", "name", "description", "model", "train", "data", "tokenizer", *RUN_ONLY_KEYS)
 
 # The model's replaceable parts take their choices from the registry of variants (built-in and

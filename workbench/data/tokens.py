@@ -207,6 +207,9 @@ def run_data(ws: Workspace, run_name: str, recorded: dict, tok_sha: str) -> Data
     still be that data and to match the run's tokenizer; resume and eval both read it here."""
     who = f"run {run_name!r}"
     name = recorded.get("name") if isinstance(recorded, dict) else None
+    if isinstance(recorded, dict) and recorded.get("tokenizer_sha256") and "name" not in recorded:
+        raise WorkbenchError(f"{who} was not trained here (it was imported), so it has no data of its own; "
+                             "evaluate it on your text with --data FILE, or train from it with --init-from")
     if isinstance(name, str) and (ws.data_path(name) / META_FILE).is_file():
         info = read_data_info(ws.data_path(name))  # there but damaged: say what is wrong with it
     else:

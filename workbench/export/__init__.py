@@ -14,6 +14,9 @@ The Llama formats share :mod:`.layout` (which configs are a Llama, the tensors b
 RoPE row order); each refuses, before anything is written, a config it cannot express, naming
 every switch at fault. :mod:`.folder` checks ``to`` (``overwrite`` replaces only an earlier
 export, recognised by its marker file) and moves the finished folder into place atomically.
+
+The other way, :mod:`.importer` (``workbench import``) reads hf, gguf and llama2c files back
+into a run through each format module's ``read`` and the same name maps.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ Written with the ``gguf`` package (llama.cpp's own writer) as the ``llama`` arch
 * the tokenizer as a sentencepiece (``tokenizer.ggml.model = "llama"``) vocabulary: every piece
   as sentencepiece spells it (``▁`` for a space), its score, its type (normal, unknown,
   control, byte for the ``<0xXX>`` pieces of byte fallback, unused for ids past the
-  tokenizer), the bos/eos/unk/pad ids, ``add_bos_token`` and ``add_space_prefix = false``
-  (our tokenizers have no dummy prefix, so llama.cpp must not add one);
+  tokenizer), the bos/eos/unk/pad ids, ``add_bos_token`` and ``add_space_prefix`` as the
+  tokenizer has it (false for ours, which have no dummy prefix; true for an imported Llama one);
 * tensors under llama.cpp's names (``token_embd``, ``blk.N.attn_q`` ..., ``output_norm``,
   ``output`` only when the head is untied — llama.cpp reuses the embedding otherwise).
 
@@ -19,6 +19,10 @@ permutes q and k for that reason), so q and k rows are interleaved here
 ``--dtype``: ``f32`` (default, exact), ``f16``, or ``q8_0`` (blocks of 32 values with one
 scale, quantized by the ``gguf`` package; rows must be a multiple of 32 long). Norm weights
 stay f32 in every case, as llama.cpp's converter keeps 1-D tensors.
+
+``read`` is the other way (``workbench import``): a ``llama`` GGUF file — ours or llama.cpp's —
+with F32, F16 or Q8_0 tensors (dequantised by the ``gguf`` package into float32), q and k
+back in our row order, and its vocabulary rebuilt as a sentencepiece model (``gguf_vocab``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import importlib.util
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.export.layout import llama_incompatibilities, llama_named
+from workbench.export.layout import (Imported, check_tensors, llama_config, llama_from_named,
+                                     llama_incompatibilities, llama_named, llama_shapes)
 
 NAME = "gguf"
 SUMMARY = "llama.cpp: model.gguf (llama-cli, llama-cpp-python, Ollama)"
@@ -139,8 +144,9 @@ def write(job, tmp: Path) -> None:
         w.add_pad_token_id(tok.pad_id)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
-    w.add_add_space_prefix(False)
-    w.add_remove_extra_whitespaces(False)
+    # ours have no dummy prefix; an imported (Llama-style) tokenizer may: llama.cpp must do as it does
+    w.add_add_space_prefix(bool(tok.normalizer["add_dummy_prefix"]))
+    w.add_remove_extra_whitespaces(bool(tok.normalizer["remove_extra_whitespaces"]))
 
     for name, arr in gguf_tensors(job.model).items():
         data, raw = encode_tensor(arr, dtype)
@@ -151,3 +157,94 @@ def write(job, tmp: Path) -> None:
         w.write_tensors_to_file()
     finally:
         w.close()
+
+
+# --- the other way: model.gguf into a run (``workbench import``) -----------------------------
+
+MAGIC = b"GGUF"
+READ_TYPES = {0: "f32", 1: "f16", 8: "q8_0"}  # GGMLQuantizationType values this import dequantises
+# llama.* keys that hold what workbench's Llama has (the rest are refused unless 0 or empty)
+_LLAMA_KEYS = {"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+               "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "attention.key_length",
+               "attention.value_length", "rope.dimension_count", "rope.freq_base", "vocab_size"}
+
+
+def _fields(reader) -> dict:
+    out = {}
+    for name, field in reader.fields.items():
+        try:
+            out[name] = field.contents()
+        except Exception:  # a value the gguf package cannot decode: unknown to us anyway
+            out[name] = None
+    return out
+
+
+def model_config(f: dict, n_tokens: int):
+    """The ``llama.*`` values of a GGUF file as a ModelConfig (the head's tying is decided by the
+    tensors); a key our Llama cannot express is refused by name."""
+    arch = f.get("general.architecture")
+    if arch != "llama":
+        raise WorkbenchError(f"general.architecture is {arch!r}; workbench imports the 'llama' architecture")
+    for name, value in f.items():
+        if name.startswith("llama.") and name[6:] not in _LLAMA_KEYS and value not in (None, 0, "", "none", [], False):
+            raise WorkbenchError(f"its {name} is {value!r}, which workbench's Llama cannot express")
+
+    def need(key):
+        if f.get(f"llama.{key}") is None:
+            raise WorkbenchError(f"it has no llama.{key}")
+        return f[f"llama.{key}"]
+
+    dim, heads = int(need("embedding_length")), int(need("attention.head_count"))
+    head_dim = dim // heads if heads else 0
+    for key in ("attention.key_length", "attention.value_length", "rope.dimension_count"):
+        if f.get(f"llama.{key}") not in (None, head_dim):
+            raise WorkbenchError(f"its llama.{key} is {f[f'llama.{key}']}, but workbench's heads are "
+                                 f"embedding_length / head_count = {head_dim} wide throughout")
+    return llama_config(
+        "its llama.* header", vocab_size=int(f.get("llama.vocab_size") or n_tokens), dim=dim,
+        n_layers=int(need("block_count")), n_heads=heads,
+        n_kv_heads=int(f.get("llama.attention.head_count_kv") or heads), hidden_dim=int(need("feed_forward_length")),
+        norm_eps=float(need("attention.layer_norm_rms_epsilon")), rope_theta=float(f.get("llama.rope.freq_base", 10000.0)),
+        max_seq_len=int(need("context_length")), tie_embeddings=True)
+
+
+def read(path: Path) -> Imported:
+    """model.gguf as an ``Imported``: hyperparameters, dequantised tensors, and the vocabulary
+    rebuilt as a sentencepiece model that was checked to encode and decode as the file's does."""
+    import torch
+    from gguf import GGUFReader, quants
+
+    import workbench.export.gguf_vocab as gguf_vocab
+
+    try:
+        reader = GGUFReader(str(path))
+        f = _fields(reader)
+        tensors = {t.name: t for t in reader.tensors}
+    except Exception as e:  # the gguf package reports a short or damaged file in several types
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise WorkbenchError(f"it is not a readable GGUF file (truncated or damaged: {first})") from None
+    cfg = model_config(f, len(f.get("tokenizer.ggml.tokens") or ()))
+    vocab = gguf_vocab.vocab_from_fields(f)
+    if GGUF_TOP["lm_head"] in tensors:
+        cfg = cfg.replace(tie_embeddings=False)
+    if len(vocab.pieces) != cfg.vocab_size:
+        raise WorkbenchError(f"its vocabulary has {len(vocab.pieces)} tokens but llama.vocab_size is {cfg.vocab_size}")
+    check_tensors({n: tuple(int(d) for d in reversed(t.shape)) for n, t in tensors.items()},
+                  llama_shapes(cfg, GGUF_TOP, "blk.{i}.", GGUF_ROLES))
+    odd = [t for t in tensors.values() if int(t.tensor_type) not in READ_TYPES]
+    if odd:
+        raise WorkbenchError(f"its tensor {odd[0].name} is {odd[0].tensor_type.name}; this import reads "
+                             f"{', '.join(v.upper() for v in READ_TYPES.values())} tensors")
+    named = {}
+    for name, t in tensors.items():
+        shape = tuple(int(d) for d in reversed(t.shape))
+        try:
+            arr = quants.dequantize(t.data, t.tensor_type).reshape(shape)
+        except Exception as e:  # a tensor cut short by a truncated file
+            raise WorkbenchError(f"its tensor {name} cannot be read (truncated or damaged: {type(e).__name__})") from None
+        named[name] = torch.from_numpy(arr.astype("float32", copy=True))
+    proto = gguf_vocab.rebuild(vocab)
+    gguf_vocab.check(vocab, proto)
+    types = sorted({READ_TYPES[int(t.tensor_type)] for t in tensors.values()}, key=list(READ_TYPES.values()).index)
+    return Imported(NAME, cfg, llama_from_named(named, cfg, GGUF_TOP, "blk.{i}.", GGUF_ROLES, interleave=True),
+                    proto, {"tensor_types": types}, {"bos": vocab.bos, "eos": vocab.eos})

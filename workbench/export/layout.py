@@ -125,3 +125,113 @@ def interleave_heads(w, n_heads: int):
     row h*D + 2j + a takes row h*D + a*D/2 + j (a in {0, 1}, j < D/2)."""
     rows, cols = w.shape
     return w.reshape(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols).contiguous()
+
+
+def deinterleave_heads(w, n_heads: int):
+    """The inverse of ``interleave_heads``: q or k rows from the interleaved RoPE layout (Meta's,
+    run.c's, llama.cpp's) back to our half-split one."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols).contiguous()
+
+
+# --- the other way: a Llama's tensors into our model (``workbench import``) -----------------
+
+
+@dataclass
+class Imported:
+    """What a format's ``read`` makes of a file (``workbench import``): the model config, the
+    tensors under Llama's roles (q and k already in our order), the sentencepiece model, and
+    what to record of where it came from. Nothing is written until the importer has checked it."""
+
+    fmt: str
+    config: "object"          # ModelConfig
+    tensors: LlamaTensors
+    tokenizer: bytes          # a sentencepiece ModelProto
+    options: dict             # the format's own facts (llama2c version, gguf dtypes, ...)
+    specials: dict | None = None  # special ids the file itself names (bos, eos): checked against the tokenizer's
+
+
+def llama_config(where: str, **fields):
+    """A ModelConfig holding a Llama of these shapes (``vocab_size, dim, n_layers, n_heads,
+    n_kv_heads, hidden_dim, norm_eps, rope_theta, max_seq_len, tie_embeddings``), or a
+    WorkbenchError naming ``where`` the values came from and the field our model refuses."""
+    from workbench.config.schema import ModelConfig
+    from workbench.errors import ConfigError, WorkbenchError
+
+    for k, v in fields.items():
+        if isinstance(v, bool) != (k == "tie_embeddings") or not isinstance(v, (int, float)):
+            raise WorkbenchError(f"{where}: {k} is {v!r}, not a number")
+    try:
+        return ModelConfig(**LLAMA, **fields)
+    except ConfigError as e:
+        raise WorkbenchError(f"{where} describes a model workbench cannot build: {e}") from None
+
+
+def llama_from_named(named: dict, cfg, top: dict[str, str], layer: str, roles: dict[str, str],
+                     interleave: bool) -> LlamaTensors:
+    """The inverse of ``llama_named``: a format's tensors (name -> 2-D or 1-D torch tensor, the
+    head left out when tied) under Llama's roles, q and k back in our half-split order when the
+    format stores them ``interleave``d. A missing name raises KeyError naming it."""
+    layers = []
+    for i in range(cfg.n_layers):
+        got = {}
+        for role, name in roles.items():
+            w = named[layer.format(i=i) + name]
+            if interleave and role in ("q", "k"):
+                w = deinterleave_heads(w, cfg.n_heads if role == "q" else cfg.kv_heads)
+            got[role] = w
+        layers.append(LlamaLayer(**got))
+    return LlamaTensors(named[top["embed"]], named[top["norm"]],
+                        None if cfg.tie_embeddings else named[top["lm_head"]], layers)
+
+
+def llama_shapes(cfg, top: dict[str, str], layer: str, roles: dict[str, str]) -> dict[str, tuple]:
+    """Every tensor a format stores for a Llama of ``cfg``, with the shape in torch's (out, in)
+    order: what an import checks a file against before it reads a single weight."""
+    per = role_shapes(cfg)
+    out = {top["embed"]: per["embed"], top["norm"]: per["norm"]}
+    if not cfg.tie_embeddings:
+        out[top["lm_head"]] = per["lm_head"]
+    for i in range(cfg.n_layers):
+        for role, name in roles.items():
+            out[layer.format(i=i) + name] = per[role]
+    return out
+
+
+def role_shapes(cfg) -> dict[str, tuple]:
+    """The shape of each Llama role (a layer's roles, and embed, norm, lm_head) for ``cfg``."""
+    C, V, F = cfg.dim, cfg.vocab_size, cfg.ffn_dim
+    Dq, Dkv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    return {"embed": (V, C), "norm": (C,), "lm_head": (V, C), "attn_norm": (C,), "q": (Dq, C), "k": (Dkv, C),
+            "v": (Dkv, C), "o": (C, Dq), "mlp_norm": (C,), "gate": (F, C), "up": (F, C), "down": (C, F)}
+
+
+def our_state_dict(t: LlamaTensors, cfg) -> dict:
+    """The inverse of ``llama_tensors``: Llama-role tensors as our model's ``state_dict`` (q, k,
+    v fused into ``wqkv``; a tied head under its own key too, so a strict load takes it)."""
+    import torch
+
+    sd = {"tok_emb.weight": t.embed, "norm.weight": t.norm,
+          "lm_head.weight": t.embed if t.lm_head is None else t.lm_head}
+    for i, L in enumerate(t.layers):
+        p = f"layers.{i}."
+        sd.update({p + "attn_norm.weight": L.attn_norm, p + "attn.wqkv.weight": torch.cat([L.q, L.k, L.v], 0),
+                   p + "attn.wo.weight": L.o, p + "mlp_norm.weight": L.mlp_norm, p + "mlp.w1.weight": L.gate,
+                   p + "mlp.w3.weight": L.up, p + "mlp.w2.weight": L.down})
+    return {k: v.float().contiguous() for k, v in sd.items()}
+
+
+def check_tensors(got: dict[str, tuple], want: dict[str, tuple], ignore=lambda name: False) -> None:
+    """Refuse a file's tensors (``got``: name -> shape, torch's order) that are not exactly
+    ``want``: the first one missing, of another shape, or that the model has no place for, by name."""
+    from workbench.errors import WorkbenchError
+
+    for name, shape in want.items():
+        if name not in got:
+            raise WorkbenchError(f"the weights have no {name}")
+        have = tuple(got[name])
+        if have != tuple(shape):
+            raise WorkbenchError(f"{name} has shape {have}, the config says {tuple(shape)}")
+    extra = [n for n in got if n not in want and not ignore(n)]
+    if extra:
+        raise WorkbenchError(f"the weights hold {extra[0]}, which a Llama of this config has no place for")

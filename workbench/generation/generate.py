@@ -215,7 +215,7 @@ class Generation:
         if self.result is not None:
             raise WorkbenchError("this generation has already run; start a new one")
         tok, loop = self.tok, self.loop
-        deltas, stops = TextDeltas(tok.decode), StopStrings(self.params.stop)
+        deltas, stops = TextDeltas(tok.decode, tok.decode_after), StopStrings(self.params.stop)
         w = loop.window
         prompt_seen = list(w.seq)
         steps: list[TokenStep] = []

@@ -8,8 +8,10 @@ a stop string may span tokens. Two small classes fix that:
   that run ends in U+FFFD (a character whose bytes have not all arrived) it waits. Emitting
   only at points where the text ends on a whole character makes the cut points character
   boundaries, and sentencepiece's decode is concatenative across those (our tokenizers add no
-  dummy prefix, so a leading "▁" is a real space), so the concatenated deltas are exactly
-  ``decode(all ids)``. ``flush()`` releases a trailing incomplete run at the end, decoded as
+  dummy prefix, so a leading "▁" is a real space; for one that does — Llama's, imported — every
+  run after the first text is decoded with ``decode_after``, which keeps that space, and ids are
+  held until the first text appears, since the space dropped is that of the first piece), so the
+  concatenated deltas are exactly ``decode(all ids)``. ``flush()`` releases a trailing incomplete run at the end, decoded as
   ``decode`` would.
 * ``StopStrings`` holds back text that might be the start of a stop string, and cuts the text
   where one appears.
@@ -23,20 +25,28 @@ REPLACEMENT = "\ufffd"
 class TextDeltas:
     """Feed ids one at a time; get back the text they complete (often "" inside a character)."""
 
-    def __init__(self, decode):
+    def __init__(self, decode, decode_after=None):
         self.decode = decode  # ids -> str, e.g. Tokenizer.decode
+        self.decode_after = decode_after or decode  # the same, after some text (Tokenizer.decode_after)
         self.pending: list[int] = []
+        self.started = False  # some text has been given out
+
+    def _text(self) -> str:
+        return (self.decode_after if self.started else self.decode)(self.pending)
 
     def push(self, token_id: int) -> str:
         self.pending.append(int(token_id))
-        text = self.decode(self.pending)
+        text = self._text()
         if text.endswith(REPLACEMENT):
             return ""  # maybe a character still arriving; decided by the next ids or flush()
+        if not text and not self.started:
+            return ""  # nothing yet (control pieces, a dummy prefix's space): the start is still ahead
         self.pending.clear()
+        self.started = True
         return text
 
     def flush(self) -> str:
-        text = self.decode(self.pending) if self.pending else ""
+        text = self._text() if self.pending else ""
         self.pending.clear()
         return text
 

@@ -315,6 +315,11 @@ def load_state(run_dir: Path, name: str) -> dict:
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WorkbenchError(f"checkpoint file {path} is corrupt or truncated: {first}") from None
+    if isinstance(st, dict) and st.get("imported"):  # written by `workbench import`: weights, no training
+        run = Path(run_dir).name
+        raise WorkbenchError(f"run {run!r} was imported, not trained here: its checkpoint {name} holds weights and no "
+                             f"training to resume; start a new run from them with `workbench train --init-from {run} "
+                             "--data ... --name ...`")
     problem = _state_problem(st)
     if problem:
         raise WorkbenchError(f"checkpoint file {path} is not a training state this workbench wrote: {problem}")

@@ -195,6 +195,18 @@ class Tokenizer:
     def byte_fallback(self) -> bool:
         return self._mark_ids is not None
 
+    @cached_property
+    def normalizer(self) -> dict[str, Any]:
+        """How the model treats text before it encodes: ``add_dummy_prefix`` (a space added in
+        front, as Llama's tokenizer does; ours have none) and ``remove_extra_whitespaces``. A
+        foreign tokenizer (``workbench import``) keeps its own, and exports write them out."""
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        m = pb.ModelProto()
+        m.ParseFromString(self.model_proto)
+        n = m.normalizer_spec
+        return {"add_dummy_prefix": n.add_dummy_prefix, "remove_extra_whitespaces": n.remove_extra_whitespaces}
+
     @property
     def specials(self) -> dict[str, int]:
         return {"unk": self.unk_id, "bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id}
@@ -202,7 +214,7 @@ class Tokenizer:
     # --- encode / decode ---------------------------------------------------------------------
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        if SPACE_MARK in text and self._mark_ids is not None:
+        if SPACE_MARK in text and self._keeps_marks:
             ids = self._encode_with_marks(text)
         else:
             ids = self.sp.encode(text)
@@ -216,11 +228,17 @@ class Tokenizer:
         self, texts: list[str], bos: bool = False, eos: bool = False, num_threads: int = 1
     ) -> list[list[int]]:
         out = self.sp.encode(texts, add_bos=bos, add_eos=eos, num_threads=num_threads)
-        if self._mark_ids is not None:
+        if self._keeps_marks:
             for i, t in enumerate(texts):
                 if SPACE_MARK in t:
                     out[i] = self.encode(t, bos=bos, eos=eos)
         return out
+
+    @cached_property
+    def _keeps_marks(self) -> bool:
+        # a tokenizer with a dummy prefix (Llama's) reads "▁" as a space, as its own readers do;
+        # encoding the parts apart would give each one a prefix of its own
+        return self._mark_ids is not None and not self.normalizer["add_dummy_prefix"]
 
     def _encode_with_marks(self, text: str) -> list[int]:
         # sentencepiece reads a literal "▁" as a space; encode it as its UTF-8 byte pieces,
@@ -235,6 +253,31 @@ class Tokenizer:
 
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids])
+
+    def decode_after(self, ids) -> str:
+        """The text ``ids`` add after text already decoded (streaming). The same as ``decode``
+        for ours; a tokenizer with a dummy prefix (Llama's) drops the space of the first piece
+        in ``decode``, which in the middle of a text is a real one: decoded behind an anchor
+        piece, then the anchor's text taken off."""
+        if self._anchor is None:
+            return self.decode(ids)
+        anchor, text = self._anchor
+        out = self.sp.decode([anchor, *(int(i) for i in ids)])
+        return out[len(text):] if out.startswith(text) else self.decode(ids)
+
+    @cached_property
+    def _anchor(self) -> tuple[int, str] | None:
+        n = self.normalizer
+        if not (n["add_dummy_prefix"] or n["remove_extra_whitespaces"]):
+            return None
+        sp = self.sp
+        for i in range(self.vocab_size):
+            if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i):
+                continue
+            text = sp.decode([i])
+            if text and not text[0].isspace() and not sp.id_to_piece(i).startswith(SPACE_MARK):
+                return i, text
+        return None
 
     # --- display -----------------------------------------------------------------------------
 
