@@ -338,10 +338,10 @@ def test_under_torchrun_rank_zero_alone_logs(built, corpus_dir):
     _tools("tensorboard")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "workbench",
            "--workspace", str(built.root), "train", "--config", "debug", "--tokenizer", "tok", "--data", str(corpus_dir),
-           "--name", "ddp-logged", *SETS, "--set", "train.max_steps=10", "--set", "train.log_interval=2",
+           "--name", "tb-under-torchrun", *SETS, "--set", "train.max_steps=10", "--set", "train.log_interval=2",
            "--set", "train.eval_interval=5", "--set", "train.num_threads=1", "--set", "train.log_to=tensorboard"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    run_dir = built.run_path("ddp-logged")
+    run_dir = built.run_path("tb-under-torchrun")
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     assert_same(run_dir, "tensorboard")
