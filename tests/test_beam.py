@@ -165,3 +165,31 @@ def test_the_best_candidates_break_ties_by_the_lowest_index_also_at_the_cut(valu
     scores = torch.tensor(values, dtype=torch.float64)  # few distinct values: ties everywhere
     want = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
     assert _best(scores, k) == want
+
+
+def test_beam_generation_scores_the_best_beam_token_by_token(trained):
+    """The Chat pane's and ``generate --beams``' engine: the beams are beam_search's, and each
+    step of the best one carries the probability the model gives that token after the tokens
+    before it — checked here with one forward per prefix, not the single scoring forward."""
+    from workbench.generation.generate import beam_generation, load_for_generation
+
+    model, tok, _, _ = load_for_generation(trained, TRAINED_RUN, None, "cpu", "fp32")
+    prompt = "Once upon a time"
+    res = beam_generation(model, tok, prompt, BeamSearch(beams=3, max_tokens=10))
+    ids = tok.encode(prompt, bos=True)
+    want = beam_search(model, ids, BeamSearch(beams=3, max_tokens=10), eos_id=tok.eos_id, vocab_limit=tok.vocab_size)
+    assert [b.ids for b in res.beams] == [b.ids for b in want]
+    assert [b.text for b in res.beams] == [tok.decode(b.ids) for b in want]
+    best = want[0].ids
+    assert [s.id for s in res.steps if s.id >= 0] == best
+    assert "".join(s.text for s in res.steps) == tok.decode(best)
+    with torch.inference_mode():
+        for t, step in enumerate(s for s in res.steps if s.id >= 0):
+            p = torch.softmax(model(torch.tensor([ids + best[:t]]))[0, -1, :tok.vocab_size].float(), -1)
+            assert step.prob == pytest.approx(float(p[best[t]]), rel=1e-4, abs=1e-6)
+            assert [i for i, _ in step.top] == torch.topk(p, 5).indices.tolist()
+    lp = sum(math.log(s.prob) for s in res.steps if s.id >= 0)
+    if want[0].ended == "eos":  # the beam's log-probability also counts its EOS
+        assert lp > want[0].logprob
+    else:
+        assert lp == pytest.approx(want[0].logprob, abs=1e-3)

@@ -141,3 +141,47 @@ def test_chat_pane_snapshot(snap_compare, snapshot_size, built_ws, make_app, mon
         await pilot.pause()
 
     assert snap_compare(make_app(built_ws), terminal_size=snapshot_size, run_before=run_before)
+
+
+async def test_beam_search_is_a_decoding_choice(trained_ws, make_app):
+    """decoding: beam search shows only its own settings, names a bad one by its label, and
+    replies with the best beam of the same search the engine runs (the CLI's), every beam with
+    its log-probability listed under the replies; back to sample, the sampling rows return."""
+    from textual.widgets import Static, TextArea
+
+    from workbench.generation.beam import BeamSearch, beam_search
+    from workbench.generation.generate import load_for_generation
+
+    app = make_app(trained_ws)
+    async with app.run_test(size=(140, 44)) as pilot:
+        await pilot.press("5")
+        pane = app.query_one("#chat-pane")
+        app.query_one("#ch-decoding").value = "beam"
+        await pilot.pause()
+        assert not app.query_one("#ch-temp-row").display and not app.query_one("#ch-seed-row").display
+        assert app.query_one("#ch-beams-row").display and app.query_one("#ch-lenpen-row").display
+        set_field(app, "ch-beams", "0")
+        await focus(pilot, app, "ch-prompt")
+        await pilot.press("ctrl+g")
+        assert "beams = 0 is not allowed: expected an integer from 1 to 256" in str(app.query_one("#ch-status").render())
+        set_field(app, "ch-beams", "3")
+        set_field(app, "ch-max", "12")
+        app.query_one("#ch-prompt", TextArea).text = "Once upon a time"
+        await pilot.press("ctrl+g")
+        stream = pane.streams[0]
+        await wait_for(pilot, lambda: stream.done, timeout=60, what="the beams")
+        await wait_for(pilot, lambda: "beam 3" in str(app.query_one("#ch-alts", Static).render()), what="the beam list")
+        model, tok, _, _ = load_for_generation(trained_ws, TINY_RUN, None, "auto", "auto")
+        want = beam_search(model, tok.encode("Once upon a time", bos=True), BeamSearch(beams=3, max_tokens=12),
+                           eos_id=tok.eos_id, vocab_limit=tok.vocab_size)
+        assert stream.beams.beams[0].ids == want[0].ids
+        assert [b.logprob for b in stream.beams.beams] == pytest.approx([b.logprob for b in want])
+        assert stream.text == tok.decode(want[0].ids)
+        col = app.query_one("#ch-reply-a")
+        assert str(col.query_one(".ch-stats", Static).render()).startswith(f"{len(want[0].ids)} tokens · beam 1 of 3")
+        alts = str(app.query_one("#ch-alts", Static).render()).splitlines()
+        assert [line.split()[:2] for line in alts] == [["beam", "1"], ["beam", "2"], ["beam", "3"]]
+        assert float(alts[1].split()[2]) == pytest.approx(want[1].logprob, abs=0.006)
+        app.query_one("#ch-decoding").value = "sample"
+        await pilot.pause()
+        assert app.query_one("#ch-temp-row").display and not app.query_one("#ch-beams-row").display

@@ -7,7 +7,6 @@ import argparse
 import signal
 import sys
 import threading
-import time
 
 from workbench.cli.common import print_json, say_note
 
@@ -103,8 +102,8 @@ def cmd_generate(args, ws) -> int:
 def _beam_search(args, ws) -> int:
     """``generate --beams W``: the W most likely continuations, best first."""
     from workbench.errors import WorkbenchError
-    from workbench.generation.beam import BeamSearch, beam_search
-    from workbench.generation.generate import load_for_generation
+    from workbench.generation.beam import BeamSearch
+    from workbench.generation.generate import beam_generation, load_for_generation
 
     sampling = {"--temperature": args.temperature is not None, "--top-k": args.top_k is not None,
                 "--top-p": args.top_p is not None, "--repetition-penalty": args.repetition_penalty != 1.0,
@@ -117,13 +116,9 @@ def _beam_search(args, ws) -> int:
                         length_penalty=1.0 if args.length_penalty is None else args.length_penalty,
                         stop_at_eos=not args.ignore_eos).validate()  # bad settings fail before the model loads
     model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision, say_note)
-    ids = tok.encode(args.prompt, bos=True) or [tok.bos_id]
-    t0 = time.perf_counter()
-    found = beam_search(model, ids, search, eos_id=tok.eos_id, vocab_limit=tok.vocab_size)
-    seconds = time.perf_counter() - t0
-    for b in found:
-        b.text = tok.decode(b.ids)
-    for note in search.notes:
+    res = beam_generation(model, tok, args.prompt, search, alternatives=0)
+    found, seconds = res.beams, res.seconds
+    for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
         print_json({"run": args.run, "checkpoint": ckpt, "precision": _precision(model), "beams": search.beams,

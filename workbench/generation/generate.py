@@ -369,3 +369,52 @@ def load_for_generation(ws, run_name: str, checkpoint: str | None = None, device
         model.to(torch.bfloat16)
     model.precision_reason = why
     return model, tok, cfg, ckpt
+
+
+@dataclass
+class BeamResult:
+    """``beam_generation``'s answer: the beams best first (``Beam.text`` filled in), the best
+    one's tokens as ``TokenStep``s (its probabilities under the model, for colouring and top-5),
+    and the notes and number format of the search."""
+
+    beams: list
+    steps: list
+    notes: list
+    precision: str
+    seconds: float
+
+
+def beam_generation(model, tok, prompt: str, search, stop_event: threading.Event | None = None,
+                    alternatives: int = 5) -> BeamResult:
+    """Beam search from ``prompt`` (``generation.beam``) with text: the verb ``generate --beams``
+    and the Chat pane's beam decoding share. The best beam's tokens are scored again in one
+    forward over prompt + beam, so each step carries its probability and the top alternatives
+    under the model's own distribution, as a sampled reply's steps do."""
+    import torch
+
+    from workbench.generation.beam import beam_search
+
+    ids = tok.encode(prompt, bos=True) or [tok.bos_id]
+    t0 = time.perf_counter()
+    found = beam_search(model, ids, search, eos_id=tok.eos_id, vocab_limit=tok.vocab_size, stop_event=stop_event)
+    seconds = time.perf_counter() - t0
+    for b in found:
+        b.text = tok.decode(b.ids)
+    steps: list[TokenStep] = []
+    if found and found[0].ids:
+        best = found[0].ids
+        seq = (ids + best)[-model.config.max_seq_len:]
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            logits = model(torch.tensor([seq], device=device))[0, -len(best) - 1:-1]
+        probs = torch.softmax(logits[:, :tok.vocab_size].float().cpu(), dim=-1)
+        deltas = TextDeltas(tok.decode, tok.decode_after)
+        for row, i in zip(probs, best):
+            v, top = torch.topk(row, min(alternatives, row.shape[-1])) if alternatives else (None, None)
+            pairs = list(zip(top.tolist(), v.tolist())) if alternatives else []
+            steps.append(TokenStep(i, float(row[i]), pairs, piece=tok.surface(i),
+                                   top_pieces=[tok.surface(j) for j, _ in pairs], text=deltas.push(i)))
+        tail = deltas.flush()
+        if tail:
+            steps.append(TokenStep(-1, 0.0, [], text=tail))
+    return BeamResult(found, steps, list(search.notes), weights_precision(model), seconds)

@@ -15,7 +15,7 @@ from textual.widgets import Input, Label, Select, Static, Switch, TextArea
 from workbench.tui.panes.base import Pane
 from workbench.errors import WorkbenchError, user_message
 from workbench.generation.generate import LoadedModels
-from workbench.tui.widgets.chat_views import ReplyColumn, ReplyView, Stream, transcript
+from workbench.tui.widgets.chat_views import ReplyColumn, ReplyView, Stream, beams_text, transcript
 from workbench.tui.widgets.form_fields import FormInput, FormSelect, FormSwitch
 
 DRAIN_HZ = 25
@@ -29,6 +29,12 @@ FIELDS = (  # id, SamplingParams field, label, default, placeholder
     ("ch-max", "max_tokens", "max tokens", "200", ""),
     ("ch-seed", "seed", "seed", "", "random"),
 )
+BEAM_FIELDS = (  # id, BeamSearch field, label, default, placeholder
+    ("ch-beams", "beams", "beams", "4", "1-256"),
+    ("ch-lenpen", "length_penalty", "length penalty", "1", "1 = mean"),
+)
+SAMPLING_ONLY = ("ch-temp", "ch-topk", "ch-topp", "ch-seed")
+DECODINGS = (("sample", "sample"), ("beam search", "beam"))
 
 
 class ChatPane(Pane):
@@ -54,9 +60,12 @@ class ChatPane(Pane):
                 yield Label("side by side with", classes="hint")
                 yield FormSelect([("nothing", NONE)], id="ch-ckpt2", value=NONE, allow_blank=False,
                              compact=True)
-                yield Label("sampling", classes="section-title")
-                for wid, _, label, default, placeholder in FIELDS:
-                    with Horizontal(classes="form-row"):
+                yield Label("decoding", classes="section-title")
+                with Horizontal(classes="form-row"):
+                    yield Label("method", classes="field-label")
+                    yield FormSelect(DECODINGS, value="sample", id="ch-decoding", allow_blank=False, compact=True)
+                for wid, _, label, default, placeholder in FIELDS + BEAM_FIELDS:
+                    with Horizontal(classes="form-row", id=f"{wid}-row"):
                         yield Label(label, classes="field-label")
                         yield FormInput(default, id=wid, compact=True, placeholder=placeholder)
                 with Horizontal(classes="form-row"):
@@ -77,6 +86,7 @@ class ChatPane(Pane):
 
     def on_mount(self) -> None:
         self.query_one("#ch-reply-b").display = False
+        self._show_decoding("sample")
         self.refresh_runs()
         self._timer = self.set_interval(1 / DRAIN_HZ, self._drain, pause=True)
 
@@ -141,6 +151,44 @@ class ChatPane(Pane):
         if isinstance(event.value, str):
             self._fill_checkpoints(event.value)
 
+    @on(Select.Changed, "#ch-decoding")
+    def _decoding_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self._show_decoding(event.value)
+
+    def _show_decoding(self, how) -> None:
+        """Only the settings of the chosen decoding are shown (and read)."""
+        beam = how == "beam"
+        for wid in SAMPLING_ONLY:
+            self.query_one(f"#{wid}-row").display = not beam
+        for wid, *_ in BEAM_FIELDS:
+            self.query_one(f"#{wid}-row").display = beam
+
+    @property
+    def beam(self) -> bool:
+        return self.query_one("#ch-decoding", Select).value == "beam"
+
+    def search(self):
+        """BeamSearch from the form; raises WorkbenchError naming the bad field by its label."""
+        from workbench.generation.beam import BeamSearch
+
+        values = {}
+        for wid, key, label, *_ in (*BEAM_FIELDS, FIELDS[3]):
+            text = self.query_one(f"#{wid}", Input).value.strip()
+            kind, allowed = (float, "a number from -10 to 10 (1 ranks by the mean log-probability)") \
+                if key == "length_penalty" else (int, "an integer from 1 to 256" if key == "beams" else "an integer >= 1")
+            try:
+                values[key] = kind(text)
+            except ValueError:
+                raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}") from None
+        try:
+            return BeamSearch(**values, stop_at_eos=self.query_one("#ch-eos", Switch).value).validate()
+        except WorkbenchError as e:
+            msg = str(e)
+            for wid, key, label, *_ in (*BEAM_FIELDS, FIELDS[3]):
+                msg = msg.replace(key, label)
+            raise WorkbenchError(msg) from None
+
     @on(Select.Changed, "#ch-ckpt2")
     def _compare_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -192,13 +240,14 @@ class ChatPane(Pane):
         if prompt is None:
             prompt = self.query_one("#ch-prompt", TextArea).text
         try:
-            params, targets = self.params(), self.targets()
+            params = self.search() if self.beam else self.params()
+            targets = self.targets()
         except WorkbenchError as e:
             self.show_error(str(e))
             return
         if not self.app.trusted_or_ask([run for run, _ in targets], lambda: self.action_generate(prompt)):
             return  # asked first: a run's experiment code comes from another workspace
-        if params.seed is None:  # one seed for both columns, so they are comparable
+        if not self.beam and params.seed is None:  # one seed for both columns, so they are comparable
             import random
 
             params.seed = random.SystemRandom().randrange(2**31)
@@ -209,7 +258,10 @@ class ChatPane(Pane):
             stream = Stream(f"{run} · {ckpt}")
             self.streams.append(stream)
             col.start(stream, prompt)
-            self._generate_worker(stream, run, ckpt, prompt, params)
+            if self.beam:
+                self._beam_worker(stream, run, ckpt, prompt, params)
+            else:
+                self._generate_worker(stream, run, ckpt, prompt, params)
         self._set_status("")
         self.query_one("#ch-alts", Static).update("")
         self._timer.resume()
@@ -230,6 +282,25 @@ class ChatPane(Pane):
         finally:
             stream.done = True
 
+    @work(thread=True, exit_on_error=False)
+    def _beam_worker(self, stream: Stream, run: str, ckpt: str, prompt: str, search) -> None:
+        """Beam search (each column its own copy of the settings): the best beam's tokens, then
+        every beam with its log-probability under the replies."""
+        import dataclasses
+
+        from workbench.generation.generate import beam_generation
+
+        try:
+            model, tok = self._models.get(run, ckpt, self.probe.device_for("auto"))
+            res = beam_generation(model, tok, prompt, dataclasses.replace(search, notes=[]), stop_event=stream.stop)
+            for step in res.steps:
+                stream.push(step)
+            stream.beams = res
+        except Exception as e:  # never a traceback in the user's face
+            stream.error = user_message(e)
+        finally:
+            stream.done = True
+
     def _drain(self) -> None:
         more = False
         for col in self.query(ReplyColumn):
@@ -238,6 +309,9 @@ class ChatPane(Pane):
         if not more:
             self._timer.pause()
             self.app.refresh_bindings()
+            beams = [s for s in self.streams if s.beams is not None]
+            if beams:
+                self.query_one("#ch-alts", Static).update(beams_text(beams))
 
     def action_stop(self) -> None:
         for s in self.streams:

@@ -42,6 +42,7 @@ class Stream:
         self.t_last: float | None = None
         self.done = False
         self.result = None        # Completion
+        self.beams = None         # generate.BeamResult, for beam decoding
         self.error = ""
         self.seed = None
 
@@ -62,6 +63,22 @@ class Stream:
     @property
     def text(self) -> str:
         return "".join(s.text for s in list(self.steps))
+
+
+def beams_text(streams: list) -> Text:
+    """Every beam of each column's search, best first: its log-probability, how it ended, and
+    the start of its text (the reply above is beam 1)."""
+    t = Text()
+    for s in streams:
+        if len(streams) > 1:
+            t.append(s.label + "\n", style="bold")
+        for k, b in enumerate(s.beams.beams):
+            n = len(b.ids) + (b.ended == "eos")
+            t.append(f"beam {k + 1}", style="bold" if k == 0 else "")
+            t.append(f"  {b.logprob:8.2f} ({b.logprob / max(1, n):.2f}/tok, {b.ended.replace('_', ' ')})  ", style="dim")
+            t.append(visible(b.text).replace("\n", " ")[:200] + "\n")
+    t.rstrip()
+    return t
 
 
 def transcript(columns: list) -> str:
@@ -183,7 +200,15 @@ class ReplyColumn(Vertical):
         rate = s.tok_s
         if rate is not None:
             parts.append(f"{rate:,.0f} tok/s")
-        if s.done and s.result is not None:
+        if s.done and s.beams is not None and s.beams.beams:
+            b = s.beams.beams[0]
+            n = len(b.ids) + (b.ended == "eos")
+            parts.append(f"beam 1 of {len(s.beams.beams)}: log-prob {b.logprob:.2f} ({b.logprob / max(1, n):.2f}/token)")
+            parts.append(f"ended at {b.ended.replace('_', ' ')}")
+            parts.append(f"{s.beams.seconds:.1f} s")
+            parts.append(s.beams.precision)
+            parts += s.beams.notes[:1]
+        elif s.done and s.result is not None:
             parts.append(REASONS.get(s.result.stop_reason, s.result.stop_reason))
             parts.append(f"seed {s.result.seed}")
             parts.append(s.result.precision)
