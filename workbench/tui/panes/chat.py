@@ -293,9 +293,9 @@ class ChatPane(Pane):
         try:
             model, tok = self._models.get(run, ckpt, self.probe.device_for("auto"))
             res = beam_generation(model, tok, prompt, dataclasses.replace(search, notes=[]), stop_event=stream.stop)
+            stream.beams = res
             for step in res.steps:
                 stream.push(step)
-            stream.beams = res
         except Exception as e:  # never a traceback in the user's face
             stream.error = user_message(e)
         finally:

@@ -197,7 +197,7 @@ class ReplyColumn(Vertical):
             box.update(Text(s.error, style="bold red"))
             return
         parts = [f"{s.n_tokens} token{'s' if s.n_tokens != 1 else ''}"]
-        rate = s.tok_s
+        rate = s.tok_s if s.beams is None else None  # a search's tokens arrive all at once at the end
         if rate is not None:
             parts.append(f"{rate:,.0f} tok/s")
         if s.done and s.beams is not None and s.beams.beams:
@@ -205,7 +205,7 @@ class ReplyColumn(Vertical):
             n = len(b.ids) + (b.ended == "eos")
             parts.append(f"beam 1 of {len(s.beams.beams)}: log-prob {b.logprob:.2f} ({b.logprob / max(1, n):.2f}/token)")
             parts.append(f"ended at {b.ended.replace('_', ' ')}")
-            parts.append(f"{s.beams.seconds:.1f} s")
+            parts.append(f"searched in {s.beams.seconds:.2f} s")
             parts.append(s.beams.precision)
             parts += s.beams.notes[:1]
         elif s.done and s.result is not None:
