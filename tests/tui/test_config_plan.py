@@ -100,3 +100,23 @@ async def test_the_chosen_tokenizer_sets_the_vocab(built_ws, make_app):
         assert pane.valid
         config, error = app.panes["train"]._form  # what the Train pane would train, through the App
         assert config is not None and config.model.vocab_size == 400 and error == ""
+
+
+async def test_the_estimates_say_which_export_formats_hold_the_form(built_ws, make_app):
+    """Before training: the debug form exports everywhere; a ReLU² MLP (the planner's recipe)
+    leaves only weights, each Llama format saying why; back to SwiGLU, all again."""
+    from textual.widgets import Select
+
+    app = make_app(built_ws)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = await open_config_pane(pilot, app)
+        box = pane.query_one("#cfg-estimates", Static)
+        await wait_for(pilot, lambda: "exports to" in str(box.render()), what="the estimates")
+        assert "exports to      hf, gguf, llama2c, weights" in str(box.render())
+        pane.query_one("#model-mlp", Select).value = "relu2"
+        await wait_for(pilot, lambda: "not gguf: mlp is 'relu2'" in str(box.render()), what="the refusal")
+        text = str(box.render())
+        assert "exports to      weights" in text and "not hf: mlp is 'relu2' (Llama uses 'swiglu')" in text
+        pane.query_one("#model-mlp", Select).value = "swiglu"
+        await wait_for(pilot, lambda: "exports to      hf, gguf, llama2c, weights" in str(box.render()),
+                       what="every format again")

@@ -150,6 +150,7 @@ class Estimates:
     memory: est.MemoryEstimate | None = None
     verdict: est.Verdict | None = None
     speed: dict | None = None    # this machine's cached training speed for the shape (a budget on CPU)
+    exports: list[dict] = field(default_factory=list)  # export.formats_for: which formats can hold it
 
     @property
     def budget_applies(self) -> bool:
@@ -160,7 +161,7 @@ class Estimates:
         d = {"params": self.params, "params_breakdown": self.breakdown, "flops_per_token": self.flops,
              "head_dim": self.head_dim, "ffn_dim": self.ffn_dim, "kv_heads": self.kv_heads,
              "machine": self.machine, "memory": self.memory.to_dict() if self.memory else None,
-             "verdict": None}
+             "verdict": None, "exports": self.exports}
         if self.verdict is not None:
             d["verdict"] = {**dataclasses.asdict(self.verdict), "message": self.verdict.message}
         if self.budget_applies:
@@ -176,8 +177,11 @@ class Estimates:
 def estimates(model: ModelConfig, train: TrainConfig, machine: tuple[str, dict] | None = None) -> Estimates:
     """Estimates from the config alone; ``machine`` is (device, memory dict) as ``machine_now``
     gives it (the pane probes it in a worker), or None while unknown."""
+    from workbench.export import formats_for  # the export package sits above config: imported when used
+
     e = Estimates(sizes.param_count(model), sizes.param_breakdown(model), sizes.flops_per_token(model),
-                  model.head_dim, model.ffn_dim, model.kv_heads, train.optimizer, train.max_minutes)
+                  model.head_dim, model.ffn_dim, model.kv_heads, train.optimizer, train.max_minutes,
+                  exports=formats_for(model))
     if machine is not None:
         device, memory = machine
         e.machine = {**memory, "device": device}
@@ -383,6 +387,7 @@ def _estimate_lines(e: Estimates | None) -> list[Line]:
         _row("FLOPs/token", f"{si(fl['train'])} train, {si(fl['forward'])} forward"),
         [(f"head_dim {e.head_dim}, ffn {e.ffn_dim}, kv heads {e.kv_heads}", "")],
     ]
+    lines += export_lines(e.exports)
     if e.machine is None or e.memory is None or e.verdict is None:
         return lines + [_row("memory", ("checking the machine …", "dim"))]
     mem, m, device = e.memory, e.machine, e.machine["device"]
@@ -397,6 +402,15 @@ def _estimate_lines(e: Estimates | None) -> list[Line]:
              + (f" ({m['note']})" if m.get("note") else "")),
         _row("verdict", (e.verdict.verdict, VERDICT_STYLE.get(e.verdict.verdict, "b red"))),
     ]
+
+
+def export_lines(exports: list[dict]) -> list[Line]:
+    """Which export formats can hold the model (before training it), and why the others cannot."""
+    if not exports:
+        return []
+    ok = [x["format"] for x in exports if not x["why_not"]]
+    lines = [_row("exports to", (", ".join(ok), "b green") if ok else ("no format", "b red"))]
+    return lines + [[(f"  not {x['format']}: {x['why_not']}", "dim")] for x in exports if x["why_not"]]
 
 
 def budget_lines(e: Estimates, pending: str) -> list[Line]:

@@ -35,7 +35,7 @@ _MODULES = {m.NAME: m for m in (hf, gguf_file, llama2c, weights)}
 FORMATS = tuple(_MODULES)  # most capable first: the first one a config allows is the default
 SUMMARIES = {name: m.SUMMARY for name, m in _MODULES.items()}
 
-__all__ = ["FORMATS", "MARKER", "SUMMARIES", "export_run", "format_choices", "hf_config",
+__all__ = ["FORMATS", "MARKER", "SUMMARIES", "export_run", "format_choices", "formats_for", "hf_config",
            "hf_incompatibilities", "hf_state_dict", "incompatibilities", "read_marker"]
 
 
@@ -49,13 +49,18 @@ def hf_incompatibilities(cfg) -> list[str]:
     return hf.incompatibilities(cfg, None)
 
 
-def format_choices(ws, run_name: str) -> list[dict]:
-    """Every format for ``run_name``: ``{"format", "summary", "why_not"}`` (why_not is None when
-    the run can be exported so), most capable first; the first allowed one is the best."""
-    run, cfg, tok = _run_and_tokenizer(ws, run_name)
-    return [{"format": name, "summary": m.SUMMARY,
-             "why_not": "; ".join(m.incompatibilities(cfg.model, tok)) or None}
+def formats_for(cfg, tok=None) -> list[dict]:
+    """Every format for a model of config ``cfg``: ``{"format", "summary", "why_not"}`` (why_not
+    is None when it can hold it), most capable first. Without ``tok`` only the model is checked
+    (the Config pane and ``config show``, before a tokenizer is tied to it)."""
+    return [{"format": name, "summary": m.SUMMARY, "why_not": "; ".join(m.incompatibilities(cfg, tok)) or None}
             for name, m in _MODULES.items()]
+
+
+def format_choices(ws, run_name: str) -> list[dict]:
+    """``formats_for`` a run: its config and tokenizer; the first allowed one is the best."""
+    run, cfg, tok = _run_and_tokenizer(ws, run_name)
+    return formats_for(cfg.model, tok)
 
 
 @dataclass

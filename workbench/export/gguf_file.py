@@ -45,7 +45,7 @@ def incompatibilities(cfg, tok) -> list[str]:
     why = llama_incompatibilities(cfg, "llama.cpp")
     if importlib.util.find_spec("gguf") is None:
         why.append("the gguf package is not installed (pip install 'workbench[export]')")
-    if tok.vocab_size > cfg.vocab_size:
+    if tok is not None and tok.vocab_size > cfg.vocab_size:
         why.append(f"the tokenizer has {tok.vocab_size} pieces, more than the model's vocab_size "
                    f"{cfg.vocab_size}")
     return why

@@ -54,6 +54,8 @@ def incompatibilities(cfg, tok) -> list[str]:
     why = llama_incompatibilities(
         cfg, "run.c", also={"norm_eps": RUN_C_EPS, "rope_theta": RUN_C_THETA},
         reasons={"norm_eps": "run.c hard-codes 1e-05", "rope_theta": "run.c hard-codes 10000.0"})
+    if tok is None:
+        return why
     if tok.bos_id != RUN_C_BOS:
         why.append(f"the tokenizer's BOS id is {tok.bos_id} (run.c starts from and stops at id 1)")
     if tok.vocab_size > cfg.vocab_size:
