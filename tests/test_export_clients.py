@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 PEER_RUN_C = REPO.parent / "shared" / "peers" / "llama2.c" / "run.c"
 N = 40
 RUNS = {"tied": dict(tie_embeddings=True, n_kv_heads=2), "untied": dict(tie_embeddings=False, n_kv_heads=4)}
+# the planner's ReLU² MLP: of the Llama formats only hf holds it (relu(z)·z = relu(z)², a gated MLP
+# whose gate and up are one matrix)
+HF_ONLY = {"relu2": dict(tie_embeddings=True, n_kv_heads=2, mlp="relu2")}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def trained(tmp_path_factory) -> Workspace:
     ws = Workspace.at(root / "ws")
     corpus_dir = write_story_file(root / "stories.txt", 300)
     build_tokenizer(ws, "tok", TokenizerSettings(vocab_size=400, sample_mb=1, data=str(corpus_dir)))
-    for name, model in RUNS.items():
+    for name, model in {**RUNS, **HF_ONLY}.items():
         cfg = load_config("debug")
         cfg.model = cfg.model.replace(vocab_size=400, **model)
         cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=1,
@@ -205,7 +208,7 @@ def test_gguf_export_generates_our_tokens_in_llama_cpp(trained, tmp_path, capsys
 
 # --- transformers --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("run", list(RUNS))
+@pytest.mark.parametrize("run", [*RUNS, *HF_ONLY])
 def test_hf_export_generates_our_text_in_transformers(trained, tmp_path, capsys, run):
     tf = pytest.importorskip("transformers")
     pytest.importorskip("google.protobuf")

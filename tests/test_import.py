@@ -69,6 +69,43 @@ def ws(tmp_path_factory) -> Workspace:
 
 
 @pytest.fixture(scope="module")
+def relu2_run(ws, tmp_path_factory) -> str:
+    """A run of the planner's ReLU² MLP, which of the Llama formats only hf holds."""
+    from workbench.config.schema import load_config
+    from workbench.training.trainer import Trainer
+
+    stories = write_story_file(tmp_path_factory.mktemp("relu2") / "stories.txt", 300)
+    cfg = load_config("debug")
+    cfg.model = cfg.model.replace(vocab_size=400, mlp="relu2", tie_embeddings=True, n_kv_heads=2)
+    cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=2,
+                                  log_interval=50, checkpoint_interval=200, num_threads=1, seed=0)
+    assert Trainer.new(ws, cfg, "tok", str(stories), name="relu2").run()["state"] == "finished"
+    return "relu2"
+
+
+def test_a_relu2_run_round_trips_through_hf(ws, tmp_path, capsys, relu2_run):
+    """hf holds ReLU² exactly (hidden_act relu, gate_proj = up_proj): imported back, the same
+    logits and greedy text; a folder whose gate and up differ is refused naming the layer."""
+    from safetensors.torch import load_file, save_file
+
+    src = exported(ws, relu2_run, "hf", tmp_path, capsys)
+    cfg = json.loads((src / "config.json").read_text())
+    assert cfg["hidden_act"] == "relu"
+    w = load_file(str(src / "model.safetensors"))
+    assert torch.equal(w["model.layers.0.mlp.gate_proj.weight"], w["model.layers.0.mlp.up_proj.weight"])
+    import_cli(ws, src, "relu2-back", capsys)
+    assert get_run(ws, "relu2-back").raw_config()["model"]["mlp"] == "relu2"
+    x = ids()
+    a, b = logits(ws, relu2_run, x), logits(ws, "relu2-back", x)
+    assert (a - b).abs().max().item() < 1e-6 * a.abs().max().item()
+    for prompt in PROMPTS:
+        assert greedy(ws, "relu2-back", capsys, prompt)["ids"] == greedy(ws, relu2_run, capsys, prompt)["ids"]
+    w["model.layers.1.mlp.up_proj.weight"] = w["model.layers.1.mlp.up_proj.weight"] * 1.5
+    save_file(w, str(src / "model.safetensors"), metadata={"format": "pt"})
+    assert "layer 1's gate_proj and up_proj differ" in _refused(ws, capsys, src)
+
+
+@pytest.fixture(scope="module")
 def stories(ws) -> Path:
     return ws.root.parent / "stories.txt"
 
@@ -477,7 +514,8 @@ def test_an_unknown_architecture_is_refused(ws, tmp_path, capsys, llama_tok):
 @pytest.mark.parametrize("change,said", [
     ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling is {\"rope_type\": \"linear\", "
                                                               "\"factor\": 2.0} (workbench's RoPE has no scaling)"),
-    ({"hidden_act": "gelu"}, "hidden_act is 'gelu' (workbench's SwiGLU uses silu)"),
+    ({"hidden_act": "gelu"}, "hidden_act is 'gelu' (workbench reads silu (SwiGLU), or relu with gate_proj = "
+                             "up_proj (its ReLU² MLP))"),
     ({"attention_bias": True}, "attention_bias is true (workbench's Llama has no bias terms)"),
     ({"head_dim": 16}, "head_dim is 16 (workbench's head size is hidden_size / num_attention_heads = 8)"),
     ({"sliding_window": 4096}, "sliding_window is 4096 (a setting this importer does not know"),

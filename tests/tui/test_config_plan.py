@@ -104,7 +104,7 @@ async def test_the_chosen_tokenizer_sets_the_vocab(built_ws, make_app):
 
 async def test_the_estimates_say_which_export_formats_hold_the_form(built_ws, make_app):
     """Before training: the debug form exports everywhere; a ReLU² MLP (the planner's recipe)
-    leaves only weights, each Llama format saying why; back to SwiGLU, all again."""
+    leaves hf and weights, gguf and llama2c saying why; back to SwiGLU, all again."""
     from textual.widgets import Select
 
     app = make_app(built_ws)
@@ -116,7 +116,7 @@ async def test_the_estimates_say_which_export_formats_hold_the_form(built_ws, ma
         pane.query_one("#model-mlp", Select).value = "relu2"
         await wait_for(pilot, lambda: "not gguf: mlp is 'relu2'" in str(box.render()), what="the refusal")
         text = str(box.render())
-        assert "exports to      weights" in text and "not hf: mlp is 'relu2' (Llama uses 'swiglu')" in text
+        assert "exports to      hf, weights" in text and "not llama2c: mlp is 'relu2' (run.c uses 'swiglu')" in text
         pane.query_one("#model-mlp", Select).value = "swiglu"
         await wait_for(pilot, lambda: "exports to      hf, gguf, llama2c, weights" in str(box.render()),
                        what="every format again")

@@ -26,7 +26,8 @@ SUMMARY = "transformers: a Llama folder for AutoModelForCausalLM"
 
 
 def incompatibilities(cfg, tok) -> list[str]:
-    return llama_incompatibilities(cfg, "Llama")
+    # a ReLU² MLP is exact in Llama's gated one: act relu, gate_proj = up_proj = w1 (relu(z)·z = relu(z)²)
+    return llama_incompatibilities(cfg, "Llama", allow={"mlp": ("relu2",)})
 
 
 def hf_config(cfg, tok) -> dict:
@@ -40,7 +41,7 @@ def hf_config(cfg, tok) -> dict:
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
+        "hidden_act": "relu" if cfg.mlp == "relu2" else "silu",
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         # both spellings: transformers 5 reads rope_parameters, 4.x reads rope_theta
@@ -147,8 +148,8 @@ def model_config(d: dict):
     for key in HF_SHAPES:
         if key not in d:
             raise WorkbenchError(f"config.json has no {key}")
-    if d.get("hidden_act", "silu") != "silu":
-        refuse("hidden_act", "workbench's SwiGLU uses silu")
+    if d.get("hidden_act", "silu") not in ("silu", "relu"):
+        refuse("hidden_act", "workbench reads silu (SwiGLU), or relu with gate_proj = up_proj (its ReLU² MLP)")
     for key in ("attention_bias", "mlp_bias"):
         if d.get(key):
             refuse(key, "workbench's Llama has no bias terms")
@@ -171,7 +172,7 @@ def model_config(d: dict):
         if key not in HF_INERT and key not in HF_CHECKED and value not in (None, False, 0, {}, []):
             refuse(key, "a setting this importer does not know, so it cannot say the model ignores it")
     return llama_config(
-        "config.json", vocab_size=d["vocab_size"], dim=d["hidden_size"], n_layers=d["num_hidden_layers"],
+        "config.json", mlp="relu2" if d.get("hidden_act") == "relu" else "swiglu", vocab_size=d["vocab_size"], dim=d["hidden_size"], n_layers=d["num_hidden_layers"],
         n_heads=heads, n_kv_heads=d.get("num_key_value_heads") or heads, hidden_dim=d["intermediate_size"],
         norm_eps=float(d.get("rms_norm_eps", 1e-6)), rope_theta=float(10000.0 if theta is None else theta),
         max_seq_len=d.get("max_position_embeddings", 2048), tie_embeddings=bool(d.get("tie_word_embeddings", False)))
@@ -237,5 +238,12 @@ def read(folder: Path) -> Imported:
     check_tensors({k: tuple(v.shape) for k, v in got.items()}, llama_shapes(cfg, HF_TOP, HF_LAYER, HF_ROLES),
                   ignore=lambda n: n.endswith("rotary_emb.inv_freq") or (tied_copy and n == "lm_head.weight"))
     tensors = llama_from_named(got, cfg, HF_TOP, HF_LAYER, HF_ROLES, interleave=False)
+    if cfg.mlp == "relu2":
+        import torch
+
+        for i, layer in enumerate(tensors.layers):
+            if not torch.equal(layer.gate, layer.up):
+                raise WorkbenchError(f"config.json: hidden_act is 'relu' but layer {i}'s gate_proj and up_proj differ "
+                                     "(workbench's ReLU² MLP is relu(x W)·(x W): one matrix for both)")
     specials = {k: d[f"{k}_token_id"] for k in ("bos", "eos") if isinstance(d.get(f"{k}_token_id"), int)}
     return Imported("hf", cfg, tensors, spm.read_bytes(), {}, specials)

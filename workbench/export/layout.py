@@ -30,10 +30,11 @@ HANDLED = {"vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim
 
 
 def llama_incompatibilities(cfg, reader: str, also: dict | None = None,
-                            reasons: dict | None = None) -> list[str]:
+                            reasons: dict | None = None, allow: dict | None = None) -> list[str]:
     """Why ``cfg`` cannot be written for ``reader`` (e.g. "Llama", "run.c"); empty when it can.
 
-    ``also`` adds required values (field -> value) and ``reasons`` explains them."""
+    ``also`` adds required values (field -> value) and ``reasons`` explains them; ``allow``
+    names other values a format can hold too (field -> tuple; hf holds ``mlp: relu2``)."""
     need = {**LLAMA, **(also or {})}
     why = []
     for f in dataclasses.fields(cfg):
@@ -41,7 +42,7 @@ def llama_incompatibilities(cfg, reader: str, also: dict | None = None,
             continue  # a variant's options: the variant itself is named (a non-default choice)
         value = getattr(cfg, f.name)
         if f.name in need:
-            if value != need[f.name]:
+            if value != need[f.name] and value not in (allow or {}).get(f.name, ()):
                 reason = (reasons or {}).get(f.name) or (
                     f"{reader} has no bias terms" if f.name == "bias" else f"{reader} uses {_show(need[f.name])}")
                 why.append(f"{f.name} is {_show(value)} ({reason})")
@@ -85,7 +86,11 @@ def llama_tensors(model) -> LlamaTensors:
     for i in range(cfg.n_layers):
         p = f"layers.{i}."
         q, k, v = _unfused(sd, p + "attn.", "wqkv", ("wq", "wk", "wv"), (H * D, Hkv * D, Hkv * D))
-        gate, up = _unfused(sd, p + "mlp.", "w13", ("w1", "w3"), (F, F))
+        if cfg.mlp == "relu2":  # relu(w1 x)² = relu(w1 x) · (w1 x): a gated MLP whose gate and up are w1
+            gate = sd[p + "mlp.w1.weight"]
+            up = gate.clone()  # its own storage: safetensors refuses two names for one tensor
+        else:
+            gate, up = _unfused(sd, p + "mlp.", "w13", ("w1", "w3"), (F, F))
         layers.append(LlamaLayer(sd[p + "attn_norm.weight"], q, k, v, sd[p + "attn.wo.weight"],
                                  sd[p + "mlp_norm.weight"], gate, up, sd[p + "mlp.w2.weight"]))
     return LlamaTensors(sd["tok_emb.weight"], sd["norm.weight"],
@@ -151,10 +156,11 @@ class Imported:
     specials: dict | None = None  # special ids the file itself names (bos, eos): checked against the tokenizer's
 
 
-def llama_config(where: str, **fields):
+def llama_config(where: str, mlp: str = "swiglu", **fields):
     """A ModelConfig holding a Llama of these shapes (``vocab_size, dim, n_layers, n_heads,
-    n_kv_heads, hidden_dim, norm_eps, rope_theta, max_seq_len, tie_embeddings``), or a
-    WorkbenchError naming ``where`` the values came from and the field our model refuses."""
+    n_kv_heads, hidden_dim, norm_eps, rope_theta, max_seq_len, tie_embeddings``) and MLP (SwiGLU,
+    or ReLU² where the format holds it), or a WorkbenchError naming ``where`` the values came
+    from and the field our model refuses."""
     from workbench.config.schema import ModelConfig
     from workbench.errors import ConfigError, WorkbenchError
 
@@ -162,7 +168,7 @@ def llama_config(where: str, **fields):
         if isinstance(v, bool) != (k == "tie_embeddings") or not isinstance(v, (int, float)):
             raise WorkbenchError(f"{where}: {k} is {v!r}, not a number")
     try:
-        return ModelConfig(**LLAMA, **fields)
+        return ModelConfig(**{**LLAMA, "mlp": mlp}, **fields)
     except ConfigError as e:
         raise WorkbenchError(f"{where} describes a model workbench cannot build: {e}") from None
 
@@ -216,8 +222,11 @@ def our_state_dict(t: LlamaTensors, cfg) -> dict:
     for i, L in enumerate(t.layers):
         p = f"layers.{i}."
         sd.update({p + "attn_norm.weight": L.attn_norm, p + "attn.wqkv.weight": torch.cat([L.q, L.k, L.v], 0),
-                   p + "attn.wo.weight": L.o, p + "mlp_norm.weight": L.mlp_norm, p + "mlp.w1.weight": L.gate,
-                   p + "mlp.w3.weight": L.up, p + "mlp.w2.weight": L.down})
+                   p + "attn.wo.weight": L.o, p + "mlp_norm.weight": L.mlp_norm, p + "mlp.w2.weight": L.down})
+        if cfg.mlp == "relu2":  # gate and up are one matrix (``llama_tensors``; checked equal on import)
+            sd[p + "mlp.w1.weight"] = L.up
+        else:
+            sd.update({p + "mlp.w1.weight": L.gate, p + "mlp.w3.weight": L.up})
     return {k: v.float().contiguous() for k, v in sd.items()}
 
 
