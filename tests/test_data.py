@@ -254,7 +254,8 @@ def test_data_check_names_every_problem_of_a_text_file_with_its_byte_offset(tmp_
     nul = raw.index(b"\x00")
     long = raw.index(b"xxxx")
     assert code == 1
-    assert lines[:-1] == [
+    assert lines[0].startswith("characters: ") and lines[1] == "control characters: '\\x00' 1"
+    assert lines[2:-1] == [
         f"{f}: byte {empty1:,}: an empty document (nothing since the last separator)",
         f"{f}: byte {bad:,}: byte 0xff is not UTF-8",
         f"{f}: byte {empty2:,}: an empty document (nothing since the last separator)",
@@ -278,6 +279,8 @@ def test_data_check_reads_json_lines_parquet_and_folders(tmp_path, capsys):
     code, lines = _check(tmp_path, capsys, str(d))
     at = [sum(map(len, rows[:i])) for i in range(len(rows))]
     assert code == 1
+    read = "fine" + "one" + "two" + "para one.\n\npara two.\n\npara three.\n"  # the documents' text
+    assert lines.pop(0).startswith(f"characters: {len(set(read))} distinct in {len(read)}; 0.00% outside ASCII")
     assert lines == [
         f"{d / 'a.jsonl'}:2: byte {at[1]}: an empty 'text'",
         f"{d / 'a.jsonl'}:3: byte {at[2]}: not JSON (Expecting value)",
@@ -349,3 +352,28 @@ def test_data_stats_are_the_same_read_in_small_chunks(trained, monkeypatch, chun
     whole = stats.data_stats(info, tok)
     monkeypatch.setattr(stats, "CHUNK", chunk)
     assert stats.data_stats(info, tok) == whole
+
+
+def test_data_check_counts_the_character_set_of_the_documents(tmp_path, capsys):
+    """The characters of the documents (not the separators), counted here independently: how
+    many distinct, the share outside ASCII, the rarest first, control characters by count."""
+    import collections
+    import json
+
+    docs = ["Once upon a time, Tom saw a café.\n", "Lily said “hi” 😀\tand\x07 left.\n", "The end.\n"]
+    f = tmp_path / "s.txt"
+    f.write_text("<|endoftext|>\n".join(docs), encoding="utf-8")
+    want = collections.Counter("".join(docs))
+    code, lines = _check(tmp_path, capsys, str(f))
+    assert code == 0
+    non_ascii = sum(n for c, n in want.items() if ord(c) > 127) / sum(want.values())
+    rarest = sorted(want.items(), key=lambda kv: (kv[1], kv[0]))[:10]
+    assert lines[0] == (f"characters: {len(want)} distinct in {sum(want.values())}; {100 * non_ascii:.2f}% outside "
+                        "ASCII; rarest: " + ", ".join(f"{c!r} {n}" for c, n in rarest))
+    assert lines[1] == "control characters: '\\x07' 1"
+    from workbench.cli import main
+
+    assert main(["--workspace", str(tmp_path), "data", "check", str(f), "--json"]) == 0
+    cs = json.loads(capsys.readouterr().out)["charset"]
+    assert cs["distinct"] == len(want) and cs["characters"] == sum(want.values())
+    assert cs["rarest"] == [list(x) for x in rarest] and cs["control"] == [["\x07", 1]]

@@ -83,6 +83,12 @@ def cmd_check(args, ws) -> int:
     if args.json:
         print_json(report.to_dict())
         return 0 if report.clean else 1
+    cs = report.charset()
+    if cs["distinct"]:
+        print(f"characters: {cs['distinct']:,} distinct in {cs['characters']:,}; {100 * cs['non_ascii_share']:.2f}% "
+              "outside ASCII; rarest: " + ", ".join(f"{c!r} {n:,}" for c, n in cs["rarest"]))
+        if cs["control"]:
+            print("control characters: " + ", ".join(f"{c!r} {n:,}" for c, n in cs["control"]))
     for p in report.problems:
         print(p.text())
     for where, n in report.more.items():

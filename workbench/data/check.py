@@ -12,6 +12,11 @@ What it finds, each with the file and the byte offset (and the line, for JSON li
   is not a string or is empty; in a .json file, the same for its records;
 - in a parquet file: a missing text column, and empty or null texts.
 
+It also counts the character set of the text it reads (documents, not separators): how many
+distinct characters, the share outside ASCII, the least frequent ones, and control characters
+other than newline and tab — what a character-level tokenizer will have to hold, and where odd
+bytes hide.
+
 ``check_source`` returns a ``CheckReport``; the CLI prints one line per problem and exits 1 when
 there is any. A hub dataset is not read here (it is checked as it streams in `data prepare`).
 """
@@ -19,6 +24,7 @@ there is any. A hub dataset is not read here (it is checked as it streams in `da
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -50,14 +56,27 @@ class CheckReport:
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
     more: dict[str, int] = field(default_factory=dict)  # "path: kind" -> problems not listed
+    chars: Counter = field(default_factory=Counter)  # every character of the documents read
 
     @property
     def clean(self) -> bool:
         return not self.problems
 
+    def charset(self, rare: int = 10) -> dict:
+        """The character set: distinct characters, their total, the share outside ASCII, the
+        ``rare`` least frequent (fewest first, then by code point) and the control characters
+        (other than newline, tab and carriage return) with their counts."""
+        total = sum(self.chars.values())
+        non_ascii = sum(n for c, n in self.chars.items() if ord(c) > 127)
+        order = sorted(self.chars.items(), key=lambda kv: (kv[1], kv[0]))
+        control = {c: n for c, n in sorted(self.chars.items()) if (ord(c) < 32 and c not in "\n\t\r") or ord(c) == 127}
+        return {"distinct": len(self.chars), "characters": total, "non_ascii_share": non_ascii / total if total else 0.0,
+                "rarest": [[c, n] for c, n in order[:rare]], "control": [[c, n] for c, n in control.items()]}
+
     def to_dict(self) -> dict:
         return {"source": self.source, "files": self.files, "documents": self.documents, "bytes": self.bytes,
-                "problems": [p.__dict__ for p in self.problems], "not_listed": self.more, "clean": self.clean}
+                "problems": [p.__dict__ for p in self.problems], "not_listed": self.more, "clean": self.clean,
+                "charset": self.charset()}
 
 
 class _Sink:
@@ -141,6 +160,8 @@ def _check_txt(path: Path, sink: _Sink, report: CheckReport) -> None:
             if b"\x00" in line:
                 sink.add("nul", "a NUL byte: this looks like a binary file, not UTF-8 text", offset + line.index(b"\x00"))
             _check_bytes(path, line, sink, offset)
+            if line.strip() != EOT_LINE:
+                report.chars.update(line.decode("utf-8", errors="ignore"))
             if line.strip() == EOT_LINE:
                 separators += 1
                 if doc_blank:
@@ -232,6 +253,7 @@ def _check_record(rec, text_column: str, sink: _Sink, report: CheckReport, offse
         sink.add("empty document", f"{prefix}an empty {text_column!r}", offset, line)
     else:
         report.documents += 1
+        report.chars.update(rec[text_column])
 
 
 def _json_kind(value) -> str:
@@ -261,4 +283,5 @@ def _check_parquet(path: Path, text_column: str, sink: _Sink, report: CheckRepor
                 sink.add("empty document", f"row {row}: {'null' if value is None else 'an empty text'}", None)
             else:
                 report.documents += 1
+                report.chars.update(value)
             row += 1
