@@ -835,6 +835,13 @@ def test_eval_on_a_folder_takes_its_test_files_and_split_picks_them(trained, tmp
     got = json.loads(capsys.readouterr().out)
     assert got["split"] == "test" and got["data"] == f"{folder} (test.txt)"
     assert got["val_loss"] == pytest.approx(_by_hand(trained, folder / "test.txt", 32)[0], rel=1e-5)
+    # the test figures in `runs compare` and in the run's summary (the Runs pane's line)
+    assert main([*ws, "runs", "compare", "real"]) == 0
+    out = capsys.readouterr().out
+    assert f"\non {folder} (test.txt), test split (workbench eval --data):\n  real" in out
+    assert f"loss {got['val_loss']:.4f}, bits/byte {got['bpb']:.4f}, top-1 {got['top1']:.4f} @ step_000012" in out
+    d = get_run(trained, "real").summary()["last_data_eval"]
+    assert (d["split"], d["val_loss"], d["checkpoint"]) == ("test", got["val_loss"], "step_000012")
     for args, said in ((["--data", str(folder), "--split", "valid"], f"folder {str(folder)!r} has no valid files"),
                        (["--data", str(folder / "test.txt"), "--split", "test"], "a file is evaluated whole"),
                        (["--split", "test"], "--split picks the files of --data")):

@@ -281,6 +281,12 @@ def cmd_compare(args, ws) -> int:
     for r in out["runs"]:
         print(f"{r['name']:32} {r['tokens']:>11,} {_fmt(r['final_val_loss'], '.4f'):>9} "
               f"{_fmt(r['best_val_loss'], '.4f'):>9} {_fmt(r['best_bpb'], '.3f'):>6}")
+    for e in out["data_evals"]:  # `eval --data`: a test split, another text
+        part = f", {e['split']} split" if e.get("split") in ("valid", "test") else ""
+        print(f"\non {e['data']}{part} (workbench eval --data):")
+        for r in e["runs"]:
+            print(f"  {r['name']:32} loss {_fmt(r['val_loss'], '.4f')}, bits/byte {_fmt(r['bpb'], '.4f')}, "
+                  f"top-1 {_fmt(r['top1'], '.4f')} @ {r['checkpoint']}")
     if base is not None:
         print(f"\nbaseline {base.name}: final val loss {out['baseline_final_loss']:.4f}")
         for r in out["vs_baseline"]:

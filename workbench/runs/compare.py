@@ -63,10 +63,26 @@ def _diff(curve: list[tuple[int, float]], base: list[tuple[int, float]]) -> list
     return [(x, interp(curve, x) - y) for x, y in base if interp(curve, x) is not None]
 
 
+def data_evals(runs: list[Run]) -> list[dict]:
+    """The runs' scores on other text (``workbench eval --data``: a test split, another file),
+    one entry per data and split in the order first met, each run's newest score there."""
+    from workbench.runs.folder import DATA_EVAL_KEYS
+
+    out: dict[tuple, dict] = {}
+    for r in runs:
+        for row in r.metrics():
+            if row.get("kind") != "data_eval":
+                continue
+            key = (row.get("data"), row.get("split"))
+            entry = out.setdefault(key, {"data": key[0], "split": key[1], "runs": {}})
+            entry["runs"][r.name] = {"name": r.name, **{k: row.get(k) for k in DATA_EVAL_KEYS}}
+    return [{**e, "runs": list(e["runs"].values())} for e in out.values()]
+
+
 def compare(runs: list[Run], baseline: Run | None = None) -> dict:
-    """Final and best validation loss per run, and with a baseline ``compare_curves`` of them all
-    (the Runs pane draws the same numbers)."""
-    out = {"runs": [r.summary() for r in runs]}
+    """Final and best validation loss per run, their scores on other text (``data_evals``), and
+    with a baseline ``compare_curves`` of them all (the Runs pane draws the same numbers)."""
+    out = {"runs": [r.summary() for r in runs], "data_evals": data_evals(runs)}
     if baseline is not None:
         both = {r.name: r for r in [*runs, baseline]}
         metrics = {name: r.metrics() for name, r in both.items()}

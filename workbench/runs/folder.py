@@ -163,6 +163,7 @@ class Run:
         rows = self.metrics()
         evals = [r for r in rows if r.get("kind") == "eval" and _num(r.get("val_loss"))]
         trains = [r for r in rows if r.get("kind") == "train"]
+        data_evals = [r for r in rows if r.get("kind") == "data_eval" and _num(r.get("val_loss"))]
         best = min(evals, key=lambda r: r["val_loss"]) if evals else None
         tok_s = sorted(r["tok_s"] for r in trains if _num(r.get("tok_s")))
         try:
@@ -193,7 +194,12 @@ class Run:
             "tags": labels["tags"],
             "note": labels["note"],
             "pinned": labels["pinned"],
+            "last_data_eval": {k: data_evals[-1].get(k) for k in DATA_EVAL_KEYS} if data_evals else None,
         }
+
+
+# what a summary keeps of a run's newest `eval --data` row (``training.evaluate``)
+DATA_EVAL_KEYS = ("data", "split", "checkpoint", "val_loss", "bpb", "top1")
 
 
 def _num(x) -> bool:

@@ -225,6 +225,11 @@ class RunsPane(Pane):
             text += " · pinned"
         if row.get("sort_value") is not None:
             text += f" · {self.sort.replace(':', ' ')} {row['sort_value']:.4g}"
+        d = row.get("last_data_eval")
+        if d:  # `eval --data`: a test split or another text
+            part = f" {d['split']}" if d.get("split") in ("valid", "test") else ""
+            text += f" · on {d['data']}{part}: loss {d['val_loss']:.4f}" + (
+                f", {d['bpb']:.3f} bits/byte" if isinstance(d.get("bpb"), (int, float)) else "")
         if row.get("tags"):
             text += f" · tags {', '.join(row['tags'])}"
         if row.get("note"):
