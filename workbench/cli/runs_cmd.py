@@ -239,7 +239,8 @@ def cmd_health(args, ws) -> int:
     for line in out["flags"]:
         print(f"  ! {line}")
     if not out["flags"]:
-        print(f"  every layer's update/weight is within [{health.LOW:g}, {health.HIGH:g}]")
+        print(f"  no layer flagged (update/weight outside [{health.LOW:g}, {health.HIGH:g}]; too small counts while "
+              f"the learning rate is at least {health.LR_AWAKE:g} of its peak)")
     return 0
 
 
