@@ -326,6 +326,21 @@ def train_run(ws, name: str, lr: float, steps: int = 20) -> None:
     assert state["state"] == "finished", state
 
 
+def train_debug_run(ws, name: str, stories, eval_batches: int = 2, **model) -> None:
+    """Run ``name``: the debug preset with vocab 400 and ``model``'s changes, trained by the real
+    engine for 200 steps on ``stories`` with tokenizer ``tok`` (varied greedy text: what the
+    export and import tests compare across formats)."""
+    from workbench.config.schema import load_config
+    from workbench.training.trainer import Trainer
+
+    cfg = load_config("debug")
+    cfg.model = cfg.model.replace(vocab_size=400, **model)
+    cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=eval_batches,
+                                  log_interval=50, checkpoint_interval=200, num_threads=1, seed=0)
+    state = Trainer.new(ws, cfg, "tok", str(stories), name=name).run()
+    assert state["state"] == "finished", state
+
+
 def write_run(ws, name: str, scale: float, steps: int = 200, created: str = "2024-01-02T03:04:05") -> None:
     """For snapshots only: a run the real engine trained (``train_run``), whose metrics, status
     and date are then replaced by fixed numbers, so the picture is the same on every machine

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import write_story_file
+from helpers import train_debug_run, write_story_file
 from workbench.cli import main
 from workbench.workspace import Workspace
 
@@ -36,22 +36,15 @@ HF_ONLY = {"relu2": dict(tie_embeddings=True, n_kv_heads=2, mlp="relu2")}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Workspace:
-    from workbench.config.schema import load_config
     from workbench.tokenizer.tokenizer import TokenizerSettings
     from workbench.tokenizer.build import build_tokenizer
-    from workbench.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("clients")
     ws = Workspace.at(root / "ws")
     corpus_dir = write_story_file(root / "stories.txt", 300)
     build_tokenizer(ws, "tok", TokenizerSettings(vocab_size=400, sample_mb=1, data=str(corpus_dir)))
     for name, model in {**RUNS, **HF_ONLY}.items():
-        cfg = load_config("debug")
-        cfg.model = cfg.model.replace(vocab_size=400, **model)
-        cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=1,
-                                      log_interval=50, checkpoint_interval=200, num_threads=1, seed=0)
-        state = Trainer.new(ws, cfg, "tok", str(corpus_dir), name=name).run()
-        assert state["state"] == "finished", state
+        train_debug_run(ws, name, corpus_dir, eval_batches=1, **model)
     return ws
 
 

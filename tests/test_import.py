@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import write_story_file
+from helpers import train_debug_run, write_story_file
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.export.importer import import_model
@@ -49,37 +49,23 @@ PROMPTS = ("", "Once upon a time, Lily")
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Workspace:
-    from workbench.config.schema import load_config
     from workbench.tokenizer.build import build_tokenizer
     from workbench.tokenizer.tokenizer import TokenizerSettings
-    from workbench.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("imports")
     w = Workspace.at(root / "ws")
     stories = write_story_file(root / "stories.txt", 300)
     build_tokenizer(w, "tok", TokenizerSettings(vocab_size=400, sample_mb=1, data=str(stories)))
     for name, model in RUNS.items():
-        cfg = load_config("debug")
-        cfg.model = cfg.model.replace(vocab_size=400, **model)
-        cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=2,
-                                      log_interval=50, checkpoint_interval=200, num_threads=1, seed=0)
-        state = Trainer.new(w, cfg, "tok", str(stories), name=name).run()
-        assert state["state"] == "finished", state
+        train_debug_run(w, name, stories, **model)
     return w
 
 
 @pytest.fixture(scope="module")
 def relu2_run(ws, tmp_path_factory) -> str:
     """A run of the planner's ReLU² MLP, which of the Llama formats only hf holds."""
-    from workbench.config.schema import load_config
-    from workbench.training.trainer import Trainer
-
     stories = write_story_file(tmp_path_factory.mktemp("relu2") / "stories.txt", 300)
-    cfg = load_config("debug")
-    cfg.model = cfg.model.replace(vocab_size=400, mlp="relu2", tie_embeddings=True, n_kv_heads=2)
-    cfg.train = cfg.train.replace(max_steps=200, warmup_steps=5, eval_interval=200, eval_batches=2,
-                                  log_interval=50, checkpoint_interval=200, num_threads=1, seed=0)
-    assert Trainer.new(ws, cfg, "tok", str(stories), name="relu2").run()["state"] == "finished"
+    train_debug_run(ws, "relu2", stories, mlp="relu2", tie_embeddings=True, n_kv_heads=2)
     return "relu2"
 
 
@@ -213,7 +199,7 @@ def test_every_export_imports_back_with_the_same_logits_and_greedy_text(ws, tmp_
     from workbench.tokenizer.tokenizer import load_tokenizer
 
     tname = raw["data"]["tokenizer"]
-    assert tname == "tok" if "gguf" not in fmt else tname.startswith(f"back-")
+    assert tname == "tok" if "gguf" not in fmt else tname.startswith("back-")
     assert load_tokenizer(ws, tname).sha256 == raw["data"]["tokenizer_sha256"] == theirs.sha256
 
 

@@ -116,7 +116,7 @@ def _beam_search(args, ws) -> int:
                         length_penalty=1.0 if args.length_penalty is None else args.length_penalty,
                         stop_at_eos=not args.ignore_eos).validate()  # bad settings fail before the model loads
     model, tok, cfg, ckpt = load_for_generation(ws, args.run, args.checkpoint, args.device, args.precision, say_note)
-    res = beam_generation(model, tok, args.prompt, search, alternatives=0)
+    res = beam_generation(model, tok, args.prompt, search, score=False)
     found, seconds = res.beams, res.seconds
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)

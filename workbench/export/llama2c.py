@@ -182,7 +182,7 @@ def read_header(path: Path) -> tuple[int, object, int]:
     try:
         cfg = llama_config(f"its llama2.c header ({said})", **dict(zip(names, dims)), vocab_size=vocab,
                            max_seq_len=seq, norm_eps=RUN_C_EPS, rope_theta=RUN_C_THETA, tie_embeddings=tied)
-    except WorkbenchError as e:
+    except WorkbenchError:
         if version == 0:  # no magic to go by: a header of nonsense is a file of another kind
             raise WorkbenchError(f"it {NOT_A_MODEL} (read as one, its header says {said})") from None
         raise

@@ -385,11 +385,12 @@ class BeamResult:
 
 
 def beam_generation(model, tok, prompt: str, search, stop_event: threading.Event | None = None,
-                    alternatives: int = 5) -> BeamResult:
+                    alternatives: int = 5, score: bool = True) -> BeamResult:
     """Beam search from ``prompt`` (``generation.beam``) with text: the verb ``generate --beams``
     and the Chat pane's beam decoding share. The best beam's tokens are scored again in one
     forward over prompt + beam, so each step carries its probability and the top alternatives
-    under the model's own distribution, as a sampled reply's steps do."""
+    under the model's own distribution, as a sampled reply's steps do (``score=False``: no steps,
+    no extra forward — the CLI prints texts and log-probabilities only)."""
     import torch
 
     from workbench.generation.beam import beam_search
@@ -401,7 +402,7 @@ def beam_generation(model, tok, prompt: str, search, stop_event: threading.Event
     for b in found:
         b.text = tok.decode(b.ids)
     steps: list[TokenStep] = []
-    if found and found[0].ids:
+    if score and found and found[0].ids:
         best = found[0].ids
         seq = (ids + best)[-model.config.max_seq_len:]
         device = next(model.parameters()).device

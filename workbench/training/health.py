@@ -165,17 +165,23 @@ def read_health(run_path: Path) -> list[dict]:
 def flags(row: dict, peak_lr: float | None = None) -> list[str]:
     """One line per layer whose update ratio leaves [LOW, HIGH] (too small only counts while
     the learning rate is at least LR_AWAKE of ``peak_lr``) or whose figures are not finite."""
+    return [text for _, text in layer_flags(row, peak_lr)]
+
+
+def layer_flags(row: dict, peak_lr: float | None = None) -> list[tuple[int, str]]:
+    """``flags`` with the layer each is about: (layer, line)."""
     out = []
     lr = row.get("lr") or 0.0
     awake = peak_lr is None or (peak_lr > 0 and lr >= LR_AWAKE * peak_lr)
     for i, r in enumerate(row.get("update_ratio") or []):
         bad = [q for q in QUANTITIES if _at(row, q, i) is not None and not math.isfinite(_at(row, q, i))]
+        at = f"at step {row['step']}"
         if bad:
-            out.append(f"layer {i}: {', '.join(LABELS[q] for q in bad)} not finite at step {row['step']}")
+            out.append((i, f"layer {i}: {', '.join(LABELS[q] for q in bad)} not finite {at}"))
         elif r > HIGH:
-            out.append(f"layer {i}: update/weight {r:.2g} > {HIGH:g} at step {row['step']}: too large, may diverge")
+            out.append((i, f"layer {i}: update/weight {r:.2g} > {HIGH:g} {at}: too large, may diverge"))
         elif awake and r < LOW:
-            out.append(f"layer {i}: update/weight {r:.2g} < {LOW:g} at step {row['step']}: too small, not learning")
+            out.append((i, f"layer {i}: update/weight {r:.2g} < {LOW:g} {at}: too small, not learning"))
     return out
 
 
@@ -184,12 +190,11 @@ def _at(row: dict, q: str, i: int):
     return vals[i] if i < len(vals) else None
 
 
-def run_flags(rows: list[dict]) -> list[str]:
-    """``flags`` of the newest row, with the run's peak learning rate so far."""
+def run_flags(rows: list[dict]) -> list[tuple[int, str]]:
+    """``layer_flags`` of the newest row, with the run's peak learning rate so far."""
     if not rows:
         return []
-    peak = max((r.get("lr") or 0.0) for r in rows)
-    return flags(rows[-1], peak)
+    return layer_flags(rows[-1], max((r.get("lr") or 0.0) for r in rows))
 
 
 def fmt(q: str, v) -> str:
@@ -222,7 +227,7 @@ def report(run, quantity: str | None = None, last: int = 20) -> dict:
         raise WorkbenchError(f"run {run.name!r} has no health records ({HEALTH}): it trained with "
                              "train.health_interval = 0 or before health was recorded; train it on with "
                              "--set train.health_interval=50")
-    out = {"run": run.name, "step": rows[-1]["step"], "latest": rows[-1], "flags": run_flags(rows),
+    out = {"run": run.name, "step": rows[-1]["step"], "latest": rows[-1], "flags": [t for _, t in run_flags(rows)],
            "records": len(rows)}
     if quantity is not None:
         out["quantity"] = quantity

@@ -172,20 +172,21 @@ class ChatPane(Pane):
         """BeamSearch from the form; raises WorkbenchError naming the bad field by its label."""
         from workbench.generation.beam import BeamSearch
 
+        fields = [f for f in (*FIELDS, *BEAM_FIELDS) if f[1] in ("max_tokens", "beams", "length_penalty")]
         values = {}
-        for wid, key, label, *_ in (*BEAM_FIELDS, FIELDS[3]):
+        for wid, key, label, *_ in fields:
             text = self.query_one(f"#{wid}", Input).value.strip()
-            kind, allowed = (float, "a number from -10 to 10 (1 ranks by the mean log-probability)") \
-                if key == "length_penalty" else (int, "an integer from 1 to 256" if key == "beams" else "an integer >= 1")
+            kind = float if key == "length_penalty" else int
             try:
                 values[key] = kind(text)
-            except ValueError:
-                raise WorkbenchError(f"{label} {text!r} is not allowed: expected {allowed}") from None
+            except ValueError:  # the range is BeamSearch.validate's to say
+                raise WorkbenchError(f"{label} {text!r} is not allowed: expected "
+                                     f"{'a number' if kind is float else 'an integer'}") from None
         try:
             return BeamSearch(**values, stop_at_eos=self.query_one("#ch-eos", Switch).value).validate()
         except WorkbenchError as e:
             msg = str(e)
-            for wid, key, label, *_ in (*BEAM_FIELDS, FIELDS[3]):
+            for _, key, label, *_ in fields:
                 msg = msg.replace(key, label)
             raise WorkbenchError(msg) from None
 

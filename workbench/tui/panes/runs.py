@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from workbench.errors import WorkbenchError, user_message
 from workbench.runs.folder import summary_cells
 from workbench.tui.panes.base import OpenRun, Pane
-from workbench.tui.widgets.charts import LineChart
+from workbench.tui.widgets.charts import LineChart, MetricGrid
 from workbench.tui.widgets.runs_views import COLORS, curve_series, diff_series, reach_rows
 from workbench.tui.widgets.train_views import si
 
@@ -43,7 +43,6 @@ NARROW_COLUMNS = ("mark", "name", "tokens", "val", "bpb", "tok_s", "status")
 NARROW_HEADERS = {"val": "val", "bpb": "bpb"}
 VIEWS = ("curves", "vs", "panels")  # where the pane is narrow or short; else curves and vs share one view
 PIN = "⚑"
-GRID_TWO_COLUMNS = 70  # the metric grid has two columns from this pane width
 
 
 class RunsPane(Pane):
@@ -84,7 +83,6 @@ class RunsPane(Pane):
         self.smoothing = 0.0  # the charts' EMA weight (runs.smooth.WEIGHTS; keys > and <)
         self.clip_outliers = True  # the charts' y-range ignores outliers (key o)
         self.panels: list[str] = []  # the metrics the grid draws, in the order picked
-        self._grid_shape: tuple = ()  # (metrics, columns) the grid's charts were made for
         self._redraw_timer = None
 
     def compose(self) -> ComposeResult:
@@ -97,7 +95,7 @@ class RunsPane(Pane):
                 reach = DataTable(id="runs-reach", cursor_type="none", show_cursor=False)
                 reach.add_columns("run", "reaches base's final", "× base", "Δ loss", "Δ top-1")
                 yield reach
-        yield VerticalScroll(id="runs-grid")
+        yield MetricGrid("runs", id="runs-grid")
 
     def on_mount(self) -> None:
         self.query_one("#runs-curves", LineChart).empty_text = "no evaluations yet"
@@ -338,17 +336,11 @@ class RunsPane(Pane):
     def _draw_grid(self, shown: list[str]) -> None:
         """One small chart per picked metric, the shown runs in each (smoothed and scaled as the
         overlay is); the charts are made again only when the metrics or the columns change."""
-        grid = self.query_one("#runs-grid", VerticalScroll)
-        columns = 2 if (self.size.width or 0) >= GRID_TWO_COLUMNS else 1
-        if self._grid_shape != (tuple(self.panels), columns):
-            self._grid_shape = (tuple(self.panels), columns)
-            grid.remove_children()
-            rows = [self.panels[i:i + columns] for i in range(0, len(self.panels), columns)]
-            grid.mount_all([Horizontal(*[LineChart(m, name=m, classes="runs-panel") for m in row],
-                                       classes="runs-grid-row") for row in rows])
+        grid = self.query_one("#runs-grid", MetricGrid)
+        if grid.set_metrics(self.panels, self.size.width or 0):
             self.call_after_refresh(self.redraw)  # the new charts are drawn once they have a size
             return
-        for chart in grid.query(".runs-panel").results(LineChart):
+        for chart in grid.charts():
             metric = str(chart.name)
             series, log_x = curve_series({n: c.get(metric, []) for n, c in self.run_curves.items()}, shown,
                                          self.smoothing)

@@ -21,7 +21,7 @@ import time
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.validation import Integer
 from textual.widgets import Button, Input, Label, Select, Static
@@ -37,7 +37,7 @@ from workbench.training.health import LABELS as HEALTH_LABELS
 from workbench.training.health import QUANTITIES as HEALTH_QUANTITIES
 from workbench.training.notices import notices
 from workbench.training.request import MAX_PROCS, parse_procs
-from workbench.tui.widgets.charts import X_MODES, LineChart, MetricsHistory, Series, x_label
+from workbench.tui.widgets.charts import X_MODES, LineChart, MetricGrid, MetricsHistory, Series, x_label
 from workbench.tui.widgets.health_map import HealthMap
 from workbench.tui.widgets.train_views import (VIEWS, devices_text, header_parts, newest_that_fit, pack, prepare_text, resume_hint, samples_text)
 from workbench.tui.widgets.form_fields import FormInput, FormSelect
@@ -51,7 +51,6 @@ CHART_PERIOD = 1.0
 SIDE_EVERY = 2
 NOTICE_LINES = 12  # notices shown before the box has a size
 SHORT_HEADER_BELOW = 100  # columns: the header uses fewer words
-GRID_TWO_COLUMNS = 70  # the metric grid has two columns from this pane width
 
 
 class TrainPane(Pane):
@@ -80,7 +79,6 @@ class TrainPane(Pane):
         self.health_rows: list[dict] = []  # the run's health.jsonl rows, as they come
         self.side = "rates"  # the side charts, or a health quantity's heatmap (key: h)
         self.panels: list[str] = []  # metrics drawn as a grid of charts instead of the charts (key: m)
-        self._grid_shape: tuple = ()  # (metrics, columns) the grid's charts were made for
         self.notices: collections.deque[str] = collections.deque(maxlen=200)
         self.job = None  # a Trainer or a ChildRun while running
         self.running = False
@@ -136,7 +134,7 @@ class TrainPane(Pane):
                 yield LineChart("learning rate", id="chart-lr")
                 yield LineChart("tokens/s", id="chart-toks")
                 yield HealthMap(id="train-health")
-        yield VerticalScroll(id="train-grid")
+        yield MetricGrid("train", id="train-grid")
         with Horizontal(id="train-bottom"):
             yield Static("", id="train-samples")
             yield Static("", id="train-log")
@@ -673,21 +671,15 @@ class TrainPane(Pane):
 
     def _draw_grid(self) -> None:
         """One chart per picked metric (smoothed and scaled as the loss chart is); made again only
-        when the metrics or the columns change."""
+        when the metrics or the columns change (``MetricGrid``)."""
         from workbench.runs.smooth import debiased_ema
 
-        grid = self.query_one("#train-grid", VerticalScroll)
-        columns = 2 if (self.size.width or 0) >= GRID_TWO_COLUMNS else 1
-        if self._grid_shape != (tuple(self.panels), columns):
-            self._grid_shape = (tuple(self.panels), columns)
-            grid.remove_children()
-            rows = [self.panels[i:i + columns] for i in range(0, len(self.panels), columns)]
-            grid.mount_all([Horizontal(*[LineChart(m, name=m, classes="train-panel") for m in row],
-                                       classes="train-grid-row") for row in rows])
+        grid = self.query_one("#train-grid", MetricGrid)
+        if grid.set_metrics(self.panels, self.size.width or 0):
             self.call_after_refresh(self.redraw_charts)  # drawn once the new charts have a size
             return
         h, mode, w = self.history, self.x_mode, self.history.smoothing
-        for chart in grid.query(".train-panel").results(LineChart):
+        for chart in grid.charts():
             metric = str(chart.name)
             xs, ys = h.series(metric, mode)
             series = [Series(metric, xs, ys, color="gray" if w else "cyan")]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from textual.containers import Horizontal, VerticalScroll
 from textual_plotext import PlotextPlot
 
 X_MODES = ("steps", "tokens", "time")
@@ -234,3 +235,32 @@ class LineChart(PlotextPlot):
 
 def x_label(mode: str) -> str:
     return {"steps": "step", "tokens": "tokens", "time": "seconds"}[mode]
+
+
+class MetricGrid(VerticalScroll):
+    """One small ``LineChart`` per metric (named by it), two to a row from ``TWO_COLUMNS`` cells
+    wide and one below; the Train and Runs panes' panels. ``prefix`` names the CSS classes
+    (``PREFIX-panel``, ``PREFIX-grid-row``)."""
+
+    TWO_COLUMNS = 70
+
+    def __init__(self, prefix: str, **kw):
+        super().__init__(**kw)
+        self.prefix = prefix
+        self._shape: tuple = ()  # (metrics, columns) the charts were made for
+
+    def set_metrics(self, metrics: list[str], width: int) -> bool:
+        """Charts for ``metrics`` at a pane ``width``; True when they were made again (then draw
+        them after the next refresh, once they have a size)."""
+        columns = 2 if width >= self.TWO_COLUMNS else 1
+        if self._shape == (tuple(metrics), columns):
+            return False
+        self._shape = (tuple(metrics), columns)
+        self.remove_children()
+        rows = [metrics[i:i + columns] for i in range(0, len(metrics), columns)]
+        self.mount_all([Horizontal(*[LineChart(m, name=m, classes=f"{self.prefix}-panel") for m in row],
+                                   classes=f"{self.prefix}-grid-row") for row in rows])
+        return True
+
+    def charts(self) -> list["LineChart"]:
+        return list(self.query(f".{self.prefix}-panel").results(LineChart))

@@ -38,7 +38,8 @@ def render_map(rows: list[dict], quantity: str, width: int, height: int) -> Text
     cols = max(1, width - LABEL_W)
     shown = rows[-cols:]
     cell_w = max(1, min(4, cols // len(shown)))  # few records: wider cells
-    flagged = {int(line.split(":")[0].split()[1]) for line in run_flags(rows)}
+    found = run_flags(rows)
+    flagged = {i for i, _ in found}
     vals = [_scaled(quantity, v) for r in shown for v in (r.get(quantity) or [])]
     vals = [v for v in vals if v is not None]
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
@@ -68,10 +69,9 @@ def render_map(rows: list[dict], quantity: str, width: int, height: int) -> Text
         out.append("\n")
     out.append(f"steps {shown[0]['step']}–{shown[-1]['step']}" + (f" · {len(layers)} of {n_layers} layers"
                                                                     if len(layers) < n_layers else ""), style="dim")
-    flags = run_flags(rows)
-    if flags:
+    if found:
         out.append("\n")
-        out.append("! " + flags[0] + (f" (+{len(flags) - 1} more)" if len(flags) > 1 else ""), style="bold red")
+        out.append("! " + found[0][1] + (f" (+{len(found) - 1} more)" if len(found) > 1 else ""), style="bold red")
     return out
 
 
